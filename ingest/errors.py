@@ -1,0 +1,62 @@
+"""The ltgcast exception tree.
+
+Every error ltgcast raises on purpose derives from :class:`LtgcastError`, so a
+daemon can count, quarantine and continue on bad data while still crashing on
+programming errors::
+
+    LtgcastError
+    ├── ConfigError            bad flags or environment: crash at start-up
+    ├── IngestError            a source, bus or checkpoint failed
+    ├── FrameDecodeError       a file is not the GOES-R product it claims to be
+    │   └── FilenameError      a file name does not follow the product grammar
+    ├── ScoringError           the scorer failed (timeouts, transport, shapes)
+    └── ModelRejected          a model version failed validation
+
+Foreign exceptions (``OSError`` from netCDF4, ``KeyError`` for a missing
+variable, ``grpc.RpcError``, ``redis.RedisError``, Kafka errors) are translated
+into this tree at exactly one boundary each and chained with ``from exc``.
+Messages say what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+
+class LtgcastError(Exception):
+    """Base class of every error ltgcast raises on purpose."""
+
+
+class ConfigError(LtgcastError, ValueError):
+    """Configuration is missing or invalid; raised at start-up."""
+
+
+class IngestError(LtgcastError):
+    """A frame source, the bus or the checkpoint failed."""
+
+
+class FrameDecodeError(LtgcastError):
+    """A file could not be decoded as the GOES-R product it claims to be.
+
+    Parameters
+    ----------
+    path
+        The offending file.
+    reason
+        What was expected and what was found.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class FilenameError(FrameDecodeError, ValueError):
+    """A file name does not follow any known GOES-R product grammar."""
+
+
+class ScoringError(LtgcastError):
+    """The scorer failed to produce probabilities."""
+
+
+class ModelRejected(LtgcastError):
+    """A model version failed validation and was not swapped in."""

@@ -1,0 +1,281 @@
+"""GLM L2 Lightning Cluster-Filter Algorithm (LCFA) reader: flashes, groups, events.
+
+Real files differ in ways the reader handles from the attributes alone, never
+from the year in the file name:
+
+* Time offsets: older files store signed ``int16 × 2.0`` in
+  ``milliseconds since <product_time>``; newer ones unsigned
+  ``int16 × 3.814756e-4 − 5.0`` in ``seconds since <product_time>``. Both are
+  decoded by the packing attributes and the ``units`` string.
+* Areas: ``km2`` in older files, ``m2`` in newer ones; always returned in km².
+* Energies, areas and quality flags are ``_Unsigned`` ``int16`` with
+  ``_FillValue = -1`` (65535 once unsigned) and a ``valid_range`` stored signed.
+* The signedness of the packed time offsets is not always declared right:
+  some files of October 2018 use the unsigned packing but lack
+  ``_Unsigned``, and a GOES-17 check-out file declares ``_Unsigned = "true"``
+  on signed millisecond offsets. The declaration is used when it puts every
+  time inside the granule window (see :data:`WINDOW_MARGIN_S`); when only the
+  other signedness does, that one is used and the correction is recorded in
+  :attr:`GlmGranule.decode_notes`.
+* Empty granules have zero-length dimensions and fill in the count variables:
+  they give empty tables, not an error.
+* The ``*_count`` variables can disagree with the dimension lengths; the
+  dimensions are trusted and the disagreement is reported in
+  :attr:`GlmGranule.count_mismatches`.
+* Event longitudes of GOES-West can run past -180°; every longitude is wrapped
+  into [-180, 180).
+
+Positions are on GLM's lightning ellipsoid (see :mod:`ingest.geometry`).
+Times are float64 seconds since 1970-01-01T00:00:00Z.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+from numpy.typing import NDArray
+
+from ingest.errors import FrameDecodeError
+from ingest.filenames import GoesFilename, parse_filename
+from ingest.ncio import attribute, declared_unsigned, decode, decode_int, decode_time, open_dataset, variable
+
+log = logging.getLogger(__name__)
+
+F32 = NDArray[np.float32]
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+
+_AREA_TO_KM2 = {"km2": 1.0, "km^2": 1.0, "m2": 1e-6, "m^2": 1e-6}
+_DIMENSIONS = {"flash": "number_of_flashes", "group": "number_of_groups", "event": "number_of_events"}
+
+#: Slack around the granule window [start, end] inside which decoded times must
+#: fall: a flash is reported in the granule where it ends, so its first event
+#: may precede the start (NOAA's newer packing reserves 5 s for that).
+WINDOW_MARGIN_S = (5.5, 1.0)
+
+
+@dataclass(frozen=True, eq=False)
+class Flashes:
+    """GLM flashes; every array has shape ``[n_flashes]``.
+
+    ``time``/``time_last`` are the first/last constituent event (s since 1970 UTC),
+    ``energy`` is J, ``area`` km², ``quality_flag`` -1 where missing.
+    """
+
+    id: I64
+    lat: F32
+    lon: F32
+    time: F64
+    time_last: F64
+    energy: F32
+    area: F32
+    quality_flag: I64
+
+    def __len__(self) -> int:
+        """Number of flashes."""
+        return int(self.id.size)
+
+
+@dataclass(frozen=True, eq=False)
+class Groups:
+    """GLM groups; every array has shape ``[n_groups]``."""
+
+    id: I64
+    lat: F32
+    lon: F32
+    time: F64
+    energy: F32
+    area: F32
+    quality_flag: I64
+    parent_flash_id: I64
+
+    def __len__(self) -> int:
+        """Number of groups."""
+        return int(self.id.size)
+
+
+@dataclass(frozen=True, eq=False)
+class Events:
+    """GLM events; every array has shape ``[n_events]``."""
+
+    id: I64
+    lat: F32
+    lon: F32
+    time: F64
+    energy: F32
+    parent_group_id: I64
+
+    def __len__(self) -> int:
+        """Number of events."""
+        return int(self.id.size)
+
+
+@dataclass(frozen=True, eq=False)
+class GlmGranule:
+    """One GLM LCFA file (normally 20 s of lightning)."""
+
+    path: str
+    name: GoesFilename
+    platform: str
+    orbital_slot: str
+    product_time: datetime
+    subpoint_lon: float
+    flashes: Flashes
+    groups: Groups
+    events: Events
+    count_mismatches: dict[str, tuple[int | None, int]] = field(default_factory=dict)
+    decode_notes: tuple[str, ...] = ()
+
+    @property
+    def scan_start(self) -> datetime:
+        """Start of the granule's observation window, aware UTC."""
+        return self.name.scan_start
+
+    @property
+    def scan_end(self) -> datetime:
+        """End of the granule's observation window, aware UTC."""
+        return self.name.scan_end
+
+
+def wrap_longitude(lon: F64) -> F64:
+    """Wrap longitudes into [-180, 180) degrees.
+
+    >>> wrap_longitude(np.array([-186.5, 173.6, 180.0])).tolist()
+    [173.5, 173.6, -180.0]
+    """
+    return np.asarray((lon + 180.0) % 360.0 - 180.0)
+
+
+class GlmLcfaReader:
+    """Reader for ``OR_GLM-L2-LCFA_*`` files."""
+
+    family = "GLM-L2-LCFA"
+
+    def read(self, path: str | Path) -> GlmGranule:
+        """Read every flash, group and event of one granule."""
+        name = parse_filename(path)
+        if name.family != self.family:
+            raise FrameDecodeError(str(path), f"expected a {self.family} file, the name says {name.family}")
+        with open_dataset(path) as ds:
+            platform = str(attribute(ds, "platform_ID"))
+            if platform != name.satellite:
+                raise FrameDecodeError(str(path), f"file name says {name.satellite}, platform_ID says {platform}")
+            product_time = decode_time(variable(ds, "product_time")).reshape(-1)[0]
+            times = _TimeDecoder(ds, name)
+            granule = GlmGranule(
+                path=str(path),
+                name=name,
+                platform=platform,
+                orbital_slot=str(getattr(ds, "orbital_slot", "unknown")),
+                product_time=datetime.fromtimestamp(float(product_time), tz=UTC),
+                subpoint_lon=float(decode(variable(ds, "nominal_satellite_subpoint_lon")).reshape(-1)[0]),
+                flashes=_flashes(ds, times),
+                groups=_groups(ds, times),
+                events=_events(ds, times),
+                count_mismatches=_count_mismatches(ds),
+                decode_notes=tuple(times.notes),
+            )
+        if granule.decode_notes:
+            log.warning("%s: time offsets decoded against their declaration: %s", path, "; ".join(times.notes))
+        return granule
+
+
+class _TimeDecoder:
+    """Decodes time offsets, resolving a wrong ``_Unsigned`` declaration by the granule window."""
+
+    def __init__(self, ds: netCDF4.Dataset, name: GoesFilename) -> None:
+        self.ds = ds
+        self.low = name.scan_start.timestamp() - WINDOW_MARGIN_S[0]
+        self.high = name.scan_end.timestamp() + WINDOW_MARGIN_S[1]
+        self.notes: list[str] = []
+
+    def __call__(self, name: str) -> F64:
+        var = variable(self.ds, name)
+        declared = declared_unsigned(var)
+        times = decode_time(var, declared)
+        if self._fits(times) or var.dtype.kind != "i":
+            return times
+        flipped = decode_time(var, not declared)
+        if not self._fits(flipped):
+            return times
+        declaration = "true" if declared else "absent"
+        self.notes.append(f"{name}: _Unsigned={declaration} contradicts the granule window, decoded as the other")
+        return flipped
+
+    def _fits(self, times: F64) -> bool:
+        finite = times[np.isfinite(times)]
+        return bool(finite.size == 0 or (finite.min() >= self.low and finite.max() <= self.high))
+
+
+def _f32(ds: netCDF4.Dataset, name: str) -> F32:
+    return decode(variable(ds, name)).astype(np.float32)
+
+
+def _lon(ds: netCDF4.Dataset, name: str) -> F32:
+    return wrap_longitude(decode(variable(ds, name))).astype(np.float32)
+
+
+def _area_km2(ds: netCDF4.Dataset, name: str) -> F32:
+    var = variable(ds, name)
+    units = str(attribute(var, "units"))
+    if units not in _AREA_TO_KM2:
+        raise FrameDecodeError(ds.filepath(), f"{name} units should be km2 or m2, found {units!r}")
+    return (decode(var) * _AREA_TO_KM2[units]).astype(np.float32)
+
+
+def _flashes(ds: netCDF4.Dataset, times: _TimeDecoder) -> Flashes:
+    return Flashes(
+        id=decode_int(variable(ds, "flash_id")),
+        lat=_f32(ds, "flash_lat"),
+        lon=_lon(ds, "flash_lon"),
+        time=times("flash_time_offset_of_first_event"),
+        time_last=times("flash_time_offset_of_last_event"),
+        energy=_f32(ds, "flash_energy"),
+        area=_area_km2(ds, "flash_area"),
+        quality_flag=decode_int(variable(ds, "flash_quality_flag")),
+    )
+
+
+def _groups(ds: netCDF4.Dataset, times: _TimeDecoder) -> Groups:
+    return Groups(
+        id=decode_int(variable(ds, "group_id")),
+        lat=_f32(ds, "group_lat"),
+        lon=_lon(ds, "group_lon"),
+        time=times("group_time_offset"),
+        energy=_f32(ds, "group_energy"),
+        area=_area_km2(ds, "group_area"),
+        quality_flag=decode_int(variable(ds, "group_quality_flag")),
+        parent_flash_id=decode_int(variable(ds, "group_parent_flash_id")),
+    )
+
+
+def _events(ds: netCDF4.Dataset, times: _TimeDecoder) -> Events:
+    return Events(
+        id=decode_int(variable(ds, "event_id")),
+        lat=_f32(ds, "event_lat"),
+        lon=_lon(ds, "event_lon"),
+        time=times("event_time_offset"),
+        energy=_f32(ds, "event_energy"),
+        parent_group_id=decode_int(variable(ds, "event_parent_group_id")),
+    )
+
+
+def _count_mismatches(ds: netCDF4.Dataset) -> dict[str, tuple[int | None, int]]:
+    """Count variables that disagree with their dimension (fill counts as ``None``)."""
+    mismatches: dict[str, tuple[int | None, int]] = {}
+    for kind in ("flash", "group", "event"):
+        dim = len(ds.dimensions[_DIMENSIONS[kind]]) if _DIMENSIONS[kind] in ds.dimensions else 0
+        if f"{kind}_count" not in ds.variables:
+            continue
+        stored = int(decode_int(ds.variables[f"{kind}_count"]).reshape(-1)[0])
+        count = None if stored < 0 else stored
+        if count != dim and not (count is None and dim == 0):
+            mismatches[f"{kind}_count"] = (count, dim)
+    if mismatches:
+        log.info("%s: count variables disagree with dimensions %s; trusting dimensions", ds.filepath(), mismatches)
+    return mismatches

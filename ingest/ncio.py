@@ -1,0 +1,173 @@
+"""The one boundary between netCDF4 and ltgcast.
+
+Every GOES-R file is opened here; ``OSError``/``RuntimeError`` from the HDF5
+layer, missing variables and missing attributes become
+:class:`~ingest.errors.FrameDecodeError` naming the file and what was missing.
+
+Packed variables are decoded explicitly rather than through netCDF4's masked
+arrays, so the rules are visible and no masked array escapes:
+
+1. read the stored integers;
+2. reinterpret them as unsigned when ``_Unsigned = "true"`` (GOES-R stores
+   12-bit counts and 16-bit packed values in signed ``int16``);
+3. mark ``_FillValue`` and values outside ``valid_range`` (both reinterpreted
+   the same way: ``valid_range = [0, -6]`` means ``[0, 65530]``) as missing;
+4. apply ``scale_factor`` and ``add_offset``; missing becomes NaN.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import netCDF4
+import numpy as np
+from numpy.typing import NDArray
+
+from ingest.errors import FrameDecodeError
+
+
+@contextmanager
+def open_dataset(path: str | Path) -> Iterator[netCDF4.Dataset]:
+    """Open a NetCDF file read-only with automatic masking and scaling off.
+
+    Raises
+    ------
+    FrameDecodeError
+        The file is missing, truncated, or not NetCDF/HDF5.
+    """
+    try:
+        ds = netCDF4.Dataset(str(path), mode="r")
+    except (OSError, RuntimeError) as exc:
+        raise FrameDecodeError(str(path), f"cannot open as NetCDF-4 ({exc})") from exc
+    try:
+        ds.set_auto_maskandscale(False)
+        yield ds
+    except (OSError, RuntimeError) as exc:
+        raise FrameDecodeError(str(path), f"read failed, file truncated or corrupt? ({exc})") from exc
+    finally:
+        ds.close()
+
+
+def variable(ds: netCDF4.Dataset, name: str) -> netCDF4.Variable[Any]:
+    """Return variable ``name`` or fail naming it."""
+    try:
+        return ds.variables[name]
+    except KeyError as exc:
+        raise FrameDecodeError(ds.filepath(), f"missing variable {name!r}") from exc
+
+
+def attribute(obj: netCDF4.Dataset | netCDF4.Variable[Any], name: str) -> Any:
+    """Return attribute ``name`` of a dataset or variable, or fail naming it."""
+    try:
+        return obj.getncattr(name)
+    except AttributeError as exc:
+        where = getattr(obj, "name", "global")
+        raise FrameDecodeError(_path_of(obj), f"missing attribute {name!r} on {where}") from exc
+
+
+def _path_of(obj: netCDF4.Dataset | netCDF4.Variable[Any]) -> str:
+    ds = obj.group() if isinstance(obj, netCDF4.Variable) else obj
+    return str(ds.filepath())
+
+
+def declared_unsigned(var: netCDF4.Variable[Any]) -> bool:
+    """Whether ``var`` declares its integers unsigned (``_Unsigned = "true"``)."""
+    return str(getattr(var, "_Unsigned", "false")).lower() == "true"
+
+
+def raw_integers(var: netCDF4.Variable[Any], unsigned: bool | None = None) -> tuple[NDArray[Any], NDArray[np.bool_]]:
+    """Stored integers of ``var`` and the missing mask.
+
+    ``unsigned`` overrides the variable's ``_Unsigned`` declaration when given.
+    """
+    raw = np.asarray(var[...])
+    unsigned = (declared_unsigned(var) if unsigned is None else unsigned) and raw.dtype.kind == "i"
+    target = raw.dtype.str.replace("i", "u") if unsigned else raw.dtype
+
+    def as_stored(value: Any) -> NDArray[Any]:
+        return np.asarray(value, dtype=raw.dtype).astype(target, copy=False) if unsigned else np.asarray(value)
+
+    values = raw.view(target) if unsigned else raw
+    missing = np.zeros(values.shape, dtype=bool)
+    if "_FillValue" in var.ncattrs():
+        missing |= values == as_stored(var.getncattr("_FillValue"))
+    if "valid_range" in var.ncattrs():
+        low, high = as_stored(var.getncattr("valid_range"))
+        missing |= (values < low) | (values > high)
+    return values, missing
+
+
+def decode(var: netCDF4.Variable[Any], unsigned: bool | None = None) -> NDArray[np.float64]:
+    """Unpack ``var`` to float64 physical values; missing values are NaN.
+
+    ``unsigned`` overrides the ``_Unsigned`` declaration (see :func:`raw_integers`).
+    """
+    if var.dtype.kind == "f":
+        values = np.array(var[...], dtype=np.float64)
+        if "_FillValue" in var.ncattrs():
+            values[values == float(var.getncattr("_FillValue"))] = np.nan
+        return values
+    stored, missing = raw_integers(var, unsigned)
+    scale = float(getattr(var, "scale_factor", 1.0))
+    offset = float(getattr(var, "add_offset", 0.0))
+    out = stored.astype(np.float64) * scale + offset
+    out[missing] = np.nan
+    return out
+
+
+def decode_int(var: netCDF4.Variable[Any]) -> NDArray[np.int64]:
+    """Integer variable (ids, flags) as int64 with the unsigned view applied; missing → -1."""
+    stored, missing = raw_integers(var)
+    out = stored.astype(np.int64)
+    out[missing] = -1
+    return out
+
+
+def scalar(ds: netCDF4.Dataset, name: str) -> float:
+    """A scalar variable as a float; its fill value becomes NaN."""
+    values = decode(variable(ds, name))
+    if values.size != 1:
+        raise FrameDecodeError(ds.filepath(), f"variable {name!r} should be a scalar, found shape {values.shape}")
+    return float(values.reshape(-1)[0])
+
+
+_SINCE = re.compile(
+    r"^\s*(?P<unit>milliseconds|msec|ms|seconds|secs|sec|s)\s+since\s+"
+    r"(?P<epoch>\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?)\s*(?:Z|UTC)?\s*$"
+)
+_UNIT_SECONDS = {"milliseconds": 1e-3, "msec": 1e-3, "ms": 1e-3, "seconds": 1.0, "secs": 1.0, "sec": 1.0, "s": 1.0}
+
+
+def parse_time_units(units: str) -> tuple[float, datetime]:
+    """Parse ``'<unit> since <UTC time>'`` into (seconds per unit, aware epoch).
+
+    >>> parse_time_units("milliseconds since 2018-07-02 04:33:00.000")
+    (0.001, datetime.datetime(2018, 7, 2, 4, 33, tzinfo=datetime.timezone.utc))
+    """
+    match = _SINCE.match(units)
+    if match is None:
+        msg = f"time units {units!r} are not '<seconds|milliseconds> since YYYY-MM-DD HH:MM:SS'"
+        raise ValueError(msg)
+    epoch = datetime.fromisoformat(match["epoch"].replace(" ", "T")).replace(tzinfo=UTC)
+    return _UNIT_SECONDS[match["unit"]], epoch
+
+
+def decode_time(var: netCDF4.Variable[Any], unsigned: bool | None = None) -> NDArray[np.float64]:
+    """Decode a CF time variable to float64 seconds since 1970-01-01T00:00:00Z."""
+    units = attribute(var, "units")
+    try:
+        per_unit, epoch = parse_time_units(str(units))
+    except ValueError as exc:
+        raise FrameDecodeError(_path_of(var), f"variable {var.name!r}: {exc}") from exc
+    return decode(var, unsigned) * per_unit + epoch.timestamp()
+
+
+def iso_utc(stamp: float | datetime) -> str:
+    """ISO 8601 UTC with a ``Z`` suffix and millisecond precision."""
+    when = stamp if isinstance(stamp, datetime) else datetime.fromtimestamp(stamp, tz=UTC)
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,100 @@
+"""Reader registry: one reader per product family, chosen from the file name.
+
+>>> sorted(READERS)
+['ABI-L1b-Rad', 'ABI-L2-CMIP', 'GLM-L2-LCFA']
+>>> get_reader("ABI-L1b-Rad").__name__
+'AbiL1bRadReader'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ingest.abi import AbiImage, AbiL1bRadReader, AbiL2CmipReader
+from ingest.filenames import parse_filename
+from ingest.glm import GlmGranule, GlmLcfaReader
+from ingest.ncio import iso_utc
+
+READERS: dict[str, type[AbiL1bRadReader] | type[AbiL2CmipReader] | type[GlmLcfaReader]] = {
+    "ABI-L1b-Rad": AbiL1bRadReader,
+    "ABI-L2-CMIP": AbiL2CmipReader,
+    "GLM-L2-LCFA": GlmLcfaReader,
+}
+
+
+def get_reader(family: str) -> type[AbiL1bRadReader] | type[AbiL2CmipReader] | type[GlmLcfaReader]:
+    """The reader class of a product family; unknown names list the valid ones."""
+    try:
+        return READERS[family]
+    except KeyError:
+        msg = f"unknown product family {family!r}; valid: {', '.join(sorted(READERS))}"
+        raise ValueError(msg) from None
+
+
+def read_product(path: str | Path) -> AbiImage | GlmGranule:
+    """Read any supported GOES-R file, choosing the reader from its name."""
+    return get_reader(parse_filename(path).family)().read(path)
+
+
+def describe(product: AbiImage | GlmGranule) -> dict[str, Any]:
+    """A flat, JSON-ready summary of a product (what ``ltgcast inspect`` prints)."""
+    name = product.name
+    common: dict[str, Any] = {
+        "path": product.path,
+        "product": name.product,
+        "satellite": product.platform,
+        "orbital_slot": product.orbital_slot,
+        "sector": name.sector,
+        "band": name.band,
+        "mode": name.mode,
+        "scan_start": iso_utc(name.scan_start),
+        "scan_end": iso_utc(name.scan_end),
+    }
+    if isinstance(product, AbiImage):
+        return common | _describe_abi(product)
+    return common | _describe_glm(product)
+
+
+def _describe_abi(image: AbiImage) -> dict[str, Any]:
+    valid = image.values[np.isfinite(image.values)]
+    stats = (
+        {"min": float(valid.min()), "max": float(valid.max()), "mean": float(valid.mean(dtype=np.float64))}
+        if valid.size
+        else {"min": None, "max": None, "mean": None}
+    )
+    return {
+        "shape": list(image.values.shape),
+        "units": image.units,
+        "quantity": image.quantity,
+        "valid_fraction": round(image.valid_fraction, 6),
+        **{k: (round(v, 4) if v is not None else None) for k, v in stats.items()},
+        "sub_longitude": image.grid.projection.lon_0,
+    }
+
+
+def _describe_glm(granule: GlmGranule) -> dict[str, Any]:
+    flashes = granule.flashes
+    has = len(flashes) > 0
+
+    def bound(values: np.ndarray, fn: Any) -> float | None:
+        finite = values[np.isfinite(values)]
+        return round(float(fn(finite)), 4) if finite.size else None
+
+    return {
+        "shape": [len(flashes)],
+        "units": None,
+        "flashes": len(flashes),
+        "groups": len(granule.groups),
+        "events": len(granule.events),
+        "first_flash_time": iso_utc(float(np.nanmin(flashes.time))) if has else None,
+        "last_flash_time": iso_utc(float(np.nanmax(flashes.time_last))) if has else None,
+        "lat_min": bound(flashes.lat, np.min),
+        "lat_max": bound(flashes.lat, np.max),
+        "lon_min": bound(flashes.lon, np.min),
+        "lon_max": bound(flashes.lon, np.max),
+        "count_mismatches": {k: list(v) for k, v in granule.count_mismatches.items()},
+        "sub_longitude": granule.subpoint_lon,
+    }

@@ -1,0 +1,159 @@
+"""The ``ltgcast`` command line.
+
+Each subcommand builds a frozen settings object from its flags (with
+``LTGCAST_*`` environment fallbacks where noted) and calls one ``main`` step.
+Exit codes: 0 success, 1 some input was bad (reported, others still done),
+2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ingest.errors import ConfigError, FrameDecodeError
+from ingest.readers import describe, read_product
+from ingest.synthetic import SECTORS, SLOTS, ScenarioConfig, simulate
+
+log = logging.getLogger("ltgcast")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Settings of the main job (``ltgcast run``), from flags with environment fallbacks."""
+
+    source: str
+    bus: str
+    scorer: str
+    grids: str
+    http: str
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, env: Mapping[str, str]) -> RunSettings:
+        """Flags win over ``LTGCAST_<NAME>`` variables, which win over the embedded defaults."""
+        defaults = {
+            "source": "s3://noaa-goes19",
+            "bus": "inproc://",
+            "scorer": "embedded",
+            "grids": "file:var/grids",
+            "http": "127.0.0.1:8080",
+        }
+        values = {k: getattr(args, k) or env.get(f"LTGCAST_{k.upper()}") or v for k, v in defaults.items()}
+        return cls(**values)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    failed = 0
+    for path in args.files:
+        try:
+            summary = describe(read_product(path))
+        except FrameDecodeError as exc:
+            failed += 1
+            sys.stderr.write(f"ltgcast inspect: {exc}\n")
+            continue
+        sys.stdout.write(json.dumps(summary) + "\n")
+        sys.stdout.flush()
+    return 1 if failed else 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    try:
+        start = datetime.fromisoformat(args.start.replace("Z", "+00:00"))
+    except ValueError as exc:
+        msg = f"--start must be ISO 8601 (e.g. 2024-06-15T18:00Z), got {args.start!r}"
+        raise ConfigError(msg) from exc
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    lat, lon = (float(v) for v in args.meso_center.split(","))
+    config = ScenarioConfig(
+        out=Path(args.out),
+        sector=args.sector,
+        start=start.astimezone(UTC),
+        minutes=args.minutes,
+        seed=args.seed,
+        satellite=args.satellite,
+        slot=args.slot,
+        meso_center=(lat, lon),
+        glm=not args.no_glm,
+    )
+    paths = simulate(config)
+    abi = sum(1 for p in paths if "_ABI-" in p.name)
+    sys.stdout.write(f"wrote {abi} ABI frames and {len(paths) - abi} GLM granules to {config.out}\n")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = RunSettings.from_args(args, os.environ)
+    plan = [
+        f"ingest   : poll {settings.source} for ABI-L1b-Rad band 13 frames and GLM-L2-LCFA granules",
+        f"bus      : {settings.bus}",
+        "featurize: GLM flash density on the ABI grid, 64x64 context, engineered features",
+        f"score    : {settings.scorer} scorer, fully convolutional model, every pixel",
+        f"store    : probability grids in {settings.grids}",
+        f"serve    : HTTP API, viewer and /metrics on http://{settings.http}",
+    ]
+    sys.stdout.write("ltgcast run (embedded mode) will wire these stages:\n")
+    sys.stdout.write("".join(f"  {line}\n" for line in plan))
+    sys.stdout.write(
+        "The ingest, scoring and serving stages are not built yet (issues 3-7); "
+        "nothing was started. Try `make demo` for the synthetic scenario.\n"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="ltgcast", description=__doc__.split("\n", 1)[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    inspect = sub.add_parser("inspect", help="print one JSON summary per GOES-R file")
+    inspect.add_argument("files", nargs="+", help="ABI L1b/L2 CMIP or GLM LCFA NetCDF files")
+    inspect.set_defaults(func=_inspect)
+
+    sim = sub.add_parser("simulate", help="write a synthetic GOES-R scenario in NOAA format")
+    sim.add_argument("--out", required=True, help="output directory")
+    sim.add_argument("--sector", choices=sorted(SECTORS), default="M1")
+    sim.add_argument("--start", required=True, help="ISO 8601 UTC start, e.g. 2024-06-15T18:00Z")
+    sim.add_argument("--minutes", type=int, default=30)
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--satellite", default="G19", help="platform ID, e.g. G16, G18, G19")
+    sim.add_argument("--slot", choices=sorted(SLOTS), default="GOES-East")
+    sim.add_argument("--meso-center", default="35.0,-97.5", help="lat,lon of a mesoscale sector")
+    sim.add_argument("--no-glm", action="store_true", help="write ABI frames only")
+    sim.set_defaults(func=_simulate)
+
+    run = sub.add_parser("run", help="the main job: embedded nowcast service")
+    for name, what in (
+        ("source", "frame source (env LTGCAST_SOURCE)"),
+        ("bus", "event bus URI (env LTGCAST_BUS)"),
+        ("scorer", "scorer backend (env LTGCAST_SCORER)"),
+        ("grids", "grid store URI (env LTGCAST_GRIDS)"),
+        ("http", "HTTP listen address (env LTGCAST_HTTP)"),
+    ):
+        run.add_argument(f"--{name}", default=None, help=what)
+    run.set_defaults(func=_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ltgcast`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except (ConfigError, ValueError) as exc:
+        sys.stderr.write(f"ltgcast {args.command}: {exc}\n")
+        return 2

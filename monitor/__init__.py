@@ -1,0 +1,1 @@
+"""Prometheus metrics, NaN accounting, drift and live verification (later issue)."""

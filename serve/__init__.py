@@ -1,0 +1,1 @@
+"""The nowcast worker, scorer backends, grid stores, outputs and the HTTP API (later issue)."""
