@@ -145,8 +145,8 @@ class GlmGranule:
 def wrap_longitude(lon: F64) -> F64:
     """Wrap longitudes into [-180, 180) degrees.
 
-    >>> wrap_longitude(np.array([-186.5, 173.6, 180.0])).tolist()
-    [173.5, 173.6, -180.0]
+    >>> wrap_longitude(np.array([-186.5, 173.5, 180.0])).tolist()
+    [173.5, 173.5, -180.0]
     """
     return np.asarray((lon + 180.0) % 360.0 - 180.0)
 

@@ -168,6 +168,10 @@ def decode_time(var: netCDF4.Variable[Any], unsigned: bool | None = None) -> NDA
 
 
 def iso_utc(stamp: float | datetime) -> str:
-    """ISO 8601 UTC with a ``Z`` suffix and millisecond precision."""
-    when = stamp if isinstance(stamp, datetime) else datetime.fromtimestamp(stamp, tz=UTC)
+    """ISO 8601 UTC with a ``Z`` suffix, rounded to the millisecond.
+
+    >>> iso_utc(1718474520.99962)
+    '2024-06-15T18:02:01.000Z'
+    """
+    when = stamp if isinstance(stamp, datetime) else datetime.fromtimestamp(round(stamp, 3), tz=UTC)
     return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

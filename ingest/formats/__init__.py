@@ -108,7 +108,8 @@ def write_product(
         Physical values per variable; packed per its (possibly overridden) attributes.
         Variables not given keep the template's stored values or stay unwritten (fill).
     attrs
-        Per-variable attribute overrides (e.g. ``scale_factor`` for another band).
+        Per-variable attribute overrides (e.g. ``scale_factor`` for another band);
+        ``None`` removes an attribute.
     """
     attrs = attrs or {}
     with netCDF4.Dataset(str(path), "w", format="NETCDF4") as ds:
@@ -125,7 +126,8 @@ def write_product(
 def _write_variable(
     ds: netCDF4.Dataset, spec: Mapping[str, Any], values: Mapping[str, Any], overrides: Mapping[str, Any]
 ) -> None:
-    var_attrs = {k: decode_attribute(a) for k, a in spec["attributes"].items()} | dict(overrides)
+    merged = {k: decode_attribute(a) for k, a in spec["attributes"].items()} | dict(overrides)
+    var_attrs = {k: v for k, v in merged.items() if v is not None}
     fill = var_attrs.pop("_FillValue", None)
     dims = tuple(spec["dimensions"])
     chunks = spec.get("chunks")

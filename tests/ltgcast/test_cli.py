@@ -1,0 +1,78 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ltgcast.cli import main
+from tests.goesfiles import write_abi_l1b, write_glm
+
+
+def test_inspect_prints_one_json_object_per_file(tmp_path, capsys):
+    abi = write_abi_l1b(tmp_path, np.full((4, 5), 60.0))
+    glm = write_glm(tmp_path, lat=[35.0, 36.0], lon=[-97.0, -96.0], offsets_s=[1.0, 2.0])
+    assert main(["inspect", str(abi), str(glm)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["product"] for line in lines] == ["ABI-L1b-RadC", "GLM-L2-LCFA"]
+    assert lines[0]["units"] == "K"
+    assert lines[0]["shape"] == [4, 5]
+    assert lines[0]["scan_start"] == "2024-06-15T18:01:17.800Z"
+    assert lines[0]["valid_fraction"] == 1.0
+    assert lines[1]["flashes"] == 2
+    assert lines[1]["first_flash_time"] == "2024-06-15T18:02:01.000Z"
+    assert (lines[1]["lat_min"], lines[1]["lon_max"]) == (35.0, -96.0)
+
+
+def test_inspect_reports_broken_files_and_still_reports_the_others(tmp_path, capsys):
+    good = write_glm(tmp_path, lat=[35.0], lon=[-97.0], offsets_s=[1.0])
+    broken = tmp_path / "cut" / "OR_GLM-L2-LCFA_G16_s20241671802200_e20241671802400_c20241671802410.nc"
+    broken.parent.mkdir()
+    broken.write_bytes(good.read_bytes()[:3000])
+    unnamed = tmp_path / "mystery.nc"
+    unnamed.write_bytes(good.read_bytes())
+    assert main(["inspect", str(broken), str(good), str(unnamed)]) == 1
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 1
+    errors = captured.err.splitlines()
+    assert len(errors) == 2
+    assert str(broken) in errors[0]
+    assert "NetCDF" in errors[0]
+    assert "mystery.nc" in errors[1]
+    assert "expected one of" in errors[1]
+
+
+def test_simulate_writes_a_scenario_the_readers_accept(tmp_path, capsys):
+    out = tmp_path / "scenario"
+    code = main(["simulate", "--out", str(out), "--sector", "M1", "--start", "2024-06-15T18:00Z", "--minutes", "2"])
+    assert code == 0
+    assert "wrote 2 ABI frames and 6 GLM granules" in capsys.readouterr().out
+    assert main(["inspect", *map(str, sorted(out.glob("*.nc")))]) == 0
+
+
+def test_simulate_rejects_a_bad_start_time(tmp_path, capsys):
+    assert main(["simulate", "--out", str(tmp_path), "--start", "yesterday"]) == 2
+    assert "--start must be ISO 8601" in capsys.readouterr().err
+
+
+def test_run_describes_the_embedded_plan_and_honours_the_environment(monkeypatch, capsys):
+    monkeypatch.setenv("LTGCAST_SOURCE", "dir:/srv/spool")
+    assert main(["run", "--bus", "kafka://127.0.0.1:9092"]) == 0
+    out = capsys.readouterr().out
+    assert "poll dir:/srv/spool" in out
+    assert "bus      : kafka://127.0.0.1:9092" in out
+    assert "not built yet" in out
+
+
+@pytest.mark.realdata
+def test_installed_console_script_inspects_every_real_sample(real_data):
+    script = Path(sys.executable).with_name("ltgcast")
+    files = sorted(str(p) for p in real_data.glob("*/*.nc"))
+    done = subprocess.run([str(script), "inspect", *files], capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(lines) == len(files)
+    empty = next(line for line in lines if "s20200160612000" in line["path"])
+    assert empty["flashes"] == 0
+    assert empty["first_flash_time"] is None
