@@ -12,7 +12,10 @@ import argparse
 import json
 import logging
 import os
+import resource
+import statistics
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,6 +92,35 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_read(args: argparse.Namespace) -> int:
+    """Time read + calibrate + mask per file; print a table and write JSON."""
+    results = []
+    for path in args.files:
+        timings = []
+        for _ in range(args.repeat):
+            began = time.perf_counter()
+            product = read_product(path)
+            timings.append(time.perf_counter() - began)
+        summary = describe(product)
+        results.append(
+            {
+                "path": str(path),
+                "product": summary["product"],
+                "shape": summary["shape"],
+                "seconds_best": min(timings),
+                "seconds_median": statistics.median(timings),
+                "repeat": args.repeat,
+            }
+        )
+        sys.stdout.write(f"{min(timings):8.3f} s best  {statistics.median(timings):8.3f} s median  {Path(path).name}\n")
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    sys.stdout.write(f"peak RSS {peak_mib:.0f} MiB\n")
+    report = {"benchmark": "read", "peak_rss_mib": peak_mib, "cpus": os.cpu_count(), "files": results}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     settings = RunSettings.from_args(args, os.environ)
     plan = [
@@ -129,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--meso-center", default="35.0,-97.5", help="lat,lon of a mesoscale sector")
     sim.add_argument("--no-glm", action="store_true", help="write ABI frames only")
     sim.set_defaults(func=_simulate)
+
+    bench = sub.add_parser("bench-read", help="time the readers on files; print and write JSON")
+    bench.add_argument("files", nargs="+")
+    bench.add_argument("--repeat", type=int, default=3)
+    bench.add_argument("--json", default="var/bench/read.json", help="where to write the JSON report")
+    bench.set_defaults(func=_bench_read)
 
     run = sub.add_parser("run", help="the main job: embedded nowcast service")
     for name, what in (

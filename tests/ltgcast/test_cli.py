@@ -76,3 +76,14 @@ def test_installed_console_script_inspects_every_real_sample(real_data):
     empty = next(line for line in lines if "s20200160612000" in line["path"])
     assert empty["flashes"] == 0
     assert empty["first_flash_time"] is None
+
+
+def test_bench_read_prints_timings_and_writes_json(tmp_path, capsys):
+    abi = write_abi_l1b(tmp_path, np.full((4, 5), 60.0))
+    report = tmp_path / "bench" / "read.json"
+    assert main(["bench-read", str(abi), "--repeat", "2", "--json", str(report)]) == 0
+    assert "s best" in capsys.readouterr().out
+    data = json.loads(report.read_text())
+    assert data["files"][0]["repeat"] == 2
+    assert data["files"][0]["shape"] == [4, 5]
+    assert 0 < data["files"][0]["seconds_best"] <= data["files"][0]["seconds_median"]
