@@ -71,7 +71,7 @@ def _describe_abi(image: AbiImage) -> dict[str, Any]:
         "quantity": image.quantity,
         "valid_fraction": round(image.valid_fraction, 6),
         **{k: (round(v, 4) if v is not None else None) for k, v in stats.items()},
-        "sub_longitude": image.grid.projection.lon_0,
+        "projection_lon_0": image.grid.projection.lon_0,
     }
 
 
@@ -96,5 +96,5 @@ def _describe_glm(granule: GlmGranule) -> dict[str, Any]:
         "lon_min": bound(flashes.lon, np.min),
         "lon_max": bound(flashes.lon, np.max),
         "count_mismatches": {k: list(v) for k, v in granule.count_mismatches.items()},
-        "sub_longitude": granule.subpoint_lon,
+        "subpoint_lon": granule.subpoint_lon,
     }
