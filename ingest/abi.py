@@ -40,6 +40,8 @@ from ingest.ncio import attribute, decode, decode_int, open_dataset, scalar, var
 
 #: ABI bands whose L1b radiances calibrate to brightness temperature.
 EMISSIVE_BANDS = frozenset(range(7, 17))
+#: The Planck-constant variables of an emissive-band L1b file, in the order of :func:`brightness_temperature`.
+PLANCK_VARIABLES = ("planck_fk1", "planck_fk2", "planck_bc1", "planck_bc2")
 #: DQF values kept by default: good_pixel_qf and conditionally_usable_pixel_qf.
 DEFAULT_GOOD_DQF = (0, 1)
 
@@ -210,7 +212,7 @@ class AbiL1bRadReader(_AbiReader):
         """Calibrate radiance with the file's own constants."""
         radiance = stored
         if band in EMISSIVE_BANDS:
-            constants = [scalar(ds, f"planck_{k}") for k in ("fk1", "fk2", "bc1", "bc2")]
+            constants = [scalar(ds, name) for name in PLANCK_VARIABLES]
             if not all(np.isfinite(constants)):
                 raise FrameDecodeError(ds.filepath(), f"band {band} is emissive but its Planck constants are fill")
             return brightness_temperature(radiance, *constants), "brightness_temperature", "K"

@@ -58,6 +58,17 @@ _DIMENSIONS = {"flash": "number_of_flashes", "group": "number_of_groups", "event
 #: may precede the start (NOAA's newer packing reserves 5 s for that).
 WINDOW_MARGIN_S = (5.5, 1.0)
 
+#: Every packed time-offset variable of an LCFA file (all share one packing and one ``units`` epoch).
+TIME_OFFSET_VARIABLES = (
+    "event_time_offset",
+    "group_time_offset",
+    "group_frame_time_offset",
+    "flash_time_offset_of_first_event",
+    "flash_time_offset_of_last_event",
+    "flash_frame_time_offset_of_first_event",
+    "flash_frame_time_offset_of_last_event",
+)
+
 
 @dataclass(frozen=True, eq=False)
 class Flashes:

@@ -39,10 +39,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ingest.abi import radiance_from_brightness_temperature
+from ingest.abi import PLANCK_VARIABLES, radiance_from_brightness_temperature
 from ingest.filenames import abi_filename, format_goes_time, glm_filename
 from ingest.formats import load_template, write_product
 from ingest.geometry import LIGHTNING_ELLIPSOID, FixedGrid, GeosProjection
+from ingest.glm import TIME_OFFSET_VARIABLES
 
 log = logging.getLogger(__name__)
 
@@ -385,9 +386,7 @@ class _World:
         """Write one ABI L1b band-13 file for the scan starting at ``scan_start``."""
         bt = self.render()
         k = BAND13
-        radiance = radiance_from_brightness_temperature(
-            bt.astype(np.float64), k["planck_fk1"], k["planck_fk2"], k["planck_bc1"], k["planck_bc2"]
-        )
+        radiance = radiance_from_brightness_temperature(bt.astype(np.float64), *(k[n] for n in PLANCK_VARIABLES))
         scan_end = scan_start + timedelta(seconds=self.sector.duration_s)
         created = scan_end + timedelta(seconds=float(self.state.rng.uniform(20, 40)))
         name = abi_filename(
@@ -492,8 +491,9 @@ class _Lightning:
                     np.column_stack([cell.row + rng.normal(0, spread, count), cell.col + rng.normal(0, spread, count)])
                 )
         centres = np.concatenate(rows) if rows else np.empty((0, 2))
-        visible = np.isfinite(_pixel_to_lightning_lonlat(world, centres)[0])
-        return _build_hierarchy(world, centres[visible], start)
+        centre_lon, centre_lat = _pixel_to_lightning_lonlat(world, centres)
+        visible = np.isfinite(centre_lon)
+        return _build_hierarchy(world, centres[visible], centre_lon[visible], centre_lat[visible])
 
 
 def _pixel_to_lightning_lonlat(
@@ -504,8 +504,10 @@ def _pixel_to_lightning_lonlat(
     return world.lightning_projection.lonlat(x, y)
 
 
-def _build_hierarchy(world: _World, centres: NDArray[np.float64], start: datetime) -> _Lightning:
-    """Flashes at ``centres`` (sector pixels) → groups → events, on the lightning ellipsoid."""
+def _build_hierarchy(
+    world: _World, centres: NDArray[np.float64], centre_lon: NDArray[np.float64], centre_lat: NDArray[np.float64]
+) -> _Lightning:
+    """Flashes at ``centres`` (sector pixels; their lightning-ellipsoid lon/lat given) → groups → events."""
     rng, state = world.state.rng, world.state
     n = centres.shape[0]
     t0 = np.asarray(rng.uniform(0.0, GLM_SECONDS - 1.5, n), dtype=np.float64)
@@ -516,9 +518,9 @@ def _build_hierarchy(world: _World, centres: NDArray[np.float64], start: datetim
     event_group = np.repeat(np.arange(group_flash.size), n_events)
     pix = centres[group_flash][event_group] + rng.normal(0, 3.0, (event_group.size, 2))
     lon, lat = _pixel_to_lightning_lonlat(world, pix)
-    centre_lon, centre_lat = _pixel_to_lightning_lonlat(world, centres[group_flash][event_group])
     off_disk = ~np.isfinite(lon)  # events spread past the limb fall back to their flash centre
-    lon[off_disk], lat[off_disk] = centre_lon[off_disk], centre_lat[off_disk]
+    event_flash = group_flash[event_group]
+    lon[off_disk], lat[off_disk] = centre_lon[event_flash[off_disk]], centre_lat[event_flash[off_disk]]
     energy = rng.lognormal(math.log(3e-15), 0.7, event_group.size)
     event_time = group_time[event_group] + rng.uniform(0, 0.002, event_group.size)
 
@@ -608,7 +610,7 @@ def _write_abi(
         "band_wavelength": [k["wavelength_um"]],
         "esun": np.nan,
         "kappa0": np.nan,
-        **{name: k[name] for name in ("planck_fk1", "planck_fk2", "planck_bc1", "planck_bc2")},
+        **{name: k[name] for name in PLANCK_VARIABLES},
         "valid_pixel_count": int(valid.sum()),
         "missing_pixel_count": int((~valid & world.earth).sum()),
         "min_radiance_value_of_valid_pixels": float(rad_good.min()) if rad_good.size else np.nan,
@@ -654,9 +656,6 @@ def _write_glm(path: Path, world: _World, ltg: _Lightning, start: datetime, end:
     slot = world.slot
     units = f"seconds since {start:%Y-%m-%d %H:%M:%S}.000"
     f, g, e = ltg.flash, ltg.group, ltg.event
-    time_vars = ("event_time_offset", "group_time_offset", "group_frame_time_offset",
-                 "flash_time_offset_of_first_event", "flash_time_offset_of_last_event",
-                 "flash_frame_time_offset_of_first_event", "flash_frame_time_offset_of_last_event")  # fmt: skip
     values: dict[str, Any] = {
         "event_id": e["id"], "event_time_offset": e["time"], "event_lat": e["lat"], "event_lon": e["lon"],
         "event_energy": e["energy"], "event_parent_group_id": e["parent"],
@@ -674,7 +673,7 @@ def _write_glm(path: Path, world: _World, ltg: _Lightning, start: datetime, end:
         "lon_field_of_view_bounds": [slot.lon_0 - 64.4, slot.lon_0 + 64.0],
         "yaw_flip_flag": 0,
     }  # fmt: skip
-    attrs: dict[str, dict[str, Any]] = {name: {"units": units} for name in time_vars}
+    attrs: dict[str, dict[str, Any]] = {name: {"units": units} for name in TIME_OFFSET_VARIABLES}
     attrs["event_lon"] = {"add_offset": np.float32(slot.lon_0 - 66.56)}
     attrs["algorithm_dynamic_input_data_container"] = {
         "input_GLM_L0_data": f"OR_GLM-L0_{world.config.satellite}_s{format_goes_time(start)}"

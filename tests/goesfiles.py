@@ -13,8 +13,10 @@ from typing import Any
 import netCDF4
 import numpy as np
 
+from ingest.abi import PLANCK_VARIABLES
 from ingest.filenames import abi_filename, glm_filename
 from ingest.formats import load_template, write_product
+from ingest.glm import TIME_OFFSET_VARIABLES
 from ingest.synthetic import BAND13, J2000
 
 START = datetime(2024, 6, 15, 18, 1, 17, 800000, tzinfo=UTC)
@@ -54,7 +56,7 @@ def write_abi_l1b(
         "band_id": [band if band_id is None else band_id],
         "kappa0": kappa0,
         "t": (start - J2000).total_seconds(),
-        **{k: BAND13[k] for k in ("planck_fk1", "planck_fk2", "planck_bc1", "planck_bc2")},
+        **{k: BAND13[k] for k in PLANCK_VARIABLES},
     }
     attrs = {
         "Rad": {"scale_factor": np.float32(BAND13["scale_factor"]), "add_offset": np.float32(BAND13["add_offset"])},
@@ -100,11 +102,6 @@ def write_glm(
     ids = np.arange(1, n + 1)
     t = np.asarray(offsets_s, dtype=np.float64)
     stamp = f"{start:%Y-%m-%d %H:%M:%S}.000"
-    time_vars = (
-        "event_time_offset", "group_time_offset", "group_frame_time_offset", "flash_time_offset_of_first_event",
-        "flash_time_offset_of_last_event", "flash_frame_time_offset_of_first_event",
-        "flash_frame_time_offset_of_last_event",
-    )  # fmt: skip
     if encoding == "2018":
         time_attrs: dict[str, Any] = {
             "scale_factor": np.float32(2.0),
@@ -113,15 +110,14 @@ def write_glm(
             "_Unsigned": None,
         }
         scale = 1000.0
-        area_units, area_scale = "km2", 1.0
+        area_scale = 1.0
         area_attrs = {"units": "km2", "scale_factor": np.float32(0.15163901), "add_offset": np.float32(63.095734)}
     else:
         time_attrs = {"units": f"seconds since {stamp}"}
         scale = 1.0
-        area_units, area_scale = "m2", 1e6
+        area_scale = 1e6
         area_attrs = {"units": "m2"}
-    del area_units
-    values: dict[str, Any] = {name: t * scale for name in time_vars}
+    values: dict[str, Any] = {name: t * scale for name in TIME_OFFSET_VARIABLES}
     values |= {
         "event_id": ids, "event_lat": lat, "event_lon": lon, "event_energy": np.full(n, energy_j / 4),
         "event_parent_group_id": ids, "group_id": ids, "group_lat": lat, "group_lon": lon,
@@ -133,7 +129,7 @@ def write_glm(
         "flash_count": (n if flash_count is None else flash_count) or np.nan,
         "group_count": n or np.nan, "event_count": n or np.nan,
     }  # fmt: skip
-    attrs = {name: time_attrs for name in time_vars} | {"flash_area": area_attrs, "group_area": area_attrs}
+    attrs = {name: time_attrs for name in TIME_OFFSET_VARIABLES} | {"flash_area": area_attrs, "group_area": area_attrs}
     write_product(
         path,
         load_template("glm_l2_lcfa"),
@@ -144,7 +140,7 @@ def write_glm(
     )
     if unsigned_attr in ("add", "drop"):  # change the declaration after packing, as the faulty files did
         with netCDF4.Dataset(path, "a") as ds:
-            for name in time_vars:
+            for name in TIME_OFFSET_VARIABLES:
                 if unsigned_attr == "add":
                     ds[name].setncattr("_Unsigned", "true")
                 else:

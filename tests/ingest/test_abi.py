@@ -3,13 +3,18 @@ import math
 import numpy as np
 import pytest
 
-from ingest.abi import AbiL1bRadReader, brightness_temperature, radiance_from_brightness_temperature
+from ingest.abi import (
+    PLANCK_VARIABLES,
+    AbiL1bRadReader,
+    brightness_temperature,
+    radiance_from_brightness_temperature,
+)
 from ingest.errors import FilenameError, FrameDecodeError
 from ingest.readers import read_product
 from ingest.synthetic import BAND13
 from tests.goesfiles import write_abi_l1b
 
-K = (BAND13["planck_fk1"], BAND13["planck_fk2"], BAND13["planck_bc1"], BAND13["planck_bc2"])
+K = tuple(BAND13[name] for name in PLANCK_VARIABLES)
 
 
 def test_planck_known_answers_by_hand():
