@@ -7,6 +7,7 @@ programming errors::
     LtgcastError
     ├── ConfigError            bad flags or environment: crash at start-up
     ├── IngestError            a source, bus or checkpoint failed
+    ├── EventError             a bus message is not a known, valid event
     ├── FrameDecodeError       a file is not the GOES-R product it claims to be
     │   └── FilenameError      a file name does not follow the product grammar
     ├── ScoringError           the scorer failed (timeouts, transport, shapes)
@@ -31,6 +32,10 @@ class ConfigError(LtgcastError, ValueError):
 
 class IngestError(LtgcastError):
     """A frame source, the bus or the checkpoint failed."""
+
+
+class EventError(LtgcastError, ValueError):
+    """A bus message is not valid JSON of a known event schema and version."""
 
 
 class FrameDecodeError(LtgcastError):

@@ -1,0 +1,188 @@
+"""The event bus: one :class:`Bus` protocol, chosen by URI from :data:`BUSES`.
+
+Contract of every bus
+---------------------
+* :meth:`Bus.publish` returns only once the message is durable (Kafka: acknowledged
+  by all in-sync replicas, ``acks=all``); it raises :class:`~ingest.errors.IngestError`
+  otherwise, and the caller keeps its work to retry.
+* Messages with the same key keep their order.
+* A :class:`Subscription` belongs to a consumer group. :meth:`Subscription.poll`
+  hands out messages; :meth:`Subscription.commit` records that one message (and
+  every earlier one on its partition) was processed. A consumer commits only after
+  its work succeeded, so a crash re-delivers the work instead of losing it
+  (at-least-once; consumers make their effects idempotent).
+
+Implementations: ``inproc://`` (:class:`InProcessBus`, the embedded default, one
+process, nothing durable across restarts) and ``kafka://host:port[,host:port]``
+(:class:`ingest.kafkabus.KafkaBus`, kafka-python, imported only when used).
+
+>>> sorted(BUSES)
+['inproc', 'kafka']
+>>> bus = get_bus("inproc://")
+>>> bus.publish("ltgcast.frames.v1", "C", b"{}")
+>>> sub = bus.subscribe(["ltgcast.frames.v1"], group="doc")
+>>> [m.value for m in sub.poll(timeout_s=0)]
+[b'{}']
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from ingest.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message as delivered to a consumer."""
+
+    topic: str
+    key: str
+    value: bytes
+    partition: int
+    offset: int
+
+
+class Subscription(Protocol):
+    """A consumer-group member reading some topics."""
+
+    def poll(self, timeout_s: float, max_records: int = 100) -> list[Message]:
+        """Up to ``max_records`` messages, waiting at most ``timeout_s`` for the first."""
+        ...
+
+    def commit(self, message: Message) -> None:
+        """Mark ``message`` and everything before it on its partition as processed."""
+        ...
+
+    def close(self) -> None:
+        """Leave the group; uncommitted messages will be delivered again."""
+        ...
+
+
+class Bus(Protocol):
+    """Publish durable keyed messages; subscribe as a consumer group."""
+
+    def publish(self, topic: str, key: str, value: bytes) -> None:
+        """Send one message and return once it is durable."""
+        ...
+
+    def subscribe(self, topics: Sequence[str], group: str) -> Subscription:
+        """Join ``group`` reading ``topics`` from its committed offsets (or the start)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class InProcessBus:
+    """A bus inside one process: one partition per topic, offsets kept in memory.
+
+    Each consumer group has one committed offset per topic; a new subscription of
+    the group starts there, so a consumer that failed before committing sees the
+    message again. Two live subscriptions of one group each see every message
+    (there is no partition assignment in one process).
+    """
+
+    def __init__(self) -> None:
+        self._logs: dict[str, list[Message]] = {}
+        self._committed: dict[tuple[str, str], int] = {}
+        self._changed = threading.Condition()
+
+    @classmethod
+    def from_uri(cls, uri: str) -> InProcessBus:
+        """``inproc://`` takes no options."""
+        parts = urlsplit(uri)
+        if parts.netloc or parts.path or parts.query:
+            msg = f"expected the bare URI inproc://, found {uri!r}"
+            raise ConfigError(msg)
+        return cls()
+
+    def publish(self, topic: str, key: str, value: bytes) -> None:
+        """Append to the topic's log and wake waiting consumers."""
+        with self._changed:
+            log = self._logs.setdefault(topic, [])
+            log.append(Message(topic=topic, key=key, value=value, partition=0, offset=len(log)))
+            self._changed.notify_all()
+
+    def subscribe(self, topics: Sequence[str], group: str) -> InProcessSubscription:
+        """A subscription positioned at the group's committed offsets."""
+        return InProcessSubscription(self, tuple(topics), group)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def messages(self, topic: str) -> list[Message]:
+        """Every message ever published on ``topic`` (for tests and the CLI)."""
+        with self._changed:
+            return list(self._logs.get(topic, []))
+
+    # -- used by InProcessSubscription -------------------------------------------------
+
+    def _committed_offset(self, group: str, topic: str) -> int:
+        with self._changed:
+            return self._committed.get((group, topic), 0)
+
+    def _commit(self, group: str, message: Message) -> None:
+        with self._changed:
+            slot = (group, message.topic)
+            self._committed[slot] = max(self._committed.get(slot, 0), message.offset + 1)
+
+    def _take(self, positions: dict[str, int], timeout_s: float, max_records: int) -> list[Message]:
+        def available() -> list[Message]:
+            out: list[Message] = []
+            for topic, position in positions.items():
+                out.extend(self._logs.get(topic, [])[position : position + max_records - len(out)])
+            return out
+
+        with self._changed:
+            self._changed.wait_for(lambda: bool(available()), timeout=max(timeout_s, 0.0))
+            taken = available()
+        for message in taken:
+            positions[message.topic] = message.offset + 1
+        return taken
+
+
+class InProcessSubscription:
+    """A consumer of an :class:`InProcessBus`."""
+
+    def __init__(self, bus: InProcessBus, topics: tuple[str, ...], group: str) -> None:
+        self._bus = bus
+        self._group = group
+        self._positions = {t: bus._committed_offset(group, t) for t in topics}
+
+    def poll(self, timeout_s: float, max_records: int = 100) -> list[Message]:
+        """Messages after this subscription's position."""
+        return self._bus._take(self._positions, timeout_s, max_records)
+
+    def commit(self, message: Message) -> None:
+        """Record the group's offset past ``message``."""
+        self._bus._commit(self._group, message)
+
+    def close(self) -> None:
+        """Nothing to release; uncommitted messages stay for the next subscription."""
+
+
+def _kafka(uri: str) -> Bus:
+    from ingest.kafkabus import KafkaBus  # kafka-python is an optional extra
+
+    return KafkaBus.from_uri(uri)
+
+
+#: URI scheme -> factory.
+BUSES: dict[str, Callable[[str], Bus]] = {"inproc": InProcessBus.from_uri, "kafka": _kafka}
+
+
+def get_bus(uri: str) -> Bus:
+    """The bus for ``uri``; unknown schemes list the valid ones."""
+    scheme = urlsplit(uri).scheme
+    try:
+        factory = BUSES[scheme]
+    except KeyError:
+        msg = f"unknown bus URI {uri!r}; expected one of: {', '.join(f'{s}://' for s in sorted(BUSES))}"
+        raise ConfigError(msg) from None
+    return factory(uri)

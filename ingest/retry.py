@@ -1,0 +1,66 @@
+"""Retry with exponential back-off, on an injected clock.
+
+>>> from datetime import UTC, datetime
+>>> from ingest.testing import FakeClock
+>>> clock = FakeClock(datetime(2024, 6, 15, tzinfo=UTC))
+>>> calls = []
+>>> def flaky():
+...     calls.append(1)
+...     if len(calls) < 3:
+...         raise TimeoutError("slow listing")
+...     return "ok"
+>>> Retry(attempts=4, base_s=0.5).call(flaky, clock, transient=(TimeoutError,), what="list")
+'ok'
+>>> clock.slept
+[0.5, 1.0]
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from ingest.clock import Clock
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """``attempts`` tries, waiting ``base_s``, ``base_s*factor``, … (at most ``max_s``) between them.
+
+    No jitter: one ingest daemon per source polls, so there is no herd to spread.
+    """
+
+    attempts: int = 4
+    base_s: float = 1.0
+    factor: float = 2.0
+    max_s: float = 30.0
+
+    def delay(self, failures: int) -> float:
+        """The wait after the ``failures``-th consecutive failure (1-based)."""
+        return float(min(self.max_s, self.base_s * self.factor ** max(failures - 1, 0)))
+
+    def call(
+        self,
+        fn: Callable[[], T],
+        clock: Clock,
+        *,
+        transient: tuple[type[BaseException], ...],
+        what: str,
+    ) -> T:
+        """Call ``fn`` until it succeeds; re-raise the last transient error after ``attempts`` tries."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return fn()
+            except transient as exc:
+                if attempt == self.attempts:
+                    raise
+                wait = self.delay(attempt)
+                log.warning("%s failed (try %d of %d): %s; again in %.1f s", what, attempt, self.attempts, exc, wait)
+                clock.sleep(wait)
+        msg = f"Retry.attempts must be >= 1, got {self.attempts}"
+        raise ValueError(msg)
