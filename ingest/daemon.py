@@ -1,0 +1,299 @@
+"""The ingest daemon: poll a source, announce each new file exactly once, refuse bad ones.
+
+One poll, for every listed file not yet in the checkpoint, in scan-start order
+(GLM granules and ABI frames interleaved as they were observed):
+
+1. parse the name — an unparseable name is refused (stage ``name``);
+2. apply the :class:`~ingest.sources.FrameFilter` — unwanted files are left alone;
+3. a file older than the checkpoint's retention behind the watermark is ``late``;
+4. fetch a size-checked local copy — failures are retried on later polls, and
+   after ``max_fetch_failures`` the file is dead-lettered (stage ``download``);
+5. decode it with its product reader — a truncated, non-NetCDF or wrong-product
+   file is refused (stage ``decode``);
+6. publish a :class:`~ingest.events.FrameEvent` (keyed by sector) and, once the
+   bus acknowledged it, record it in the checkpoint and observe the lag
+   (ingest time − scan end).
+
+A refused file is copied to quarantine with a reason file, a
+:class:`~ingest.events.DeadLetterEvent` is published, the source's copy is
+removed, and the outcome is recorded — in that order, so a crash part-way
+repeats the step instead of losing the file. A failed listing or publish ends
+the poll (counted); the daemon backs off and tries again, and never exits on bad
+data.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import threading
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ingest import metrics
+from ingest.bus import Bus
+from ingest.checkpoint import Checkpoint
+from ingest.clock import Clock
+from ingest.errors import FilenameError, FrameDecodeError, IngestError
+from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GLM_KEY, DeadLetterEvent, FrameEvent
+from ingest.filenames import GoesFilename, parse_filename
+from ingest.ncio import iso_utc
+from ingest.quarantine import Quarantine
+from ingest.readers import read_product
+from ingest.retry import Retry
+from ingest.sources import Candidate, FrameFilter, FrameSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """How the daemon polls and how patient it is."""
+
+    poll_interval_s: float = 5.0
+    max_fetch_failures: int = 5
+    max_poll_failures: int = 5
+    validate: bool = True
+    backoff: Retry = field(default_factory=lambda: Retry(base_s=2.0, max_s=60.0))
+
+
+@dataclass
+class PollReport:
+    """What one poll did."""
+
+    listed: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    filtered: int = 0
+    pending: int = 0
+    error: str | None = None
+
+
+@dataclass
+class RunSummary:
+    """Totals over a run, and the announcement lag per sector and band."""
+
+    polls: int = 0
+    failed_polls: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    lags: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    last_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: counts and lag statistics in seconds."""
+        lag = {
+            key: {
+                "count": len(v),
+                "min_s": round(min(v), 3),
+                "median_s": round(statistics.median(v), 3),
+                "max_s": round(max(v), 3),
+            }
+            for key, v in sorted(self.lags.items())
+        }
+        return {
+            "polls": self.polls,
+            "failed_polls": self.failed_polls,
+            "outcomes": dict(sorted(self.outcomes.items())),
+            "lag": lag,
+            "last_error": self.last_error,
+        }
+
+
+def lag_key(name: GoesFilename) -> str:
+    """``C/13``, ``M1/13``, ``GLM`` — the unit lag is reported in."""
+    return GLM_KEY if name.sector is None else f"{name.sector}/{name.band:02d}"
+
+
+class IngestDaemon:
+    """Polls one :class:`~ingest.sources.FrameSource` into one :class:`~ingest.bus.Bus`."""
+
+    def __init__(
+        self,
+        source: FrameSource,
+        bus: Bus,
+        checkpoint: Checkpoint,
+        quarantine: Quarantine,
+        clock: Clock,
+        *,
+        frame_filter: FrameFilter | None = None,
+        settings: DaemonSettings | None = None,
+    ) -> None:
+        self.source = source
+        self.bus = bus
+        self.checkpoint = checkpoint
+        self.quarantine = quarantine
+        self.clock = clock
+        self.frame_filter = frame_filter or FrameFilter()
+        self.settings = settings or DaemonSettings()
+        self.summary = RunSummary()
+        self._fetch_failures: Counter[str] = Counter()
+
+    # -- one poll ------------------------------------------------------------------------
+
+    def poll_once(self) -> PollReport:
+        """List, then handle every new file; a source or bus failure ends the poll early."""
+        report = PollReport()
+        try:
+            candidates = sorted(self.source.poll(), key=_time_order)
+            report.listed = len(candidates)
+            for candidate in candidates:
+                if not self.checkpoint.seen(candidate.name):
+                    self._handle(candidate, report)
+        except IngestError as exc:
+            report.error = str(exc)
+            metrics.ERRORS.labels(stage="poll").inc()
+            log.error("poll failed: %s", exc)
+        else:
+            metrics.LAST_POLL.set(self.clock.now().timestamp())
+        report.pending = self.source.pending() + sum(1 for n in self._fetch_failures if not self.checkpoint.seen(n))
+        metrics.PENDING.set(report.pending)
+        self._tally(report)
+        return report
+
+    def _tally(self, report: PollReport) -> None:
+        self.summary.polls += 1
+        self.summary.outcomes.update(report.outcomes)
+        if report.error:
+            self.summary.failed_polls += 1
+            self.summary.last_error = report.error
+
+    def _handle(self, candidate: Candidate, report: PollReport) -> None:
+        try:
+            name = parse_filename(candidate.name)
+        except FilenameError as exc:
+            self._refuse(candidate, candidate.local, "name", exc.reason, None, report)
+            return
+        if not self.frame_filter.accepts(name):
+            report.filtered += 1
+            return
+        if self.checkpoint.too_late(name.scan_start):
+            log.warning("%s is older than the checkpoint retention behind the newest frame; not announced", name.name)
+            self._final(name.name, "late", name.scan_start, report)
+            return
+        local = self._fetch(candidate, name, report)
+        if local is None:
+            return
+        problem = self._decode_problem(local) if self.settings.validate else None
+        if problem is not None:
+            self._refuse(candidate, local, "decode", problem, name.scan_start, report)
+            return
+        self._announce(candidate, name, local, report)
+
+    def _fetch(self, candidate: Candidate, name: GoesFilename, report: PollReport) -> Path | None:
+        try:
+            local = self.source.fetch(candidate)
+        except IngestError as exc:
+            self._fetch_failures[candidate.name] += 1
+            failures = self._fetch_failures[candidate.name]
+            metrics.ERRORS.labels(stage="fetch").inc()
+            log.warning("fetch %d of %d failed for %s: %s", failures, self.settings.max_fetch_failures, name.name, exc)
+            if failures >= self.settings.max_fetch_failures:
+                self._refuse(candidate, None, "download", str(exc), name.scan_start, report)
+            return None
+        self._fetch_failures.pop(candidate.name, None)
+        return local
+
+    @staticmethod
+    def _decode_problem(local: Path) -> str | None:
+        """Why the file cannot be read as the product its name claims, or ``None``."""
+        try:
+            read_product(local)
+        except FrameDecodeError as exc:
+            return exc.reason
+        except Exception as exc:  # any reader failure on bad bytes must quarantine, not kill the daemon
+            log.exception("unexpected failure decoding %s", local)
+            return f"unexpected {type(exc).__name__} while decoding: {exc}"
+        return None
+
+    def _announce(self, candidate: Candidate, name: GoesFilename, local: Path, report: PollReport) -> None:
+        now = self.clock.now()
+        event = FrameEvent.of(
+            name, uri=local.resolve().as_uri(), source_uri=candidate.source_uri, size=candidate.size, ingest_time=now
+        )
+        self.bus.publish(FRAMES_TOPIC, event.key, event.to_json())
+        self._final(name.name, "announced", name.scan_start, report, now)
+        lag = (now - name.scan_end).total_seconds()
+        metrics.LAG.labels(product=name.product, sector=name.sector or GLM_KEY, band=_band(name)).observe(lag)
+        self.summary.lags[lag_key(name)].append(lag)
+        log.info("announced %s (lag %.1f s)", name.name, lag)
+
+    def _refuse(
+        self,
+        candidate: Candidate,
+        local: Path | None,
+        stage: str,
+        reason: str,
+        scan_start: datetime | None,
+        report: PollReport,
+    ) -> None:
+        now = self.clock.now()
+        kept = self.quarantine.put(
+            candidate.name, local=local, stage=stage, reason=reason, source_uri=candidate.source_uri, at=now
+        )
+        key = _key_of(candidate.name)
+        letter = DeadLetterEvent(
+            name=candidate.name,
+            key=key,
+            stage=stage,
+            reason=reason,
+            source_uri=candidate.source_uri,
+            quarantine_uri=kept.copy.resolve().as_uri() if kept.copy else None,
+            ingest_time=iso_utc(now),
+        )
+        self.bus.publish(DEADLETTER_TOPIC, key, letter.to_json())
+        if local is not None:
+            self.source.discard(candidate, local)
+        outcome = "deadletter" if stage == "download" else "quarantined"
+        self._final(candidate.name, outcome, scan_start, report, now)
+        log.warning("refused %s at stage %s: %s (kept in %s)", candidate.name, stage, reason, kept.reason_file.parent)
+
+    def _final(
+        self, name: str, outcome: str, scan_start: datetime | None, report: PollReport, at: datetime | None = None
+    ) -> None:
+        self.checkpoint.record(name, outcome, scan_start, at or self.clock.now())
+        self._fetch_failures.pop(name, None)
+        report.outcomes[outcome] += 1
+        metrics.FILES.labels(outcome=outcome).inc()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self, *, once: bool = False, stop: threading.Event | None = None) -> RunSummary:
+        """Poll until ``stop`` is set; with ``once``, until nothing new or pending is left.
+
+        A one-shot run also ends after ``max_poll_failures`` consecutive failed polls
+        (the summary's ``last_error`` says why).
+        """
+        failures = 0
+        while stop is None or not stop.is_set():
+            report = self.poll_once()
+            failures = failures + 1 if report.error else 0
+            if once and (failures >= self.settings.max_poll_failures or (not failures and not report.pending)):
+                break
+            if failures:
+                wait = self.settings.backoff.delay(failures)
+            else:
+                wait = min(self.settings.poll_interval_s, 1.0) if once else self.settings.poll_interval_s
+            self.clock.sleep(wait)
+        return self.summary
+
+
+def _time_order(candidate: Candidate) -> tuple[datetime, str]:
+    """Scan start, then name; unparseable names last (they are refused anyway)."""
+    try:
+        return parse_filename(candidate.name).scan_start, candidate.name
+    except FilenameError:
+        return datetime.max.replace(tzinfo=UTC), candidate.name
+
+
+def _band(name: GoesFilename) -> str:
+    return "-" if name.band is None else f"{name.band:02d}"
+
+
+def _key_of(file_name: str) -> str:
+    """The message key of a file whose name may not parse (then ``unknown``)."""
+    try:
+        return parse_filename(file_name).sector or GLM_KEY
+    except FilenameError:
+        return "unknown"

@@ -1,0 +1,175 @@
+"""Frame sources: where new GOES-R files come from, behind one :class:`FrameSource` protocol.
+
+Contract of every source
+------------------------
+* :meth:`FrameSource.poll` lists the *complete* files available now as
+  :class:`Candidate` objects (name, where it is, size in bytes). A file still
+  being written is never listed. Listing the same file again on later polls is
+  expected: the daemon's checkpoint, not the source, decides what is new.
+  Transient trouble (an outage, a slow listing) is retried inside the source;
+  when retries run out the poll raises :class:`~ingest.errors.IngestError` and
+  the daemon tries again on its next poll.
+* :meth:`FrameSource.pending` counts files seen but not complete yet, so a
+  one-shot run knows whether to wait.
+* :meth:`FrameSource.fetch` returns a local path to a copy whose size was checked
+  against the listing (a spool file is used in place; an S3 object is downloaded
+  into the cache). It raises :class:`~ingest.errors.IngestError` on failure.
+* :meth:`FrameSource.discard` removes the source's copy of a file after the daemon
+  quarantined it (a copy is kept in quarantine first, so no bytes are lost).
+* Sources select products by name with a :class:`FrameFilter` where that saves work
+  (the S3 source lists only the product folders the filter wants).
+
+Sources are made from a URI by :func:`get_source` (``dir:PATH``, ``s3://BUCKET``,
+``sim:``); unknown schemes list the valid ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import parse_qs
+
+from ingest.clock import Clock
+from ingest.errors import ConfigError
+from ingest.filenames import GoesFilename
+
+ABI_SECTORS = ("C", "F", "M1", "M2")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One complete file a source can hand over.
+
+    ``source_uri`` is where it lives (``s3://bucket/key`` or ``file:///…``);
+    ``size`` is the byte count the source listed.
+    """
+
+    name: str
+    source_uri: str
+    size: int
+    local: Path | None = None
+
+
+@dataclass(frozen=True)
+class FrameFilter:
+    """Which files the service wants, by name.
+
+    >>> f = FrameFilter(sectors=("C",), bands=(13,))
+    >>> f.products()
+    ['ABI-L1b-RadC', 'GLM-L2-LCFA']
+    >>> from ingest.filenames import parse_filename
+    >>> f.accepts(parse_filename("OR_ABI-L1b-RadC-M6C08_G16_s20241671801178_e20241671803563_c20241671804099.nc"))
+    False
+    """
+
+    satellites: tuple[str, ...] = ()
+    sectors: tuple[str, ...] = ABI_SECTORS
+    bands: tuple[int, ...] = (13,)
+    abi_families: tuple[str, ...] = ("ABI-L1b-Rad",)
+    glm: bool = True
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.sectors if s not in ABI_SECTORS]
+        if bad:
+            msg = f"unknown ABI sectors {bad}; valid: {', '.join(ABI_SECTORS)}"
+            raise ConfigError(msg)
+        bad_bands = [b for b in self.bands if not 1 <= b <= 16]
+        if bad_bands:
+            msg = f"ABI bands are 1..16, found {bad_bands}"
+            raise ConfigError(msg)
+
+    def accepts(self, name: GoesFilename) -> bool:
+        """Whether a parsed file name is wanted."""
+        if self.satellites and name.satellite not in self.satellites:
+            return False
+        if name.instrument == "GLM":
+            return self.glm
+        return name.family in self.abi_families and name.sector in self.sectors and name.band in self.bands
+
+    def products(self) -> list[str]:
+        """NOAA product folders holding wanted files (both mesoscale sectors share ``…M``)."""
+        folders = {f"{family}{sector[0]}" for family in self.abi_families for sector in self.sectors}
+        return sorted(folders) + (["GLM-L2-LCFA"] if self.glm else [])
+
+
+class FrameSource(Protocol):
+    """Lists complete files and hands out checked local copies."""
+
+    def poll(self) -> list[Candidate]:
+        """Every complete file available now (already-announced ones included)."""
+        ...
+
+    def pending(self) -> int:
+        """Files known to be on their way but not listable yet (still being written)."""
+        ...
+
+    def fetch(self, candidate: Candidate) -> Path:
+        """A local, size-checked copy of ``candidate``."""
+        ...
+
+    def discard(self, candidate: Candidate, local: Path) -> None:
+        """Drop the source's copy after it was quarantined."""
+        ...
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """What every source factory may use: a cache folder, the clock and the filter."""
+
+    cache: Path
+    clock: Clock
+    frame_filter: FrameFilter = field(default_factory=FrameFilter)
+
+
+SourceFactory = Callable[[str, SourceContext], FrameSource]
+
+
+def _dir(uri: str, context: SourceContext) -> FrameSource:
+    from ingest.sources.spool import DirSpool
+
+    return DirSpool.from_uri(uri, context)
+
+
+def _s3(uri: str, context: SourceContext) -> FrameSource:
+    from ingest.sources.noaa_s3 import NoaaS3Source  # boto3 is imported only when used
+
+    return NoaaS3Source.from_uri(uri, context)
+
+
+def _sim(uri: str, context: SourceContext) -> FrameSource:
+    from ingest.sources.sim import SimSource
+
+    return SimSource.from_uri(uri, context)
+
+
+#: URI scheme -> factory.
+SOURCES: dict[str, SourceFactory] = {"dir": _dir, "s3": _s3, "sim": _sim}
+
+
+def get_source(uri: str, context: SourceContext) -> FrameSource:
+    """The source for ``uri``; unknown schemes list the valid ones.
+
+    >>> get_source("ftp://example", SourceContext(Path("."), clock=None))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ingest.errors.ConfigError: unknown source 'ftp://example'; expected one of: dir:PATH, s3://BUCKET, sim:[?options]
+    """
+    scheme = uri.split(":", 1)[0] if ":" in uri else ""
+    try:
+        factory = SOURCES[scheme]
+    except KeyError:
+        msg = f"unknown source {uri!r}; expected one of: dir:PATH, s3://BUCKET, sim:[?options]"
+        raise ConfigError(msg) from None
+    return factory(uri, context)
+
+
+def parse_options(query: str, allowed: Iterable[str], uri: str) -> dict[str, str]:
+    """``a=1&b=2`` into a dict, refusing options not in ``allowed``."""
+    options = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        msg = f"unknown option(s) {unknown} in source {uri!r}; valid: {', '.join(sorted(allowed))}"
+        raise ConfigError(msg)
+    return options

@@ -1,0 +1,230 @@
+"""NOAA open-data source (``s3://noaa-goes19``, ``noaa-goes18``, ``noaa-goes16``): anonymous S3.
+
+Key layout, one folder per product and UTC hour::
+
+    ABI-L1b-RadC/2024/167/18/OR_ABI-L1b-RadC-M6C13_G16_s20241671801178_e…_c….nc
+    └ product    └ year └ day of year └ hour
+
+Each poll lists the current hour and the ``hours - 1`` before it (default 2: the
+current and previous hour, so a file of 12:59 published at 13:00:20 is still
+found) for every product folder the :class:`~ingest.sources.FrameFilter` wants.
+A missing hour folder is an empty listing, not an error. Outages and slow
+listings (connect/read time-outs, 5xx) are retried with exponential back-off;
+when retries run out the poll fails with :class:`~ingest.errors.IngestError`.
+
+Downloads stream into ``<cache>/<product>/<name>.part``, are checked against the
+listed size and the response's ``Content-Length``, then renamed into place; a
+short download is retried and never announced. Cached copies older than
+``keep_h`` hours (default 6) are removed.
+
+Options: ``s3://BUCKET?endpoint=http://127.0.0.1:5000&hours=2&timeout_s=10&keep_h=6&region=us-east-1``
+(``endpoint`` points at an S3-compatible server; tests use moto on loopback).
+
+botocore exceptions are translated here, and only here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import boto3
+from botocore import UNSIGNED
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ingest.clock import Clock
+from ingest.errors import ConfigError, IngestError
+from ingest.retry import Retry
+from ingest.sources import Candidate, SourceContext, parse_options
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_TRANSIENT = (BotoCoreError, IngestError)  # plus the ClientErrors _retryable() lets through
+
+
+class _RetryableClientError(IngestError):
+    """An S3 error response worth retrying (5xx, throttling)."""
+
+
+def _retryable(call: Callable[[], T]) -> Callable[[], T]:
+    """Let 5xx and throttling responses be retried; other S3 errors (403, 404) end the try at once."""
+
+    def wrapped() -> T:
+        try:
+            return call()
+        except ClientError as exc:
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+            if status >= 500 or status == 429 or exc.response.get("Error", {}).get("Code") == "SlowDown":
+                raise _RetryableClientError(str(exc)) from exc
+            raise
+
+    return wrapped
+
+
+_CHUNK = 1 << 20
+
+
+class _ShortDownloadError(IngestError):
+    """A download ended before the listed size (retried)."""
+
+
+class NoaaS3Source:
+    """A :class:`~ingest.sources.FrameSource` over NOAA's GOES-R buckets."""
+
+    def __init__(
+        self,
+        bucket: str,
+        products: list[str],
+        cache: Path,
+        clock: Clock,
+        *,
+        client: Any,
+        hours: int = 2,
+        keep_h: float = 6.0,
+        retry: Retry | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self.products = products
+        self.cache = cache
+        self.clock = clock
+        self.client = client
+        self.hours = hours
+        self.keep_h = keep_h
+        self.retry = retry or Retry()
+        self._last_prune = float("-inf")
+
+    @classmethod
+    def from_uri(cls, uri: str, context: SourceContext) -> NoaaS3Source:
+        """``s3://BUCKET[?endpoint=URL&hours=N&timeout_s=S&keep_h=H&region=R]``."""
+        parts = urlsplit(uri)
+        if not parts.netloc or parts.path not in ("", "/"):
+            msg = f"expected s3://BUCKET[?options], found {uri!r}"
+            raise ConfigError(msg)
+        options = parse_options(parts.query, ("endpoint", "hours", "timeout_s", "keep_h", "region"), uri)
+        try:
+            hours, timeout_s = int(options.get("hours", "2")), float(options.get("timeout_s", "10"))
+            keep_h = float(options.get("keep_h", "6"))
+        except ValueError as exc:
+            msg = f"bad number in source options of {uri!r}: {exc}"
+            raise ConfigError(msg) from exc
+        if hours < 1:
+            msg = f"hours: expected >= 1 (current hour included), found {hours}"
+            raise ConfigError(msg)
+        client = boto3.session.Session().client(
+            "s3",
+            region_name=options.get("region", "us-east-1"),
+            endpoint_url=options.get("endpoint") or None,
+            config=Config(
+                signature_version=UNSIGNED,
+                connect_timeout=timeout_s,
+                read_timeout=timeout_s,
+                retries={"max_attempts": 1, "mode": "standard"},
+            ),
+        )
+        products = context.frame_filter.products()
+        return cls(parts.netloc, products, context.cache, context.clock, client=client, hours=hours, keep_h=keep_h)
+
+    def prefixes(self) -> list[str]:
+        """The product/hour folders a poll lists now, oldest hour first."""
+        now = self.clock.now()
+        hours = [now - timedelta(hours=h) for h in range(self.hours - 1, -1, -1)]
+        return [f"{product}/{t:%Y/%j/%H}/" for product in self.products for t in hours]
+
+    def _list(self, prefix: str) -> list[Candidate]:
+        found = []
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        for page in pages:
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                found.append(Candidate(key.rsplit("/", 1)[-1], f"s3://{self.bucket}/{key}", int(item["Size"])))
+        return found
+
+    def poll(self) -> list[Candidate]:
+        """Every object under the current and previous hour folders of each product."""
+        self._prune_cache()
+        found: list[Candidate] = []
+        for prefix in self.prefixes():
+            try:
+                found.extend(
+                    self.retry.call(
+                        _retryable(partial(self._list, prefix)),
+                        self.clock,
+                        transient=_TRANSIENT,
+                        what=f"listing s3://{self.bucket}/{prefix}",
+                    )
+                )
+            except (*_TRANSIENT, ClientError) as exc:
+                msg = f"listing s3://{self.bucket}/{prefix} failed after {self.retry.attempts} attempts: {exc}"
+                raise IngestError(msg) from exc
+        return sorted(found, key=lambda c: (c.name, c.source_uri))
+
+    def pending(self) -> int:
+        """S3 objects appear whole: nothing is ever half-listed."""
+        return 0
+
+    def _download(self, candidate: Candidate, target: Path) -> None:
+        key = candidate.source_uri.split("/", 3)[3]
+        partial = target.with_name(target.name + ".part")
+        response = self.client.get_object(Bucket=self.bucket, Key=key)
+        declared = int(response.get("ContentLength", -1))
+        written = 0
+        with partial.open("wb") as out:
+            for chunk in response["Body"].iter_chunks(_CHUNK):
+                out.write(chunk)
+                written += len(chunk)
+        if not written == declared == candidate.size:
+            partial.unlink(missing_ok=True)
+            msg = (
+                f"short download of {candidate.source_uri}: listed {candidate.size} bytes, "
+                f"Content-Length {declared}, received {written}"
+            )
+            raise _ShortDownloadError(msg)
+        partial.replace(target)
+
+    def fetch(self, candidate: Candidate) -> Path:
+        """Download into the cache (or reuse a complete cached copy) and check the size."""
+        product = candidate.source_uri.split("/", 4)[3]
+        target = self.cache / product / candidate.name
+        if target.is_file() and target.stat().st_size == candidate.size:
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.retry.call(
+                _retryable(partial(self._download, candidate, target)),
+                self.clock,
+                transient=_TRANSIENT,
+                what=f"downloading {candidate.source_uri}",
+            )
+        except (*_TRANSIENT, ClientError) as exc:
+            msg = f"downloading {candidate.source_uri} failed: {exc}"
+            raise IngestError(msg) from exc
+        except OSError as exc:
+            msg = f"cannot write {target} while downloading {candidate.source_uri}: {exc}"
+            raise IngestError(msg) from exc
+        return target
+
+    def discard(self, candidate: Candidate, local: Path) -> None:
+        """Remove the cached copy (the bucket itself is read-only)."""
+        local.unlink(missing_ok=True)
+
+    def _prune_cache(self) -> None:
+        """Delete cached copies older than ``keep_h`` (checked at most every 10 minutes)."""
+        now = self.clock.monotonic()
+        if now - self._last_prune < 600 or not self.cache.is_dir():
+            return
+        self._last_prune = now
+        horizon = time.time() - self.keep_h * 3600
+        for path in self.cache.glob("*/*"):
+            try:
+                if path.stat().st_mtime < horizon:
+                    path.unlink()
+            except OSError as exc:
+                log.warning("cannot prune cached %s: %s", path, exc)
