@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DEMO_DIR ?= var/demo
 PYTEST_ARGS ?=
 
-.PHONY: install run demo test lint format clean
+.PHONY: install run demo test lint format clean services-up services-down
 
 install: $(STAMP)
 
@@ -24,10 +24,20 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/ltgcast run
 
-## The synthetic scenario, offline: 30 minutes of a mesoscale sector, then a summary of each frame.
+## The synthetic scenario, offline: 30 minutes of a mesoscale sector, a summary of the last frames,
+## then the ingest daemon announcing every file of the same scenario once (in-process bus).
 demo: install
 	$(BIN)/ltgcast simulate --out $(DEMO_DIR) --sector M1 --start 2024-06-15T18:00Z --minutes 30 --seed 1
 	$(BIN)/ltgcast inspect $(DEMO_DIR)/OR_ABI-*.nc | tail -n 3
+	$(BIN)/ltgcast ingest --source 'sim:?sector=M1&start=2024-06-15T18:00Z&minutes=30&seed=1' \
+		--state $(DEMO_DIR)/state --once
+
+## Kafka, Redis and Prometheus on loopback (idempotent; addresses from LTGCAST_KAFKA/REDIS/PROMETHEUS).
+services-up:
+	deploy/local/services.sh up
+
+services-down:
+	deploy/local/services.sh down
 
 lint: install
 	$(BIN)/ruff check .
@@ -38,8 +48,9 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## Installs, checks and runs the whole suite (every marker; nothing is deselected).
-test: install lint
+## Installs, checks, starts the local services and runs the whole suite (every marker; nothing is deselected).
+## The services stay up for the next run; `make services-down` stops them.
+test: install lint services-up
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:
