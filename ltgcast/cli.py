@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ingest.errors import ConfigError, FrameDecodeError
+from ingest.errors import ConfigError, FrameDecodeError, IngestError
 from ingest.readers import describe, read_product
 from ingest.synthetic import SECTORS, SLOTS, ScenarioConfig, simulate
+from ltgcast.ingestion import add_events_arguments, add_ingest_arguments, events_command, ingest_command
 
 log = logging.getLogger("ltgcast")
 
@@ -134,8 +135,9 @@ def _run(args: argparse.Namespace) -> int:
     sys.stdout.write("ltgcast run (embedded mode) will wire these stages:\n")
     sys.stdout.write("".join(f"  {line}\n" for line in plan))
     sys.stdout.write(
-        "The ingest, scoring and serving stages are not built yet (issues 3-7); "
-        "nothing was started. Try `make demo` for the synthetic scenario.\n"
+        "Only the ingest stage exists so far: run it on its own with `ltgcast ingest` "
+        "(see README). Featurizing, scoring and serving come with issues 4-7; nothing was started. "
+        "Try `make demo` for the synthetic scenario.\n"
     )
     return 0
 
@@ -168,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", default="var/bench/read.json", help="where to write the JSON report")
     bench.set_defaults(func=_bench_read)
 
+    ingest = sub.add_parser("ingest", help="announce each new GOES-R file on the bus, exactly once")
+    add_ingest_arguments(ingest)
+    ingest.set_defaults(func=lambda a: ingest_command(a, os.environ))
+
+    events = sub.add_parser("events", help="print events from a bus topic as JSON lines")
+    add_events_arguments(events)
+    events.set_defaults(func=lambda a: events_command(a, os.environ))
+
     run = sub.add_parser("run", help="the main job: embedded nowcast service")
     for name, what in (
         ("source", "frame source (env LTGCAST_SOURCE)"),
@@ -195,3 +205,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         sys.stderr.write(f"ltgcast {args.command}: {exc}\n")
         return 2
+    except IngestError as exc:
+        sys.stderr.write(f"ltgcast {args.command}: {exc}\n")
+        return 1

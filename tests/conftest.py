@@ -1,8 +1,13 @@
-"""Shared fixtures: real NOAA samples (skipped with a reason when absent) and a small scenario."""
+"""Shared fixtures: real NOAA samples (skipped with a reason when absent), a small scenario, real services."""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,3 +34,52 @@ def meso_scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("meso")
     simulate(ScenarioConfig(out=out, sector="M1", start=datetime(2024, 6, 15, 18, 0, tzinfo=UTC), minutes=30, seed=1))
     return out
+
+
+# -- real services ---------------------------------------------------------------------
+# `make test` starts them with deploy/local/services.sh; a test that needs one and cannot
+# reach it fails (never skips), naming the address and how to start it.
+
+
+def _reachable(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_address() -> str:
+    """host:port of the real Kafka broker (env LTGCAST_KAFKA, default 127.0.0.1:9092)."""
+    address = os.environ.get("LTGCAST_KAFKA", "127.0.0.1:9092")
+    if not _reachable(address):
+        pytest.fail(f"no Kafka broker at {address}; start it with `make services-up` (or set LTGCAST_KAFKA)")
+    return address
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A moto S3 server on a free loopback port, for the life of the test session."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while not _reachable(f"127.0.0.1:{port}"):
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            pytest.fail(f"moto S3 server did not start on {url}: {log.read_text()[-2000:]}")
+        time.sleep(0.2)
+    yield url
+    server.terminate()
+    server.wait(timeout=10)

@@ -62,7 +62,7 @@ def test_run_describes_the_embedded_plan_and_honours_the_environment(monkeypatch
     out = capsys.readouterr().out
     assert "poll dir:/srv/spool" in out
     assert "bus      : kafka://127.0.0.1:9092" in out
-    assert "not built yet" in out
+    assert "nothing was started" in out
 
 
 @pytest.mark.realdata

@@ -1,0 +1,220 @@
+"""``ltgcast ingest`` and ``ltgcast events``: settings at the edge, then the daemon.
+
+Settings come from flags, then ``LTGCAST_*`` environment variables, then the
+embedded defaults; everything is checked here, before anything starts, and a bad
+value stops the command with exit status 2 naming the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from types import FrameType
+
+from prometheus_client import start_http_server
+
+from ingest.bus import Bus, InProcessBus, get_bus
+from ingest.checkpoint import Checkpoint
+from ingest.clock import SystemClock
+from ingest.daemon import DaemonSettings, IngestDaemon, RunSummary
+from ingest.errors import ConfigError, EventError
+from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GRIDS_TOPIC, DeadLetterEvent, FrameEvent
+from ingest.quarantine import Quarantine
+from ingest.sources import ABI_SECTORS, FrameFilter, SourceContext, get_source
+
+log = logging.getLogger(__name__)
+
+TOPIC_NAMES = {"frames": FRAMES_TOPIC, "grids": GRIDS_TOPIC, "deadletter": DEADLETTER_TOPIC}
+
+
+def _split(text: str, flag: str) -> tuple[str, ...]:
+    items = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not items:
+        msg = f"{flag}: expected a comma-separated list, found {text!r}"
+        raise ConfigError(msg)
+    return items
+
+
+def _address(text: str, flag: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        msg = f"{flag}: expected HOST:PORT, found {text!r}"
+        raise ConfigError(msg)
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Everything ``ltgcast ingest`` needs, checked."""
+
+    source: str
+    bus: str
+    state: Path
+    quarantine: Path
+    cache: Path
+    frame_filter: FrameFilter
+    once: bool
+    poll_interval_s: float
+    retention: timedelta
+    metrics: tuple[str, int] | None
+    validate: bool
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, env: Mapping[str, str]) -> IngestSettings:
+        """Flags win over ``LTGCAST_SOURCE``/``LTGCAST_BUS``/``LTGCAST_STATE``, which win over defaults."""
+        state = Path(args.state or env.get("LTGCAST_STATE") or "var/state/ingest")
+        try:
+            bands = tuple(int(b) for b in _split(args.bands, "--bands"))
+        except ValueError as exc:
+            msg = f"--bands: expected ABI band numbers like 13 or 8,13, found {args.bands!r}"
+            raise ConfigError(msg) from exc
+        if args.poll_interval <= 0 or args.retention_hours <= 0:
+            msg = "--poll-interval and --retention-hours must be positive"
+            raise ConfigError(msg)
+        return cls(
+            source=args.source or env.get("LTGCAST_SOURCE") or "s3://noaa-goes19",
+            bus=args.bus or env.get("LTGCAST_BUS") or "inproc://",
+            state=state,
+            quarantine=Path(args.quarantine) if args.quarantine else state / "quarantine",
+            cache=Path(args.cache) if args.cache else state / "cache",
+            frame_filter=FrameFilter(
+                satellites=_split(args.satellite, "--satellite") if args.satellite else (),
+                sectors=_split(args.sectors, "--sectors"),
+                bands=bands,
+                abi_families=_split(args.products, "--products"),
+                glm=not args.no_glm,
+            ),
+            once=args.once,
+            poll_interval_s=args.poll_interval,
+            retention=timedelta(hours=args.retention_hours),
+            metrics=_address(args.metrics, "--metrics") if args.metrics else None,
+            validate=not args.no_validate,
+        )
+
+
+def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``ltgcast ingest``."""
+    parser.add_argument("--source", help="dir:PATH, s3://noaa-goes19 or sim:[?options] (env LTGCAST_SOURCE)")
+    parser.add_argument("--bus", help="inproc:// or kafka://HOST:PORT (env LTGCAST_BUS)")
+    parser.add_argument("--state", help="checkpoint folder (env LTGCAST_STATE; default var/state/ingest)")
+    parser.add_argument("--quarantine", help="where refused files go (default STATE/quarantine)")
+    parser.add_argument("--cache", help="where downloads go (default STATE/cache)")
+    parser.add_argument("--once", action="store_true", help="process what is there now, then exit")
+    parser.add_argument("--sectors", default=",".join(ABI_SECTORS), help="ABI sectors to announce (C,F,M1,M2)")
+    parser.add_argument("--bands", default="13", help="ABI bands to announce (default 13)")
+    parser.add_argument("--products", default="ABI-L1b-Rad", help="ABI product families (ABI-L1b-Rad,ABI-L2-CMIP)")
+    parser.add_argument("--satellite", help="platforms to accept, e.g. G19 (default: any)")
+    parser.add_argument("--no-glm", action="store_true", help="do not announce GLM LCFA granules")
+    parser.add_argument("--poll-interval", type=float, default=5.0, help="seconds between polls")
+    parser.add_argument("--retention-hours", type=float, default=6.0, help="checkpoint memory behind the newest frame")
+    parser.add_argument("--metrics", help="serve Prometheus /metrics on HOST:PORT")
+    parser.add_argument("--no-validate", action="store_true", help="announce without decoding each file first")
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: finishing the current poll, then stopping", signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def run_ingest(settings: IngestSettings) -> RunSummary:
+    """Build the source, bus and checkpoint from ``settings`` and run the daemon."""
+    stop = threading.Event()
+    clock = SystemClock(interrupt=stop)
+    context = SourceContext(cache=settings.cache, clock=clock, frame_filter=settings.frame_filter)
+    source = get_source(settings.source, context)
+    bus = get_bus(settings.bus)
+    if settings.metrics:
+        start_http_server(settings.metrics[1], addr=settings.metrics[0])
+        log.info("metrics on http://%s:%d/metrics", *settings.metrics)
+    checkpoint = Checkpoint.open(settings.state, retention=settings.retention)
+    try:
+        daemon = IngestDaemon(
+            source,
+            bus,
+            checkpoint,
+            Quarantine(settings.quarantine),
+            clock,
+            frame_filter=settings.frame_filter,
+            settings=DaemonSettings(poll_interval_s=settings.poll_interval_s, validate=settings.validate),
+        )
+        log.info("ingest: %s -> %s (state %s)", settings.source, settings.bus, settings.state)
+        with _stop_on_signals(stop):
+            return daemon.run(once=settings.once, stop=stop)
+    finally:
+        checkpoint.close()
+        bus.close()
+
+
+def ingest_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """``ltgcast ingest``: exit 0 when all went well, 1 when files were refused or polls kept failing."""
+    settings = IngestSettings.from_args(args, env)
+    summary = run_ingest(settings)
+    report = summary.to_dict()
+    sys.stdout.write(json.dumps(report) + "\n")
+    refused = sum(report["outcomes"].get(k, 0) for k in ("quarantined", "deadletter"))
+    return 1 if refused or (settings.once and summary.last_error and summary.failed_polls) else 0
+
+
+def _describe(topic: str, value: bytes) -> str:
+    """Validate the event (if its schema is known) and return it as one JSON line."""
+    parsers = {FRAMES_TOPIC: FrameEvent.from_json, DEADLETTER_TOPIC: DeadLetterEvent.from_json}
+    parse = parsers.get(topic)
+    if parse is not None:
+        parse(value)
+    return value.decode()
+
+
+def events_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """``ltgcast events``: print events from a topic as JSON lines, committing each after printing."""
+    uri = args.bus or env.get("LTGCAST_BUS") or ""
+    bus: Bus = get_bus(uri)
+    if isinstance(bus, InProcessBus):
+        msg = "ltgcast events needs a shared bus (kafka://HOST:PORT); inproc:// lives inside one process"
+        raise ConfigError(msg)
+    subscription = bus.subscribe([TOPIC_NAMES[args.topic]], group=args.group)
+    printed, bad = 0, 0
+    try:
+        while args.max is None or printed < args.max:
+            messages = subscription.poll(timeout_s=args.timeout)
+            if not messages:
+                break
+            for message in messages[: None if args.max is None else args.max - printed]:
+                try:
+                    sys.stdout.write(_describe(message.topic, message.value) + "\n")
+                    printed += 1
+                except (EventError, UnicodeDecodeError) as exc:
+                    bad += 1
+                    sys.stderr.write(f"ltgcast events: {message.topic}@{message.offset}: {exc}\n")
+                sys.stdout.flush()
+                subscription.commit(message)
+    finally:
+        subscription.close()
+        bus.close()
+    return 1 if bad else 0
+
+
+def add_events_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``ltgcast events``."""
+    parser.add_argument("--bus", help="kafka://HOST:PORT (env LTGCAST_BUS)")
+    parser.add_argument("--topic", choices=sorted(TOPIC_NAMES), default="frames")
+    parser.add_argument("--group", default="ltgcast-events", help="consumer group (offsets are committed)")
+    parser.add_argument("--max", type=int, help="stop after this many events")
+    parser.add_argument("--timeout", type=float, default=5.0, help="stop after this many seconds without an event")

@@ -1,0 +1,112 @@
+"""The bus contract, on the in-process bus and on the real Kafka broker."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from ingest.bus import Bus, InProcessBus, get_bus
+from ingest.errors import ConfigError, IngestError
+from ingest.events import TOPICS
+from ingest.kafkabus import KafkaBus
+
+
+def test_get_bus_lists_valid_schemes() -> None:
+    with pytest.raises(ConfigError, match=r"unknown bus URI 'amqp://x'; expected one of: inproc://, kafka://"):
+        get_bus("amqp://x")
+    with pytest.raises(ConfigError, match="expected the bare URI inproc://"):
+        get_bus("inproc://somewhere")
+    with pytest.raises(ConfigError, match=r"unknown Kafka bus option 'acks'.*valid: partitions, replication"):
+        get_bus("kafka://127.0.0.1:9092?acks=1")
+    with pytest.raises(ConfigError, match="expected a int, found 'many'"):
+        get_bus("kafka://127.0.0.1:9092?partitions=many")
+
+
+def check_contract(bus: Bus, topic: str) -> None:
+    """Keyed order, commit-after-work, redelivery of uncommitted messages."""
+    group = f"contract-{uuid.uuid4().hex[:8]}"
+    for i in range(4):
+        bus.publish(topic, "M1", f"m1-{i}".encode())
+    bus.publish(topic, "C", b"c-0")
+
+    first = bus.subscribe([topic], group)
+    got = []
+    for _ in range(40):
+        got.extend(first.poll(timeout_s=0.5))
+        if len(got) >= 5:
+            break
+    assert sorted(m.value for m in got) == [b"c-0", b"m1-0", b"m1-1", b"m1-2", b"m1-3"]
+    m1 = [m for m in got if m.key == "M1"]
+    assert [m.value for m in m1] == [b"m1-0", b"m1-1", b"m1-2", b"m1-3"]  # one key keeps its order
+    assert len({m.partition for m in m1}) == 1
+    # Work succeeded for the first two M1 messages only; then the consumer dies.
+    first.commit(m1[1])
+    first.close()
+
+    second = bus.subscribe([topic], group)
+    again = []
+    for _ in range(40):
+        again.extend(second.poll(timeout_s=0.5))
+        if len(again) >= 3:
+            break
+    # Uncommitted work is delivered again, in order per key; committed work is not.
+    assert sorted(m.value for m in again) == [b"c-0", b"m1-2", b"m1-3"]
+    assert [m.value for m in again if m.key == "M1"] == [b"m1-2", b"m1-3"]
+    for message in again:
+        second.commit(message)
+    assert second.poll(timeout_s=1.0) == []
+    second.close()
+
+
+def test_in_process_bus_contract() -> None:
+    check_contract(InProcessBus(), "ltgcast.frames.v1")
+
+
+def test_in_process_poll_waits_for_a_publish() -> None:
+    import threading
+
+    bus = InProcessBus()
+    sub = bus.subscribe(["t"], "g")
+    timer = threading.Timer(0.2, lambda: bus.publish("t", "C", b"late"))
+    timer.start()
+    assert [m.value for m in sub.poll(timeout_s=5)] == [b"late"]
+    timer.join()
+
+
+@pytest.fixture
+def kafka_bus(kafka_address: str) -> Iterator[Bus]:
+    bus = get_bus(f"kafka://{kafka_address}")
+    yield bus
+    bus.close()
+
+
+@pytest.mark.kafka
+def test_kafka_bus_contract(kafka_bus: Bus) -> None:
+    check_contract(kafka_bus, f"ltgcast.test.contract.{uuid.uuid4().hex[:8]}")
+
+
+@pytest.mark.kafka
+def test_kafka_topics_have_three_partitions(kafka_address: str, kafka_bus: Bus) -> None:
+    from kafka import KafkaAdminClient
+
+    assert isinstance(kafka_bus, KafkaBus)
+    kafka_bus.ensure_topics(TOPICS)  # what the first publish or subscribe does
+    admin = KafkaAdminClient(bootstrap_servers=kafka_address)
+    try:
+        described = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(list(TOPICS))}
+    finally:
+        admin.close()
+    assert described == dict.fromkeys(TOPICS, 3)
+
+
+def test_kafka_outage_is_an_ingest_error() -> None:
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    bus = get_bus(f"kafka://127.0.0.1:{port}?timeout_s=2")
+    with pytest.raises(IngestError, match=rf"Kafka at 127.0.0.1:{port}: no broker reachable .*refused"):
+        bus.publish("ltgcast.frames.v1", "C", b"{}")

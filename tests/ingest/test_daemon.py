@@ -1,0 +1,315 @@
+"""The ingest daemon on a directory spool: exactly once, partial writes, restarts, bad files.
+
+Uses the real spool, checkpoint and quarantine on tmp_path with the in-process bus
+and a fake clock; the same flows run against the real Kafka broker in
+tests/ltgcast/test_ingest_cli.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+
+from ingest.bus import InProcessBus
+from ingest.checkpoint import Checkpoint
+from ingest.daemon import DaemonSettings, IngestDaemon
+from ingest.errors import IngestError
+from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, DeadLetterEvent, FrameEvent
+from ingest.quarantine import Quarantine
+from ingest.sources import Candidate, FrameFilter
+from ingest.sources.spool import DirSpool
+from ingest.testing import FakeClock
+from tests.goesfiles import write_abi_l1b
+
+NOW = datetime(2024, 6, 15, 18, 40, tzinfo=UTC)
+
+
+class Rig:
+    """A spool, a state folder, a bus and a clock; make daemons over them."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.spool = tmp / "spool"
+        self.state = tmp / "state"
+        self.spool.mkdir()
+        self.bus = InProcessBus()
+        self.clock = FakeClock(NOW)
+        self.checkpoint: Checkpoint | None = None
+
+    def daemon(self, **filter_args: object) -> IngestDaemon:
+        if self.checkpoint is not None:
+            self.checkpoint.close()
+        self.checkpoint = Checkpoint.open(self.state)
+        return IngestDaemon(
+            DirSpool(self.spool, self.clock, settle_s=2.0),
+            self.bus,
+            self.checkpoint,
+            Quarantine(self.state / "quarantine"),
+            self.clock,
+            frame_filter=FrameFilter(**filter_args),  # type: ignore[arg-type]
+            settings=DaemonSettings(poll_interval_s=1.0, max_fetch_failures=2),
+        )
+
+    def frames(self) -> list[FrameEvent]:
+        return [FrameEvent.from_json(m.value) for m in self.bus.messages(FRAMES_TOPIC)]
+
+    def letters(self) -> list[DeadLetterEvent]:
+        return [DeadLetterEvent.from_json(m.value) for m in self.bus.messages(DEADLETTER_TOPIC)]
+
+    def settle(self, daemon: IngestDaemon) -> None:
+        """Two polls, 3 s apart: everything complete in the spool is handled."""
+        daemon.poll_once()
+        self.clock.advance(3)
+        daemon.poll_once()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    rig = Rig(tmp_path)
+    yield rig
+    if rig.checkpoint is not None:
+        rig.checkpoint.close()
+
+
+def scenario_files(meso_scenario: Path, abi: int, glm: int) -> list[Path]:
+    return sorted(meso_scenario.glob("OR_ABI-*.nc"))[:abi] + sorted(meso_scenario.glob("OR_GLM-*.nc"))[:glm]
+
+
+def test_each_file_is_announced_once_in_time_order(rig: Rig, meso_scenario: Path) -> None:
+    files = scenario_files(meso_scenario, abi=3, glm=6)
+    for path in files:
+        shutil.copy(path, rig.spool / path.name)
+    daemon = rig.daemon()
+    rig.settle(daemon)
+    for _ in range(3):  # later polls list the same files again
+        rig.clock.advance(5)
+        daemon.poll_once()
+    frames = rig.frames()
+    assert sorted(f.name for f in frames) == sorted(p.name for p in files)
+    assert [f.scan_start for f in frames] == sorted(f.scan_start for f in frames)
+    first = next(f for f in frames if f.family == "ABI-L1b-Rad")
+    assert (first.satellite, first.sector, first.band, first.mode, first.key) == ("G19", "M1", 13, 6, "M1")
+    assert first.uri == (rig.spool / first.name).resolve().as_uri()
+    assert first.size == (rig.spool / first.name).stat().st_size
+    assert first.ingest_time == "2024-06-15T18:40:03.000Z"
+
+
+def test_partial_write_is_not_read_until_the_writer_stops(rig: Rig, meso_scenario: Path) -> None:
+    source = scenario_files(meso_scenario, abi=1, glm=0)[0]
+    data = source.read_bytes()
+    target = rig.spool / source.name
+    daemon = rig.daemon()
+    with target.open("wb") as out:
+        out.write(data[: len(data) // 3])
+        out.flush()
+        for _ in range(3):  # the writer keeps writing; polls keep coming
+            daemon.poll_once()
+            rig.clock.advance(1.5)
+            out.write(data[len(data) // 3 : 2 * len(data) // 3] if _ == 0 else b"")
+            out.flush()
+            os.utime(target, ns=(0, int(rig.clock.now().timestamp() * 1e9)))
+        assert rig.frames() == []
+        assert daemon.source.pending() == 1
+        out.write(data[2 * len(data) // 3 :])
+    os.utime(target, ns=(0, int(rig.clock.now().timestamp() * 1e9)))
+    daemon.poll_once()
+    assert rig.frames() == []  # complete, but not yet stable for settle_s
+    rig.clock.advance(2.5)
+    daemon.poll_once()
+    assert [f.name for f in rig.frames()] == [source.name]
+    assert rig.letters() == []
+
+
+def test_renamed_into_place_files_are_read_at_the_rename(rig: Rig, meso_scenario: Path) -> None:
+    source = scenario_files(meso_scenario, abi=1, glm=0)[0]
+    temporary = rig.spool / f".{source.name}.tmp"
+    shutil.copy(source, temporary)
+    daemon = rig.daemon()
+    daemon.poll_once()
+    assert rig.frames() == []
+    temporary.rename(rig.spool / source.name)
+    old = NOW.timestamp() - 60
+    os.utime(rig.spool / source.name, (old, old))  # LDM wrote it a minute ago, then renamed
+    daemon.poll_once()
+    assert [f.name for f in rig.frames()] == [source.name]
+
+
+def test_restart_in_the_middle_misses_nothing_and_repeats_nothing(rig: Rig, meso_scenario: Path) -> None:
+    files = scenario_files(meso_scenario, abi=4, glm=4)
+    for path in files[:5]:
+        shutil.copy(path, rig.spool / path.name)
+    rig.settle(rig.daemon())
+    assert len(rig.frames()) == 5
+    for path in files[5:]:  # these land while the daemon is down
+        shutil.copy(path, rig.spool / path.name)
+    rig.settle(rig.daemon())  # a new process: state from the checkpoint only
+    names = [f.name for f in rig.frames()]
+    assert sorted(names) == sorted(p.name for p in files)
+    assert len(names) == len(set(names))
+
+
+def test_a_duplicate_dropped_twice_is_announced_once(rig: Rig, meso_scenario: Path) -> None:
+    path = scenario_files(meso_scenario, abi=1, glm=0)[0]
+    shutil.copy(path, rig.spool / path.name)
+    daemon = rig.daemon()
+    rig.settle(daemon)
+    (rig.spool / "again").mkdir()
+    shutil.copy(path, rig.spool / "again" / path.name)  # same file, other folder
+    shutil.copy(path, rig.spool / path.name)  # and overwritten in place
+    rig.clock.advance(5)
+    rig.settle(daemon)
+    assert [f.name for f in rig.frames()] == [path.name]
+
+
+def test_corrupt_file_is_quarantined_while_the_next_good_one_is_announced(rig: Rig, meso_scenario: Path) -> None:
+    good = scenario_files(meso_scenario, abi=2, glm=0)
+    truncated = rig.spool / good[0].name
+    truncated.write_bytes(good[0].read_bytes()[:4000])
+    shutil.copy(good[1], rig.spool / good[1].name)
+    (rig.spool / "notes.nc").write_text("not a GOES file")
+    daemon = rig.daemon()
+    before = REGISTRY.get_sample_value("ltgcast_ingest_files_total", {"outcome": "quarantined"}) or 0
+    rig.settle(daemon)
+
+    assert [f.name for f in rig.frames()] == [good[1].name]
+    letters = {d.name: d for d in rig.letters()}
+    assert set(letters) == {good[0].name, "notes.nc"}
+    assert letters[good[0].name].stage == "decode"
+    assert "cannot open as NetCDF-4" in letters[good[0].name].reason
+    assert letters[good[0].name].key == "M1"
+    assert letters["notes.nc"].stage == "name"
+    assert "matches no known GOES-R product" in letters["notes.nc"].reason
+    # The bytes moved from the spool into quarantine, with a reason file beside them.
+    kept = Path(letters[good[0].name].quarantine_uri.removeprefix("file://"))
+    assert kept.read_bytes() == good[0].read_bytes()[:4000]
+    assert not truncated.exists()
+    reason = json.loads(kept.with_name(kept.name + ".reason.json").read_text())
+    assert reason["stage"] == "decode"
+    assert reason["source_uri"] == truncated.resolve().as_uri()
+    after = REGISTRY.get_sample_value("ltgcast_ingest_files_total", {"outcome": "quarantined"})
+    assert after == before + 2
+    # The daemon goes on: a later good file is still announced.
+    shutil.copy(good[0], rig.spool / "late.tmp")
+    (rig.spool / "late.tmp").rename(rig.spool / good[0].name)
+    rig.clock.advance(5)
+    rig.settle(daemon)
+    assert [f.name for f in rig.frames()] == [good[1].name]  # same name was already refused: not re-announced
+
+
+def test_wrong_product_inside_a_good_name_is_quarantined(rig: Rig) -> None:
+    radiance = np.full((4, 5), 100.0, np.float32)
+    lying = write_abi_l1b(rig.spool, radiance, band=13, band_id=2)  # the seed's accidental visible band
+    daemon = rig.daemon(sectors=("C",), satellites=("G16",))
+    rig.settle(daemon)
+    assert rig.frames() == []
+    (letter,) = rig.letters()
+    assert letter.name == lying.name
+    assert letter.stage == "decode"
+    assert "band_id" in letter.reason
+
+
+def test_filters_select_products(rig: Rig, meso_scenario: Path) -> None:
+    for path in scenario_files(meso_scenario, abi=2, glm=3):
+        shutil.copy(path, rig.spool / path.name)
+    rig.settle(rig.daemon(glm=False))
+    assert {f.family for f in rig.frames()} == {"ABI-L1b-Rad"}
+    rig.settle(rig.daemon(glm=True, bands=(8,)))  # band 8 wanted now: GLM only is new
+    assert sorted({f.family for f in rig.frames()}) == ["ABI-L1b-Rad", "GLM-L2-LCFA"]
+    assert len(rig.frames()) == 5
+
+
+def test_lag_is_measured_per_sector_and_band(rig: Rig, meso_scenario: Path) -> None:
+    path = scenario_files(meso_scenario, abi=1, glm=0)[0]
+    shutil.copy(path, rig.spool / path.name)
+    labels = {"product": "ABI-L1b-RadM", "sector": "M1", "band": "13"}
+    count = REGISTRY.get_sample_value("ltgcast_ingest_lag_seconds_count", labels) or 0
+    total = REGISTRY.get_sample_value("ltgcast_ingest_lag_seconds_sum", labels) or 0
+    daemon = rig.daemon()
+    rig.settle(daemon)
+    (frame,) = rig.frames()
+    expected = (datetime.fromisoformat(frame.ingest_time) - datetime.fromisoformat(frame.scan_end)).total_seconds()
+    assert REGISTRY.get_sample_value("ltgcast_ingest_lag_seconds_count", labels) == count + 1
+    assert REGISTRY.get_sample_value("ltgcast_ingest_lag_seconds_sum", labels) == pytest.approx(total + expected)
+    assert daemon.summary.to_dict()["lag"]["M1/13"]["median_s"] == pytest.approx(expected, abs=1e-3)
+
+
+class FlakyBus(InProcessBus):
+    """An in-process bus whose publishes fail while ``down`` is set."""
+
+    down = True
+
+    def publish(self, topic: str, key: str, value: bytes) -> None:
+        if self.down:
+            msg = "broker unreachable"
+            raise IngestError(msg)
+        super().publish(topic, key, value)
+
+
+def test_a_bus_outage_loses_nothing(rig: Rig, meso_scenario: Path) -> None:
+    rig.bus = FlakyBus()
+    files = scenario_files(meso_scenario, abi=2, glm=0)
+    for path in files:
+        shutil.copy(path, rig.spool / path.name)
+    daemon = rig.daemon()
+    rig.settle(daemon)
+    assert daemon.summary.failed_polls >= 1
+    assert "broker unreachable" in (daemon.summary.last_error or "")
+    assert rig.checkpoint is not None
+    assert not rig.checkpoint.entries
+    rig.bus.down = False  # type: ignore[attr-defined]
+    daemon.poll_once()
+    assert [f.name for f in rig.frames()] == [p.name for p in files]
+
+
+class VanishingSource(DirSpool):
+    """A spool whose fetches always fail, as a download that never completes."""
+
+    def fetch(self, candidate: Candidate) -> Path:
+        msg = f"short download of {candidate.name}"
+        raise IngestError(msg)
+
+
+def test_a_file_that_never_fetches_is_dead_lettered(rig: Rig, meso_scenario: Path) -> None:
+    path = scenario_files(meso_scenario, abi=1, glm=0)[0]
+    shutil.copy(path, rig.spool / path.name)
+    daemon = rig.daemon()
+    daemon.source = VanishingSource(rig.spool, rig.clock)
+    daemon.poll_once()
+    rig.clock.advance(3)
+    report = daemon.poll_once()
+    assert (report.pending, rig.letters()) == (1, [])  # first failure: retried on the next poll
+    report = daemon.poll_once()
+    assert (report.outcomes["deadletter"], report.pending) == (1, 0)  # given up after max_fetch_failures
+    (letter,) = rig.letters()
+    assert (letter.stage, letter.quarantine_uri) == ("download", None)
+    assert "short download" in letter.reason
+    assert (rig.spool / path.name).exists()  # nothing was downloaded, so nothing was moved
+
+
+def test_one_shot_run_ends_when_nothing_is_pending(rig: Rig, meso_scenario: Path) -> None:
+    for path in scenario_files(meso_scenario, abi=2, glm=2):
+        shutil.copy(path, rig.spool / path.name)
+    summary = rig.daemon().run(once=True)
+    assert summary.outcomes["announced"] == 4
+    assert rig.clock.slept  # it waited for the files to settle instead of reading them early
+
+
+def test_late_files_beyond_retention_are_not_announced(rig: Rig, meso_scenario: Path) -> None:
+    newest = scenario_files(meso_scenario, abi=1, glm=0)[0]
+    shutil.copy(newest, rig.spool / newest.name)
+    daemon = rig.daemon()
+    rig.settle(daemon)
+    radiance = np.full((4, 5), 100.0, np.float32)
+    old = write_abi_l1b(rig.spool, radiance, sector="M1", platform="G19", start=NOW - timedelta(hours=7))
+    rig.clock.advance(5)
+    rig.settle(daemon)
+    assert [f.name for f in rig.frames()] == [newest.name]
+    assert rig.checkpoint is not None
+    assert rig.checkpoint.entries[old.name].outcome == "late"
