@@ -80,6 +80,7 @@ class RunSummary:
     outcomes: Counter[str] = field(default_factory=Counter)
     lags: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     last_error: str | None = None
+    gave_up: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: counts and lag statistics in seconds."""
@@ -98,6 +99,7 @@ class RunSummary:
             "outcomes": dict(sorted(self.outcomes.items())),
             "lag": lag,
             "last_error": self.last_error,
+            "gave_up": self.gave_up,
         }
 
 
@@ -269,7 +271,10 @@ class IngestDaemon:
         while stop is None or not stop.is_set():
             report = self.poll_once()
             failures = failures + 1 if report.error else 0
-            if once and (failures >= self.settings.max_poll_failures or (not failures and not report.pending)):
+            if once and failures >= self.settings.max_poll_failures:
+                self.summary.gave_up = True
+                break
+            if once and not failures and not report.pending:
                 break
             if failures:
                 wait = self.settings.backoff.delay(failures)

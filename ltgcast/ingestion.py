@@ -170,7 +170,7 @@ def ingest_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     report = summary.to_dict()
     sys.stdout.write(json.dumps(report) + "\n")
     refused = sum(report["outcomes"].get(k, 0) for k in ("quarantined", "deadletter"))
-    return 1 if refused or (settings.once and summary.last_error and summary.failed_polls) else 0
+    return 1 if refused or summary.gave_up else 0
 
 
 def _describe(topic: str, value: bytes) -> str:

@@ -313,3 +313,18 @@ def test_late_files_beyond_retention_are_not_announced(rig: Rig, meso_scenario: 
     assert [f.name for f in rig.frames()] == [newest.name]
     assert rig.checkpoint is not None
     assert rig.checkpoint.entries[old.name].outcome == "late"
+
+
+def test_a_one_shot_run_gives_up_after_repeated_failed_polls(rig: Rig, meso_scenario: Path) -> None:
+    rig.bus = FlakyBus()
+    path = scenario_files(meso_scenario, abi=1, glm=0)[0]
+    shutil.copy(path, rig.spool / path.name)
+    daemon = rig.daemon()
+    rig.clock.advance(5)
+    summary = daemon.run(once=True)
+    assert summary.gave_up
+    assert summary.failed_polls == daemon.settings.max_poll_failures
+    backoff = [daemon.settings.backoff.delay(n) for n in range(1, daemon.settings.max_poll_failures)]
+    assert backoff == [2.0, 4.0, 8.0, 16.0]
+    assert rig.clock.slept[-len(backoff) :] == backoff  # after the settling waits, back-off between failures
+    assert summary.to_dict()["outcomes"] == {}
