@@ -18,7 +18,12 @@ Rules
   forgotten, which bounds the file. A file that shows up that late is not
   announced (outcome ``late``), since it could no longer be told apart from one
   announced and forgotten. Entries without a usable scan start (unparseable
-  names, late files) are kept for ``retention`` of wall-clock time instead.
+  names, late files, anything before the first announcement) are kept for
+  ``retention`` of wall-clock time instead. The watermark never runs ahead of
+  the wall clock.
+* A file refused at decode is recorded with its size; the same name with
+  another size (the writer finished it, or a good copy was resent) is tried
+  again.
 * One daemon per state folder: ``<state>/lock`` is held with ``flock``.
 * A checkpoint that cannot be read stops the daemon with the path and the
   reason: starting afresh would announce everything again.
@@ -48,6 +53,7 @@ class Entry:
     outcome: str
     scan_start: str | None
     at: str
+    size: int | None = None
 
 
 class Checkpoint:
@@ -100,44 +106,53 @@ class Checkpoint:
                 raise ValueError(msg)
             self.entries = {name: Entry(**entry) for name, entry in doc["files"].items()}
             self.watermark = parse_iso(doc["watermark"]) if doc.get("watermark") else None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             msg = (
                 f"checkpoint {self.path} is unreadable ({type(exc).__name__}: {exc}); "
                 "refusing to start afresh, which would announce every file again — repair or move it"
             )
             raise IngestError(msg) from exc
 
-    def seen(self, name: str) -> bool:
-        """Whether ``name`` already has a final outcome."""
-        return name in self.entries
+    def seen(self, name: str, size: int | None = None) -> bool:
+        """Whether ``name`` already has a final outcome.
+
+        A file refused at decode is tried again when it shows up with another
+        ``size`` (a writer finished it, or a good copy was resent).
+        """
+        entry = self.entries.get(name)
+        if entry is None:
+            return False
+        return not (entry.outcome == "quarantined" and size is not None and entry.size not in (None, size))
 
     def too_late(self, scan_start: datetime) -> bool:
         """Whether a file that old can no longer be deduplicated."""
         return self.watermark is not None and scan_start < self.watermark - self.retention
 
-    def record(self, name: str, outcome: str, scan_start: datetime | None, at: datetime) -> None:
-        """Record a final outcome, advance the watermark, forget old entries and save."""
+    def record(
+        self, name: str, outcome: str, scan_start: datetime | None, at: datetime, size: int | None = None
+    ) -> None:
+        """Record a final outcome, advance the watermark, forget old entries and save.
+
+        The watermark never runs ahead of ``at`` (the wall clock): one file named
+        in the future must not make every real file look late.
+        """
         if outcome not in OUTCOMES:
             msg = f"unknown outcome {outcome!r}; valid: {', '.join(OUTCOMES)}"
             raise ValueError(msg)
-        self.entries[name] = Entry(outcome, iso_utc(scan_start) if scan_start else None, iso_utc(at))
+        self.entries[name] = Entry(outcome, iso_utc(scan_start) if scan_start else None, iso_utc(at), size)
         if outcome == "announced" and scan_start is not None:
-            self.watermark = max(self.watermark or scan_start, scan_start)
+            mark = min(scan_start, at)
+            self.watermark = max(self.watermark or mark, mark)
         self._forget(at)
         self.save()
 
+    def _keep(self, entry: Entry, now: datetime) -> bool:
+        if entry.scan_start and entry.outcome != "late" and self.watermark is not None:
+            return parse_iso(entry.scan_start) >= self.watermark - self.retention
+        return parse_iso(entry.at) >= now - self.retention
+
     def _forget(self, now: datetime) -> None:
-        horizon = (self.watermark or now) - self.retention
-        wall_horizon = now - self.retention
-        self.entries = {
-            name: e
-            for name, e in self.entries.items()
-            if (
-                parse_iso(e.scan_start) >= horizon
-                if e.scan_start and e.outcome != "late"
-                else parse_iso(e.at) >= wall_horizon
-            )
-        }
+        self.entries = {name: e for name, e in self.entries.items() if self._keep(e, now)}
 
     def save(self) -> None:
         """Write the checkpoint atomically."""

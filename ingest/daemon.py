@@ -3,7 +3,8 @@
 One poll, for every listed file not yet in the checkpoint, in scan-start order
 (GLM granules and ABI frames interleaved as they were observed):
 
-1. parse the name — an unparseable name is refused (stage ``name``);
+1. parse the name — a GOES-R product without a reader here (ACHA, MCMIP…) is
+   left alone; a name that is no GOES-R name at all is refused (stage ``name``);
 2. apply the :class:`~ingest.sources.FrameFilter` — unwanted files are left alone;
 3. a file older than the checkpoint's retention behind the watermark is ``late``;
 4. fetch a size-checked local copy — failures are retried on later polls, and
@@ -15,9 +16,11 @@ One poll, for every listed file not yet in the checkpoint, in scan-start order
    (ingest time − scan end).
 
 A refused file is copied to quarantine with a reason file, a
-:class:`~ingest.events.DeadLetterEvent` is published, the source's copy is
-removed, and the outcome is recorded — in that order, so a crash part-way
-repeats the step instead of losing the file. A failed listing or publish ends
+:class:`~ingest.events.DeadLetterEvent` is published, the source drops its own
+copy (the S3 cache; a spool is left untouched), and the outcome is recorded with
+the file's size — in that order, so a crash part-way repeats the step instead of
+losing the file. The same name seen later with another size is tried again (a
+writer that paused longer than the settle time, then finished). A failed listing or publish ends
 the poll (counted); the daemon backs off and tries again, and never exits on bad
 data.
 """
@@ -39,7 +42,7 @@ from ingest.checkpoint import Checkpoint
 from ingest.clock import Clock
 from ingest.errors import FilenameError, FrameDecodeError, IngestError
 from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GLM_KEY, DeadLetterEvent, FrameEvent
-from ingest.filenames import GoesFilename, parse_filename
+from ingest.filenames import GoesFilename, is_goes_product_name, parse_filename
 from ingest.ncio import iso_utc
 from ingest.quarantine import Quarantine
 from ingest.readers import read_product
@@ -141,7 +144,7 @@ class IngestDaemon:
             candidates = sorted(self.source.poll(), key=_time_order)
             report.listed = len(candidates)
             for candidate in candidates:
-                if not self.checkpoint.seen(candidate.name):
+                if not self.checkpoint.seen(candidate.name, candidate.size):
                     self._handle(candidate, report)
         except IngestError as exc:
             report.error = str(exc)
@@ -165,7 +168,10 @@ class IngestDaemon:
         try:
             name = parse_filename(candidate.name)
         except FilenameError as exc:
-            self._refuse(candidate, candidate.local, "name", exc.reason, None, report)
+            if is_goes_product_name(candidate.name):  # a GOES-R product we have no reader for: not ours
+                report.filtered += 1
+            else:
+                self._refuse(candidate, candidate.local, "name", exc.reason, None, report)
             return
         if not self.frame_filter.accepts(name):
             report.filtered += 1
@@ -248,13 +254,19 @@ class IngestDaemon:
         if local is not None:
             self.source.discard(candidate, local)
         outcome = "deadletter" if stage == "download" else "quarantined"
-        self._final(candidate.name, outcome, scan_start, report, now)
+        self._final(candidate.name, outcome, scan_start, report, now, size=candidate.size)
         log.warning("refused %s at stage %s: %s (kept in %s)", candidate.name, stage, reason, kept.reason_file.parent)
 
     def _final(
-        self, name: str, outcome: str, scan_start: datetime | None, report: PollReport, at: datetime | None = None
+        self,
+        name: str,
+        outcome: str,
+        scan_start: datetime | None,
+        report: PollReport,
+        at: datetime | None = None,
+        size: int | None = None,
     ) -> None:
-        self.checkpoint.record(name, outcome, scan_start, at or self.clock.now())
+        self.checkpoint.record(name, outcome, scan_start, at or self.clock.now(), size)
         self._fetch_failures.pop(name, None)
         report.outcomes[outcome] += 1
         metrics.FILES.labels(outcome=outcome).inc()

@@ -143,6 +143,21 @@ def parse_filename(path: str | PurePath) -> GoesFilename:
     raise FilenameError(str(path), f"file name {name!r} matches no known GOES-R product; expected one of: {expected}")
 
 
+#: Any GOES-R product file name, including products ltgcast has no reader for (ACHA, MCMIP, SUVI…).
+_ANY_PRODUCT = re.compile(rf"^{_ENV}_[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)?{_TAIL}$")
+
+
+def is_goes_product_name(path: str | PurePath) -> bool:
+    """Whether a name follows NOAA's GOES-R product naming, known product or not.
+
+    >>> is_goes_product_name("OR_ABI-L2-ACHAC-M6_G16_s20241671801178_e20241671803563_c20241671804099.nc")
+    True
+    >>> is_goes_product_name("notes.nc")
+    False
+    """
+    return _ANY_PRODUCT.match(PurePath(path).name) is not None
+
+
 def abi_filename(
     *,
     sector: str,

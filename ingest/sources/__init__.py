@@ -14,8 +14,9 @@ Contract of every source
 * :meth:`FrameSource.fetch` returns a local path to a copy whose size was checked
   against the listing (a spool file is used in place; an S3 object is downloaded
   into the cache). It raises :class:`~ingest.errors.IngestError` on failure.
-* :meth:`FrameSource.discard` removes the source's copy of a file after the daemon
-  quarantined it (a copy is kept in quarantine first, so no bytes are lost).
+* :meth:`FrameSource.discard` is called after the daemon copied a refused file to
+  quarantine: a source removes its own copies (the S3 download cache) and leaves
+  alone what it does not own (a spool).
 * Sources select products by name with a :class:`FrameFilter` where that saves work
   (the S3 source lists only the product folders the filter wants).
 

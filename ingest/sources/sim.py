@@ -85,8 +85,8 @@ class SimSource:
 
     def poll(self) -> list[Candidate]:
         """The files whose arrival time has come."""
-        files = self._scenario()[: self._released()]
-        return [Candidate(p.name, p.resolve().as_uri(), p.stat().st_size, local=p) for _, p in files]
+        files = [p for _, p in self._scenario()[: self._released()] if p.is_file()]  # refused ones are gone
+        return [Candidate(p.name, p.resolve().as_uri(), p.stat().st_size, local=p) for p in files]
 
     def pending(self) -> int:
         """Files of the scenario not released yet."""

@@ -5,9 +5,15 @@ A file is listed only once it is complete:
 * it matches one of the patterns (default ``*.nc``) and is not hidden or a
   temporary name (``.*``, ``*.tmp``, ``*.part``, ``*.partial``), so a writer that
   writes ``.name.tmp`` and renames it into place is picked up at the rename;
-* and its size and modification time have not changed for ``settle_s`` seconds,
-  either across two polls or because the file is already that old, so a file
-  written in place under its final name is read only after the writer stopped.
+* and its size and modification time were the same at two polls at least
+  ``settle_s`` seconds apart, so a file written in place under its final name is
+  read only after the writer stopped (a writer that pauses longer than
+  ``settle_s`` can still be read early: the decode then refuses the partial
+  file, and when the file changes again it is tried again, see
+  :mod:`ingest.daemon`).
+
+The spool belongs to its feeder (LDM and its scour): the daemon never deletes
+or moves anything in it; refused files are *copied* to quarantine.
 
 Options: ``dir:PATH?patterns=OR_ABI-*.nc,OR_GLM-*.nc&settle_s=2``.
 """
@@ -94,15 +100,14 @@ class DirSpool:
         except OSError as exc:
             msg = f"cannot list spool {self.root}: {exc}"
             raise IngestError(msg) from exc
-        now, wall = self.clock.monotonic(), self.clock.now().timestamp()
+        now = self.clock.monotonic()
         ready, seen = [], {}
         for path, stat in files:
             previous = self._seen.get(path)
             unchanged = previous is not None and (previous.size, previous.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
             entry = previous if unchanged and previous is not None else _Seen(stat.st_size, stat.st_mtime_ns, now)
             seen[path] = entry
-            settled = now - entry.since >= self.settle_s or wall - stat.st_mtime_ns / 1e9 >= self.settle_s
-            if settled:
+            if now - entry.since >= self.settle_s:
                 ready.append(Candidate(path.name, path.as_uri(), stat.st_size, local=path))
             else:
                 log.debug("%s is still being written (%d bytes)", path, stat.st_size)
@@ -111,10 +116,8 @@ class DirSpool:
 
     def pending(self) -> int:
         """Files seen but not yet settled at the last poll."""
-        now, wall = self.clock.monotonic(), self.clock.now().timestamp()
-        return sum(
-            1 for s in self._seen.values() if now - s.since < self.settle_s and wall - s.mtime_ns / 1e9 < self.settle_s
-        )
+        now = self.clock.monotonic()
+        return sum(1 for s in self._seen.values() if now - s.since < self.settle_s)
 
     def fetch(self, candidate: Candidate) -> Path:
         """The spool file itself, if it still has the listed size."""
@@ -130,5 +133,5 @@ class DirSpool:
         return path
 
     def discard(self, candidate: Candidate, local: Path) -> None:
-        """Remove the spool file (the daemon has already copied it to quarantine)."""
-        local.unlink(missing_ok=True)
+        """Leave the spool file where it is: the spool is not ours to change."""
+        log.debug("leaving refused %s in the spool (a copy is in quarantine)", local)

@@ -127,17 +127,16 @@ def test_partial_write_is_not_read_until_the_writer_stops(rig: Rig, meso_scenari
     assert rig.letters() == []
 
 
-def test_renamed_into_place_files_are_read_at_the_rename(rig: Rig, meso_scenario: Path) -> None:
+def test_temporary_names_are_never_read_and_a_rename_is(rig: Rig, meso_scenario: Path) -> None:
     source = scenario_files(meso_scenario, abi=1, glm=0)[0]
     temporary = rig.spool / f".{source.name}.tmp"
     shutil.copy(source, temporary)
     daemon = rig.daemon()
-    daemon.poll_once()
+    rig.settle(daemon)
     assert rig.frames() == []
+    assert daemon.source.pending() == 0  # a temporary name is not even pending
     temporary.rename(rig.spool / source.name)
-    old = NOW.timestamp() - 60
-    os.utime(rig.spool / source.name, (old, old))  # LDM wrote it a minute ago, then renamed
-    daemon.poll_once()
+    rig.settle(daemon)
     assert [f.name for f in rig.frames()] == [source.name]
 
 
@@ -186,21 +185,35 @@ def test_corrupt_file_is_quarantined_while_the_next_good_one_is_announced(rig: R
     assert letters[good[0].name].key == "M1"
     assert letters["notes.nc"].stage == "name"
     assert "matches no known GOES-R product" in letters["notes.nc"].reason
-    # The bytes moved from the spool into quarantine, with a reason file beside them.
+    # The bytes were copied into quarantine, with a reason file beside them; the spool is not ours to change.
     kept = Path(letters[good[0].name].quarantine_uri.removeprefix("file://"))
     assert kept.read_bytes() == good[0].read_bytes()[:4000]
-    assert not truncated.exists()
+    assert truncated.stat().st_size == 4000
     reason = json.loads(kept.with_name(kept.name + ".reason.json").read_text())
     assert reason["stage"] == "decode"
     assert reason["source_uri"] == truncated.resolve().as_uri()
     after = REGISTRY.get_sample_value("ltgcast_ingest_files_total", {"outcome": "quarantined"})
     assert after == before + 2
-    # The daemon goes on: a later good file is still announced.
-    shutil.copy(good[0], rig.spool / "late.tmp")
-    (rig.spool / "late.tmp").rename(rig.spool / good[0].name)
+    # Nothing changes in the spool: nothing is refused twice.
     rig.clock.advance(5)
     rig.settle(daemon)
-    assert [f.name for f in rig.frames()] == [good[1].name]  # same name was already refused: not re-announced
+    assert len(rig.letters()) == 2
+    # The feeder resends the truncated file whole (same name, new size): it is tried again and announced.
+    shutil.copy(good[0], rig.spool / "resend.tmp")
+    (rig.spool / "resend.tmp").rename(truncated)
+    rig.clock.advance(5)
+    rig.settle(daemon)
+    assert [f.name for f in rig.frames()] == [good[1].name, good[0].name]
+    assert len(rig.letters()) == 2
+
+
+def test_goes_products_without_a_reader_are_left_alone(rig: Rig) -> None:
+    other = rig.spool / "OR_ABI-L2-ACHAC-M6_G16_s20241671801178_e20241671803563_c20241671804099.nc"
+    other.write_bytes(b"an ACHA product we do not read")
+    rig.settle(rig.daemon())
+    assert rig.frames() == []
+    assert rig.letters() == []
+    assert other.exists()
 
 
 def test_wrong_product_inside_a_good_name_is_quarantined(rig: Rig) -> None:
