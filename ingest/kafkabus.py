@@ -70,7 +70,7 @@ class KafkaBus:
     def _timeouts(self) -> dict[str, int]:
         """Client time-outs: an unreachable cluster fails within ``timeout_s``, not kafka-python's 30 s."""
         millis = int(self.timeout_s * 1000)
-        return {"request_timeout_ms": millis, "bootstrap_timeout_ms": millis}
+        return {"request_timeout_ms": max(millis - 500, 500), "bootstrap_timeout_ms": millis}
 
     @contextmanager
     def translated(self, what: str) -> Iterator[None]:
@@ -125,6 +125,10 @@ class KafkaBus:
                     retries=5,
                     linger_ms=0,
                     max_block_ms=int(self.timeout_s * 1000),
+                    # A record not acknowledged within timeout_s fails instead of staying
+                    # queued: otherwise a slow broker would deliver it after publish()
+                    # gave up, and the retry on the next poll would be a duplicate.
+                    delivery_timeout_ms=int(self.timeout_s * 1000),
                     **self._timeouts(),
                 )
         return self._producer
@@ -133,7 +137,8 @@ class KafkaBus:
         """Send and wait for the acknowledgement of every in-sync replica."""
         producer = self._producer_for(topic)
         with self.translated(f"publishing to {topic}"):
-            producer.send(topic, key=key.encode(), value=value).get(timeout=self.timeout_s)
+            # Waits past delivery_timeout_ms, so the future has its final answer.
+            producer.send(topic, key=key.encode(), value=value).get(timeout=2 * self.timeout_s + 5)
 
     def subscribe(self, topics: Sequence[str], group: str) -> KafkaSubscription:
         """Join ``group``; a group new to a topic starts at its earliest message."""

@@ -13,6 +13,8 @@
 'ok'
 >>> clock.slept
 [0.5, 1.0]
+>>> Retry(base_s=2.0, max_s=60.0).delay(5000)  # a day of failed polls does not overflow
+60.0
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ class Retry:
 
     def delay(self, failures: int) -> float:
         """The wait after the ``failures``-th consecutive failure (1-based)."""
-        return float(min(self.max_s, self.base_s * self.factor ** max(failures - 1, 0)))
+        exponent = min(max(failures - 1, 0), 64)  # capped: a day-long outage must not overflow
+        return float(min(self.max_s, self.base_s * self.factor**exponent))
 
     def call(
         self,

@@ -142,7 +142,11 @@ def run_ingest(settings: IngestSettings) -> RunSummary:
     source = get_source(settings.source, context)
     bus = get_bus(settings.bus)
     if settings.metrics:
-        start_http_server(settings.metrics[1], addr=settings.metrics[0])
+        try:
+            start_http_server(settings.metrics[1], addr=settings.metrics[0])
+        except OSError as exc:
+            msg = f"--metrics: cannot listen on {settings.metrics[0]}:{settings.metrics[1]}: {exc}"
+            raise ConfigError(msg) from exc
         log.info("metrics on http://%s:%d/metrics", *settings.metrics)
     checkpoint = Checkpoint.open(settings.state, retention=settings.retention)
     try:

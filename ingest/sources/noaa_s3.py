@@ -15,7 +15,8 @@ when retries run out the poll fails with :class:`~ingest.errors.IngestError`.
 Downloads stream into ``<cache>/<product>/<name>.part``, are checked against the
 listed size and the response's ``Content-Length``, then renamed into place; a
 short download is retried and never announced. Cached copies older than
-``keep_h`` hours (default 6) are removed.
+``keep_h`` hours (default 6) are removed, so a consumer has that long to read
+the ``uri`` of an event.
 
 Options: ``s3://BUCKET?endpoint=http://127.0.0.1:5000&hours=2&timeout_s=10&keep_h=6&region=us-east-1``
 (``endpoint`` points at an S3-compatible server; tests use moto on loopback).
@@ -26,7 +27,6 @@ botocore exceptions are translated here, and only here.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
@@ -193,9 +193,13 @@ class NoaaS3Source:
         """Download into the cache (or reuse a complete cached copy) and check the size."""
         product = candidate.source_uri.split("/", 4)[3]
         target = self.cache / product / candidate.name
-        if target.is_file() and target.stat().st_size == candidate.size:
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if target.is_file() and target.stat().st_size == candidate.size:
+                return target
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            msg = f"cannot use the cache {target.parent} for {candidate.source_uri}: {exc}"
+            raise IngestError(msg) from exc
         try:
             self.retry.call(
                 _retryable(partial(self._download, candidate, target)),
@@ -221,7 +225,7 @@ class NoaaS3Source:
         if now - self._last_prune < 600 or not self.cache.is_dir():
             return
         self._last_prune = now
-        horizon = time.time() - self.keep_h * 3600
+        horizon = self.clock.now().timestamp() - self.keep_h * 3600
         for path in self.cache.glob("*/*"):
             try:
                 if path.stat().st_mtime < horizon:

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-from botocore import UNSIGNED
-from botocore.config import Config
 
 from ingest.bus import InProcessBus
 from ingest.checkpoint import Checkpoint
@@ -196,15 +194,35 @@ def test_a_slow_listing_times_out_and_is_retried(tmp_path: Path) -> None:
         server.close()
 
 
-def test_anonymous_client_reads_the_bucket(s3_endpoint: str, bucket: tuple[str, object], meso_scenario: Path) -> None:
-    """The source's client sends no credentials (NOAA buckets are public), like UNSIGNED boto3."""
-    name, client = bucket
-    frame = sorted(meso_scenario.glob("OR_ABI-*.nc"))[0]
-    (key,) = upload(client, name, [frame])
-    anonymous = boto3.session.Session().client(
-        "s3", region_name="us-east-1", endpoint_url=s3_endpoint, config=Config(signature_version=UNSIGNED)
-    )
-    try:
-        assert anonymous.get_object(Bucket=name, Key=key)["Body"].read() == frame.read_bytes()
-    finally:
-        anonymous.close()
+class ScriptedClient:
+    """An S3 client double whose listings fail with the given HTTP statuses, then succeed."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = statuses
+        self.calls = 0
+
+    def get_paginator(self, operation: str) -> ScriptedClient:
+        return self
+
+    def paginate(self, **kwargs: str) -> list[dict[str, list[object]]]:
+        from botocore.exceptions import ClientError
+
+        self.calls += 1
+        if self.statuses:
+            status = self.statuses.pop(0)
+            raise ClientError({"Error": {"Code": str(status)}, "ResponseMetadata": {"HTTPStatusCode": status}}, "List")
+        return [{"Contents": []}]
+
+
+@pytest.mark.parametrize(("statuses", "calls", "fails"), [([503, 500], 3, False), ([429], 2, False), ([403], 1, True)])
+def test_which_s3_errors_are_retried(tmp_path: Path, statuses: list[int], calls: int, fails: bool) -> None:
+    clock = FakeClock(datetime(2024, 6, 15, 18, 30, tzinfo=UTC))
+    client = ScriptedClient(statuses)
+    retry = Retry(base_s=1)
+    source = NoaaS3Source("noaa-goes19", ["GLM-L2-LCFA"], tmp_path, clock, client=client, hours=1, retry=retry)
+    if fails:
+        with pytest.raises(IngestError, match="403"):
+            source.poll()
+    else:
+        assert source.poll() == []
+    assert client.calls == calls
