@@ -36,9 +36,16 @@ port_open() { # host:port
   (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null
 }
 
+# What each service's command line contains: a pid file whose process runs something
+# else (a pid reused after a reboot) is stale, never ours to report or to kill.
+declare -A SIGNATURE=([kafka]=kafka.Kafka [redis]=redis-server [prometheus]=prometheus)
+
 pid_alive() { # name
-  local pidfile=$DIR/$1/pid
-  [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+  local pidfile=$DIR/$1/pid pid
+  [[ -f $pidfile ]] || return 1
+  pid=$(cat "$pidfile")
+  kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "${SIGNATURE[$1]}"
 }
 
 wait_until() { # description, command...
@@ -70,13 +77,21 @@ spawn() { # name logfile command...
 need_debian() { # command package
   command -v "$1" >/dev/null 2>&1 && return 0
   say "installing Debian package $2 (for $1)"
-  local sudo=""
+  local sudo="" log=$DIR/apt-$2.log
   [[ $(id -u) -ne 0 ]] && sudo="sudo"
-  if ! $sudo apt-get install -y -q "$2" >"$DIR/apt-$2.log" 2>&1; then
-    $sudo apt-get update -q >>"$DIR/apt-$2.log" 2>&1 || true
-    $sudo apt-get install -y -q "$2" >>"$DIR/apt-$2.log" 2>&1 || die "apt-get install $2 failed; see $DIR/apt-$2.log"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! $sudo apt-get install -y -q "$2" >"$log" 2>&1 </dev/null; then
+    $sudo apt-get update -q >>"$log" 2>&1 </dev/null || true
+    $sudo apt-get install -y -q "$2" >>"$log" 2>&1 </dev/null || die "apt-get install $2 failed; see $log"
   fi
   command -v "$1" >/dev/null 2>&1 || die "$2 installed but $1 is still not on PATH"
+}
+
+started_or_die() { # name what log
+  if ! wait_until "$2" "${1}_ready"; then
+    stop_one "$1" >/dev/null
+    die "$1 did not become ready in ${READY_TIMEOUT}s; see $3"
+  fi
 }
 
 # --- Kafka ------------------------------------------------------------------------------
@@ -85,8 +100,8 @@ kafka_jars() {
   local lib=$DIR/kafka/lib stamp
   stamp=$DIR/kafka/lib.$(cksum <"$POM" | cut -d' ' -f1)
   [[ -f $stamp ]] && return 0
-  command -v java >/dev/null || die "java not found; Kafka needs Java 17"
-  command -v mvn >/dev/null || die "mvn not found; the Kafka jars come from Maven Central through Maven"
+  need_debian java openjdk-17-jre-headless
+  need_debian mvn maven
   say "resolving Apache Kafka jars from Maven Central ($POM)"
   rm -rf "$lib" "$DIR"/kafka/lib.*
   mvn -q -B -f "$POM" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$lib" \
@@ -117,8 +132,8 @@ auto.create.topics.enable=false
 EOF
 }
 
-kafka_started() {
-  port_open "$KAFKA" && grep -q "Kafka Server started" "$DIR/kafka/kafka.log"
+kafka_ready() {
+  pid_alive kafka && port_open "$KAFKA" && grep -q "Kafka Server started" "$DIR/kafka/kafka.log"
 }
 
 kafka_up() {
@@ -138,36 +153,45 @@ kafka_up() {
   spawn kafka "$DIR/kafka/kafka.log" java -Xms256m -Xmx768m -XX:+UseG1GC \
     -Dlog4j2.configurationFile="$ROOT/deploy/local/kafka/log4j2.properties" \
     -cp "$cp" kafka.Kafka "$DIR/kafka/server.properties"
-  wait_until "kafka on $KAFKA" kafka_started || die "kafka did not start in ${READY_TIMEOUT}s; see $DIR/kafka/kafka.log"
+  started_or_die kafka "kafka on $KAFKA" "$DIR/kafka/kafka.log"
 }
 
 # --- Redis ------------------------------------------------------------------------------
 
-redis_ping() {
-  [[ $(redis-cli -h "${REDIS%:*}" -p "${REDIS##*:}" ping 2>/dev/null) == PONG ]]
+redis_ready() {
+  pid_alive redis && [[ $(redis-cli -h "${REDIS%:*}" -p "${REDIS##*:}" ping 2>/dev/null) == PONG ]]
 }
 
 redis_up() {
   mkdir -p "$DIR/redis"
   if pid_alive redis; then say "redis already running on $REDIS (pid $(cat "$DIR/redis/pid"))"; return 0; fi
+  need_debian redis-server redis-server # before the port check: a package may start a system service
   claim_port redis "$REDIS" LTGCAST_REDIS
-  need_debian redis-server redis-server
   spawn redis "$DIR/redis/redis.log" redis-server --bind "${REDIS%:*}" --port "${REDIS##*:}" \
     --dir "$DIR/redis" --save "" --appendonly no --daemonize no --protected-mode yes
-  wait_until "redis on $REDIS" redis_ping || die "redis did not start; see $DIR/redis/redis.log"
+  started_or_die redis "redis on $REDIS" "$DIR/redis/redis.log"
 }
 
 # --- Prometheus -------------------------------------------------------------------------
 
+http_ok() { # host:port path — a plain HTTP/1.0 GET over bash's /dev/tcp (no curl needed)
+  local status
+  exec 3<>"/dev/tcp/${1%:*}/${1##*:}" || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$2" "$1" >&3
+  read -r -t 5 _ status _ <&3 || status=""
+  exec 3<&- 3>&-
+  [[ $status == 200 ]]
+}
+
 prometheus_ready() {
-  curl -fsS "http://$PROMETHEUS/-/ready" >/dev/null 2>&1
+  pid_alive prometheus && http_ok "$PROMETHEUS" /-/ready 2>/dev/null
 }
 
 prometheus_up() {
   mkdir -p "$DIR/prometheus/data"
   if pid_alive prometheus; then say "prometheus already running on $PROMETHEUS (pid $(cat "$DIR/prometheus/pid"))"; return 0; fi
-  claim_port prometheus "$PROMETHEUS" LTGCAST_PROMETHEUS
   need_debian prometheus prometheus
+  claim_port prometheus "$PROMETHEUS" LTGCAST_PROMETHEUS
   local config=$DIR/prometheus/prometheus.yml
   if [[ -f $ROOT/deploy/prometheus/prometheus.yml ]]; then
     cp "$ROOT/deploy/prometheus/prometheus.yml" "$config"
@@ -177,7 +201,7 @@ prometheus_up() {
   fi
   spawn prometheus "$DIR/prometheus/prometheus.log" prometheus --config.file="$config" \
     --storage.tsdb.path="$DIR/prometheus/data" --web.listen-address="$PROMETHEUS" --web.enable-lifecycle
-  wait_until "prometheus on $PROMETHEUS" prometheus_ready || die "prometheus did not start; see $DIR/prometheus/prometheus.log"
+  started_or_die prometheus "prometheus on $PROMETHEUS" "$DIR/prometheus/prometheus.log"
 }
 
 # --- common -----------------------------------------------------------------------------
