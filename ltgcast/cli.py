@@ -24,6 +24,7 @@ from pathlib import Path
 from ingest.errors import ConfigError, FrameDecodeError, IngestError
 from ingest.readers import describe, read_product
 from ingest.synthetic import SECTORS, SLOTS, ScenarioConfig, simulate
+from ltgcast.benchmarks import add_bench_arguments, bench_featurize
 from ltgcast.ingestion import add_events_arguments, add_ingest_arguments, events_command, ingest_command
 
 log = logging.getLogger("ltgcast")
@@ -177,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     events = sub.add_parser("events", help="print events from a bus topic as JSON lines")
     add_events_arguments(events)
     events.set_defaults(func=lambda a: events_command(a, os.environ))
+
+    bench_all = sub.add_parser("bench", help="benchmarks that print numbers and write JSON")
+    bench_kinds = bench_all.add_subparsers(dest="benchmark", required=True)
+    bench_featurize_parser = bench_kinds.add_parser("featurize", help="dense features + GLM gridding of one frame")
+    add_bench_arguments(bench_featurize_parser)
+    bench_featurize_parser.set_defaults(func=bench_featurize)
 
     run = sub.add_parser("run", help="the main job: embedded nowcast service")
     for name, what in (

@@ -87,3 +87,16 @@ def test_bench_read_prints_timings_and_writes_json(tmp_path, capsys):
     assert data["files"][0]["repeat"] == 2
     assert data["files"][0]["shape"] == [4, 5]
     assert 0 < data["files"][0]["seconds_best"] <= data["files"][0]["seconds_median"]
+
+
+def test_bench_featurize_writes_the_documented_json(tmp_path, capsys):
+    out = tmp_path / "featurize.json"
+    args = ["bench", "featurize", "--sector", "M1", "--repeat", "2", "--flashes", "2000", "--sample", "256"]
+    assert main([*args, "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["pixels"] == 500 * 500
+    assert report["flashes"] == 2000
+    assert 0 < report["seconds_min"] <= report["seconds_median"] <= report["seconds_max"]
+    assert report["peak_rss_mib"] > 0
+    assert report["naive_seconds_per_frame_extrapolated"] > report["seconds_median"]
+    assert "seconds_median" in capsys.readouterr().out
