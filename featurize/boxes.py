@@ -168,7 +168,8 @@ def mean_from(total: NDArray[np.number], count: NDArray[np.number]) -> F32:
     array([1.5, nan], dtype=float32)
     """
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.divide(total, count, dtype=np.float64).astype(np.float32)
+        mean: F32 = np.divide(total, count, dtype=np.float64).astype(np.float32)
+    return mean
 
 
 def _extreme(values: F32, size: int, fill: float) -> F32:

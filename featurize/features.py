@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -72,10 +73,10 @@ def _inframe_count(shape: tuple[int, int], size: int) -> F32:
     return np.outer(per_axis[0], per_axis[1])
 
 
-def _plan(channels: dict[str, F32]) -> dict[str, Callable[[], NDArray[np.generic]]]:
+def _plan(channels: dict[str, F32]) -> dict[str, Callable[[], NDArray[Any]]]:
     """The independent box reductions the features need, by name (run in parallel)."""
-    tasks: dict[str, Callable[[], NDArray[np.generic]]] = {}
-    prepared: dict[str, tuple[NDArray[np.bool_], bool, F32]] = {}
+    tasks: dict[str, Callable[[], NDArray[Any]]] = {}
+    prepared: dict[str, tuple[NDArray[np.bool_], bool, NDArray[Any]]] = {}
     for name in feature_names(tuple(channels)):
         channel, stat, size = _parse(name)
         values = channels[channel]
@@ -92,7 +93,7 @@ def _plan(channels: dict[str, F32]) -> dict[str, Callable[[], NDArray[np.generic
             # finite and cold counts in one exact integer sum: count + cold * 2**13 (a box holds <= 4096 pixels)
             if "ir_packed" not in prepared:
                 cold = (finite & (values > COLD_IR)).astype(np.int32) << _COLD_SHIFT
-                prepared["ir_packed"] = (finite, complete, (cold + finite).astype(np.int32))  # type: ignore[arg-type]
+                prepared["ir_packed"] = (finite, complete, (cold + finite).astype(np.int32))
             tasks.setdefault(f"ir_packed_{size}", partial(box_sum_exact, prepared["ir_packed"][2], size))
         elif complete:
             tasks.setdefault(f"{channel}_n_{size}", partial(_inframe_count, values.shape, size))
@@ -130,20 +131,23 @@ def dense_features(channels: dict[str, F32], *, workers: int = 2) -> dict[str, F
     return {name: _combine(name, parts) for name in feature_names(tuple(channels))}
 
 
-def _count(channel: str, size: int, parts: dict[str, NDArray[np.generic]]) -> NDArray[np.generic]:
+def _count(channel: str, size: int, parts: dict[str, NDArray[Any]]) -> NDArray[Any]:
     if f"{channel}_n_{size}" in parts:
         return parts[f"{channel}_n_{size}"]
-    return parts[f"ir_packed_{size}"] & ((1 << _COLD_SHIFT) - 1)  # type: ignore[operator]
+    counts: NDArray[Any] = parts[f"ir_packed_{size}"] & ((1 << _COLD_SHIFT) - 1)
+    return counts
 
 
-def _combine(name: str, parts: dict[str, NDArray[np.generic]]) -> F32:
+def _combine(name: str, parts: dict[str, NDArray[Any]]) -> F32:
     channel, stat, size = _parse(name)
     if stat == "max":
-        return parts[name]  # type: ignore[return-value]
+        peak: F32 = parts[name]
+        return peak
     count = _count(channel, size, parts)
     if stat == "mean":
-        return mean_from(parts[f"{channel}_sum_{size}"], count)  # type: ignore[arg-type]
-    return mean_from(parts[f"ir_packed_{size}"] >> _COLD_SHIFT, count)  # type: ignore[operator]
+        return mean_from(parts[f"{channel}_sum_{size}"], count)
+    cold: NDArray[Any] = parts[f"ir_packed_{size}"] >> _COLD_SHIFT
+    return mean_from(cold, count)
 
 
 def patch_features(patches: dict[str, F32]) -> dict[str, F32]:

@@ -93,4 +93,4 @@ def labels_at(
     dr = r[None, :] - points[:, 0, None]
     dc = c[None, :] - points[:, 1, None]
     inside = (dr >= -before) & (dr <= after) & (dc >= -before) & (dc <= after)
-    return inside.any(axis=1).astype(np.uint8)
+    return np.asarray(inside.any(axis=1), np.uint8)

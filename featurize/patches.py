@@ -53,7 +53,8 @@ def extract_patches(image: NDArray[np.floating], centers: ArrayLike, size: int =
     offsets = np.arange(size) - before + size
     rows = points[:, 0, None] + offsets[None, :]
     cols = points[:, 1, None] + offsets[None, :]
-    return padded[rows[:, :, None], cols[:, None, :]]
+    patches: F32 = padded[rows[:, :, None], cols[:, None, :]]
+    return patches
 
 
 def core(patches: F32, size: int) -> F32:

@@ -1,0 +1,144 @@
+"""One frame → training examples: channels, labels, sampled pixels, patches and features.
+
+Pure: arrays and scalars in, arrays out (the caller reads the files).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from featurize.channels import FeatureSet, ir_channel, ir_trend_channel
+from featurize.features import COLD_IR, patch_features
+from featurize.glm_grid import flash_pixels, ltg_channel
+from featurize.labels import label_grid
+from featurize.patches import extract_patches
+from featurize.sampling import Sample, SamplingPlan, sample_pixels
+from ingest.geometry import FixedGrid
+
+F32 = NDArray[np.float32]
+F64 = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Flashes:
+    """GLM flashes from any number of granules: lat/lon (degrees, lightning ellipsoid), time (s since 1970)."""
+
+    lat: F32
+    lon: F32
+    time: F64
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """The label of a pixel: a flash in the ``box`` × ``box`` pixels around it within ``window_s`` after the frame."""
+
+    window_s: float = 1800.0
+    box: int = 16
+
+
+@dataclass(frozen=True)
+class Examples:
+    """The examples of one frame; every array's first axis is the example.
+
+    ``patches`` channel → float32 ``[N, 64, 64]`` (NaN kept); ``features`` name →
+    float32 ``[N]``; ``labels`` uint8 ``[N]``; ``kinds`` int8 ``[N]`` (0
+    positive, 1 near-storm negative, 2 far negative); ``centers`` int64
+    ``[N, 2]``; ``lat``/``lon`` float32 ``[N]`` of the pixel centres (ground);
+    ``positive_rate`` the frame's fraction of label-1 pixels on the Earth.
+    """
+
+    patches: dict[str, F32]
+    features: dict[str, F32]
+    labels: NDArray[np.uint8]
+    kinds: NDArray[np.int8]
+    centers: NDArray[np.int64]
+    lat: F32
+    lon: F32
+    positive_rate: float
+
+    def __len__(self) -> int:
+        """Number of examples."""
+        return int(self.labels.size)
+
+
+def frame_channels(
+    bt_k: F32,
+    grid: FixedGrid,
+    flashes: Flashes,
+    frame_time: float,
+    feature_set: FeatureSet,
+    previous_bt_k: F32 | None = None,
+) -> dict[str, F32]:
+    """The channels of ``feature_set`` for one frame (NaN kept).
+
+    Parameters
+    ----------
+    bt_k
+        Band-13 brightness temperature ``[H, W]`` (K, NaN where missing).
+    grid
+        The frame's fixed grid.
+    flashes
+        Flashes around the frame (at least the ``ltg`` window before it).
+    frame_time
+        Scan start, s since 1970 UTC.
+    feature_set
+        Which channels.
+    previous_bt_k
+        Band 13 of the frame ``window`` earlier on the same grid (``ir_trend`` only).
+    """
+    channels = {"ir": ir_channel(bt_k)}
+    if "ltg" in feature_set.channels:
+        window = feature_set.window_minutes * 60.0
+        channels["ltg"], _ = ltg_channel(grid, flashes.lat, flashes.lon, flashes.time, frame_time, window)
+    if "ir_trend" in feature_set.channels:
+        if previous_bt_k is None:
+            msg = f"feature set {feature_set.key} needs the frame {feature_set.window_minutes:g} min earlier"
+            raise ValueError(msg)
+        channels["ir_trend"] = ir_trend_channel(bt_k, previous_bt_k)
+    return channels
+
+
+def frame_examples(
+    bt_k: F32,
+    grid: FixedGrid,
+    flashes: Flashes,
+    frame_time: float,
+    feature_set: FeatureSet,
+    rng: np.random.Generator,
+    *,
+    previous_bt_k: F32 | None = None,
+    rule: LabelRule | None = None,
+    plan: SamplingPlan | None = None,
+    patch_size: int = 64,
+) -> Examples:
+    """Label every pixel, sample pixels, cut their patches and compute their features.
+
+    See :func:`frame_channels` for the inputs; ``rule`` and ``plan`` set the
+    label and the sampling; ``rng`` makes the sampling reproducible.
+    """
+    rule = rule or LabelRule()
+    channels = frame_channels(bt_k, grid, flashes, frame_time, feature_set, previous_bt_k)
+    pixels = flash_pixels(grid, flashes.lat, flashes.lon)
+    flash_times = flashes.time[pixels.index]
+    labels = label_grid(
+        pixels.rows, pixels.cols, flash_times, frame_time, grid.shape, window_s=rule.window_s, box=rule.box
+    )
+    ltg = channels.get("ltg", np.zeros(grid.shape, np.float32))
+    sample: Sample = sample_pixels(labels, channels["ir"], ltg, rng, cold_ir=float(COLD_IR), plan=plan)
+    patches = {name: extract_patches(values, sample.centers, patch_size) for name, values in channels.items()}
+    features = patch_features(patches)
+    lon, lat = grid.projection.lonlat(*grid.scan_angles_of(sample.centers[:, 0], sample.centers[:, 1]))
+    earth = np.isfinite(channels["ir"])
+    return Examples(
+        patches=patches,
+        features=features,
+        labels=labels[sample.centers[:, 0], sample.centers[:, 1]],
+        kinds=sample.kinds,
+        centers=sample.centers,
+        lat=np.asarray(lat, np.float32),
+        lon=np.asarray(lon, np.float32),
+        positive_rate=float(labels[earth].mean()) if earth.any() else 0.0,
+    )
