@@ -132,6 +132,19 @@ class NoaaS3Source:
         products = context.frame_filter.products()
         return cls(parts.netloc, products, context.cache, context.clock, client=client, hours=hours, keep_h=keep_h)
 
+    def list_prefix(self, prefix: str) -> list[Candidate]:
+        """Every object under one ``<product>/<YYYY>/<DOY>/<HH>/`` folder, with retries."""
+        try:
+            return self.retry.call(
+                _retryable(partial(self._list, prefix)),
+                self.clock,
+                transient=_TRANSIENT,
+                what=f"listing s3://{self.bucket}/{prefix}",
+            )
+        except (*_TRANSIENT, ClientError) as exc:
+            msg = f"listing s3://{self.bucket}/{prefix} failed after {self.retry.attempts} attempts: {exc}"
+            raise IngestError(msg) from exc
+
     def prefixes(self) -> list[str]:
         """The product/hour folders a poll lists now, oldest hour first."""
         now = self.clock.now()
@@ -152,18 +165,7 @@ class NoaaS3Source:
         self._prune_cache()
         found: list[Candidate] = []
         for prefix in self.prefixes():
-            try:
-                found.extend(
-                    self.retry.call(
-                        _retryable(partial(self._list, prefix)),
-                        self.clock,
-                        transient=_TRANSIENT,
-                        what=f"listing s3://{self.bucket}/{prefix}",
-                    )
-                )
-            except (*_TRANSIENT, ClientError) as exc:
-                msg = f"listing s3://{self.bucket}/{prefix} failed after {self.retry.attempts} attempts: {exc}"
-                raise IngestError(msg) from exc
+            found.extend(self.list_prefix(prefix))
         return sorted(found, key=lambda c: (c.name, c.source_uri))
 
     def pending(self) -> int:
