@@ -25,6 +25,7 @@ from ingest.errors import ConfigError, FrameDecodeError, IngestError
 from ingest.readers import describe, read_product
 from ingest.synthetic import SECTORS, SLOTS, ScenarioConfig, simulate
 from ltgcast.benchmarks import add_bench_arguments, bench_featurize
+from ltgcast.datasets import add_dataset_arguments, dataset_command
 from ltgcast.ingestion import add_events_arguments, add_ingest_arguments, events_command, ingest_command
 
 log = logging.getLogger("ltgcast")
@@ -184,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench_featurize_parser = bench_kinds.add_parser("featurize", help="dense features + GLM gridding of one frame")
     add_bench_arguments(bench_featurize_parser)
     bench_featurize_parser.set_defaults(func=bench_featurize)
+
+    dataset = sub.add_parser("dataset", help="training sets")
+    dataset_kinds = dataset.add_subparsers(dest="action", required=True)
+    build = dataset_kinds.add_parser("build", help="archive of frames and GLM granules -> sharded TFRecords")
+    add_dataset_arguments(build)
+    build.set_defaults(func=dataset_command)
 
     run = sub.add_parser("run", help="the main job: embedded nowcast service")
     for name, what in (

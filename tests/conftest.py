@@ -83,3 +83,18 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield url
     server.terminate()
     server.wait(timeout=10)
+
+
+def make_public_bucket(client: object, name: str) -> None:
+    """Create ``name`` readable and listable by anyone, as NOAA's open-data buckets are."""
+    import json
+
+    client.create_bucket(Bucket=name)  # type: ignore[attr-defined]
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{name}/*"},
+            {"Effect": "Allow", "Principal": "*", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{name}"},
+        ],
+    }
+    client.put_bucket_policy(Bucket=name, Policy=json.dumps(policy))  # type: ignore[attr-defined]

@@ -5,7 +5,6 @@ The bucket is laid out like noaa-goes19: <product>/<YYYY>/<DOY>/<HH>/OR_….nc.
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import uuid
@@ -27,6 +26,7 @@ from ingest.retry import Retry
 from ingest.sources import Candidate, FrameFilter, SourceContext, get_source
 from ingest.sources.noaa_s3 import NoaaS3Source
 from ingest.testing import FakeClock
+from tests.conftest import make_public_bucket
 
 
 def key_of(path: Path) -> str:
@@ -45,15 +45,7 @@ def bucket(s3_endpoint: str) -> Iterator[tuple[str, object]]:
         aws_secret_access_key="test",  # noqa: S106 - moto's dummy credentials, only to upload
     )
     name = f"noaa-goes19-{uuid.uuid4().hex[:8]}"
-    client.create_bucket(Bucket=name)
-    public_read = {  # like NOAA's open-data buckets: anyone may list and get
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{name}/*"},
-            {"Effect": "Allow", "Principal": "*", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{name}"},
-        ],
-    }
-    client.put_bucket_policy(Bucket=name, Policy=json.dumps(public_read))
+    make_public_bucket(client, name)
     yield name, client
     client.close()
 

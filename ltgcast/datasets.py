@@ -1,0 +1,337 @@
+"""``ltgcast dataset build``: an archive of ABI frames and GLM granules → a sharded, day-split training set.
+
+For every band-13 frame of the sector in ``[start, end)`` whose GLM coverage
+spans the ``ltg`` window before it and the label window after it: read it,
+build the channels and labels, sample pixels (all positives, near-storm and
+far negatives), cut patches, compute features, and queue the records in the
+shuffle buffer of the frame's day split. Frames that cannot be used are
+skipped and counted by reason. Prints a progress bar on stderr and a JSON
+summary on stdout; writes ``dataset.json`` and ``stats.json`` beside the shards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featurize.channels import FeatureSet, get_feature_set
+from featurize.examples import Examples, Flashes, LabelRule, frame_examples
+from featurize.features import feature_names
+from featurize.sampling import SPLITS, SamplingPlan, split_of
+from featurize.stats import StatsBook
+from ingest.abi import AbiImage
+from ingest.archive import Archive, ArchiveItem, get_archive
+from ingest.clock import SystemClock
+from ingest.errors import ConfigError, FrameDecodeError, IngestError
+from ingest.glm import GlmGranule
+from ingest.ncio import iso_utc
+from ingest.readers import read_product
+
+log = logging.getLogger(__name__)
+
+#: Fraction of the needed GLM span the granules must cover for a frame to be used.
+MIN_GLM_COVERAGE = 0.98
+
+
+@dataclass(frozen=True)
+class DatasetSettings:
+    """Everything ``ltgcast dataset build`` needs, checked."""
+
+    archive: str
+    start: datetime
+    end: datetime
+    out: Path
+    cache: Path
+    sector: str
+    band: int
+    feature_set: FeatureSet
+    rule: LabelRule
+    plan: SamplingPlan
+    shards: int
+    shuffle_buffer: int
+    seed: int
+    every_minutes: float = 5.0
+    patch: int = 64
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> DatasetSettings:
+        """Parse and check the flags (``ConfigError`` names the bad one)."""
+        start, end = _when(args.start, "--start"), _when(args.end, "--end")
+        if end <= start:
+            msg = f"--end ({args.end}) must be after --start ({args.start})"
+            raise ConfigError(msg)
+        if args.shards < 1 or args.shuffle_buffer < 2:
+            msg = "--shards must be >= 1 and --shuffle-buffer >= 2"
+            raise ConfigError(msg)
+        return cls(
+            archive=args.archive,
+            start=start,
+            end=end,
+            out=Path(args.out),
+            cache=Path(args.cache) if args.cache else Path(args.out) / ".cache",
+            sector=args.sector,
+            band=args.band,
+            feature_set=get_feature_set(args.feature_set),
+            rule=LabelRule(window_s=args.label_minutes * 60.0, box=args.label_box),
+            plan=SamplingPlan(max_positives=args.max_positives, near_px=args.near_px, min_negatives=args.min_negatives),
+            shards=args.shards,
+            shuffle_buffer=args.shuffle_buffer,
+            seed=args.seed,
+            every_minutes=args.every_minutes,
+        )
+
+
+def _when(text: str, flag: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        msg = f"{flag}: expected ISO 8601 UTC like 2024-06-15T18:00Z, found {text!r}"
+        raise ConfigError(msg) from exc
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _thin(frames: list[ArchiveItem], step: timedelta) -> list[ArchiveItem]:
+    """Keep frames at least ``step`` apart (consecutive 1-minute mesoscale frames are near copies)."""
+    kept: list[ArchiveItem] = []
+    for item in frames:
+        if not kept or item.name.scan_start - kept[-1].name.scan_start >= step - timedelta(seconds=30):
+            kept.append(item)
+    return kept
+
+
+def _coverage(granules: list[ArchiveItem], start: datetime, end: datetime) -> float:
+    """Fraction of ``[start, end]`` covered by the granules' time spans."""
+    covered, cursor = 0.0, start
+    for item in sorted(granules, key=lambda i: i.name.scan_start):
+        lo, hi = max(item.name.scan_start, cursor), min(item.name.scan_end, end)
+        if hi > lo:
+            covered += (hi - lo).total_seconds()
+            cursor = hi
+    return covered / (end - start).total_seconds()
+
+
+class _FlashCache:
+    """GLM granules read once each, dropped once no later frame can need them."""
+
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+        self.granules: dict[str, tuple[datetime, Flashes]] = {}
+
+    def _read(self, item: ArchiveItem) -> Flashes:
+        granule = read_product(self.archive.fetch(item))
+        if not isinstance(granule, GlmGranule):
+            raise FrameDecodeError(item.name.name, "not a GLM granule")
+        f = granule.flashes
+        return Flashes(f.lat, f.lon, f.time)
+
+    def flashes(self, items: list[ArchiveItem], keep_after: datetime) -> Flashes:
+        """The flashes of ``items``; granules that ended before ``keep_after`` are forgotten."""
+        for item in items:
+            if item.name.name not in self.granules:
+                self.granules[item.name.name] = (item.name.scan_end, self._read(item))
+        chosen = [self.granules[i.name.name][1] for i in items]
+        self.granules = {k: v for k, v in self.granules.items() if v[0] >= keep_after}
+        if not chosen:
+            return Flashes(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.float64))
+        return Flashes(
+            np.concatenate([c.lat for c in chosen]),
+            np.concatenate([c.lon for c in chosen]),
+            np.concatenate([c.time for c in chosen]),
+        )
+
+
+class _Progress:
+    """A one-line progress bar on stderr (a line per 10 % when stderr is not a terminal)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.began, self.last_decile = max(total, 1), time.monotonic(), -1
+
+    def show(self, done: int, examples: int) -> None:
+        fraction = done / self.total
+        text = (
+            f"[{'#' * int(30 * fraction):<30}] {done}/{self.total} frames, {examples} examples, "
+            f"{time.monotonic() - self.began:.0f} s"
+        )
+        if sys.stderr.isatty():
+            sys.stderr.write("\r" + text + ("\n" if done == self.total else ""))
+        elif int(10 * fraction) > self.last_decile:
+            self.last_decile = int(10 * fraction)
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+
+class DatasetBuilder:
+    """The named steps of a build: frames → examples → shuffled shards, stats and a manifest."""
+
+    def __init__(self, settings: DatasetSettings) -> None:
+        from models.dataset import ShardedWriter  # TensorFlow is imported only for a build
+
+        self.settings = settings
+        self.archive = get_archive(settings.archive, settings.cache, SystemClock())
+        self.rng = np.random.default_rng(settings.seed)
+        self.writers = {
+            split: ShardedWriter(settings.out, split, settings.shards, settings.shuffle_buffer, self.rng)
+            for split in SPLITS
+        }
+        self.stats = StatsBook()
+        self.skipped: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()
+        self.positives: Counter[str] = Counter()
+        self.frame_positive_rates: list[float] = []
+        self.flashes = _FlashCache(self.archive)
+
+    def run(self) -> dict[str, Any]:
+        """Build the dataset; return the summary (also written into ``dataset.json``)."""
+        s = self.settings
+        available = self.archive.frames(s.sector, s.band, s.start, s.end)
+        by_time = {item.name.scan_start: item for item in available}
+        frames = _thin(available, timedelta(minutes=s.every_minutes))
+        progress = _Progress(len(frames))
+        for done, item in enumerate(frames, start=1):
+            reason = self._frame(item, by_time)
+            if reason is not None:
+                self.skipped[reason] += 1
+                log.info("skipped %s: %s", item.name.name, reason)
+            progress.show(done, sum(self.counts.values()))
+        for writer in self.writers.values():
+            writer.close()
+        return self._finish(len(available), len(frames))
+
+    def _frame(self, item: ArchiveItem, by_time: dict[datetime, ArchiveItem]) -> str | None:
+        s = self.settings
+        t = item.name.scan_start
+        window = timedelta(minutes=s.feature_set.window_minutes)
+        need_start, need_end = t - window, t + timedelta(seconds=s.rule.window_s)
+        granules = self.archive.granules(need_start, need_end)
+        coverage = _coverage(granules, need_start, need_end)
+        if coverage < MIN_GLM_COVERAGE:
+            log.info("%s: GLM covers %.0f%% of %s..%s", item.name.name, 100 * coverage, need_start, need_end)
+            return f"GLM covers less than {MIN_GLM_COVERAGE:.0%} of the ltg and label windows"
+        try:
+            image = self._image(item)
+            previous = self._previous(item, by_time) if "ir_trend" in s.feature_set.channels else None
+            flashes = self.flashes.flashes(granules, keep_after=need_start + timedelta(minutes=5))
+        except (FrameDecodeError, IngestError) as exc:
+            log.warning("%s: %s", item.name.name, exc)
+            return "a file could not be read"
+        except LookupError as exc:
+            return str(exc)
+        rng = np.random.default_rng([s.seed, int.from_bytes(hashlib.sha256(item.name.name.encode()).digest()[:8])])
+        examples = frame_examples(
+            image.values, image.grid, flashes, t.timestamp(), s.feature_set, rng,
+            previous_bt_k=previous, rule=s.rule, plan=s.plan, patch_size=s.patch,
+        )  # fmt: skip
+        self._write(examples, item, split_of(t.date()))
+        return None
+
+    def _image(self, item: ArchiveItem) -> AbiImage:
+        image = read_product(self.archive.fetch(item))
+        if not isinstance(image, AbiImage):
+            raise FrameDecodeError(item.name.name, "not an ABI image")
+        return image
+
+    def _previous(self, item: ArchiveItem, by_time: dict[datetime, ArchiveItem]) -> Any:
+        target = item.name.scan_start - timedelta(minutes=self.settings.feature_set.window_minutes)
+        near = [t for t in by_time if abs((t - target).total_seconds()) <= 90]
+        if not near:
+            msg = "no frame 15 min earlier for ir_trend"
+            raise LookupError(msg)
+        before = self._image(by_time[min(near, key=lambda t: abs((t - target).total_seconds()))])
+        current = self._image(item)
+        if not (np.array_equal(before.grid.x, current.grid.x) and np.array_equal(before.grid.y, current.grid.y)):
+            msg = "the frame 15 min earlier is on another grid (the sector moved)"
+            raise LookupError(msg)
+        return before.values
+
+    def _write(self, examples: Examples, item: ArchiveItem, split: str) -> None:
+        from models.dataset import encode
+
+        stamp = int(item.name.scan_start.timestamp())
+        records = [encode(examples, i, item.name.name, stamp) for i in range(len(examples))]
+        self.writers[split].add(records)
+        self.counts[split] += len(examples)
+        self.positives[split] += int(examples.labels.sum())
+        self.frame_positive_rates.append(examples.positive_rate)
+        if split == "train":
+            self.stats.update({**examples.patches, **examples.features})
+
+    def _finish(self, available: int, frames: int) -> dict[str, Any]:
+        s = self.settings
+        total = sum(self.counts.values())
+        summary: dict[str, Any] = {
+            "schema_version": 1,
+            "created": iso_utc(datetime.now(UTC)),
+            "archive": s.archive,
+            "start": iso_utc(s.start),
+            "end": iso_utc(s.end),
+            "sector": s.sector,
+            "band": s.band,
+            "feature_set": s.feature_set.key,
+            "channels": list(s.feature_set.channels),
+            "features": list(feature_names(s.feature_set.channels)),
+            "patch": s.patch,
+            "label_rule": asdict(s.rule),
+            "sampling": asdict(s.plan),
+            "seed": s.seed,
+            "frames_available": available,
+            "frames_considered": frames,
+            "frames_used": frames - sum(self.skipped.values()),
+            "frames_skipped": dict(self.skipped),
+            "examples": total,
+            "positive_rate": (sum(self.positives.values()) / total) if total else None,
+            "pixel_positive_rate": float(np.mean(self.frame_positive_rates)) if self.frame_positive_rates else None,
+            "splits": {
+                split: {
+                    "examples": self.counts[split],
+                    "positives": self.positives[split],
+                    "shards": [w.path(i).name for i in range(w.shards)],
+                    "shard_counts": w.counts,
+                }
+                for split, w in self.writers.items()
+            },
+        }
+        (s.out / "dataset.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+        (s.out / "stats.json").write_text(json.dumps(self.stats.to_dict()) + "\n", encoding="utf-8")
+        return summary
+
+
+def dataset_command(args: argparse.Namespace) -> int:
+    """``ltgcast dataset build``: exit 0, or 1 when no frame could be used."""
+    settings = DatasetSettings.from_args(args)
+    summary = DatasetBuilder(settings).run()
+    brief = {k: summary[k] for k in ("examples", "positive_rate", "frames_used", "frames_skipped")}
+    brief["splits"] = {k: v["examples"] for k, v in summary["splits"].items()}
+    sys.stdout.write(json.dumps(brief) + "\n")
+    return 0 if summary["frames_used"] else 1
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``ltgcast dataset build``."""
+    parser.add_argument("--archive", required=True, help="dir:PATH or s3://noaa-goes16[?endpoint=URL]")
+    parser.add_argument("--start", required=True, help="ISO 8601 UTC, first frame time")
+    parser.add_argument("--end", required=True, help="ISO 8601 UTC, frames start before this")
+    parser.add_argument("--out", required=True, help="output folder for shards, dataset.json and stats.json")
+    parser.add_argument("--cache", help="download cache for s3 archives (default OUT/.cache)")
+    parser.add_argument("--sector", choices=("C", "F", "M1", "M2"), default="M1")
+    parser.add_argument("--band", type=int, default=13)
+    parser.add_argument("--feature-set", default="ir-ltg/1")
+    parser.add_argument("--label-minutes", type=float, default=30.0)
+    parser.add_argument("--label-box", type=int, default=16)
+    parser.add_argument("--max-positives", type=int, default=1000, help="per frame")
+    parser.add_argument("--every-minutes", type=float, default=5.0, help="use frames at least this far apart")
+    parser.add_argument("--near-px", type=int, default=32, help="radius of 'near a storm' for negatives")
+    parser.add_argument("--min-negatives", type=int, default=50, help="near and far negatives per frame, at least")
+    parser.add_argument("--shards", type=int, default=4, help="shards per split")
+    parser.add_argument("--shuffle-buffer", type=int, default=20_000, help="records mixed before writing")
+    parser.add_argument("--seed", type=int, default=0)
