@@ -46,18 +46,22 @@ class Examples:
     ``patches`` channel → float32 ``[N, 64, 64]`` (NaN kept); ``features`` name →
     float32 ``[N]``; ``labels`` uint8 ``[N]``; ``kinds`` int8 ``[N]`` (0
     positive, 1 near-storm negative, 2 far negative); ``centers`` int64
-    ``[N, 2]``; ``lat``/``lon`` float32 ``[N]`` of the pixel centres (ground);
-    ``positive_rate`` the frame's fraction of label-1 pixels on the Earth.
+    ``[N, 2]``; ``weights`` float32 ``[N]`` (pixels each example stands for,
+    :class:`featurize.sampling.Sample`); ``lat``/``lon`` float32 ``[N]`` of the
+    pixel centres (ground); ``positive_rate`` the frame's fraction of label-1
+    pixels on the Earth; ``channels`` the whole frame's channels ``[H, W]``.
     """
 
     patches: dict[str, F32]
     features: dict[str, F32]
     labels: NDArray[np.uint8]
     kinds: NDArray[np.int8]
+    weights: F32
     centers: NDArray[np.int64]
     lat: F32
     lon: F32
     positive_rate: float
+    channels: dict[str, F32]
 
     def __len__(self) -> int:
         """Number of examples."""
@@ -121,7 +125,7 @@ def frame_examples(
     """
     rule = rule or LabelRule()
     channels = frame_channels(bt_k, grid, flashes, frame_time, feature_set, previous_bt_k)
-    pixels = flash_pixels(grid, flashes.lat, flashes.lon)
+    pixels = flash_pixels(grid, flashes.lat, flashes.lon, margin=rule.box)
     flash_times = flashes.time[pixels.index]
     labels = label_grid(
         pixels.rows, pixels.cols, flash_times, frame_time, grid.shape, window_s=rule.window_s, box=rule.box
@@ -137,8 +141,10 @@ def frame_examples(
         features=features,
         labels=labels[sample.centers[:, 0], sample.centers[:, 1]],
         kinds=sample.kinds,
+        weights=sample.weights,
         centers=sample.centers,
         lat=np.asarray(lat, np.float32),
         lon=np.asarray(lon, np.float32),
         positive_rate=float(labels[earth].mean()) if earth.any() else 0.0,
+        channels=channels,
     )

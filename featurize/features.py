@@ -38,7 +38,10 @@ F32 = NDArray[np.float32]
 CONTEXT = 64
 CORE = 16
 COLD_IR = np.float32(ir_threshold(COLD_TOP_K))
-_COLD_SHIFT = 13
+_COLD_SHIFT = 13  # finite and cold counts share one integer: a box must hold fewer than 2**13 pixels
+if CONTEXT * CONTEXT >= 1 << _COLD_SHIFT:
+    msg = f"a {CONTEXT}x{CONTEXT} box does not fit the packed count of {_COLD_SHIFT} bits"
+    raise ValueError(msg)
 
 
 def feature_names(channels: tuple[str, ...]) -> tuple[str, ...]:
@@ -103,7 +106,7 @@ def _plan(channels: dict[str, F32]) -> dict[str, Callable[[], NDArray[Any]]]:
 
 
 def dense_features(channels: dict[str, F32], *, workers: int = 2) -> dict[str, F32]:
-    """Every feature at every pixel, O(1) work per pixel whatever the box size.
+    """Every feature at every pixel: O(1) work per pixel for means, O(log box) for maxima.
 
     Parameters
     ----------
@@ -162,6 +165,13 @@ def patch_features(patches: dict[str, F32]) -> dict[str, F32]:
     Returns
     -------
     Feature name → float32 ``[N]``, in :func:`feature_names` order.
+
+    Examples
+    --------
+    >>> ir = np.full((1, 64, 64), np.nan, np.float32); ir[0, 32, 32] = 0.7
+    >>> f = patch_features({"ir": ir})
+    >>> [float(f[k][0]) for k in ("ir_max_64", "ir_mean_16", "ir_coldfrac_64")]
+    [0.699999988079071, 0.699999988079071, 1.0]
     """
     out: dict[str, F32] = {}
     for name in feature_names(tuple(patches)):

@@ -48,7 +48,7 @@ class FlashPixels:
     outside: int
 
 
-def flash_pixels(grid: FixedGrid, lat: ArrayLike, lon: ArrayLike) -> FlashPixels:
+def flash_pixels(grid: FixedGrid, lat: ArrayLike, lon: ArrayLike, margin: int = 0) -> FlashPixels:
     """The ABI pixel containing each flash's line of sight.
 
     Parameters
@@ -57,11 +57,15 @@ def flash_pixels(grid: FixedGrid, lat: ArrayLike, lon: ArrayLike) -> FlashPixels
         The frame's fixed grid ``[H, W]``.
     lat, lon
         ``[n]`` GLM flash latitude/longitude, degrees, on the lightning ellipsoid.
+    margin
+        Also keep flashes up to ``margin`` pixels beyond the frame edge (their
+        rows/columns are then negative or >= H/W): labels near the edge need the
+        flashes just outside it.
 
     Returns
     -------
     FlashPixels
-        Pixel row/column of the flashes inside the grid (nearest pixel centre).
+        Pixel row/column of the flashes on the (extended) grid, nearest pixel centre.
 
     Examples
     --------
@@ -79,7 +83,14 @@ def flash_pixels(grid: FixedGrid, lat: ArrayLike, lon: ArrayLike) -> FlashPixels
     cols = np.floor(np.asarray(cols_f) + 0.5)
     height, width = grid.shape
     with np.errstate(invalid="ignore"):
-        inside = np.isfinite(rows) & np.isfinite(cols) & (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+        inside = (
+            np.isfinite(rows)
+            & np.isfinite(cols)
+            & (rows >= -margin)
+            & (rows < height + margin)
+            & (cols >= -margin)
+            & (cols < width + margin)
+        )
     index = np.flatnonzero(inside)
     return FlashPixels(rows[index].astype(np.int64), cols[index].astype(np.int64), index, int(rows.size - index.size))
 
@@ -131,6 +142,16 @@ def ltg_channel(
         float32 ``[H, W]`` flash counts.
     outside
         Flashes of the window that missed the grid.
+
+    Examples
+    --------
+    >>> from ingest.geometry import GeosProjection
+    >>> proj = GeosProjection(lon_0=-75.0, height=35786023.0)
+    >>> x, y = proj.on_ellipsoid(LIGHTNING_ELLIPSOID).scan_angles(30.0, -90.0)
+    >>> grid = FixedGrid(proj, x + 5.6e-5 * np.arange(-1, 2), y - 5.6e-5 * np.arange(-1, 2))
+    >>> channel, outside = ltg_channel(grid, [30.0, 30.0], [-90.0, -90.0], [500.0, 2000.0], 1000.0)
+    >>> channel.tolist(), outside
+    ([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]], 0)
     """
     chosen = in_window(times, frame_time - window_s, frame_time)
     pixels = flash_pixels(grid, np.asarray(lat)[chosen], np.asarray(lon)[chosen])

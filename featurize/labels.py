@@ -34,7 +34,8 @@ def label_grid(
     Parameters
     ----------
     rows, cols
-        ``[n]`` integer ABI pixel of each flash (from :func:`~featurize.glm_grid.flash_pixels`).
+        ``[n]`` integer ABI pixel of each flash (from :func:`~featurize.glm_grid.flash_pixels`,
+        with ``margin=box`` so flashes just beyond the frame edge count for the edge pixels).
     times
         ``[n]`` flash times, s since 1970 UTC.
     frame_time
@@ -64,10 +65,13 @@ def label_grid(
            [0, 0, 1, 1, 1, 1, 0]], dtype=uint8)
     """
     chosen = in_window(times, frame_time, frame_time + window_s)
-    r = np.asarray(rows, np.int64)[chosen]
-    c = np.asarray(cols, np.int64)[chosen]
-    struck = flash_count_grid(r, c, shape) > 0
-    return (box_count(struck, box) > 0).astype(np.uint8)
+    pad = box
+    height, width = shape
+    r = np.asarray(rows, np.int64)[chosen] + pad
+    c = np.asarray(cols, np.int64)[chosen] + pad
+    keep = (r >= 0) & (r < height + 2 * pad) & (c >= 0) & (c < width + 2 * pad)
+    struck = flash_count_grid(r[keep], c[keep], (height + 2 * pad, width + 2 * pad)) > 0
+    return (box_count(struck, box) > 0)[pad : pad + height, pad : pad + width].astype(np.uint8)
 
 
 def labels_at(
@@ -82,7 +86,16 @@ def labels_at(
 ) -> U8:
     """The labels of chosen pixels only, flash by flash (the check of :func:`label_grid`).
 
-    Returns uint8 ``[N]`` for ``centers`` ``[N, 2]``.
+    Parameters are those of :func:`label_grid`, with ``centers`` ``[N, 2]`` (row, col).
+
+    Returns
+    -------
+    uint8 ``[N]``.
+
+    Examples
+    --------
+    >>> labels_at([5], [5], [100.0], 0.0, [[4, 4], [3, 3], [7, 7]], box=4).tolist()
+    [1, 0, 1]
     """
     chosen = in_window(times, frame_time, frame_time + window_s)
     r = np.asarray(rows, np.int64)[chosen]

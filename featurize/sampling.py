@@ -20,8 +20,9 @@ Splits
 ------
 A day (UTC date of the frame) goes wholly to train, validation or test, chosen
 by the SHA-256 of ``"<salt>:<YYYY-MM-DD>"`` — the same on every machine and
-every run (never Python's per-process salted ``hash``), so neighbouring
-frames of one storm never straddle two splits.
+every run (never Python's per-process salted ``hash``). A frame whose ``ltg``
+or label window reaches into a day of another split is left out by the dataset
+builder, so no flash informs two splits.
 """
 
 from __future__ import annotations
@@ -52,10 +53,17 @@ class SamplingPlan:
 
 @dataclass(frozen=True)
 class Sample:
-    """Chosen pixel centres ``[N, 2]`` (row, col) and their kind (0 positive, 1 near, 2 far)."""
+    """Chosen pixel centres ``[N, 2]`` (row, col), their kind (0 positive, 1 near, 2 far) and weight.
+
+    ``weights`` float32 ``[N]``: how many pixels of its kind in the frame each
+    example stands for (pixels of the kind / examples of the kind). Weighted
+    sums over examples estimate sums over the frame, so the class balance of the
+    sample can be undone when calibrating.
+    """
 
     centers: I64
     kinds: NDArray[np.int8]
+    weights: NDArray[np.float32]
 
 
 def storm_mask(ir: NDArray[np.float32], ltg: NDArray[np.float32], cold_ir: float) -> NDArray[np.bool_]:
@@ -116,9 +124,13 @@ def sample_pixels(
     n_neg = len(chosen_pos)
     chosen_near = _draw(near, max(int(plan.near_ratio * n_neg), plan.min_negatives), rng)
     chosen_far = _draw(far, max(int(plan.far_ratio * n_neg), plan.min_negatives), rng)
-    centers = np.concatenate([chosen_pos, chosen_near, chosen_far]).astype(np.int64).reshape(-1, 2)
-    kinds = np.repeat(np.array([0, 1, 2], np.int8), [len(chosen_pos), len(chosen_near), len(chosen_far)])
-    return Sample(centers, kinds)
+    groups = (chosen_pos, chosen_near, chosen_far)
+    sizes = [len(g) for g in groups]
+    population = [int(positive.sum()), int(near.sum()), int(far.sum())]
+    centers = np.concatenate(groups).astype(np.int64).reshape(-1, 2)
+    kinds = np.repeat(np.array([0, 1, 2], np.int8), sizes)
+    weights = np.repeat(np.array([p / max(n, 1) for p, n in zip(population, sizes, strict=True)], np.float32), sizes)
+    return Sample(centers, kinds, weights)
 
 
 def _draw(mask: NDArray[np.bool_], limit: int, rng: np.random.Generator) -> I64:

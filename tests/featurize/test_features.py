@@ -119,6 +119,13 @@ def test_labels_for_a_hand_placed_flash_sequence() -> None:
     np.testing.assert_array_equal(labels.ravel(), labels_at(rows, cols, times, t, centers, window_s=1800, box=16))
 
 
+def test_flashes_just_beyond_the_frame_edge_label_the_edge_pixels() -> None:
+    labels = label_grid(np.array([-3]), np.array([10]), np.array([60.0]), 0.0, (20, 30), box=16)
+    assert labels[0, 10] == 1  # its box, rows -8..7, reaches the flash three rows outside the frame
+    assert labels[5, 10] == 1  # rows -3..12: still in
+    assert labels[6, 10] == 0  # rows -2..13: out
+
+
 def test_model_input_fills_nan_once_and_reports_it() -> None:
     bt = np.array([[300.0, np.nan], [200.0, 250.0]])
     channels = {"ir": ir_channel(bt), "ltg": np.zeros((2, 2), np.float32)}

@@ -68,6 +68,10 @@ def test_sampling_keeps_every_positive_and_both_kinds_of_negative() -> None:
     assert not near_zone[rows[sample.kinds == 2], cols[sample.kinds == 2]].any()
     assert (sample.kinds == 1).sum() == 128  # 0.5 x 256 positives
     assert (sample.kinds == 2).sum() == 512
+    # Each example stands for (pixels of its kind) / (examples of its kind): weighted counts give the frame back.
+    for kind, pixels in ((0, labels.sum()), (1, (np.isfinite(ir) & (labels == 0) & near_zone).sum())):
+        assert sample.weights[sample.kinds == kind].sum() == pytest.approx(pixels, rel=1e-5)
+    assert sample.weights[sample.kinds == 2].sum() == pytest.approx((np.isfinite(ir) & ~near_zone).sum(), rel=1e-5)
     again = sample_pixels(labels, ir, ltg, np.random.default_rng(0), cold_ir=0.6, plan=plan)
     np.testing.assert_array_equal(again.centers, sample.centers)  # reproducible with the same seed
 
