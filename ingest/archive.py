@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -37,8 +37,10 @@ class ArchiveItem:
 class Archive(Protocol):
     """Past files over a time range."""
 
-    def frames(self, sector: str, band: int, start: datetime, end: datetime) -> list[ArchiveItem]:
-        """ABI frames (L1b or L2 CMIP) of one sector and band starting in ``[start, end)``, by time."""
+    def frames(
+        self, sector: str, band: int, start: datetime, end: datetime, family: str = "ABI-L1b-Rad"
+    ) -> list[ArchiveItem]:
+        """ABI frames of one product family, sector and band starting in ``[start, end)``, by time."""
         ...
 
     def granules(self, start: datetime, end: datetime) -> list[ArchiveItem]:
@@ -74,12 +76,14 @@ class DirArchive:
                 self._items.append(ArchiveItem(name, Candidate(file_name, path.as_uri(), path.stat().st_size, path)))
         self._items.sort(key=lambda i: (i.name.scan_start, i.name.name))
 
-    def frames(self, sector: str, band: int, start: datetime, end: datetime) -> list[ArchiveItem]:
-        """Frames of ``sector``/``band`` starting in ``[start, end)``."""
+    def frames(
+        self, sector: str, band: int, start: datetime, end: datetime, family: str = "ABI-L1b-Rad"
+    ) -> list[ArchiveItem]:
+        """Frames of ``family``/``sector``/``band`` starting in ``[start, end)``."""
         return [
             i
             for i in self._items
-            if i.name.instrument == "ABI"
+            if i.name.family == family
             and i.name.sector == sector
             and i.name.band == band
             and start <= i.name.scan_start < end
@@ -102,9 +106,9 @@ class S3Archive:
         self._listed: dict[str, list[ArchiveItem]] = {}
 
     def _hour_folders(self, product: str, start: datetime, end: datetime) -> list[str]:
-        hour = start.replace(minute=0, second=0, microsecond=0)
+        hour = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)  # folders are UTC hours
         folders = []
-        while hour <= end:
+        while hour <= end.astimezone(UTC):
             folders.append(f"{product}/{hour:%Y/%j/%H}/")
             hour += timedelta(hours=1)
         return folders
@@ -123,16 +127,15 @@ class S3Archive:
             items.extend(self._listed[prefix])
         return sorted(items, key=lambda i: (i.name.scan_start, i.name.name))
 
-    def frames(self, sector: str, band: int, start: datetime, end: datetime) -> list[ArchiveItem]:
-        """Frames of ``sector``/``band`` starting in ``[start, end)``."""
-        items = []
-        for family in ("ABI-L1b-Rad", "ABI-L2-CMIP"):
-            items += [
-                i
-                for i in self._items(f"{family}{sector[0]}", start, end)
-                if i.name.sector == sector and i.name.band == band and start <= i.name.scan_start < end
-            ]
-        return sorted(items, key=lambda i: (i.name.scan_start, i.name.name))
+    def frames(
+        self, sector: str, band: int, start: datetime, end: datetime, family: str = "ABI-L1b-Rad"
+    ) -> list[ArchiveItem]:
+        """Frames of ``family``/``sector``/``band`` starting in ``[start, end)``."""
+        return [
+            i
+            for i in self._items(f"{family}{sector[0]}", start, end)
+            if i.name.sector == sector and i.name.band == band and start <= i.name.scan_start < end
+        ]
 
     def granules(self, start: datetime, end: datetime) -> list[ArchiveItem]:
         """GLM granules overlapping ``[start, end]`` (the folder before ``start`` too, for overlap)."""

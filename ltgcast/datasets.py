@@ -5,7 +5,9 @@ spans the ``ltg`` window before it and the label window after it: read it,
 build the channels and labels, sample pixels (all positives, near-storm and
 far negatives), cut patches, compute features, and queue the records in the
 shuffle buffer of the frame's day split. Frames that cannot be used are
-skipped and counted by reason. Prints a progress bar on stderr and a JSON
+skipped and counted by reason: GLM coverage, unreadable files, windows that
+reach into a day of another split, GLM and ABI from different orbital
+positions (only granules of the frame's own satellite are used). Prints a progress bar on stderr and a JSON
 summary on stdout; writes ``dataset.json`` and ``stats.json`` beside the shards.
 """
 
@@ -27,7 +29,7 @@ import numpy as np
 
 from featurize.channels import FeatureSet, get_feature_set
 from featurize.examples import Examples, Flashes, LabelRule, frame_examples
-from featurize.features import feature_names
+from featurize.features import dense_features, feature_names
 from featurize.sampling import SPLITS, SamplingPlan, split_of
 from featurize.stats import StatsBook
 from ingest.abi import AbiImage
@@ -43,6 +45,15 @@ log = logging.getLogger(__name__)
 #: Fraction of the needed GLM span the granules must cover for a frame to be used.
 MIN_GLM_COVERAGE = 0.98
 
+# Why a frame was skipped (the keys of ``frames_skipped`` in dataset.json).
+SKIP_COVERAGE = f"GLM covers less than {MIN_GLM_COVERAGE:.0%} of the ltg and label windows"
+SKIP_SPLIT = "its ltg or label window reaches into a day of another split"
+SKIP_ORBIT = "GLM and ABI were not at the same orbital position"
+SKIP_LISTING = "the archive could not be listed"
+SKIP_FRAME = "a frame could not be read"
+SKIP_NO_PREVIOUS = "no frame 15 min earlier for ir_trend"
+SKIP_MOVED = "the frame 15 min earlier is on another grid (the sector moved)"
+
 
 @dataclass(frozen=True)
 class DatasetSettings:
@@ -55,6 +66,7 @@ class DatasetSettings:
     cache: Path
     sector: str
     band: int
+    product: str
     feature_set: FeatureSet
     rule: LabelRule
     plan: SamplingPlan
@@ -74,6 +86,9 @@ class DatasetSettings:
         if args.shards < 1 or args.shuffle_buffer < 2:
             msg = "--shards must be >= 1 and --shuffle-buffer >= 2"
             raise ConfigError(msg)
+        if not 1 <= args.band <= 16 or args.label_box < 1 or args.label_minutes <= 0 or args.every_minutes < 0:
+            msg = "--band must be 1..16, --label-box >= 1, --label-minutes > 0 and --every-minutes >= 0"
+            raise ConfigError(msg)
         return cls(
             archive=args.archive,
             start=start,
@@ -82,6 +97,7 @@ class DatasetSettings:
             cache=Path(args.cache) if args.cache else Path(args.out) / ".cache",
             sector=args.sector,
             band=args.band,
+            product=args.product,
             feature_set=get_feature_set(args.feature_set),
             rule=LabelRule(window_s=args.label_minutes * 60.0, box=args.label_box),
             plan=SamplingPlan(max_positives=args.max_positives, near_px=args.near_px, min_negatives=args.min_negatives),
@@ -98,7 +114,7 @@ def _when(text: str, flag: str) -> datetime:
     except ValueError as exc:
         msg = f"{flag}: expected ISO 8601 UTC like 2024-06-15T18:00Z, found {text!r}"
         raise ConfigError(msg) from exc
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _thin(frames: list[ArchiveItem], step: timedelta) -> list[ArchiveItem]:
@@ -122,26 +138,43 @@ def _coverage(granules: list[ArchiveItem], start: datetime, end: datetime) -> fl
 
 
 class _FlashCache:
-    """GLM granules read once each, dropped once no later frame can need them."""
+    """GLM granules read once each (bad ones remembered), dropped once no later frame can need them."""
 
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
-        self.granules: dict[str, tuple[datetime, Flashes]] = {}
+        self.granules: dict[str, tuple[datetime, Flashes, float]] = {}
+        self.bad: set[str] = set()
 
-    def _read(self, item: ArchiveItem) -> Flashes:
-        granule = read_product(self.archive.fetch(item))
+    def _read(self, item: ArchiveItem) -> None:
+        try:
+            granule = read_product(self.archive.fetch(item))
+        except (FrameDecodeError, IngestError) as exc:
+            log.warning("leaving out GLM granule %s: %s", item.name.name, exc)
+            self.bad.add(item.name.name)
+            return
         if not isinstance(granule, GlmGranule):
-            raise FrameDecodeError(item.name.name, "not a GLM granule")
+            self.bad.add(item.name.name)
+            return
         f = granule.flashes
-        return Flashes(f.lat, f.lon, f.time)
+        self.granules[item.name.name] = (item.name.scan_end, Flashes(f.lat, f.lon, f.time), granule.subpoint_lon)
 
-    def flashes(self, items: list[ArchiveItem], keep_after: datetime) -> Flashes:
-        """The flashes of ``items``; granules that ended before ``keep_after`` are forgotten."""
+    def read(self, items: list[ArchiveItem], keep_after: datetime) -> list[ArchiveItem]:
+        """Read what is not cached yet; return the items that could be read."""
         for item in items:
-            if item.name.name not in self.granules:
-                self.granules[item.name.name] = (item.name.scan_end, self._read(item))
+            if item.name.name not in self.granules and item.name.name not in self.bad:
+                self._read(item)
+        good = [i for i in items if i.name.name in self.granules]
+        wanted = {i.name.name for i in good}
+        self.granules = {k: v for k, v in self.granules.items() if k in wanted or v[0] >= keep_after}
+        return good
+
+    def subpoints(self, items: list[ArchiveItem]) -> list[float]:
+        """Each granule's nominal sub-satellite longitude."""
+        return [self.granules[i.name.name][2] for i in items]
+
+    def flashes(self, items: list[ArchiveItem]) -> Flashes:
+        """The flashes of (read) ``items`` together."""
         chosen = [self.granules[i.name.name][1] for i in items]
-        self.granules = {k: v for k, v in self.granules.items() if v[0] >= keep_after}
         if not chosen:
             return Flashes(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.float64))
         return Flashes(
@@ -149,6 +182,10 @@ class _FlashCache:
             np.concatenate([c.lon for c in chosen]),
             np.concatenate([c.time for c in chosen]),
         )
+
+
+class _Skip(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """A frame cannot be used; the message is the reason counted in the summary."""
 
 
 class _Progress:
@@ -194,64 +231,77 @@ class DatasetBuilder:
     def run(self) -> dict[str, Any]:
         """Build the dataset; return the summary (also written into ``dataset.json``)."""
         s = self.settings
-        available = self.archive.frames(s.sector, s.band, s.start, s.end)
-        by_time = {item.name.scan_start: item for item in available}
-        frames = _thin(available, timedelta(minutes=s.every_minutes))
-        progress = _Progress(len(frames))
-        for done, item in enumerate(frames, start=1):
-            reason = self._frame(item, by_time)
-            if reason is not None:
-                self.skipped[reason] += 1
-                log.info("skipped %s: %s", item.name.name, reason)
-            progress.show(done, sum(self.counts.values()))
-        for writer in self.writers.values():
-            writer.close()
+        try:
+            available = self.archive.frames(s.sector, s.band, s.start, s.end, s.product)
+            by_time = {item.name.scan_start: item for item in available}
+            frames = _thin(available, timedelta(minutes=s.every_minutes))
+            progress = _Progress(len(frames))
+            for done, item in enumerate(frames, start=1):
+                try:
+                    self._frame(item, by_time)
+                except _Skip as skip:
+                    self.skipped[str(skip)] += 1
+                    log.info("skipped %s: %s", item.name.name, skip)
+                progress.show(done, sum(self.counts.values()))
+        finally:
+            for writer in self.writers.values():
+                writer.close()
         return self._finish(len(available), len(frames))
 
-    def _frame(self, item: ArchiveItem, by_time: dict[datetime, ArchiveItem]) -> str | None:
+    def _frame(self, item: ArchiveItem, by_time: dict[datetime, ArchiveItem]) -> None:
         s = self.settings
         t = item.name.scan_start
-        window = timedelta(minutes=s.feature_set.window_minutes)
-        need_start, need_end = t - window, t + timedelta(seconds=s.rule.window_s)
-        granules = self.archive.granules(need_start, need_end)
-        coverage = _coverage(granules, need_start, need_end)
-        if coverage < MIN_GLM_COVERAGE:
-            log.info("%s: GLM covers %.0f%% of %s..%s", item.name.name, 100 * coverage, need_start, need_end)
-            return f"GLM covers less than {MIN_GLM_COVERAGE:.0%} of the ltg and label windows"
-        try:
-            image = self._image(item)
-            previous = self._previous(item, by_time) if "ir_trend" in s.feature_set.channels else None
-            flashes = self.flashes.flashes(granules, keep_after=need_start + timedelta(minutes=5))
-        except (FrameDecodeError, IngestError) as exc:
-            log.warning("%s: %s", item.name.name, exc)
-            return "a file could not be read"
-        except LookupError as exc:
-            return str(exc)
+        need_start = t - timedelta(minutes=s.feature_set.window_minutes)
+        need_end = t + timedelta(seconds=s.rule.window_s)
+        split = split_of(t.date())
+        if {split_of(need_start.date()), split_of(need_end.date())} != {split}:
+            raise _Skip(SKIP_SPLIT)
+        granules = self._granules(item, need_start, need_end)
+        image = self._image(item)
+        if any(abs(lon - image.grid.projection.lon_0) > 0.5 for lon in self.flashes.subpoints(granules)):
+            raise _Skip(SKIP_ORBIT)
+        previous = self._previous(item, by_time) if "ir_trend" in s.feature_set.channels else None
         rng = np.random.default_rng([s.seed, int.from_bytes(hashlib.sha256(item.name.name.encode()).digest()[:8])])
         examples = frame_examples(
-            image.values, image.grid, flashes, t.timestamp(), s.feature_set, rng,
+            image.values, image.grid, self.flashes.flashes(granules), t.timestamp(), s.feature_set, rng,
             previous_bt_k=previous, rule=s.rule, plan=s.plan, patch_size=s.patch,
         )  # fmt: skip
-        self._write(examples, item, split_of(t.date()))
-        return None
+        self._write(examples, item, split)
+
+    def _granules(self, item: ArchiveItem, start: datetime, end: datetime) -> list[ArchiveItem]:
+        """The readable granules of the frame's satellite covering ``[start, end]``, or skip the frame."""
+        try:
+            listed = self.archive.granules(start, end)
+        except IngestError as exc:
+            log.warning("%s: %s", item.name.name, exc)
+            raise _Skip(SKIP_LISTING) from exc
+        same_satellite = [g for g in listed if g.name.satellite == item.name.satellite]
+        good = self.flashes.read(same_satellite, keep_after=start)
+        coverage = _coverage(good, start, end)
+        if coverage < MIN_GLM_COVERAGE:
+            log.info("%s: readable GLM covers %.0f%% of %s..%s", item.name.name, 100 * coverage, start, end)
+            raise _Skip(SKIP_COVERAGE)
+        return good
 
     def _image(self, item: ArchiveItem) -> AbiImage:
-        image = read_product(self.archive.fetch(item))
+        try:
+            image = read_product(self.archive.fetch(item))
+        except (FrameDecodeError, IngestError) as exc:
+            log.warning("%s: %s", item.name.name, exc)
+            raise _Skip(SKIP_FRAME) from exc
         if not isinstance(image, AbiImage):
-            raise FrameDecodeError(item.name.name, "not an ABI image")
+            raise _Skip(SKIP_FRAME)
         return image
 
     def _previous(self, item: ArchiveItem, by_time: dict[datetime, ArchiveItem]) -> Any:
         target = item.name.scan_start - timedelta(minutes=self.settings.feature_set.window_minutes)
         near = [t for t in by_time if abs((t - target).total_seconds()) <= 90]
         if not near:
-            msg = "no frame 15 min earlier for ir_trend"
-            raise LookupError(msg)
+            raise _Skip(SKIP_NO_PREVIOUS)
         before = self._image(by_time[min(near, key=lambda t: abs((t - target).total_seconds()))])
         current = self._image(item)
         if not (np.array_equal(before.grid.x, current.grid.x) and np.array_equal(before.grid.y, current.grid.y)):
-            msg = "the frame 15 min earlier is on another grid (the sector moved)"
-            raise LookupError(msg)
+            raise _Skip(SKIP_MOVED)
         return before.values
 
     def _write(self, examples: Examples, item: ArchiveItem, split: str) -> None:
@@ -263,8 +313,8 @@ class DatasetBuilder:
         self.counts[split] += len(examples)
         self.positives[split] += int(examples.labels.sum())
         self.frame_positive_rates.append(examples.positive_rate)
-        if split == "train":
-            self.stats.update({**examples.patches, **examples.features})
+        if split == "train":  # the drift reference: whole frames, as the live service sees them
+            self.stats.update({**examples.channels, **dense_features(examples.channels)})
 
     def _finish(self, available: int, frames: int) -> dict[str, Any]:
         s = self.settings
@@ -277,6 +327,7 @@ class DatasetBuilder:
             "end": iso_utc(s.end),
             "sector": s.sector,
             "band": s.band,
+            "product": s.product,
             "feature_set": s.feature_set.key,
             "channels": list(s.feature_set.channels),
             "features": list(feature_names(s.feature_set.channels)),
@@ -325,6 +376,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", help="download cache for s3 archives (default OUT/.cache)")
     parser.add_argument("--sector", choices=("C", "F", "M1", "M2"), default="M1")
     parser.add_argument("--band", type=int, default=13)
+    parser.add_argument("--product", choices=("ABI-L1b-Rad", "ABI-L2-CMIP"), default="ABI-L1b-Rad")
     parser.add_argument("--feature-set", default="ir-ltg/1")
     parser.add_argument("--label-minutes", type=float, default=30.0)
     parser.add_argument("--label-box", type=int, default=16)
@@ -333,5 +385,5 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--near-px", type=int, default=32, help="radius of 'near a storm' for negatives")
     parser.add_argument("--min-negatives", type=int, default=50, help="near and far negatives per frame, at least")
     parser.add_argument("--shards", type=int, default=4, help="shards per split")
-    parser.add_argument("--shuffle-buffer", type=int, default=20_000, help="records mixed before writing")
+    parser.add_argument("--shuffle-buffer", type=int, default=8000, help="records mixed per split (~33 KB each)")
     parser.add_argument("--seed", type=int, default=0)
