@@ -134,15 +134,14 @@ class NoaaS3Source:
 
     def list_prefix(self, prefix: str) -> list[Candidate]:
         """Every object under one ``<product>/<YYYY>/<DOY>/<HH>/`` folder, with retries."""
+        return self._retried(partial(self._list, prefix), f"listing s3://{self.bucket}/{prefix}")
+
+    def _retried(self, call: Callable[[], T], what: str) -> T:
+        """``call`` with back-off on transient failures; what still fails becomes :class:`IngestError`."""
         try:
-            return self.retry.call(
-                _retryable(partial(self._list, prefix)),
-                self.clock,
-                transient=_TRANSIENT,
-                what=f"listing s3://{self.bucket}/{prefix}",
-            )
+            return self.retry.call(_retryable(call), self.clock, transient=_TRANSIENT, what=what)
         except (*_TRANSIENT, ClientError) as exc:
-            msg = f"listing s3://{self.bucket}/{prefix} failed after {self.retry.attempts} attempts: {exc}"
+            msg = f"{what} failed after at most {self.retry.attempts} attempts: {exc}"
             raise IngestError(msg) from exc
 
     def prefixes(self) -> list[str]:
@@ -203,15 +202,7 @@ class NoaaS3Source:
             msg = f"cannot use the cache {target.parent} for {candidate.source_uri}: {exc}"
             raise IngestError(msg) from exc
         try:
-            self.retry.call(
-                _retryable(partial(self._download, candidate, target)),
-                self.clock,
-                transient=_TRANSIENT,
-                what=f"downloading {candidate.source_uri}",
-            )
-        except (*_TRANSIENT, ClientError) as exc:
-            msg = f"downloading {candidate.source_uri} failed: {exc}"
-            raise IngestError(msg) from exc
+            self._retried(partial(self._download, candidate, target), f"downloading {candidate.source_uri}")
         except OSError as exc:
             msg = f"cannot write {target} while downloading {candidate.source_uri}: {exc}"
             raise IngestError(msg) from exc

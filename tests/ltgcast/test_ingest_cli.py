@@ -54,6 +54,19 @@ def events_of(address: str, topic: str, spool: Path, expect: int, timeout_s: flo
     return found
 
 
+def ingest_once(spool: Path, state: Path, bus: str) -> dict[str, object]:
+    """Run `ltgcast ingest --once` as its own process; its JSON summary."""
+    run = subprocess.run(
+        ltgcast("ingest", "--source", f"dir:{spool}", "--bus", bus, "--state", str(state), "--once"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
 def slow_write(source: Path, target: Path, pause_s: float) -> threading.Thread:
     """Write ``source`` to ``target`` in two halves ``pause_s`` apart, under its final name."""
     data = source.read_bytes()
@@ -79,15 +92,7 @@ def test_once_announces_each_file_exactly_once(kafka_address: str, meso_scenario
     for path in first:
         shutil.copy(path, spool / path.name)
     bus = f"kafka://{kafka_address}"
-    run = subprocess.run(
-        ltgcast("ingest", "--source", f"dir:{spool}", "--bus", bus, "--state", str(state), "--once"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr
-    summary = json.loads(run.stdout)
+    summary = ingest_once(spool, state, bus)
     assert summary["outcomes"] == {"announced": 6}
     assert summary["lag"]["M1/13"]["count"] == 3
 
@@ -98,15 +103,7 @@ def test_once_announces_each_file_exactly_once(kafka_address: str, meso_scenario
     second = abi[3:4] + glm[3:4]
     for path in second:
         shutil.copy(path, spool / path.name)
-    run = subprocess.run(
-        ltgcast("ingest", "--source", f"dir:{spool}", "--bus", bus, "--state", str(state), "--once"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout)["outcomes"] == {"announced": 2}
+    assert ingest_once(spool, state, bus)["outcomes"] == {"announced": 2}
 
     events = events_of(kafka_address, FRAMES_TOPIC, spool, expect=8)
     names = [e["name"] for e in events]
