@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -111,9 +112,20 @@ def test_once_announces_each_file_exactly_once(kafka_address: str, meso_scenario
     assert all(e["size"] == (meso_scenario / str(e["name"])).stat().st_size for e in events)
 
 
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    """Daemons a test starts; any still running when it ends (a failed assertion) are killed."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=30)
+
+
 @pytest.mark.slow
 def test_a_daemon_restarted_in_the_middle_misses_nothing(
-    kafka_address: str, meso_scenario: Path, tmp_path: Path
+    kafka_address: str, meso_scenario: Path, tmp_path: Path, processes: list[subprocess.Popen[str]]
 ) -> None:
     spool, state = tmp_path / "spool", tmp_path / "state"
     spool.mkdir()
@@ -124,7 +136,8 @@ def test_a_daemon_restarted_in_the_middle_misses_nothing(
     )  # fmt: skip
 
     def start() -> subprocess.Popen[str]:
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        return processes[-1]
 
     daemon = start()
     for path in files[:4]:
