@@ -11,6 +11,7 @@ programming errors::
     ├── FrameDecodeError       a file is not the GOES-R product it claims to be
     │   └── FilenameError      a file name does not follow the product grammar
     ├── ScoringError           the scorer failed (timeouts, transport, shapes)
+    ├── TrainingError          training diverged or met non-finite input
     └── ModelRejected          a model version failed validation
 
 Foreign exceptions (``OSError`` from netCDF4, ``KeyError`` for a missing
@@ -61,6 +62,10 @@ class FilenameError(FrameDecodeError, ValueError):
 
 class ScoringError(LtgcastError):
     """The scorer failed to produce probabilities."""
+
+
+class TrainingError(LtgcastError):
+    """Training stopped: a non-finite loss or input, named with where it happened."""
 
 
 class ModelRejected(LtgcastError):

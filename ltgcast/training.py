@@ -1,0 +1,57 @@
+"""``ltgcast train``: flags → :class:`models.train.TrainSettings` → :func:`models.train.train`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ingest.errors import ConfigError
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """Train; print the report's summary; exit 1 with the guard's message when training diverged."""
+    from models.architectures import ARCHITECTURES
+    from models.train import TrainSettings, train  # TensorFlow is imported only to train
+
+    if args.arch not in ARCHITECTURES:
+        msg = f"--arch: unknown architecture {args.arch!r}; valid: {', '.join(ARCHITECTURES)}"
+        raise ConfigError(msg)
+    if args.epochs < 1 or args.batch < 1 or args.width < 1:
+        msg = "--epochs, --batch and --width must be >= 1"
+        raise ConfigError(msg)
+    if not (Path(args.data) / "dataset.json").is_file():
+        msg = f"--data: {args.data} holds no dataset.json (build one with `ltgcast dataset build`)"
+        raise ConfigError(msg)
+    settings = TrainSettings(
+        data=Path(args.data),
+        out=Path(args.out),
+        arch=args.arch,
+        width=args.width,
+        epochs=args.epochs,
+        batch=args.batch,
+        learning_rate=args.learning_rate,
+        patience=args.patience,
+        seed=args.seed,
+        positive_weight=args.positive_weight,
+    )
+    report = train(settings)
+    brief = {k: report[k] for k in ("feature_set", "positive_weight", "early_stopping_on", "epochs_run")}
+    brief["final"] = {k: v[-1] for k, v in report["history"].items()}
+    sys.stdout.write(json.dumps(brief) + "\n")
+    return 0
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``ltgcast train``."""
+    parser.add_argument("--data", required=True, help="a folder written by `ltgcast dataset build`")
+    parser.add_argument("--out", required=True, help="run folder: model.keras, training.json, tensorboard/")
+    parser.add_argument("--arch", default="combined", help="cnn, combined or logistic")
+    parser.add_argument("--width", type=int, default=16, help="filters per convolution")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--patience", type=int, default=3, help="epochs without improvement before stopping")
+    parser.add_argument("--positive-weight", type=float, help="default: negatives / positives of the train split")
+    parser.add_argument("--seed", type=int, default=0)

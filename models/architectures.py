@@ -1,0 +1,165 @@
+"""Fully convolutional lightning models: one network for 64×64 patches and for whole tiles.
+
+Every model here is built from stride-1, 'valid' operations whose receptive
+field is exactly 64×64 pixels: convolutions (dilated instead of strided),
+max-pooling by shifted maxima, and box statistics by separable pooling. Applied
+to a 64×64 patch it gives one value; applied to a tile of ``H + 63`` by
+``W + 63`` pixels it gives ``H × W`` values, and output ``(i, j)`` is exactly what
+the patch around tile pixel ``(i + 32, j + 32)`` gives (the patch of pixel
+``(r, c)`` spans rows ``r - 32 .. r + 31``, the :mod:`featurize` box
+convention). So the patch model trained on patches *is* the dense scorer; no
+conversion, no 'same'-padding drift.
+
+Inputs are channels-last, already scaled and filled (:func:`featurize.channels.model_input`).
+The models output a **logit** (no activation on the last layer); the served
+probability is its sigmoid.
+
+Layers (receptive field after each)::
+
+    conv 5×5 (5) · conv 5×5 (9) · max 2×2 (10) · conv 3×3 d2 (14) · conv 3×3 d2 (18)
+    · max 2×2 d2 (20) · conv 3×3 d4 (28) · conv 3×3 d4 (36) · max 2×2 d4 (40)
+    · conv 3×3 d8 (56) · conv 2×2 d8 (64)
+
+The engineered features of :mod:`featurize.features` are computed in the graph
+over the same 64×64 and central 16×16 boxes (on the filled input: a filled
+pixel counts as its fill value, where the NumPy features skip NaN).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+from keras import layers, ops
+
+from featurize.channels import COLD_TOP_K, ir_threshold
+
+PATCH = 64
+HALO = PATCH // 2
+CORE = 16
+
+#: The convolution trunk: (kernel, dilation) or ("max", dilation).
+TRUNK: tuple[tuple[str | int, int], ...] = (
+    (5, 1), (5, 1), ("max", 1), (3, 2), (3, 2), ("max", 2), (3, 4), (3, 4), ("max", 4), (3, 8), (2, 8),
+)  # fmt: skip
+
+
+def receptive_field(trunk: Sequence[tuple[str | int, int]] = TRUNK) -> int:
+    """Pixels one output sees along each axis.
+
+    >>> receptive_field()
+    64
+    """
+    field = 1
+    for kernel, dilation in trunk:
+        size = 2 if kernel == "max" else int(kernel)
+        field += (size - 1) * dilation
+    return field
+
+
+@keras.saving.register_keras_serializable(package="ltgcast")
+class ShiftedMax(layers.Layer):
+    """2×2 max-pooling with stride 1 and dilation ``d``: the max of four shifted views ('valid')."""
+
+    def __init__(self, dilation: int = 1, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.dilation = dilation
+
+    def call(self, x):  # noqa: D102
+        d = self.dilation
+        rows = ops.maximum(x[:, :-d, :, :], x[:, d:, :, :])
+        return ops.maximum(rows[:, :, :-d, :], rows[:, :, d:, :])
+
+    def get_config(self) -> dict[str, object]:  # noqa: D102
+        return {**super().get_config(), "dilation": self.dilation}
+
+
+@keras.saving.register_keras_serializable(package="ltgcast")
+class BoxFeatures(layers.Layer):
+    """The engineered features per output pixel, from the 64×64 box and its central 16×16.
+
+    Channel order of the output: for ``ir`` mean/max over 64, mean/max over 16,
+    cold fraction over 64; for ``ltg`` mean over 64 and 16, max over 16; for
+    ``ir_trend`` mean/max over 16. Separable pooling keeps the cost O(box) per pixel.
+    """
+
+    def __init__(self, channels: Sequence[str], **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.channels = tuple(channels)
+        self.cold = float(ir_threshold(COLD_TOP_K))
+
+    @staticmethod
+    def _pool(x, size: int, kind: str):
+        pool = layers.AveragePooling2D if kind == "mean" else layers.MaxPooling2D
+        x = pool(pool_size=(size, 1), strides=1, padding="valid")(x)
+        return pool(pool_size=(1, size), strides=1, padding="valid")(x)
+
+    def call(self, x):  # noqa: D102
+        trim = HALO - CORE // 2
+        out = []
+        for index, name in enumerate(self.channels):
+            c = x[..., index : index + 1]
+            core = c[:, trim:-trim, trim:-trim, :]
+            if name == "ir":
+                cold = ops.cast(c > self.cold, c.dtype)
+                out += [self._pool(c, PATCH, "mean"), self._pool(c, PATCH, "max")]
+                out += [self._pool(core, CORE, "mean"), self._pool(core, CORE, "max"), self._pool(cold, PATCH, "mean")]
+            elif name == "ltg":
+                out += [self._pool(c, PATCH, "mean"), self._pool(core, CORE, "mean"), self._pool(core, CORE, "max")]
+            else:
+                out += [self._pool(core, CORE, "mean"), self._pool(core, CORE, "max")]
+        return ops.concatenate(out, axis=-1)
+
+    def get_config(self) -> dict[str, object]:  # noqa: D102
+        return {**super().get_config(), "channels": list(self.channels)}
+
+
+def _trunk(x, width: int):
+    for kernel, dilation in TRUNK:
+        if kernel == "max":
+            x = ShiftedMax(dilation)(x)
+        else:
+            x = layers.Conv2D(width, int(kernel), dilation_rate=dilation, padding="valid", activation="relu")(x)
+    return x
+
+
+def build(arch: str, channels: Sequence[str], *, width: int = 16, seed: int = 0) -> keras.Model:
+    """A fully convolutional logit model: ``[N, S, S, C]`` → ``[N, S - 63, S - 63, 1]``.
+
+    Parameters
+    ----------
+    arch
+        ``cnn`` (the convolution trunk only), ``combined`` (trunk + engineered
+        features) or ``logistic`` (a linear model of the engineered features).
+    channels
+        Channel names, in input order (a feature set's ``channels``).
+    width
+        Filters per convolution.
+    seed
+        Weight initialisation seed.
+
+    Examples
+    --------
+    >>> model = build("combined", ("ir", "ltg"), width=4)
+    >>> tuple(model(keras.ops.zeros((2, 70, 66, 2))).shape)
+    (2, 7, 3, 1)
+    """
+    if arch not in ARCHITECTURES:
+        msg = f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}"
+        raise ValueError(msg)
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=(None, None, len(channels)), name="tile")
+    parts = []
+    if arch in ("cnn", "combined"):
+        parts.append(_trunk(inputs, width))
+    if arch in ("combined", "logistic"):
+        features = BoxFeatures(channels)(inputs)
+        parts.append(layers.BatchNormalization(name="feature_scale")(features) if arch == "combined" else features)
+    x = parts[0] if len(parts) == 1 else layers.Concatenate()(parts)
+    if arch != "logistic":
+        x = layers.Conv2D(2 * width, 1, activation="relu", name="head")(x)
+    logit = layers.Conv2D(1, 1, activation=None, name="logit")(x)  # no activation before the sigmoid
+    return keras.Model(inputs, logit, name=f"ltgcast_{arch}")
+
+
+ARCHITECTURES = ("cnn", "combined", "logistic")

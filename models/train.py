@@ -1,0 +1,143 @@
+"""Training: a frozen settings object, then named steps (seed, data, model, fit, save).
+
+* Loss: binary cross-entropy **from logits** (the model's last layer has no
+  activation). Class imbalance is explicit: positives are weighted by
+  ``positive_weight`` (default: negatives / positives of the training split, so
+  both classes carry equal total weight; reported in ``training.json``).
+* Adam with gradient clipping (``clipnorm``), early stopping on validation loss
+  with the best weights restored, TensorBoard logs in ``OUT/tensorboard``.
+* NaN guard: every input batch passes ``tf.debugging.check_numerics`` after the
+  fill policy (:mod:`models.data`), and :class:`NanGuard` stops at the first
+  non-finite loss, naming the epoch, the step and the batch; both become a
+  :class:`~ingest.errors.TrainingError`. ``keras.callbacks.TerminateOnNaN`` runs too.
+* Deterministic: one seed for weights, shuffling and TensorFlow's ops
+  (``enable_op_determinism``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from ingest.errors import TrainingError
+from models.architectures import build
+from models.data import manifest, split_dataset, with_class_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What ``ltgcast train`` needs."""
+
+    data: Path
+    out: Path
+    arch: str = "combined"
+    width: int = 16
+    epochs: int = 10
+    batch: int = 64
+    learning_rate: float = 1e-3
+    clipnorm: float = 1.0
+    patience: int = 3
+    seed: int = 0
+    positive_weight: float | None = None
+
+
+class NanGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss and remembers where."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch = 0
+        self.where: str | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:  # noqa: D102
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:  # noqa: D102
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            self.where = f"epoch {self.epoch}, step {batch + 1} (batch index {batch}): loss {loss}"
+            self.model.stop_training = True
+
+
+def _positive_weight(doc: dict[str, Any], settings: TrainSettings) -> float:
+    if settings.positive_weight is not None:
+        return settings.positive_weight
+    train = doc["splits"]["train"]
+    positives, total = int(train["positives"]), int(train["examples"])
+    if positives == 0 or positives == total:
+        msg = f"the training split needs both classes; found {positives} positives in {total} examples"
+        raise TrainingError(msg)
+    return (total - positives) / positives
+
+
+def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset | None, settings: TrainSettings) -> Any:
+    """Compile and fit with the guard, clipping, early stopping and TensorBoard."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(settings.learning_rate, clipnorm=settings.clipnorm),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        weighted_metrics=[],
+        metrics=[
+            keras.metrics.AUC(from_logits=True, name="auc"),
+            keras.metrics.AUC(curve="PR", from_logits=True, name="pr_auc"),
+        ],
+    )
+    guard = NanGuard()
+    monitor = "val_loss" if validation is not None else "loss"
+    callbacks = [
+        guard,
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=settings.patience, restore_best_weights=True),
+        keras.callbacks.TensorBoard(log_dir=str(settings.out / "tensorboard")),
+    ]
+    try:
+        history = model.fit(
+            train, validation_data=validation, epochs=settings.epochs, callbacks=callbacks, shuffle=False, verbose=2
+        )  # shuffled by the input pipeline
+    except tf.errors.InvalidArgumentError as exc:
+        lines = [line.strip() for line in exc.message.splitlines() if "Tensor had" in line]
+        where = lines[0].rsplit("Map:", 1)[-1].strip() if lines else exc.message.splitlines()[0]
+        msg = f"training stopped: a non-finite value reached the model ({where})"
+        raise TrainingError(msg) from exc
+    if guard.where is not None:
+        msg = f"training stopped: the loss became non-finite at {guard.where}"
+        raise TrainingError(msg)
+    return history
+
+
+def train(settings: TrainSettings) -> dict[str, Any]:
+    """Train one model on a dataset folder; save it and ``training.json`` under ``settings.out``."""
+    keras.utils.set_random_seed(settings.seed)
+    tf.config.experimental.enable_op_determinism()
+    doc = manifest(settings.data)
+    weight = _positive_weight(doc, settings)
+    data = split_dataset(settings.data, "train", batch=settings.batch, seed=settings.seed)
+    has_validation = int(doc["splits"]["validation"]["examples"]) > 0
+    validation = (
+        split_dataset(settings.data, "validation", batch=settings.batch, shuffle_batches=0) if has_validation else None
+    )
+    if validation is None:
+        log.warning("the dataset has no validation split; early stopping watches the training loss")
+    model = build(settings.arch, doc["channels"], width=settings.width, seed=settings.seed)
+    settings.out.mkdir(parents=True, exist_ok=True)
+    history = fit(model, with_class_weights(data, weight), validation, settings)
+    model.save(settings.out / "model.keras")
+    report = {
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
+        "feature_set": doc["feature_set"],
+        "channels": doc["channels"],
+        "positive_weight": weight,
+        "early_stopping_on": "val_loss" if has_validation else "loss",
+        "epochs_run": len(history.history["loss"]),
+        "history": {k: [float(v) for v in values] for k, values in history.history.items()},
+    }
+    (settings.out / "training.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    return report

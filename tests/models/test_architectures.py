@@ -1,0 +1,53 @@
+"""The fully convolutional models: a tile gives, at every pixel, exactly what that pixel's patch gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from featurize.features import dense_features, feature_names
+from models.architectures import ARCHITECTURES, PATCH, BoxFeatures, build, receptive_field
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_dense_output_equals_patch_output_at_random_pixels(arch: str) -> None:
+    rng = np.random.default_rng(1)
+    model = build(arch, ("ir", "ltg"), width=8, seed=3)
+    # Random, non-trivial weights: initial BatchNorm statistics would hide the features.
+    for weight in model.weights:
+        weight.assign(rng.normal(0, 0.3, weight.shape).astype("float32") + (1.0 if "variance" in weight.path else 0.0))
+    height, width = 40, 57
+    tile = rng.uniform(-0.2, 1.2, (1, height + PATCH - 1, width + PATCH - 1, 2)).astype("float32")
+    tile[..., 1] = rng.poisson(0.3, tile.shape[:-1])
+    dense = np.asarray(model(tile))[0, :, :, 0]
+    assert dense.shape == (height, width)
+    pixels = np.concatenate([rng.integers(0, [height, width], (30, 2)), [[0, 0], [height - 1, width - 1]]])
+    patches = np.stack([tile[0, i : i + PATCH, j : j + PATCH] for i, j in pixels])
+    single = np.asarray(model(patches))[:, 0, 0, 0]
+    np.testing.assert_allclose(
+        dense[pixels[:, 0], pixels[:, 1]], single, rtol=0, atol=1e-5 * max(1, np.abs(single).max())
+    )
+    assert receptive_field() == PATCH
+
+
+def test_in_graph_features_match_the_numpy_features_on_filled_input() -> None:
+    rng = np.random.default_rng(2)
+    channels = {"ir": rng.uniform(-0.1, 1.1, (90, 100)).astype("float32"),
+                "ltg": rng.poisson(0.2, (90, 100)).astype("float32")}  # fmt: skip
+    numpy = dense_features(channels)
+    tile = np.stack([np.pad(channels[c], 32, constant_values=np.nan)[:-1, :-1] for c in ("ir", "ltg")], axis=-1)
+    # Inside the frame, away from its edge, the graph's boxes see the same pixels as NumPy's.
+    graph = np.asarray(BoxFeatures(("ir", "ltg"))(np.nan_to_num(tile)[None]))[0]
+    names = feature_names(("ir", "ltg"))
+    assert graph.shape == (90, 100, len(names))
+    for k, name in enumerate(names):
+        np.testing.assert_allclose(
+            graph[32:-32, 32:-32, k], numpy[name][32:-32, 32:-32], rtol=1e-5, atol=1e-6, err_msg=name
+        )
+
+
+def test_the_logit_layer_has_no_activation() -> None:
+    model = build("combined", ("ir", "ltg"), width=4)
+    assert model.get_layer("logit").activation.__name__ == "linear"
+    with pytest.raises(ValueError, match="unknown architecture 'mlp'; valid: cnn, combined, logistic"):
+        build("mlp", ("ir", "ltg"))
