@@ -1,0 +1,88 @@
+"""Export: a SavedModel with a dense and a patch signature that provably agree.
+
+Signatures
+----------
+``serving_default``
+    input ``tile`` float32 ``[N, H + 63, W + 63, C]`` → output ``probability``
+    float32 ``[N, H, W]``; output ``(i, j)`` belongs to input pixel
+    ``(i + 32, j + 32)`` (a halo of ``h = 32`` pixels on the top and left, 31 on
+    the bottom and right).
+``patch``
+    input ``patch`` float32 ``[N, 64, 64, C]`` → output ``probability`` ``[N]``;
+    the patch of pixel ``(r, c)`` spans rows ``r - 32 .. r + 31`` and columns
+    ``c - 32 .. c + 31``. Engineered features are computed inside the graph.
+
+Inputs are channels scaled and filled as the model card says
+(:func:`featurize.channels.model_input`). Before writing, and again after
+reloading what was written, the two signatures are compared at random pixels of
+a random tile; an export whose largest difference exceeds ``tolerance`` is
+refused with :class:`~ingest.errors.ModelRejected`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ingest.errors import ModelRejected
+from models.architectures import HALO, PATCH
+
+
+class ServedModel(tf.Module):
+    """The two serving functions around one Keras logit model."""
+
+    def __init__(self, model: keras.Model, channels: int) -> None:
+        super().__init__()
+        self.model = model
+        self.dense = tf.function(
+            self._dense, input_signature=[tf.TensorSpec([None, None, None, channels], tf.float32, name="tile")]
+        )
+        self.patch = tf.function(
+            self._patch, input_signature=[tf.TensorSpec([None, PATCH, PATCH, channels], tf.float32, name="patch")]
+        )
+
+    def _dense(self, tile: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"probability": tf.sigmoid(self.model(tile, training=False)[..., 0])}
+
+    def _patch(self, patch: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"probability": tf.sigmoid(self.model(patch, training=False)[:, 0, 0, 0])}
+
+
+def agreement(dense: Any, patch: Any, channels: int, *, pixels: int = 64, seed: int = 0) -> float:
+    """Largest |dense − patch| probability at random pixels of a random tile (and its corners)."""
+    rng = np.random.default_rng(seed)
+    height, width = 37, 53
+    tile = rng.uniform(-0.2, 1.2, (1, height + PATCH - 1, width + PATCH - 1, channels)).astype(np.float32)
+    if channels > 1:
+        tile[..., 1] = rng.poisson(0.5, tile.shape[:-1])
+    full = np.asarray(dense(tile=tf.constant(tile))["probability"])[0]
+    where = np.concatenate([rng.integers(0, [height, width], (pixels, 2)), [[0, 0], [height - 1, width - 1]]])
+    cut = np.stack([tile[0, i : i + PATCH, j : j + PATCH] for i, j in where])
+    single = np.asarray(patch(patch=tf.constant(cut))["probability"])
+    return float(np.max(np.abs(full[where[:, 0], where[:, 1]] - single)))
+
+
+def export(model: keras.Model, path: Path, channels: int, *, tolerance: float = 1e-5) -> dict[str, float]:
+    """Write ``model`` as a SavedModel at ``path``; refuse if its signatures disagree.
+
+    Returns the largest difference measured before writing and after reloading.
+    """
+    served = ServedModel(model, channels)
+    before = agreement(served.dense, served.patch, channels)
+    if not before <= tolerance:
+        msg = f"dense and patch signatures disagree by {before:.3g} in probability (allowed {tolerance:g})"
+        raise ModelRejected(msg)
+    if path.exists():
+        msg = f"{path} exists; a model version is never overwritten"
+        raise ModelRejected(msg)
+    tf.saved_model.save(served, str(path), signatures={"serving_default": served.dense, "patch": served.patch})
+    loaded = tf.saved_model.load(str(path))
+    after = agreement(loaded.signatures["serving_default"], loaded.signatures["patch"], channels, seed=1)
+    if not after <= tolerance:
+        msg = f"the written SavedModel's signatures disagree by {after:.3g} (allowed {tolerance:g})"
+        raise ModelRejected(msg)
+    return {"max_abs_difference_before": before, "max_abs_difference_after_reload": after, "halo": HALO}
