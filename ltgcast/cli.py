@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ingest.errors import ConfigError, FrameDecodeError, IngestError, TrainingError
+from ingest.errors import ConfigError, FrameDecodeError, IngestError, ModelRejected, TrainingError
 from ingest.readers import describe, read_product
 from ingest.synthetic import SECTORS, SLOTS, ScenarioConfig, simulate
 from ltgcast.benchmarks import add_bench_arguments, bench_featurize
 from ltgcast.datasets import add_dataset_arguments, dataset_command
 from ltgcast.ingestion import add_events_arguments, add_ingest_arguments, events_command, ingest_command
+from ltgcast.modelcmd import add_models_arguments
 from ltgcast.training import add_train_arguments, train_command
 
 log = logging.getLogger("ltgcast")
@@ -197,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(train)
     train.set_defaults(func=train_command)
 
+    models = sub.add_parser("models", help="the model repository: add, list, validate, promote, rollback")
+    add_models_arguments(models)
+
     run = sub.add_parser("run", help="the main job: embedded nowcast service")
     for name, what in (
         ("source", "frame source (env LTGCAST_SOURCE)"),
@@ -224,6 +228,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         sys.stderr.write(f"ltgcast {args.command}: {exc}\n")
         return 2
-    except (IngestError, TrainingError) as exc:
+    except (IngestError, TrainingError, ModelRejected) as exc:
         sys.stderr.write(f"ltgcast {args.command}: {exc}\n")
         return 1

@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from featurize.examples import Examples
 from ingest.errors import TrainingError
 from ingest.synthetic import ScenarioConfig, simulate
 from ltgcast.cli import main
 from models.architectures import build
-from models.dataset import ShardedWriter, encode
 from models.train import TrainSettings, fit
+from tests.models.helpers import write_tiny_dataset
 
 
 def test_a_nan_batch_stops_training_naming_the_step(tmp_path: Path) -> None:
@@ -28,37 +27,6 @@ def test_a_nan_batch_stops_training_naming_the_step(tmp_path: Path) -> None:
     model = build("logistic", ("ir", "ltg"), seed=1)
     with pytest.raises(TrainingError, match=r"loss became non-finite at epoch 1, step 3 \(batch index 2\)"):
         fit(model, data, None, TrainSettings(data=tmp_path, out=tmp_path / "run", epochs=2))
-
-
-def write_tiny_dataset(folder: Path, tile_value: float) -> None:
-    """A two-record dataset (one positive) whose ``ir`` patches hold ``tile_value`` at one pixel."""
-    patch = np.zeros((2, 64, 64), np.float32)
-    patch[:, 10, 10] = tile_value
-    examples = Examples(
-        patches={"ir": patch, "ltg": np.zeros((2, 64, 64), np.float32)},
-        features={},
-        labels=np.array([1, 0], np.uint8),
-        kinds=np.array([0, 2], np.int8),
-        weights=np.ones(2, np.float32),
-        centers=np.array([[1, 1], [2, 2]]),
-        lat=np.zeros(2, np.float32),
-        lon=np.zeros(2, np.float32),
-        positive_rate=0.5,
-        channels={},
-    )
-    writer = ShardedWriter(folder, "train", 1, 4, np.random.default_rng(0))
-    writer.add([encode(examples, i, "frame.nc", 0) for i in range(2)])
-    writer.close()
-    for split in ("validation", "test"):
-        ShardedWriter(folder, split, 1, 4, np.random.default_rng(0)).close()
-    shards = {
-        s: {"examples": 0, "positives": 0, "shards": [f"{s}-00000-of-00001.tfrecord"]} for s in ("validation", "test")
-    }
-    doc = {
-        "channels": ["ir", "ltg"], "features": [], "patch": 64, "feature_set": "ir-ltg/1",
-        "splits": {"train": {"examples": 2, "positives": 1, "shards": ["train-00000-of-00001.tfrecord"]}, **shards},
-    }  # fmt: skip
-    (folder / "dataset.json").write_text(json.dumps(doc))
 
 
 def test_an_infinite_input_is_refused_before_it_reaches_the_weights(tmp_path: Path) -> None:

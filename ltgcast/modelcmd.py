@@ -1,0 +1,122 @@
+"""``ltgcast models add|list|validate|promote|rollback``: the model repository from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ingest.errors import ConfigError, ModelRejected
+
+DEFAULT_BASE = "models/repository"
+
+
+def _card(run: Path) -> dict[str, Any]:
+    """The model card of a training run: what it was trained on, how inputs are scaled, its drift reference."""
+    from featurize.channels import FILL_VALUES, IR_SPAN_K, IR_WARM_K, TREND_SCALE_K
+
+    training = json.loads((run / "training.json").read_text(encoding="utf-8"))
+    data = Path(training["settings"]["data"])
+    dataset = json.loads((data / "dataset.json").read_text(encoding="utf-8"))
+    stats = json.loads((data / "stats.json").read_text(encoding="utf-8"))
+    return {
+        "feature_set": dataset["feature_set"],
+        "channels": dataset["channels"],
+        "channel_scaling": {
+            "ir": f"({IR_WARM_K:g} K - BT13) / {IR_SPAN_K:g} K",
+            "ltg": "GLM flashes per ABI pixel in the 15 minutes before the frame",
+            "ir_trend": f"(BT13 15 min earlier - BT13 now) / {TREND_SCALE_K:g} K",
+        },
+        "fill_values": {c: FILL_VALUES[c] for c in dataset["channels"]},
+        "halo": 32,
+        "label_rule": dataset["label_rule"],
+        "training_data": {k: dataset[k] for k in ("archive", "start", "end", "sector", "band", "examples")},
+        "training": {k: training[k] for k in ("settings", "positive_weight", "epochs_run", "history")},
+        "drift_reference": stats,
+    }
+
+
+def _add(args: argparse.Namespace, base: Path) -> dict[str, Any]:
+    import keras
+
+    from models.export import export
+    from models.repository import ModelRepository
+
+    run = Path(args.run)
+    card = _card(run)
+    model = keras.models.load_model(run / "model.keras")
+    repo = ModelRepository(base)
+    with tempfile.TemporaryDirectory(dir=base if base.is_dir() else None) as scratch:
+        check = export(model, Path(scratch) / "saved", len(card["channels"]))
+        version = repo.add(args.name, Path(scratch) / "saved", {**card, "export_check": check}, len(card["channels"]))
+    if repo.current(args.name) is None or len(repo.versions(args.name)) == 1:
+        repo.promote(args.name, version, reason="first version")
+    return {"name": args.name, "version": version, "export_check": check}
+
+
+def _validate(args: argparse.Namespace, base: Path) -> dict[str, Any]:
+    from models.repository import ModelRepository
+    from models.validation import validate
+
+    repo = ModelRepository(base)
+    version = args.version or repo.current(args.name)
+    if version is None:
+        msg = f"no versions of {args.name!r} under {base}"
+        raise ConfigError(msg)
+    holdout = Path(args.holdout) if args.holdout else None
+    report = validate(repo, args.name, int(version), holdout=holdout, margin=args.margin)
+    if not report.passed:
+        raise ModelRejected("; ".join(report.problems))
+    return {"name": args.name, "version": report.version, "passed": True, "checks": report.checks}
+
+
+def models_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Run one repository action and print its result as JSON."""
+    from models.repository import ModelRepository
+
+    base = Path(args.base or env.get("LTGCAST_MODELS") or DEFAULT_BASE)
+    repo = ModelRepository(base)
+    if args.action == "list":
+        result: Any = [{"name": n, "versions": repo.versions(n), "current": repo.current(n)} for n in repo.names()]
+    elif args.action == "add":
+        result = _add(args, base)
+    elif args.action == "validate":
+        result = _validate(args, base)
+    elif args.action == "promote":
+        _validate(args, base)  # the gate: only a version that passes may be served
+        repo.promote(args.name, int(args.version), reason=args.reason)
+        result = {"name": args.name, "current": repo.current(args.name)}
+    else:
+        result = {"name": args.name, "current": repo.rollback(args.name)}
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+def add_models_arguments(parser: argparse.ArgumentParser) -> None:
+    """Sub-actions of ``ltgcast models``."""
+    actions = parser.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("list", "models, versions and the version served"),
+        ("add", "export a training run as the next version (verified signatures, model card, warm-up)"),
+        ("validate", "signatures, golden batch, held-out skill"),
+        ("promote", "validate, then serve this version"),
+        ("rollback", "serve the previously promoted version"),
+    ):
+        sub = actions.add_parser(action, help=text)
+        sub.add_argument("--base", help=f"model base path (env LTGCAST_MODELS; default {DEFAULT_BASE})")
+        if action != "list":
+            sub.add_argument("--name", default="lightning")
+        if action == "add":
+            sub.add_argument("--run", required=True, help="a folder written by `ltgcast train`")
+        if action in ("validate", "promote"):
+            sub.add_argument("--version", type=int, required=action == "promote")
+            sub.add_argument("--holdout", help="a dataset folder whose test split measures skill")
+            sub.add_argument("--margin", type=float, default=0.02, help="allowed loss of Brier skill vs current")
+        if action == "promote":
+            sub.add_argument("--reason", default="")
+    parser.set_defaults(func=lambda a: models_command(a, os.environ))

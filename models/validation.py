@@ -1,0 +1,120 @@
+"""The validation gate a version passes before it may be promoted.
+
+1. **Signatures**: ``serving_default`` takes ``tile`` ``[N, H, W, C]`` and
+   ``patch`` takes ``patch`` ``[N, 64, 64, C]``, both returning ``probability``;
+   ``C`` matches the model card's channels.
+2. **Golden batch**: on fixed inputs (zeros, a cold storm, random fields) every
+   output is finite and within [0, 1], and the two signatures agree (≤ 1e-5).
+3. **Skill** (when a held-out dataset is given): the Brier skill score on its
+   test split is not worse than the current version's by more than ``margin``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from models.architectures import PATCH
+from models.data import split_dataset
+from models.export import agreement
+from models.metrics import brier_skill
+from models.repository import ModelRepository
+
+
+@dataclass
+class ValidationReport:
+    """What each check found; ``passed`` only when every check passed."""
+
+    name: str
+    version: int
+    checks: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """No problem found."""
+        return not self.problems
+
+
+def golden_batch(channels: int) -> np.ndarray:
+    """Fixed tiles ``[3, 64 + 15, 64 + 15, C]``: zeros, a cold storm with flashes, random fields."""
+    size = PATCH + 15
+    batch = np.zeros((3, size, size, channels), np.float32)
+    batch[1, 30:50, 30:50, 0] = 1.0
+    if channels > 1:
+        batch[1, 38:42, 38:42, 1] = 5.0
+    batch[2] = np.random.default_rng(7).uniform(0, 1, (size, size, channels))
+    return batch
+
+
+def _signatures(loaded: Any, channels: int, report: ValidationReport) -> bool:
+    wanted = {"serving_default": "tile", "patch": "patch"}
+    for signature, input_name in wanted.items():
+        if signature not in loaded.signatures:
+            report.problems.append(f"signature {signature!r} is missing; found {sorted(loaded.signatures)}")
+            return False
+        inputs = loaded.signatures[signature].structured_input_signature[1]
+        outputs = loaded.signatures[signature].structured_outputs
+        if set(inputs) != {input_name} or set(outputs) != {"probability"}:
+            report.problems.append(
+                f"{signature}: expected {input_name} -> probability, found {set(inputs)} -> {set(outputs)}"
+            )
+            return False
+        if inputs[input_name].shape[-1] != channels:
+            report.problems.append(f"{signature}: expected {channels} channels, found {inputs[input_name].shape[-1]}")
+            return False
+    report.checks["signatures"] = "ok"
+    return True
+
+
+def _golden(loaded: Any, channels: int, report: ValidationReport) -> None:
+    out = loaded.signatures["serving_default"](tile=tf.constant(golden_batch(channels)))["probability"].numpy()
+    report.checks["golden_range"] = [float(out.min()), float(out.max())]
+    if not (np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1):
+        report.problems.append(
+            f"golden batch: outputs must be finite in [0, 1]; found range {report.checks['golden_range']}"
+        )
+    difference = agreement(loaded.signatures["serving_default"], loaded.signatures["patch"], channels, pixels=32)
+    report.checks["dense_patch_max_difference"] = difference
+    if not difference <= 1e-5:
+        report.problems.append(f"dense and patch signatures disagree by {difference:.3g}")
+
+
+def holdout_skill(path: Path, data: Path, batch: int = 256) -> float:
+    """Brier skill score of a SavedModel's patch signature on a dataset's test split."""
+    loaded = tf.saved_model.load(str(path))
+    probabilities, labels = [], []
+    for tile, label, _ in split_dataset(data, "test", batch=batch, shuffle_batches=0):
+        probabilities.append(loaded.signatures["patch"](patch=tile)["probability"].numpy())
+        labels.append(label.numpy().ravel())
+    return brier_skill(np.concatenate(probabilities), np.concatenate(labels))
+
+
+def validate(
+    repo: ModelRepository, name: str, version: int, *, holdout: Path | None = None, margin: float = 0.02
+) -> ValidationReport:
+    """Run the gate on one version."""
+    report = ValidationReport(name, version)
+    card = repo.card(name, version)
+    channels = len(card["channels"])
+    loaded = tf.saved_model.load(str(repo.path(name, version)))
+    if not _signatures(loaded, channels, report):
+        return report
+    _golden(loaded, channels, report)
+    current = repo.current(name)
+    if holdout is not None:
+        skill = holdout_skill(repo.path(name, version), holdout)
+        report.checks["holdout_brier_skill"] = skill
+        if current is not None and current != version:
+            reference = holdout_skill(repo.path(name, current), holdout)
+            report.checks["current_version"] = current
+            report.checks["current_holdout_brier_skill"] = reference
+            if skill < reference - margin:
+                report.problems.append(
+                    f"Brier skill {skill:.4f} is worse than version {current}'s {reference:.4f} by more than {margin}"
+                )
+    return report

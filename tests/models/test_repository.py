@@ -1,0 +1,76 @@
+"""The model repository: add (export + card + warm-up), list, validate, promote, rollback, TF Serving config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ltgcast.cli import main
+from models.architectures import build
+from models.repository import WARMUP, ModelRepository
+from tests.models.helpers import write_run, write_tiny_dataset
+
+
+def model_with(bias: float) -> object:
+    model = build("logistic", ("ir", "ltg"), seed=1)
+    model.get_layer("logit").bias.assign(np.array([bias], np.float32))
+    return model
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> object:
+    assert main(list(args)) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)
+
+
+def test_versions_promotion_and_rollback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base, data = tmp_path / "repo", tmp_path / "data"
+    write_tiny_dataset(data, 0.5, split="test")
+    for n, bias in enumerate((-2.0, 0.0), start=1):
+        write_run(tmp_path / f"run{n}", data, model_with(bias))
+        added = run_json(capsys, "models", "add", "--base", str(base), "--run", str(tmp_path / f"run{n}"))
+        assert added["version"] == n
+        assert added["export_check"]["max_abs_difference_after_reload"] <= 1e-5
+    listed = run_json(capsys, "models", "list", "--base", str(base))
+    assert listed == [{"name": "lightning", "versions": [1, 2], "current": 1}]  # a new version is not served yet
+
+    repo = ModelRepository(base)
+    card = repo.card("lightning", 2)
+    assert card["feature_set"] == "ir-ltg/1"
+    assert card["channel_scaling"]["ir"] == "(320 K - BT13) / 140 K"
+    assert card["drift_reference"] == {"ir": {"count": 2}}
+    warmup = next(iter(tf.data.TFRecordDataset(str(repo.path("lightning", 2) / WARMUP))))
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    request = prediction_log_pb2.PredictionLog.FromString(warmup.numpy()).predict_log.request
+    assert request.model_spec.signature_name == "serving_default"
+    assert list(request.inputs["tile"].tensor_shape.dim[-1:])[0].size == 2
+
+    checked = run_json(capsys, "models", "validate", "--base", str(base), "--version", "2", "--holdout", str(data))
+    assert checked["passed"]
+    assert checked["checks"]["current_version"] == 1
+    promoted = run_json(capsys, "models", "promote", "--base", str(base), "--version", "2", "--reason", "better")
+    assert promoted == {"name": "lightning", "current": 2}
+    config = (base / "models.config").read_text()
+    assert "versions: 2" in config
+    assert str((base / "lightning").resolve()) in config
+    assert run_json(capsys, "models", "rollback", "--base", str(base)) == {"name": "lightning", "current": 1}
+    assert "versions: 1" in (base / "models.config").read_text()
+
+
+def test_a_worse_version_is_refused_by_the_gate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base, data = tmp_path / "repo", tmp_path / "data"
+    write_tiny_dataset(data, 0.5, split="test")  # one positive, one negative
+    write_run(tmp_path / "good", data, model_with(0.0))  # p = 0.5 for both: Brier 0.25
+    write_run(tmp_path / "bad", data, model_with(-8.0))  # p ~ 0: Brier ~0.5
+    for run in ("good", "bad"):
+        run_json(capsys, "models", "add", "--base", str(base), "--run", str(tmp_path / run))
+    code = main(
+        ["models", "promote", "--base", str(base), "--version", "2", "--holdout", str(data), "--margin", "0.05"]
+    )
+    assert code == 1
+    assert "worse than version 1" in capsys.readouterr().err
+    assert ModelRepository(base).current("lightning") == 1
