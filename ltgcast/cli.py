@@ -26,6 +26,7 @@ from ingest.readers import describe, read_product
 from ingest.synthetic import SECTORS, SLOTS, ScenarioConfig, simulate
 from ltgcast.benchmarks import add_bench_arguments, bench_featurize
 from ltgcast.datasets import add_dataset_arguments, dataset_command
+from ltgcast.evaluation import add_evaluate_arguments, evaluate_command
 from ltgcast.ingestion import add_events_arguments, add_ingest_arguments, events_command, ingest_command
 from ltgcast.modelcmd import add_models_arguments
 from ltgcast.training import add_train_arguments, train_command
@@ -197,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model on a dataset folder")
     add_train_arguments(train)
     train.set_defaults(func=train_command)
+
+    evaluate = sub.add_parser("evaluate", help="score models and baselines on a dataset's test split")
+    add_evaluate_arguments(evaluate)
+    evaluate.set_defaults(func=evaluate_command)
 
     models = sub.add_parser("models", help="the model repository: add, list, validate, promote, rollback")
     add_models_arguments(models)

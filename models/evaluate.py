@@ -1,0 +1,154 @@
+"""Evaluation on a dataset's test split: every model beside the three baselines it must beat.
+
+Forecasts are scored with the examples' sampling weights (:mod:`featurize.sampling`),
+so the scores describe the frames' pixel population, not the class-balanced
+sample. Baselines:
+
+* **climatology** — the training split's weighted base rate, everywhere;
+* **persistence** — 1 where lightning is in the 16×16 box now (``ltg_max_16 > 0``), else 0;
+* **logistic** — logistic regression on the engineered features, fitted on the
+  training split (standardised features, class-balanced weights).
+
+For each: ROC-AUC, PR-AUC, Brier, Brier skill against climatology, ECE and the
+reliability curve, POD/FAR/CSI/bias at 10/25/50/75 %, and the best-CSI
+threshold. Written as ``evaluation.json``, ``report.md`` and ``reliability.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.data import manifest
+from models.dataset import read_records
+from models.metrics import best_csi, brier, brier_skill, contingency, pr_auc, reliability, roc_auc
+
+THRESHOLDS = (0.10, 0.25, 0.50, 0.75)
+
+
+def load_split(data: Path, split: str) -> dict[str, np.ndarray]:
+    """Labels, weights, engineered features and filled patches of one split, as arrays."""
+    from featurize.channels import FILL_VALUES
+
+    doc = manifest(data)
+    channels, features = tuple(doc["channels"]), tuple(doc["features"])
+    paths = [data / name for name in doc["splits"][split]["shards"]]
+    rows = list(read_records(paths, channels, features, int(doc["patch"])))
+    tiles = (
+        np.stack([np.stack([r[c] for c in channels], axis=-1) for r in rows])
+        if rows
+        else np.zeros((0, 64, 64, len(channels)))
+    )
+    for k, name in enumerate(channels):
+        layer = tiles[..., k]
+        layer[~np.isfinite(layer)] = FILL_VALUES[name]
+    return {
+        "label": np.array([r["label"][0] for r in rows], np.float64),
+        "weight": np.array([r["weight"][0] for r in rows], np.float64),
+        "features": np.array([[r[f][0] for f in features] for r in rows], np.float64).reshape(len(rows), len(features)),
+        "tiles": tiles.astype(np.float32),
+        "feature_names": np.array(features),
+    }
+
+
+def scores(p: np.ndarray, y: np.ndarray, w: np.ndarray, base_rate: float) -> dict[str, Any]:
+    """Every score of one forecast."""
+    return {
+        "roc_auc": roc_auc(p, y, w),
+        "pr_auc": pr_auc(p, y, w),
+        "brier": brier(p, y, w),
+        "brier_skill": brier_skill(p, y, w, base_rate=base_rate),
+        "reliability": reliability(p, y, w),
+        "thresholds": [contingency(p, y, t, w) for t in THRESHOLDS],
+        "best_csi": best_csi(p, y, w),
+    }
+
+
+def baselines(train: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Climatology, persistence and logistic-regression probabilities on the test examples."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rate = float(np.sum(train["weight"] * train["label"]) / np.sum(train["weight"]))
+    names = list(test["feature_names"])
+    now = test["features"][:, names.index("ltg_max_16")] > 0
+
+    def finite(x: np.ndarray) -> np.ndarray:
+        filled: np.ndarray = np.nan_to_num(x, nan=0.0)
+        return filled
+
+    logistic = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=1000))
+    logistic.fit(finite(train["features"]), train["label"])
+    return {
+        "climatology": np.full(test["label"].shape, rate),
+        "persistence": now.astype(np.float64),
+        "logistic": logistic.predict_proba(finite(test["features"]))[:, 1],
+    }
+
+
+def plot_reliability(results: dict[str, dict[str, Any]], path: Path) -> None:
+    """One reliability diagram with every forecast."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(5, 5))
+    axes.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect")
+    for name, result in results.items():
+        curve = result["reliability"]
+        points = [(f, o) for f, o in zip(curve["forecast"], curve["observed"], strict=True) if f is not None]
+        if points:
+            axes.plot(*zip(*points, strict=True), marker="o", label=f"{name} (ECE {curve['ece']:.3f})")
+    axes.set(xlabel="forecast probability", ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1))
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def report_markdown(results: dict[str, dict[str, Any]], examples: int) -> str:
+    """The markdown summary table."""
+    lines = [
+        f"# Evaluation on the test split ({examples} examples, weighted to the frames' pixels)",
+        "",
+        "| forecast | ROC-AUC | PR-AUC | Brier | Brier skill | ECE | best CSI (threshold) | CSI@25% | CSI@50% |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        at = {t["threshold"]: t for t in r["thresholds"]}
+        lines.append(
+            f"| {name} | {r['roc_auc']:.3f} | {r['pr_auc']:.3f} | {r['brier']:.4f} | {r['brier_skill']:.3f} | "
+            f"{r['reliability']['ece']:.3f} | {r['best_csi']['csi']:.3f} ({r['best_csi']['threshold']:.2f}) | "
+            f"{at[0.25]['csi']:.3f} | {at[0.5]['csi']:.3f} |"
+        )
+    lines += ["", "![reliability](reliability.png)", ""]
+    return "\n".join(lines)
+
+
+def evaluate(data: Path, models: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Score ``models`` (name → callable on ``[N, 64, 64, C]`` tiles returning probabilities) and the baselines."""
+    train, test = load_split(data, "train"), load_split(data, "test")
+    if test["label"].size == 0:
+        msg = f"{data} has no test examples to evaluate on"
+        raise ValueError(msg)
+    forecasts = baselines(train, test)
+    for name, predict in models.items():
+        forecasts[name] = np.concatenate(
+            [
+                np.asarray(predict(test["tiles"][i : i + 256]), np.float64).ravel()
+                for i in range(0, len(test["tiles"]), 256)
+            ]
+        )
+    rate = float(forecasts["climatology"][0])
+    results = {name: scores(np.clip(p, 0, 1), test["label"], test["weight"], rate) for name, p in forecasts.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"data": str(data), "examples": int(test["label"].size), "base_rate": rate, "forecasts": results}
+    (out / "evaluation.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    plot_reliability(results, out / "reliability.png")
+    (out / "report.md").write_text(report_markdown(results, int(test["label"].size)), encoding="utf-8")
+    return summary
