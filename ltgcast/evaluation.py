@@ -12,10 +12,11 @@ from ingest.errors import ConfigError
 
 
 def _from_run(run: Path) -> Any:
-    import keras
     import numpy as np
 
-    model = keras.models.load_model(run / "model.keras")
+    from models.architectures import load
+
+    model = load(run / "model.keras")
 
     def predict(tiles: Any) -> Any:
         logits = np.asarray(model(tiles, training=False))[:, 0, 0, 0]

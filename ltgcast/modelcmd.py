@@ -42,14 +42,13 @@ def _card(run: Path) -> dict[str, Any]:
 
 
 def _add(args: argparse.Namespace, base: Path) -> dict[str, Any]:
-    import keras
-
+    from models.architectures import load
     from models.export import export
     from models.repository import ModelRepository
 
     run = Path(args.run)
     card = _card(run)
-    model = keras.models.load_model(run / "model.keras")
+    model = load(run / "model.keras")
     repo = ModelRepository(base)
     with tempfile.TemporaryDirectory(dir=base if base.is_dir() else None) as scratch:
         check = export(model, Path(scratch) / "saved", len(card["channels"]))

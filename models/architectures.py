@@ -28,6 +28,7 @@ pixel counts as its fill value, where the NumPy features skip NaN).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import keras
 from keras import layers, ops
@@ -163,3 +164,8 @@ def build(arch: str, channels: Sequence[str], *, width: int = 16, seed: int = 0)
 
 
 ARCHITECTURES = ("cnn", "combined", "logistic")
+
+
+def load(path: str | Path) -> keras.Model:
+    """Load a saved ``.keras`` model of this module (its custom layers are registered on import)."""
+    return keras.models.load_model(path, custom_objects={"ShiftedMax": ShiftedMax, "BoxFeatures": BoxFeatures})

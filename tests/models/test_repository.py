@@ -74,3 +74,19 @@ def test_a_worse_version_is_refused_by_the_gate(tmp_path: Path, capsys: pytest.C
     assert code == 1
     assert "worse than version 1" in capsys.readouterr().err
     assert ModelRepository(base).current("lightning") == 1
+
+
+def test_a_saved_run_loads_in_a_fresh_process(tmp_path: Path) -> None:
+    """`ltgcast evaluate` loads runs in a new process, where no model was built first (custom layers)."""
+    import subprocess
+    import sys
+
+    model = build("combined", ("ir", "ltg"), width=4)
+    model.save(tmp_path / "model.keras")
+    code = (
+        "import sys, pathlib, numpy as np; from ltgcast.evaluation import _from_run; "
+        "p = _from_run(pathlib.Path(sys.argv[1]))(np.zeros((3, 64, 64, 2), np.float32)); print(len(p))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "3"
