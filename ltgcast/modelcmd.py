@@ -36,7 +36,7 @@ def _card(run: Path) -> dict[str, Any]:
         "halo": 32,
         "label_rule": dataset["label_rule"],
         "training_data": {k: dataset[k] for k in ("archive", "start", "end", "sector", "band", "examples")},
-        "training": {k: training[k] for k in ("settings", "positive_weight", "epochs_run", "history")},
+        "training": {k: training.get(k) for k in ("settings", "weighting", "positive_weight", "epochs_run", "history")},
         "drift_reference": stats,
     }
 

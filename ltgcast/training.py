@@ -35,9 +35,10 @@ def train_command(args: argparse.Namespace) -> int:
         patience=args.patience,
         seed=args.seed,
         positive_weight=args.positive_weight,
+        weighting=args.weighting,
     )
     report = train(settings)
-    brief = {k: report[k] for k in ("feature_set", "positive_weight", "early_stopping_on", "epochs_run")}
+    brief = {k: report[k] for k in ("feature_set", "weighting", "positive_weight", "early_stopping_on", "epochs_run")}
     brief["final"] = {k: v[-1] for k, v in report["history"].items()}
     sys.stdout.write(json.dumps(brief) + "\n")
     return 0
@@ -53,5 +54,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--patience", type=int, default=3, help="epochs without improvement before stopping")
-    parser.add_argument("--positive-weight", type=float, help="default: negatives / positives of the train split")
+    parser.add_argument(
+        "--weighting",
+        choices=("balanced", "population"),
+        default="balanced",
+        help="balanced: positives weighted up; population: each example by its sampling weight (calibrated)",
+    )
+    parser.add_argument("--positive-weight", type=float, help="balanced: default negatives / positives of train")
     parser.add_argument("--seed", type=int, default=0)

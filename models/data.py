@@ -32,12 +32,21 @@ def manifest(folder: Path) -> dict[str, Any]:
 
 
 def split_dataset(
-    folder: Path, split: str, *, batch: int, shuffle_batches: int = 16, seed: int = 0, repeat: bool = False
+    folder: Path,
+    split: str,
+    *,
+    batch: int,
+    shuffle_batches: int = 16,
+    seed: int = 0,
+    repeat: bool = False,
+    sampling_weights: bool = False,
 ) -> tf.data.Dataset:
     """Batches of ``(tile [B, 64, 64, C], label [B, 1, 1, 1], weight [B])`` for one split.
 
-    ``weight`` is the example's class weight (set by :func:`with_class_weights`;
-    1 here). Shuffles only when ``shuffle_batches`` > 0.
+    ``weight`` is 1, or with ``sampling_weights`` the record's sampling weight
+    (frame pixels of its kind per example, normalised to mean 1 in each batch),
+    which makes the loss that of the frames' pixel population. Shuffles only when
+    ``shuffle_batches`` > 0.
     """
     doc = manifest(folder)
     channels, patch = tuple(doc["channels"]), int(doc["patch"])
@@ -54,7 +63,8 @@ def split_dataset(
         tile = tf.where(tf.math.is_nan(tile), tf.broadcast_to(fill, tf.shape(tile)), tile)
         tile = tf.debugging.check_numerics(tile, "input tile after the fill policy")
         label = tf.reshape(tf.cast(parsed["label"], tf.float32), (1, 1, 1))
-        return tile, label, tf.ones((), tf.float32)
+        weight = tf.reshape(parsed["weight"], ()) if sampling_weights else tf.ones((), tf.float32)
+        return tile, label, weight
 
     data = tf.data.TFRecordDataset(files)
     if shuffle_batches > 0:
@@ -63,7 +73,10 @@ def split_dataset(
     if repeat:
         return data.repeat().batch(batch).prefetch(tf.data.AUTOTUNE)
     batches = -(-int(doc["splits"][split]["examples"]) // batch)  # known epoch length for Keras
-    return data.batch(batch).apply(tf.data.experimental.assert_cardinality(batches)).prefetch(tf.data.AUTOTUNE)
+    data = data.batch(batch).apply(tf.data.experimental.assert_cardinality(batches))
+    if sampling_weights:
+        data = data.map(lambda x, y, w: (x, y, w / tf.reduce_mean(w)))
+    return data.prefetch(tf.data.AUTOTUNE)
 
 
 def with_class_weights(data: tf.data.Dataset, positive_weight: float) -> tf.data.Dataset:

@@ -1,9 +1,12 @@
 """Training: a frozen settings object, then named steps (seed, data, model, fit, save).
 
 * Loss: binary cross-entropy **from logits** (the model's last layer has no
-  activation). Class imbalance is explicit: positives are weighted by
-  ``positive_weight`` (default: negatives / positives of the training split, so
-  both classes carry equal total weight; reported in ``training.json``).
+  activation). Class imbalance is explicit, one of two ``weighting`` modes:
+  ``balanced`` weights positives by ``positive_weight`` (default: negatives /
+  positives of the training split, so both classes carry equal total weight);
+  ``population`` weights every example by its sampling weight, so the model
+  learns the probability over the frames' pixels (calibrated for the live
+  field). The mode and weight are reported in ``training.json``.
 * Adam with gradient clipping (``clipnorm``), early stopping on validation loss
   with the best weights restored, TensorBoard logs in ``OUT/tensorboard``.
 * NaN guard: every input batch passes ``tf.debugging.check_numerics`` after the
@@ -48,6 +51,7 @@ class TrainSettings:
     patience: int = 3
     seed: int = 0
     positive_weight: float | None = None
+    weighting: str = "balanced"
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -118,8 +122,11 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     keras.utils.set_random_seed(settings.seed)
     tf.config.experimental.enable_op_determinism()
     doc = manifest(settings.data)
-    weight = _positive_weight(doc, settings)
-    data = split_dataset(settings.data, "train", batch=settings.batch, seed=settings.seed)
+    population = settings.weighting == "population"
+    weight = None if population else _positive_weight(doc, settings)
+    data = split_dataset(settings.data, "train", batch=settings.batch, seed=settings.seed, sampling_weights=population)
+    if weight is not None:
+        data = with_class_weights(data, weight)
     has_validation = int(doc["splits"]["validation"]["examples"]) > 0
     validation = (
         split_dataset(settings.data, "validation", batch=settings.batch, shuffle_batches=0) if has_validation else None
@@ -128,12 +135,13 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         log.warning("the dataset has no validation split; early stopping watches the training loss")
     model = build(settings.arch, doc["channels"], width=settings.width, seed=settings.seed)
     settings.out.mkdir(parents=True, exist_ok=True)
-    history = fit(model, with_class_weights(data, weight), validation, settings)
+    history = fit(model, data, validation, settings)
     model.save(settings.out / "model.keras")
     report = {
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
         "feature_set": doc["feature_set"],
         "channels": doc["channels"],
+        "weighting": settings.weighting,
         "positive_weight": weight,
         "early_stopping_on": "val_loss" if has_validation else "loss",
         "epochs_run": len(history.history["loss"]),

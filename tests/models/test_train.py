@@ -68,3 +68,13 @@ def test_a_short_training_run_on_a_simulated_dataset(tmp_path: Path) -> None:
     assert report["positive_weight"] > 0
     assert (run / "model.keras").is_file()
     assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_population_weighting_trains_on_the_sampling_weights(tmp_path: Path) -> None:
+    write_tiny_dataset(tmp_path / "data", 0.5)
+    args = ["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--arch", "logistic",
+            "--epochs", "1", "--batch", "2", "--weighting", "population"]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads((tmp_path / "run" / "training.json").read_text())
+    assert report["weighting"] == "population"
+    assert report["positive_weight"] is None
