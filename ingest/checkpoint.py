@@ -40,8 +40,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ingest.errors import IngestError
-from ingest.events import parse_iso
-from ingest.ncio import iso_utc
+from ingest.ncio import iso_utc, parse_utc
 
 OUTCOMES = ("announced", "quarantined", "deadletter", "late")
 
@@ -105,7 +104,7 @@ class Checkpoint:
                 msg = f"expected checkpoint version {self.VERSION}, found {doc.get('version')!r}"
                 raise ValueError(msg)
             self.entries = {name: Entry(**entry) for name, entry in doc["files"].items()}
-            self.watermark = parse_iso(doc["watermark"]) if doc.get("watermark") else None
+            self.watermark = parse_utc(doc["watermark"]) if doc.get("watermark") else None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             msg = (
                 f"checkpoint {self.path} is unreadable ({type(exc).__name__}: {exc}); "
@@ -148,8 +147,8 @@ class Checkpoint:
 
     def _keep(self, entry: Entry, now: datetime) -> bool:
         if entry.scan_start and entry.outcome != "late" and self.watermark is not None:
-            return parse_iso(entry.scan_start) >= self.watermark - self.retention
-        return parse_iso(entry.at) >= now - self.retention
+            return parse_utc(entry.scan_start) >= self.watermark - self.retention
+        return parse_utc(entry.at) >= now - self.retention
 
     def _forget(self, now: datetime) -> None:
         self.entries = {name: e for name, e in self.entries.items() if self._keep(e, now)}

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from ingest.errors import EventError
 from ingest.filenames import GoesFilename
-from ingest.ncio import iso_utc
+from ingest.ncio import iso_utc, parse_utc
 
 FRAMES_TOPIC = "ltgcast.frames.v1"
 GRIDS_TOPIC = "ltgcast.grids.v1"
@@ -31,19 +31,6 @@ TOPICS = (FRAMES_TOPIC, GRIDS_TOPIC, DEADLETTER_TOPIC)
 
 #: Message key of events about GLM granules, which have no sector.
 GLM_KEY = "GLM"
-
-
-def parse_iso(text: str) -> datetime:
-    """Parse an ISO 8601 UTC stamp written by :func:`~ingest.ncio.iso_utc`.
-
-    >>> parse_iso("2024-06-15T18:02:01.000Z").isoformat()
-    '2024-06-15T18:02:01+00:00'
-    """
-    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if when.tzinfo is None:
-        msg = f"expected an ISO 8601 time with a zone (…Z), found {text!r}"
-        raise ValueError(msg)
-    return when
 
 
 def _decode(payload: bytes | str, schema: str, version: int) -> dict[str, Any]:
@@ -60,6 +47,10 @@ def _decode(payload: bytes | str, schema: str, version: int) -> dict[str, Any]:
         msg = f"expected schema {schema!r} version {version}, found schema {found[0]!r} version {found[1]!r}"
         raise EventError(msg)
     return doc
+
+
+def _encode(event: Any) -> bytes:
+    return json.dumps({"schema": event.SCHEMA, "version": event.VERSION, **asdict(event)}).encode()
 
 
 def _fields_of(cls: type[Any], doc: dict[str, Any]) -> dict[str, Any]:
@@ -126,7 +117,7 @@ class FrameEvent:
 
     def to_json(self) -> bytes:
         """UTF-8 JSON with ``schema`` and ``version`` first."""
-        return json.dumps({"schema": self.SCHEMA, "version": self.VERSION, **asdict(self)}).encode()
+        return _encode(self)
 
     @classmethod
     def from_json(cls, payload: bytes | str) -> FrameEvent:
@@ -134,7 +125,7 @@ class FrameEvent:
         values = _fields_of(cls, _decode(payload, cls.SCHEMA, cls.VERSION))
         for stamp in ("scan_start", "scan_end", "created", "ingest_time"):
             try:
-                parse_iso(values[stamp])
+                parse_utc(values[stamp])
             except (TypeError, ValueError) as exc:
                 msg = f"FrameEvent.{stamp}: expected ISO 8601 UTC, found {values[stamp]!r}"
                 raise EventError(msg) from exc
@@ -165,7 +156,7 @@ class DeadLetterEvent:
 
     def to_json(self) -> bytes:
         """UTF-8 JSON with ``schema`` and ``version`` first."""
-        return json.dumps({"schema": self.SCHEMA, "version": self.VERSION, **asdict(self)}).encode()
+        return _encode(self)
 
     @classmethod
     def from_json(cls, payload: bytes | str) -> DeadLetterEvent:

@@ -18,10 +18,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from ingest.errors import ConfigError, FrameDecodeError, IngestError, ModelRejected, TrainingError
+from ingest.ncio import parse_utc
 from ingest.readers import describe, read_product
 from ingest.synthetic import SECTORS, SLOTS, ScenarioConfig, simulate
 from ltgcast.benchmarks import add_bench_arguments, bench_featurize
@@ -74,17 +74,15 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     try:
-        start = datetime.fromisoformat(args.start.replace("Z", "+00:00"))
+        start = parse_utc(args.start, naive_is_utc=True)
     except ValueError as exc:
         msg = f"--start must be ISO 8601 (e.g. 2024-06-15T18:00Z), got {args.start!r}"
         raise ConfigError(msg) from exc
-    if start.tzinfo is None:
-        start = start.replace(tzinfo=UTC)
     lat, lon = (float(v) for v in args.meso_center.split(","))
     config = ScenarioConfig(
         out=Path(args.out),
         sector=args.sector,
-        start=start.astimezone(UTC),
+        start=start,
         minutes=args.minutes,
         seed=args.seed,
         satellite=args.satellite,

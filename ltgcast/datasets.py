@@ -37,7 +37,7 @@ from ingest.archive import Archive, ArchiveItem, get_archive
 from ingest.clock import SystemClock
 from ingest.errors import ConfigError, FrameDecodeError, IngestError
 from ingest.glm import GlmGranule
-from ingest.ncio import iso_utc
+from ingest.ncio import iso_utc, parse_utc
 from ingest.readers import read_product
 
 log = logging.getLogger(__name__)
@@ -110,11 +110,10 @@ class DatasetSettings:
 
 def _when(text: str, flag: str) -> datetime:
     try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_utc(text, naive_is_utc=True)
     except ValueError as exc:
         msg = f"{flag}: expected ISO 8601 UTC like 2024-06-15T18:00Z, found {text!r}"
         raise ConfigError(msg) from exc
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _thin(frames: list[ArchiveItem], step: timedelta) -> list[ArchiveItem]:
@@ -260,7 +259,7 @@ class DatasetBuilder:
         image = self._image(item)
         if any(abs(lon - image.grid.projection.lon_0) > 0.5 for lon in self.flashes.subpoints(granules)):
             raise _Skip(SKIP_ORBIT)
-        previous = self._previous(item, by_time) if "ir_trend" in s.feature_set.channels else None
+        previous = self._previous(item, image, by_time) if "ir_trend" in s.feature_set.channels else None
         rng = np.random.default_rng([s.seed, int.from_bytes(hashlib.sha256(item.name.name.encode()).digest()[:8])])
         examples = frame_examples(
             image.values, image.grid, self.flashes.flashes(granules), t.timestamp(), s.feature_set, rng,
@@ -293,13 +292,12 @@ class DatasetBuilder:
             raise _Skip(SKIP_FRAME)
         return image
 
-    def _previous(self, item: ArchiveItem, by_time: dict[datetime, ArchiveItem]) -> Any:
+    def _previous(self, item: ArchiveItem, current: AbiImage, by_time: dict[datetime, ArchiveItem]) -> Any:
         target = item.name.scan_start - timedelta(minutes=self.settings.feature_set.window_minutes)
         near = [t for t in by_time if abs((t - target).total_seconds()) <= 90]
         if not near:
             raise _Skip(SKIP_NO_PREVIOUS)
         before = self._image(by_time[min(near, key=lambda t: abs((t - target).total_seconds()))])
-        current = self._image(item)
         if not (np.array_equal(before.grid.x, current.grid.x) and np.array_equal(before.grid.y, current.grid.y)):
             raise _Skip(SKIP_MOVED)
         return before.values

@@ -53,7 +53,7 @@ def _add(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=base if base.is_dir() else None) as scratch:
         check = export(model, Path(scratch) / "saved", len(card["channels"]))
         version = repo.add(args.name, Path(scratch) / "saved", {**card, "export_check": check}, len(card["channels"]))
-    if repo.current(args.name) is None or len(repo.versions(args.name)) == 1:
+    if repo.versions(args.name) == [version]:  # the first version is served at once; later ones need `promote`
         repo.promote(args.name, version, reason="first version")
     return {"name": args.name, "version": version, "export_check": check}
 

@@ -13,12 +13,13 @@ Options: ``sim:?sector=M1&start=2024-06-15T18:00Z&minutes=30&seed=1&satellite=G1
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from ingest.clock import Clock
 from ingest.errors import ConfigError
 from ingest.filenames import parse_filename
+from ingest.ncio import parse_utc
 from ingest.sources import Candidate, SourceContext, parse_options
 from ingest.synthetic import ScenarioConfig, simulate
 
@@ -44,12 +45,12 @@ class SimSource:
         """``sim:[?options]``; files go under the context's cache folder."""
         options = parse_options(uri.split(":", 1)[1].lstrip("?"), _OPTIONS, uri)
         try:
-            start = datetime.fromisoformat(options.get("start", "2024-06-15T18:00Z").replace("Z", "+00:00"))
+            start = parse_utc(options.get("start", "2024-06-15T18:00Z"), naive_is_utc=True)
             sector, seed = options.get("sector", "M1"), int(options.get("seed", "1"))
             config = ScenarioConfig(
                 out=context.cache / "sim" / f"{sector}-{start:%Y%m%dT%H%M}-s{seed}",
                 sector=sector,
-                start=start if start.tzinfo else start.replace(tzinfo=UTC),
+                start=start,
                 minutes=int(options.get("minutes", "30")),
                 seed=seed,
                 satellite=options.get("satellite", "G19"),

@@ -25,6 +25,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 from ingest.clock import Clock
 from ingest.errors import ConfigError, IngestError
@@ -89,7 +90,7 @@ class DirSpool:
                     stat = path.stat()
                 except FileNotFoundError:
                     continue  # renamed or removed between listing and stat
-                if path.is_file():
+                if S_ISREG(stat.st_mode):
                     found.append((path, stat))
         return found
 
