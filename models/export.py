@@ -3,10 +3,11 @@
 Signatures
 ----------
 ``serving_default``
-    input ``tile`` float32 ``[N, H + 63, W + 63, C]`` → output ``probability``
-    float32 ``[N, H, W]``; output ``(i, j)`` belongs to input pixel
-    ``(i + 32, j + 32)`` (a halo of ``h = 32`` pixels on the top and left, 31 on
-    the bottom and right).
+    input ``tile`` float32 ``[N, H + 2h, W + 2h, C]`` with ``h = 32`` → output
+    ``probability`` float32 ``[N, H, W]``; output ``(i, j)`` belongs to input
+    pixel ``(i + 32, j + 32)`` (the house contract, ARCHITECTURE.md). The Keras
+    network gives ``H + 1`` by ``W + 1`` values for such a tile; the last row and
+    column belong to pixels of the bottom and right halo and are dropped.
 ``patch``
     input ``patch`` float32 ``[N, 64, 64, C]`` → output ``probability`` ``[N]``;
     the patch of pixel ``(r, c)`` spans rows ``r - 32 .. r + 31`` and columns
@@ -46,7 +47,7 @@ class ServedModel(tf.Module):
         )
 
     def _dense(self, tile: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"probability": tf.sigmoid(self.model(tile, training=False)[..., 0])}
+        return {"probability": tf.sigmoid(self.model(tile, training=False)[:, :-1, :-1, 0])}
 
     def _patch(self, patch: tf.Tensor) -> dict[str, tf.Tensor]:
         return {"probability": tf.sigmoid(self.model(patch, training=False)[:, 0, 0, 0])}
@@ -56,7 +57,7 @@ def agreement(dense: Any, patch: Any, channels: int, *, pixels: int = 64, seed: 
     """Largest |dense − patch| probability at random pixels of a random tile (and its corners)."""
     rng = np.random.default_rng(seed)
     height, width = 37, 53
-    tile = rng.uniform(-0.2, 1.2, (1, height + PATCH - 1, width + PATCH - 1, channels)).astype(np.float32)
+    tile = rng.uniform(-0.2, 1.2, (1, height + 2 * HALO, width + 2 * HALO, channels)).astype(np.float32)
     if channels > 1:
         tile[..., 1] = rng.poisson(0.5, tile.shape[:-1])
     full = np.asarray(dense(tile=tf.constant(tile))["probability"])[0]

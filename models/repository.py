@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from ingest.errors import ModelRejected
 from ingest.ncio import iso_utc
-from models.architectures import PATCH
+from models.architectures import HALO
 
 WARMUP = Path("assets.extra") / "tf_serving_warmup_requests"
 
@@ -40,7 +40,7 @@ def warmup_record(channels: int, size: int = 16) -> bytes:
 
     request = predict_pb2.PredictRequest()
     request.model_spec.signature_name = "serving_default"
-    tile = np.zeros((1, size + PATCH - 1, size + PATCH - 1, channels), np.float32)
+    tile = np.zeros((1, size + 2 * HALO, size + 2 * HALO, channels), np.float32)
     request.inputs["tile"].CopyFrom(tf.make_tensor_proto(tile))
     log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
     return bytes(log.SerializeToString())

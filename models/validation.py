@@ -1,6 +1,6 @@
 """The validation gate a version passes before it may be promoted.
 
-1. **Signatures**: ``serving_default`` takes ``tile`` ``[N, H, W, C]`` and
+1. **Signatures**: ``serving_default`` takes ``tile`` ``[N, H + 64, W + 64, C]`` and
    ``patch`` takes ``patch`` ``[N, 64, 64, C]``, both returning ``probability``;
    ``C`` matches the model card's channels.
 2. **Golden batch**: on fixed inputs (zeros, a cold storm, random fields) every
@@ -41,8 +41,8 @@ class ValidationReport:
 
 
 def golden_batch(channels: int) -> np.ndarray:
-    """Fixed tiles ``[3, 64 + 15, 64 + 15, C]``: zeros, a cold storm with flashes, random fields."""
-    size = PATCH + 15
+    """Fixed tiles ``[3, 16 + 64, 16 + 64, C]`` (16 × 16 outputs): zeros, a cold storm with flashes, random fields."""
+    size = 16 + PATCH
     batch = np.zeros((3, size, size, channels), np.float32)
     batch[1, 30:50, 30:50, 0] = 1.0
     if channels > 1:
@@ -72,7 +72,11 @@ def _signatures(loaded: Any, channels: int, report: ValidationReport) -> bool:
 
 
 def _golden(loaded: Any, channels: int, report: ValidationReport) -> None:
-    out = loaded.signatures["serving_default"](tile=tf.constant(golden_batch(channels)))["probability"].numpy()
+    batch = golden_batch(channels)
+    out = loaded.signatures["serving_default"](tile=tf.constant(batch))["probability"].numpy()
+    expected = (batch.shape[0], batch.shape[1] - PATCH, batch.shape[2] - PATCH)
+    if out.shape != expected:
+        report.problems.append(f"serving_default: a tile {batch.shape} must give {expected}; found {out.shape}")
     report.checks["golden_range"] = [float(out.min()), float(out.max())]
     if not (np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1):
         report.problems.append(

@@ -29,7 +29,7 @@ def test_export_writes_two_agreeing_signatures(tmp_path: Path) -> None:
     dense, patch = loaded.signatures["serving_default"], loaded.signatures["patch"]
     assert set(dense.structured_input_signature[1]) == {"tile"}
     assert set(patch.structured_input_signature[1]) == {"patch"}
-    out = dense(tile=tf.zeros((2, 10 + 63, 12 + 63, 2)))["probability"]
+    out = dense(tile=tf.zeros((2, 10 + 64, 12 + 64, 2)))["probability"]
     assert out.shape == (2, 10, 12)
     p = patch(patch=tf.zeros((3, 64, 64, 2)))["probability"]
     assert p.shape == (3,)
