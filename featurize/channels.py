@@ -168,3 +168,23 @@ def model_input(channels: dict[str, F32], feature_set: FeatureSet) -> tuple[F32,
         filled[name] = float(bad.mean()) if layer.size else 0.0
         layers.append(np.where(bad, np.float32(FILL_VALUES[name]), layer).astype(np.float32))
     return np.stack(layers, axis=-1), filled
+
+
+def with_halo(stacked: F32, feature_set: FeatureSet, halo: int = 32) -> F32:
+    """A model tile ``[H + 2·halo, W + 2·halo, C]``: ``stacked`` (from :func:`model_input`) ringed with fill values.
+
+    Beyond the frame there is no data, so the halo holds each channel's fill
+    value, as a patch cut at the edge of the frame does.
+
+    >>> x, _ = model_input({"ir": np.ones((2, 3), np.float32), "ltg": np.ones((2, 3), np.float32)},
+    ...                    get_feature_set("ir-ltg/1"))
+    >>> tile = with_halo(x, get_feature_set("ir-ltg/1"), halo=1)
+    >>> tile.shape, float(tile[..., 0].sum()), float(tile[0, 0, 0])
+    ((4, 5, 2), 6.0, 0.0)
+    """
+    fill = np.array([FILL_VALUES[c] for c in feature_set.channels], np.float32)
+    height, width, depth = stacked.shape
+    tile = np.empty((height + 2 * halo, width + 2 * halo, depth), np.float32)
+    tile[:] = fill
+    tile[halo : halo + height, halo : halo + width] = stacked
+    return tile

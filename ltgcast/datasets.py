@@ -79,7 +79,7 @@ class DatasetSettings:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DatasetSettings:
         """Parse and check the flags (``ConfigError`` names the bad one)."""
-        start, end = _when(args.start, "--start"), _when(args.end, "--end")
+        start, end = utc_flag(args.start, "--start"), utc_flag(args.end, "--end")
         if end <= start:
             msg = f"--end ({args.end}) must be after --start ({args.start})"
             raise ConfigError(msg)
@@ -108,7 +108,8 @@ class DatasetSettings:
         )
 
 
-def _when(text: str, flag: str) -> datetime:
+def utc_flag(text: str, flag: str) -> datetime:
+    """A command-line time (ISO 8601, UTC when naive); ``ConfigError`` naming ``flag`` otherwise."""
     try:
         return parse_utc(text, naive_is_utc=True)
     except ValueError as exc:
@@ -136,7 +137,7 @@ def _coverage(granules: list[ArchiveItem], start: datetime, end: datetime) -> fl
     return covered / (end - start).total_seconds()
 
 
-class _FlashCache:
+class FlashCache:
     """GLM granules read once each (bad ones remembered), dropped once no later frame can need them."""
 
     def __init__(self, archive: Archive) -> None:
@@ -225,7 +226,7 @@ class DatasetBuilder:
         self.counts: Counter[str] = Counter()
         self.positives: Counter[str] = Counter()
         self.frame_positive_rates: list[float] = []
-        self.flashes = _FlashCache(self.archive)
+        self.flashes = FlashCache(self.archive)
 
     def run(self) -> dict[str, Any]:
         """Build the dataset; return the summary (also written into ``dataset.json``)."""

@@ -41,6 +41,42 @@ def _card(run: Path) -> dict[str, Any]:
     }
 
 
+def _evaluated(path: Path, key: str) -> dict[str, Any]:
+    """The card's ``evaluation`` and ``thresholds`` from an ``ltgcast evaluate`` output (file or folder)."""
+    path = path / "evaluation.json" if path.is_dir() else path
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        msg = f"--evaluation: cannot read {path}: {exc}"
+        raise ConfigError(msg) from exc
+    forecasts = summary.get("forecasts", {})
+    if key not in forecasts:
+        msg = f"--evaluation: {path} has no forecast named {key!r} (the run folder's name); found {sorted(forecasts)}"
+        raise ConfigError(msg)
+    mine = forecasts[key]
+    lead = summary.get("lead_time") or {}
+    return {
+        "evaluation": {
+            "data": summary["data"],
+            "examples": summary["examples"],
+            "base_rate": summary["base_rate"],
+            "scores": {k: mine[k] for k in ("roc_auc", "pr_auc", "brier", "brier_skill")}
+            | {"ece": mine["reliability"]["ece"], "best_csi": mine["best_csi"]},
+            "baselines": {
+                name: {"brier_skill": r["brier_skill"], "best_csi": r["best_csi"]["csi"]}
+                for name, r in forecasts.items()
+                if name != key and name in ("climatology", "persistence", "logistic")
+            },
+            "lead_time": {k: v for k, v in (lead.get("forecasts", {}).get(key) or {}).items() if k != "lead_minutes"}
+            | {k: lead[k] for k in ("archive", "start", "end", "onset_rule") if k in lead},
+        },
+        "thresholds": {
+            "best_csi": mine["best_csi"]["threshold"],
+            "levels": [{k: t[k] for k in ("threshold", "pod", "far", "csi", "bias")} for t in mine["thresholds"]],
+        },
+    }
+
+
 def _add(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     from models.architectures import load
     from models.export import export
@@ -48,6 +84,10 @@ def _add(args: argparse.Namespace, base: Path) -> dict[str, Any]:
 
     run = Path(args.run)
     card = _card(run)
+    card |= _evaluated(Path(args.evaluation), run.name) if args.evaluation else {"evaluation": None}
+    card.setdefault("thresholds", {"best_csi": None, "levels": [{"threshold": t} for t in (0.1, 0.25, 0.5, 0.75)]})
+    if args.notes:
+        card["notes"] = args.notes
     model = load(run / "model.keras")
     repo = ModelRepository(base)
     with tempfile.TemporaryDirectory(dir=base if base.is_dir() else None) as scratch:
@@ -112,6 +152,10 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> None:
             sub.add_argument("--name", default="lightning")
         if action == "add":
             sub.add_argument("--run", required=True, help="a folder written by `ltgcast train`")
+            sub.add_argument(
+                "--evaluation", help="an `ltgcast evaluate` output that scored this run: copied into the model card"
+            )
+            sub.add_argument("--notes", help="free text for the model card (what it is for, its limits)")
         if action in ("validate", "promote"):
             sub.add_argument("--version", type=int, required=action == "promote")
             sub.add_argument("--holdout", help="a dataset folder whose test split measures skill")

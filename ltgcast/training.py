@@ -21,6 +21,9 @@ def train_command(args: argparse.Namespace) -> int:
     if args.epochs < 1 or args.batch < 1 or args.width < 1:
         msg = "--epochs, --batch and --width must be >= 1"
         raise ConfigError(msg)
+    if not 0.0 <= args.dropout < 1.0:
+        msg = f"--dropout must be in [0, 1); found {args.dropout}"
+        raise ConfigError(msg)
     if not (Path(args.data) / "dataset.json").is_file():
         msg = f"--data: {args.data} holds no dataset.json (build one with `ltgcast dataset build`)"
         raise ConfigError(msg)
@@ -36,9 +39,12 @@ def train_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         positive_weight=args.positive_weight,
         weighting=args.weighting,
+        dropout=args.dropout,
+        calibrate=not args.no_calibration,
     )
     report = train(settings)
-    brief = {k: report[k] for k in ("feature_set", "weighting", "positive_weight", "early_stopping_on", "epochs_run")}
+    keys = ("feature_set", "weighting", "positive_weight", "early_stopping_on", "epochs_run", "calibration")
+    brief = {k: report[k] for k in keys}
     brief["final"] = {k: v[-1] for k, v in report["history"].items()}
     sys.stdout.write(json.dumps(brief) + "\n")
     return 0
@@ -62,3 +68,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--positive-weight", type=float, help="balanced: default negatives / positives of train")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dropout", type=float, default=0.2, help="dropout on the trunk's output while training")
+    parser.add_argument(
+        "--no-calibration", action="store_true", help="skip Platt scaling on the validation split (on by default)"
+    )

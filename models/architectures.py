@@ -115,6 +115,21 @@ class BoxFeatures(layers.Layer):
         return {**super().get_config(), "channels": list(self.channels)}
 
 
+@keras.saving.register_keras_serializable(package="ltgcast")
+class Calibration(layers.Layer):
+    """``a · x + b`` with fixed (non-trainable) ``a`` and ``b``."""
+
+    def __init__(self, scale: float = 1.0, offset: float = 0.0, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.scale, self.offset = float(scale), float(offset)
+
+    def call(self, x):  # noqa: D102
+        return x * self.scale + self.offset
+
+    def get_config(self) -> dict[str, object]:  # noqa: D102
+        return {**super().get_config(), "scale": self.scale, "offset": self.offset}
+
+
 def _trunk(x, width: int):
     for kernel, dilation in TRUNK:
         if kernel == "max":
@@ -124,20 +139,25 @@ def _trunk(x, width: int):
     return x
 
 
-def build(arch: str, channels: Sequence[str], *, width: int = 16, seed: int = 0) -> keras.Model:
+def build(arch: str, channels: Sequence[str], *, width: int = 16, seed: int = 0, dropout: float = 0.0) -> keras.Model:
     """A fully convolutional logit model: ``[N, S, S, C]`` → ``[N, S - 63, S - 63, 1]``.
 
     Parameters
     ----------
     arch
         ``cnn`` (the convolution trunk only), ``combined`` (trunk + engineered
-        features) or ``logistic`` (a linear model of the engineered features).
+        features, wide and deep: a ReLU head over both plus a linear path
+        from the batch-normalised features, so it starts from what the
+        logistic baseline can learn) or ``logistic`` (a linear model of the
+        engineered features).
     channels
         Channel names, in input order (a feature set's ``channels``).
     width
         Filters per convolution.
     seed
         Weight initialisation seed.
+    dropout
+        Dropout rate on the convolution trunk's output while training (identity when scoring).
 
     Examples
     --------
@@ -152,14 +172,20 @@ def build(arch: str, channels: Sequence[str], *, width: int = 16, seed: int = 0)
     inputs = keras.Input(shape=(None, None, len(channels)), name="tile")
     parts = []
     if arch in ("cnn", "combined"):
-        parts.append(_trunk(inputs, width))
+        trunk = _trunk(inputs, width)
+        parts.append(layers.Dropout(dropout, seed=seed)(trunk) if dropout > 0 else trunk)
     if arch in ("combined", "logistic"):
         features = BoxFeatures(channels)(inputs)
         parts.append(layers.BatchNormalization(name="feature_scale")(features) if arch == "combined" else features)
     x = parts[0] if len(parts) == 1 else layers.Concatenate()(parts)
     if arch != "logistic":
         x = layers.Conv2D(2 * width, 1, activation="relu", name="head")(x)
-    logit = layers.Conv2D(1, 1, activation=None, name="logit")(x)  # no activation before the sigmoid
+    if arch == "combined":  # wide and deep: the scaled features also reach the logit linearly
+        deep = layers.Conv2D(1, 1, activation=None, name="deep")(x)
+        wide = layers.Conv2D(1, 1, activation=None, use_bias=False, name="wide")(parts[1])
+        logit = layers.Add(name="logit")([deep, wide])  # no activation before the sigmoid
+    else:
+        logit = layers.Conv2D(1, 1, activation=None, name="logit")(x)  # no activation before the sigmoid
     return keras.Model(inputs, logit, name=f"ltgcast_{arch}")
 
 
@@ -168,4 +194,5 @@ ARCHITECTURES = ("cnn", "combined", "logistic")
 
 def load(path: str | Path) -> keras.Model:
     """Load a saved ``.keras`` model of this module (its custom layers are registered on import)."""
-    return keras.models.load_model(path, custom_objects={"ShiftedMax": ShiftedMax, "BoxFeatures": BoxFeatures})
+    custom = {"ShiftedMax": ShiftedMax, "BoxFeatures": BoxFeatures, "Calibration": Calibration}
+    return keras.models.load_model(path, custom_objects=custom)

@@ -44,8 +44,10 @@ def split_dataset(
     """Batches of ``(tile [B, 64, 64, C], label [B, 1, 1, 1], weight [B])`` for one split.
 
     ``weight`` is 1, or with ``sampling_weights`` the record's sampling weight
-    (frame pixels of its kind per example, normalised to mean 1 in each batch),
-    which makes the loss that of the frames' pixel population. Shuffles only when
+    (frame pixels of its kind per example) divided by the split's mean weight,
+    which makes the loss that of the frames' pixel population. (One constant for
+    the whole split: a per-batch normalisation would shrink the positives of a
+    batch that happens to hold a heavy far negative.) Shuffles only when
     ``shuffle_batches`` > 0.
     """
     doc = manifest(folder)
@@ -75,8 +77,21 @@ def split_dataset(
     batches = -(-int(doc["splits"][split]["examples"]) // batch)  # known epoch length for Keras
     data = data.batch(batch).apply(tf.data.experimental.assert_cardinality(batches))
     if sampling_weights:
-        data = data.map(lambda x, y, w: (x, y, w / tf.reduce_mean(w)))
+        mean = tf.constant(mean_weight(files, spec["weight"]), tf.float32)
+        data = data.map(lambda x, y, w: (x, y, w / mean))
     return data.prefetch(tf.data.AUTOTUNE)
+
+
+def mean_weight(files: list[str], weight_spec: Any) -> float:
+    """The mean sampling weight of the records in ``files`` (1 when there are none)."""
+    weights = tf.data.TFRecordDataset(files).map(
+        lambda r: tf.io.parse_single_example(r, {"weight": weight_spec})["weight"], num_parallel_calls=tf.data.AUTOTUNE
+    )
+    total, count = 0.0, 0
+    for batch in weights.batch(4096):
+        total += float(tf.reduce_sum(batch))
+        count += int(tf.size(batch))
+    return total / count if count and total > 0 else 1.0
 
 
 def with_class_weights(data: tf.data.Dataset, positive_weight: float) -> tf.data.Dataset:

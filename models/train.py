@@ -13,6 +13,10 @@
   fill policy (:mod:`models.data`), and :class:`NanGuard` stops at the first
   non-finite loss, naming the epoch, the step and the batch; both become a
   :class:`~ingest.errors.TrainingError`. ``keras.callbacks.TerminateOnNaN`` runs too.
+* Calibration (default on): Platt scaling fitted on the validation split with
+  the sampling weights and appended as a last affine layer
+  (:mod:`models.calibration`), so probabilities describe the frames' pixels even
+  after class-balanced training. Dropout (default 0.2) on the trunk's output.
 * Deterministic: one seed for weights, shuffling and TensorFlow's ops
   (``enable_op_determinism``).
 """
@@ -52,6 +56,8 @@ class TrainSettings:
     seed: int = 0
     positive_weight: float | None = None
     weighting: str = "balanced"
+    dropout: float = 0.2
+    calibrate: bool = True
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -117,6 +123,32 @@ def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset 
     return history
 
 
+def _calibrate(model: keras.Model, settings: TrainSettings) -> tuple[keras.Model, dict[str, Any]]:
+    """Platt scaling on the validation split, weighted to the frames' pixels (:mod:`models.calibration`)."""
+    import numpy as np
+
+    from models.calibration import calibrated, fit_platt, validation_logits
+    from models.metrics import brier
+
+    data = split_dataset(settings.data, "validation", batch=256, shuffle_batches=0, sampling_weights=True)
+    z, y, w = validation_logits(model, data)
+    scale, offset = fit_platt(z, y, w)
+
+    def sigmoid(v: Any) -> Any:
+        return 1.0 / (1.0 + np.exp(-v))
+
+    report = {
+        "method": "platt",
+        "fitted_on": "validation split, sampling-weighted",
+        "scale": scale,
+        "offset": offset,
+        "validation_brier_before": brier(sigmoid(z), y, w),
+        "validation_brier_after": brier(sigmoid(scale * z + offset), y, w),
+    }
+    log.info("calibration: %s", report)
+    return calibrated(model, scale, offset), report
+
+
 def train(settings: TrainSettings) -> dict[str, Any]:
     """Train one model on a dataset folder; save it and ``training.json`` under ``settings.out``."""
     keras.utils.set_random_seed(settings.seed)
@@ -128,14 +160,22 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     if weight is not None:
         data = with_class_weights(data, weight)
     has_validation = int(doc["splits"]["validation"]["examples"]) > 0
-    validation = (
-        split_dataset(settings.data, "validation", batch=settings.batch, shuffle_batches=0) if has_validation else None
-    )
-    if validation is None:
+    validation = None
+    if has_validation:  # weighted as the training loss is, so early stopping watches the same quantity
+        validation = split_dataset(
+            settings.data, "validation", batch=settings.batch, shuffle_batches=0, sampling_weights=population
+        )
+        validation = validation if weight is None else with_class_weights(validation, weight)
+    else:
         log.warning("the dataset has no validation split; early stopping watches the training loss")
-    model = build(settings.arch, doc["channels"], width=settings.width, seed=settings.seed)
+    model = build(settings.arch, doc["channels"], width=settings.width, seed=settings.seed, dropout=settings.dropout)
     settings.out.mkdir(parents=True, exist_ok=True)
     history = fit(model, data, validation, settings)
+    calibration = None
+    if settings.calibrate and has_validation:
+        model, calibration = _calibrate(model, settings)
+    elif settings.calibrate:
+        log.warning("no validation split: the model is not calibrated")
     model.save(settings.out / "model.keras")
     report = {
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
@@ -144,6 +184,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         "weighting": settings.weighting,
         "positive_weight": weight,
         "early_stopping_on": "val_loss" if has_validation else "loss",
+        "calibration": calibration,
         "epochs_run": len(history.history["loss"]),
         "history": {k: [float(v) for v in values] for k, values in history.history.items()},
     }

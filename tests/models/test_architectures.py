@@ -46,8 +46,12 @@ def test_in_graph_features_match_the_numpy_features_on_filled_input() -> None:
         )
 
 
-def test_the_logit_layer_has_no_activation() -> None:
-    model = build("combined", ("ir", "ltg"), width=4)
-    assert model.get_layer("logit").activation.__name__ == "linear"
+@pytest.mark.parametrize(
+    ("arch", "last"), [("cnn", ["logit"]), ("logistic", ["logit"]), ("combined", ["deep", "wide"])]
+)
+def test_the_logit_layer_has_no_activation(arch: str, last: list[str]) -> None:
+    model = build(arch, ("ir", "ltg"), width=4)
+    assert [layer.activation.__name__ for layer in map(model.get_layer, last)] == ["linear"] * len(last)
+    assert model.layers[-1].name == "logit"
     with pytest.raises(ValueError, match="unknown architecture 'mlp'; valid: cnn, combined, logistic"):
         build("mlp", ("ir", "ltg"))

@@ -47,7 +47,7 @@ def test_versions_promotion_and_rollback(tmp_path: Path, capsys: pytest.CaptureF
 
     request = prediction_log_pb2.PredictionLog.FromString(warmup.numpy()).predict_log.request
     assert request.model_spec.signature_name == "serving_default"
-    assert list(request.inputs["tile"].tensor_shape.dim[-1:])[0].size == 2
+    assert [d.size for d in request.inputs["tile"].tensor_shape.dim] == [1, 16 + 64, 16 + 64, 2]
 
     checked = run_json(capsys, "models", "validate", "--base", str(base), "--version", "2", "--holdout", str(data))
     assert checked["passed"]
@@ -81,12 +81,14 @@ def test_a_saved_run_loads_in_a_fresh_process(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    model = build("combined", ("ir", "ltg"), width=4)
-    model.save(tmp_path / "model.keras")
+    from models.calibration import calibrated
+
+    calibrated(build("combined", ("ir", "ltg"), width=4), 0.5, -2.0).save(tmp_path / "model.keras")
     code = (
         "import sys, pathlib, numpy as np; from ltgcast.evaluation import _from_run; "
-        "p = _from_run(pathlib.Path(sys.argv[1]))(np.zeros((3, 64, 64, 2), np.float32)); print(len(p))"
+        "f = _from_run(pathlib.Path(sys.argv[1])); p = f.patch(np.zeros((3, 64, 64, 2), np.float32)); "
+        "d = f.dense(np.zeros((1, 10 + 64, 7 + 64, 2), np.float32)); print(len(p), d.shape)"
     )
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-1] == "3"
+    assert done.stdout.strip().splitlines()[-1] == "3 (10, 7)"
