@@ -29,6 +29,7 @@ from ltgcast.datasets import add_dataset_arguments, dataset_command
 from ltgcast.evaluation import add_evaluate_arguments, evaluate_command
 from ltgcast.ingestion import add_events_arguments, add_ingest_arguments, events_command, ingest_command
 from ltgcast.modelcmd import add_models_arguments
+from ltgcast.nowcasting import add_bench_nowcast_arguments, add_nowcast_arguments, bench_nowcast, nowcast_command
 from ltgcast.training import add_train_arguments, train_command
 
 log = logging.getLogger("ltgcast")
@@ -186,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench_featurize_parser = bench_kinds.add_parser("featurize", help="dense features + GLM gridding of one frame")
     add_bench_arguments(bench_featurize_parser)
     bench_featurize_parser.set_defaults(func=bench_featurize)
+    bench_nowcast_parser = bench_kinds.add_parser("nowcast", help="the worker path on a simulated frame")
+    add_bench_nowcast_arguments(bench_nowcast_parser)
+    bench_nowcast_parser.set_defaults(func=lambda a: bench_nowcast(a, os.environ))
+
+    nowcast = sub.add_parser("nowcast", help="score one frame into a NetCDF probability grid")
+    add_nowcast_arguments(nowcast)
+    nowcast.set_defaults(func=lambda a: nowcast_command(a, os.environ))
 
     dataset = sub.add_parser("dataset", help="training sets")
     dataset_kinds = dataset.add_subparsers(dest="action", required=True)

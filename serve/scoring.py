@@ -1,0 +1,155 @@
+"""Scorers: one protocol, chosen by name; each turns a frame's model input into a probability grid.
+
+* ``embedded`` — the SavedModel's ``serving_default`` in this process, on the
+  whole frame or on tiles of ``tile`` × ``tile`` output pixels, each cut with
+  its 32-pixel halo from the frame ringed with fill values (so a tile border is
+  invisible in the result: the model is fully convolutional and exact).
+* ``patch`` — the naive path: one 64 × 64 patch per pixel through the ``patch``
+  signature. Kept for equivalence checks and as the benchmark's baseline.
+
+Inputs are ``[H, W, C]`` float32, already scaled and filled
+(:func:`featurize.channels.model_input`); outputs ``[H, W]`` float32 in [0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from featurize.channels import FeatureSet, get_feature_set, with_halo
+
+F32 = NDArray[np.float32]
+HALO = 32
+PATCH = 2 * HALO
+
+
+class Scorer(Protocol):
+    """Scores whole frames with one model version."""
+
+    name: str
+    version: int
+    feature_set: FeatureSet
+
+    def score(self, stacked: F32) -> F32:
+        """``[H, W, C]`` filled model input → ``[H, W]`` probability."""
+        ...
+
+
+@dataclass(frozen=True)
+class ScorerSettings:
+    """Which backend and how it cuts the frame."""
+
+    backend: str = "embedded"
+    tile: int = 0  # output pixels per tile side; 0 = the whole frame at once
+    threads: int = 0  # TensorFlow intra-op threads; 0 = TensorFlow's default
+
+
+def _card(version_path: Path) -> dict[str, Any]:
+    path = version_path / "model_card.json"
+    try:
+        card: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        msg = f"{version_path}: cannot read model_card.json: {exc}"
+        raise ValueError(msg) from exc
+    return card
+
+
+def _check_input(stacked: F32, channels: int) -> None:
+    if stacked.ndim != 3 or stacked.shape[-1] != channels:
+        msg = f"scorer input must be [H, W, {channels}]; found shape {stacked.shape}"
+        raise ValueError(msg)
+    if not np.isfinite(stacked).all():
+        msg = "scorer input holds NaN or inf; apply the fill policy (featurize.channels.model_input) first"
+        raise ValueError(msg)
+
+
+class EmbeddedScorer:
+    """A SavedModel version scored in this process."""
+
+    def __init__(self, version_path: Path, settings: ScorerSettings | None = None) -> None:
+        import tensorflow as tf
+
+        self.settings = settings or ScorerSettings()
+        if self.settings.threads > 0:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(self.settings.threads)
+            except RuntimeError:  # TensorFlow already started; its pool is fixed for this process
+                pass
+        card = _card(version_path)
+        self.name, self.version = str(card.get("name", version_path.parent.name)), int(version_path.name)
+        self.feature_set = get_feature_set(card["feature_set"])
+        self.card = card
+        self._tf = tf
+        self._dense: Callable[..., Any] = tf.saved_model.load(str(version_path)).signatures["serving_default"]
+
+    def _run(self, tile: F32) -> F32:
+        out = self._dense(tile=self._tf.constant(tile[None]))["probability"]
+        return np.asarray(out.numpy()[0], np.float32)
+
+    def score(self, stacked: F32) -> F32:
+        """Probability at every pixel (whole frame, or tile by tile with halos)."""
+        _check_input(stacked, len(self.feature_set.channels))
+        padded = with_halo(stacked, self.feature_set, HALO)
+        height, width = stacked.shape[:2]
+        size = self.settings.tile
+        if size <= 0 or (height <= size and width <= size):
+            return self._run(padded)
+        out = np.empty((height, width), np.float32)
+        for row in range(0, height, size):
+            for col in range(0, width, size):
+                rows, cols = min(size, height - row), min(size, width - col)
+                out[row : row + rows, col : col + cols] = self._run(
+                    padded[row : row + rows + 2 * HALO, col : col + cols + 2 * HALO]
+                )
+        return out
+
+
+class PatchScorer:
+    """The naive path: a 64 × 64 patch per pixel through the ``patch`` signature."""
+
+    def __init__(self, version_path: Path, batch: int = 1024) -> None:
+        import tensorflow as tf
+
+        card = _card(version_path)
+        self.name, self.version = str(card.get("name", version_path.parent.name)), int(version_path.name)
+        self.feature_set = get_feature_set(card["feature_set"])
+        self.batch = batch
+        self._tf = tf
+        self._patch: Callable[..., Any] = tf.saved_model.load(str(version_path)).signatures["patch"]
+
+    def score_pixels(self, stacked: F32, pixels: NDArray[np.int64]) -> F32:
+        """Probability at ``pixels`` (``[N, 2]`` row, column), one patch each."""
+        _check_input(stacked, len(self.feature_set.channels))
+        padded = with_halo(stacked, self.feature_set, HALO)
+        out = []
+        for start in range(0, len(pixels), self.batch):
+            chunk = pixels[start : start + self.batch]
+            patches = np.stack([padded[r : r + PATCH, c : c + PATCH] for r, c in chunk])
+            out.append(self._patch(patch=self._tf.constant(patches))["probability"].numpy())
+        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+    def score(self, stacked: F32) -> F32:
+        """Probability at every pixel, a patch at a time (slow: for small frames and checks)."""
+        height, width = stacked.shape[:2]
+        rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+        pixels = np.stack([rows.ravel(), cols.ravel()], axis=1)
+        return self.score_pixels(stacked, pixels).reshape(height, width)
+
+
+BACKENDS = ("embedded", "patch")
+
+
+def get_scorer(version_path: Path, settings: ScorerSettings) -> Scorer:
+    """The scorer of ``settings.backend`` for one model version folder."""
+    if settings.backend == "embedded":
+        return EmbeddedScorer(version_path, settings)
+    if settings.backend == "patch":
+        return PatchScorer(version_path)
+    msg = f"unknown scorer backend {settings.backend!r}; valid: {', '.join(BACKENDS)}"
+    raise ValueError(msg)
