@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DEMO_DIR ?= var/demo
 PYTEST_ARGS ?=
 
-.PHONY: install run demo test lint format clean services-up services-down
+.PHONY: install run demo test lint format clean services-up services-down default-model
 
 install: $(STAMP)
 
@@ -31,6 +31,27 @@ demo: install
 	$(BIN)/ltgcast inspect $(DEMO_DIR)/OR_ABI-*.nc | tail -n 3
 	$(BIN)/ltgcast ingest --source 'sim:?sector=M1&start=2024-06-15T18:00Z&minutes=30&seed=1' \
 		--state $(DEMO_DIR)/state --once
+
+## Re-create the committed default model from the simulator (about an hour on 2 cores; needs no network):
+## 12 simulated days for train/validation/test, a 13th held out for storm lead times.
+MODEL_WORK ?= var/default-model
+default-model: install
+	for d in 10 11 12 13 14 15 16 17 18 19 20 21; do \
+		$(BIN)/ltgcast simulate --out $(MODEL_WORK)/archive/$$d --sector M1 --start 2024-07-$${d}T17:00Z --minutes 90 --seed $$d > /dev/null; \
+	done
+	$(BIN)/ltgcast simulate --out $(MODEL_WORK)/heldout --sector M1 --start 2024-07-25T17:00Z --minutes 150 --seed 25 > /dev/null
+	$(BIN)/ltgcast dataset build --archive dir:$(MODEL_WORK)/archive --start 2024-07-10T00:00Z --end 2024-07-22T00:00Z \
+		--out $(MODEL_WORK)/data --max-positives 300 --min-negatives 100 --shards 2 --every-minutes 5
+	$(BIN)/ltgcast train --data $(MODEL_WORK)/data --out $(MODEL_WORK)/combined --arch combined --width 8 \
+		--epochs 6 --batch 128 --patience 2
+	$(BIN)/ltgcast evaluate --data $(MODEL_WORK)/data --run $(MODEL_WORK)/combined --out $(MODEL_WORK)/evaluation \
+		--lead-archive dir:$(MODEL_WORK)/heldout --lead-start 2024-07-25T17:15Z --lead-end 2024-07-25T19:30Z
+	$(BIN)/ltgcast models add --base $(MODEL_WORK)/repository --run $(MODEL_WORK)/combined \
+		--evaluation $(MODEL_WORK)/evaluation --notes "$(DEFAULT_MODEL_NOTES)"
+
+DEFAULT_MODEL_NOTES := Trained on SIMULATED storms (ltgcast simulate, 12 days of a mesoscale sector), not on \
+GOES observations. It exists so that make run and make demo work offline; its skill on real weather is unknown. \
+For real skill, build a dataset from the NOAA archive (ltgcast dataset build --archive s3://noaa-goes19) and run ltgcast train.
 
 ## Kafka, Redis and Prometheus on loopback (idempotent; addresses from LTGCAST_KAFKA/REDIS/PROMETHEUS).
 services-up:

@@ -11,16 +11,19 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ingest.errors import ConfigError
-from models.evaluate import Forecaster
+
+if TYPE_CHECKING:  # models.evaluate imports TensorFlow: only `ltgcast evaluate` should pay for it
+    from models.evaluate import Forecaster
 
 
 def _from_run(run: Path) -> Forecaster:
     import numpy as np
 
     from models.architectures import load
+    from models.evaluate import Forecaster
 
     model = load(run / "model.keras")
 
@@ -38,6 +41,8 @@ def _from_run(run: Path) -> Forecaster:
 
 def _from_saved_model(path: Path) -> Forecaster:
     import tensorflow as tf
+
+    from models.evaluate import Forecaster
 
     signatures = tf.saved_model.load(str(path)).signatures
     return Forecaster(
@@ -82,6 +87,12 @@ def evaluate_command(args: argparse.Namespace) -> int:
         msg = f"--data: {data} holds no dataset.json"
         raise ConfigError(msg)
     lead = _lead(args, data)
+    names = [Path(r).name for r in args.run or []]
+    names += [f"{Path(s).parent.name}/{Path(s).name}" for s in args.saved_model or []]
+    clash = sorted({n for n in names if names.count(n) > 1 or n in ("climatology", "persistence", "logistic")})
+    if clash:
+        msg = f"--run/--saved-model: forecast names must be unique and not a baseline's; found {clash}"
+        raise ConfigError(msg)
     models = {Path(r).name: _from_run(Path(r)) for r in args.run or []}
     models |= {f"{Path(s).parent.name}/{Path(s).name}": _from_saved_model(Path(s)) for s in args.saved_model or []}
     summary = evaluate(data, models, Path(args.out), lead=lead)

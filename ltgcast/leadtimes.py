@@ -36,7 +36,7 @@ from ingest.clock import SystemClock
 from ingest.errors import FrameDecodeError, IngestError
 from ingest.readers import read_product
 from ltgcast.datasets import FlashCache
-from models.leadtime import box_max_at, lead_times, storm_onsets
+from models.leadtime import Onset, box_max_at, lead_times, storm_onsets
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,9 @@ def archive_lead_times(
     by_time = {item.name.scan_start: item for item in listed}
     skipped: Counter[str] = Counter()
     grid = None
+    onsets: list[Onset] = []
     times: list[float] = []
-    fields: dict[str, list[F32]] = {name: [] for name in forecasts}
+    maxima: dict[str, list[list[float]]] = {name: [] for name in forecasts}  # per frame, per onset
     for item in frames:
         try:
             image = _image(archive, item)
@@ -97,34 +98,35 @@ def archive_lead_times(
             skipped[type(exc).__name__] += 1
             log.warning("lead times: leaving out %s: %s", item.name.name, exc)
             continue
-        if grid is None:
+        if grid is None:  # the first readable frame fixes the grid, and with it the onsets' pixels
             grid = image.grid
+            pixels = flash_pixels(grid, flashes.lat, flashes.lon, margin=s.radius)
+            onsets = storm_onsets(
+                pixels.rows, pixels.cols, flashes.time[pixels.index], grid.shape,
+                radius=s.radius, quiet_s=s.quiet_s, record_start=(s.start - window).timestamp(),
+            )  # fmt: skip
+            onsets = [o for o in onsets if o.time < s.end.timestamp()]
         elif not (np.array_equal(grid.x, image.grid.x) and np.array_equal(grid.y, image.grid.y)):
             skipped["another grid"] += 1
             continue
         t = item.name.scan_start.timestamp()
         channels = frame_channels(image.values, image.grid, flashes, t, s.feature_set, previous)
         times.append(t)
-        for name, forecast in forecasts.items():
-            fields[name].append(np.asarray(forecast(channels), np.float32))
+        for name, forecast in forecasts.items():  # only the box maxima are kept, not the grids
+            p = np.asarray(forecast(channels), np.float32)
+            maxima[name].append([box_max_at(p, o, s.box) for o in onsets])
     if grid is None:
         msg = f"none of the {len(frames)} frames could be read"
         raise ValueError(msg)
-    pixels = flash_pixels(grid, flashes.lat, flashes.lon, margin=s.radius)
-    onsets = storm_onsets(
-        pixels.rows, pixels.cols, flashes.time[pixels.index], grid.shape,
-        radius=s.radius, quiet_s=s.quiet_s, record_start=(s.start - window).timestamp(),
-    )  # fmt: skip
-    onsets = [o for o in onsets if o.time < s.end.timestamp()]
     results = {
         name: lead_times(
             onsets,
             times,
-            np.array([[box_max_at(p, o, s.box) for p in grids] for o in onsets]).reshape(len(onsets), len(times)),
+            np.array(per_frame, np.float64).reshape(len(times), len(onsets)).T,
             thresholds,
             lookback_s=s.lookback_s,
         )
-        for name, grids in fields.items()
+        for name, per_frame in maxima.items()
     }
     return {
         "archive": s.archive,

@@ -36,7 +36,10 @@ def _card(run: Path) -> dict[str, Any]:
         "halo": 32,
         "label_rule": dataset["label_rule"],
         "training_data": {k: dataset[k] for k in ("archive", "start", "end", "sector", "band", "examples")},
-        "training": {k: training.get(k) for k in ("settings", "weighting", "positive_weight", "epochs_run", "history")},
+        "training": {
+            k: training.get(k)
+            for k in ("settings", "weighting", "positive_weight", "calibration", "epochs_run", "history")
+        },
         "drift_reference": stats,
     }
 
@@ -67,7 +70,10 @@ def _evaluated(path: Path, key: str) -> dict[str, Any]:
                 for name, r in forecasts.items()
                 if name != key and name in ("climatology", "persistence", "logistic")
             },
-            "lead_time": {k: v for k, v in (lead.get("forecasts", {}).get(key) or {}).items() if k != "lead_minutes"}
+            "lead_time": {  # the per-onset lists stay in evaluation.json
+                k: {kk: vv for kk, vv in v.items() if kk != "lead_minutes"} if isinstance(v, dict) else v
+                for k, v in (lead.get("forecasts", {}).get(key) or {}).items()
+            }
             | {k: lead[k] for k in ("archive", "start", "end", "onset_rule") if k in lead},
         },
         "thresholds": {

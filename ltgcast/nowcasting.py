@@ -88,7 +88,10 @@ def nowcast_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             msg = f"--previous: model feature set {scorer.feature_set.key} needs the frame 15 minutes earlier"
             raise ConfigError(msg)
         before = read_product(args.previous)
-        previous = before.values if isinstance(before, AbiImage) else None
+        if not isinstance(before, AbiImage) or before.band != image.band or before.grid.shape != image.grid.shape:
+            msg = f"--previous: {args.previous} must be a band-{image.band} frame on the same {image.grid.shape} grid"
+            raise ConfigError(msg)
+        previous = before.values
     result = nowcast_frame(image, flashes, scorer, previous)
     meta = GridMeta(
         satellite=image.name.satellite, sector=image.name.sector or "F", scan_start=image.scan_start,
@@ -161,6 +164,7 @@ def bench_nowcast(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         "naive_sample_pixels": args.sample,
         "model": f"{scorer.name}/{scorer.version}",
         "tile": args.tile,
+        "threads": args.threads,
         "repeat": args.repeat,
         "cpus": os.cpu_count(),
     }

@@ -21,8 +21,15 @@ from numpy.typing import ArrayLike
 from models.architectures import Calibration
 
 
-def fit_platt(logits: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, iterations: int = 50) -> tuple[float, float]:
-    """``(a, b)`` minimising the weighted log loss of ``sigmoid(a · logit + b)`` (Newton's method).
+def fit_platt(
+    logits: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, iterations: int = 100
+) -> tuple[float, float]:
+    """``(a, b)`` minimising the weighted log loss of ``sigmoid(a · logit + b)``.
+
+    Platt's smoothed targets (``(N₊ + 1) / (N₊ + 2)`` for positives and
+    ``1 / (N₋ + 2)`` for negatives, ``N`` the classes' total weights) keep the
+    optimum finite even when the logits separate the classes; Newton steps are
+    halved until the loss decreases.
 
     Examples
     --------
@@ -39,19 +46,36 @@ def fit_platt(logits: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, itera
     if not (z.size == y.size == w.size) or z.size == 0:
         msg = f"logits, labels and weights must be equal, non-empty lengths; found {z.size}, {y.size}, {w.size}"
         raise ValueError(msg)
-    if not (np.any((y > 0.5) & (w > 0)) and np.any((y < 0.5) & (w > 0))):
-        msg = "calibration needs positive and negative examples with weight"
+    positive = y > 0.5
+    n_pos, n_neg = float(w[positive].sum()), float(w[~positive].sum())
+    if n_pos <= 0 or n_neg <= 0:
+        msg = (
+            "calibration needs positive and negative examples with weight; found "
+            f"{int(positive.sum())} positives (weight {n_pos:g}) and "
+            f"{int((~positive).sum())} negatives (weight {n_neg:g})"
+        )
         raise ValueError(msg)
+    target = np.where(positive, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
     w = w / w.mean()
     design = np.stack([z, np.ones_like(z)], axis=1)
+
+    def loss(theta: np.ndarray) -> float:
+        s = design @ theta
+        return float(np.sum(w * (np.logaddexp(0.0, s) - target * s)))
+
     theta = np.array([1.0, 0.0])
+    current = loss(theta)
     for _ in range(iterations):
         p = 1.0 / (1.0 + np.exp(-(design @ theta)))
-        gradient = design.T @ (w * (p - y))
+        gradient = design.T @ (w * (p - target))
         hessian = (design * (w * p * (1 - p))[:, None]).T @ design + 1e-9 * np.eye(2)
         step = np.linalg.solve(hessian, gradient)
-        theta -= step
-        if np.max(np.abs(step)) < 1e-10:
+        scale = 1.0
+        while scale > 1e-6 and loss(theta - scale * step) > current:
+            scale /= 2
+        theta = theta - scale * step
+        previous, current = current, loss(theta)
+        if np.max(np.abs(scale * step)) < 1e-10 or previous - current < 1e-12 * max(1.0, abs(current)):
             break
     return float(theta[0]), float(theta[1])
 

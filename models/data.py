@@ -72,13 +72,13 @@ def split_dataset(
     if shuffle_batches > 0:
         data = data.shuffle(shuffle_batches * batch, seed=seed, reshuffle_each_iteration=True)
     data = data.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if sampling_weights:
+        mean = tf.constant(mean_weight(files, spec["weight"]), tf.float32)
+        data = data.map(lambda x, y, w: (x, y, w / mean))
     if repeat:
         return data.repeat().batch(batch).prefetch(tf.data.AUTOTUNE)
     batches = -(-int(doc["splits"][split]["examples"]) // batch)  # known epoch length for Keras
     data = data.batch(batch).apply(tf.data.experimental.assert_cardinality(batches))
-    if sampling_weights:
-        mean = tf.constant(mean_weight(files, spec["weight"]), tf.float32)
-        data = data.map(lambda x, y, w: (x, y, w / mean))
     return data.prefetch(tf.data.AUTOTUNE)
 
 

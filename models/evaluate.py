@@ -100,7 +100,8 @@ def fit_logistic(train: dict[str, np.ndarray]) -> Any:
     from sklearn.preprocessing import StandardScaler
 
     logistic = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    logistic.fit(_finite(train["features"]), train["label"], logisticregression__sample_weight=train["weight"])
+    weight = train["weight"] / train["weight"].mean()  # mean 1: the regularisation strength keeps its meaning
+    logistic.fit(_finite(train["features"]), train["label"], logisticregression__sample_weight=weight)
     return logistic
 
 

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from featurize.boxes import box_bounds
+
 
 @dataclass(frozen=True)
 class Onset:
@@ -41,7 +43,7 @@ def storm_onsets(
     shape: tuple[int, int],
     *,
     radius: int = 16,
-    quiet_s: float = 1800.0,
+    quiet_s: float = 3600.0,
     record_start: float,
 ) -> list[Onset]:
     """The storm onsets among flashes on a grid of ``shape``.
@@ -80,9 +82,15 @@ def storm_onsets(
 
 
 def box_max_at(field: NDArray[np.floating[Any]], onset: Onset, box: int) -> float:
-    """The largest finite value of ``field`` in the label box of the onset's pixel (NaN if none)."""
-    half = box // 2
-    window = field[max(onset.row - half, 0) : onset.row + box - half, max(onset.col - half, 0) : onset.col + box - half]
+    """The largest finite value of ``field`` over the pixels whose label the onset's flash makes 1 (NaN if none).
+
+    Pixel ``p``'s label box spans ``p - before .. p + after``
+    (:func:`featurize.boxes.box_bounds`), so a flash at ``f`` is in the boxes of
+    the pixels ``f - after .. f + before``.
+    """
+    before, after = box_bounds(box)
+    r, c = onset.row, onset.col
+    window = field[max(r - after, 0) : r + before + 1, max(c - after, 0) : c + before + 1]
     finite = window[np.isfinite(window)]
     return float(finite.max()) if finite.size else float("nan")
 
@@ -93,7 +101,7 @@ def lead_times(
     box_probabilities: NDArray[np.floating[Any]],
     thresholds: Sequence[float],
     *,
-    lookback_s: float = 3600.0,
+    lookback_s: float = 2700.0,
 ) -> dict[str, Any]:
     """Lead times of the onsets for each threshold.
 
@@ -104,7 +112,8 @@ def lead_times(
     Examples
     --------
     >>> p = np.array([[0.1, 0.3, 0.6, 0.9], [0.1, 0.1, 0.1, 0.2]])
-    >>> out = lead_times([Onset(0, 0, 3600.0), Onset(1, 1, 3600.0)], [0.0, 600.0, 1200.0, 1800.0], p, [0.25, 0.5])
+    >>> out = lead_times([Onset(0, 0, 3600.0), Onset(1, 1, 3600.0)], [0.0, 600.0, 1200.0, 1800.0], p, [0.25, 0.5],
+    ...                  lookback_s=3600.0)
     >>> out["0.25"]["lead_minutes"], out["0.25"]["detected"], out["0.5"]["median_minutes"]
     ([50.0, None], 1, 40.0)
     """

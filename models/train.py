@@ -173,7 +173,11 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     history = fit(model, data, validation, settings)
     calibration = None
     if settings.calibrate and has_validation:
-        model, calibration = _calibrate(model, settings)
+        try:
+            model, calibration = _calibrate(model, settings)
+        except ValueError as exc:  # the trained weights are kept either way
+            log.warning("the model is saved uncalibrated: %s", exc)
+            calibration = {"method": "platt", "error": str(exc)}
     elif settings.calibrate:
         log.warning("no validation split: the model is not calibrated")
     model.save(settings.out / "model.keras")

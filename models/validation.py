@@ -89,13 +89,14 @@ def _golden(loaded: Any, channels: int, report: ValidationReport) -> None:
 
 
 def holdout_skill(path: Path, data: Path, batch: int = 256) -> float:
-    """Brier skill score of a SavedModel's patch signature on a dataset's test split."""
+    """Brier skill score of a SavedModel's patch signature on a dataset's test split, weighted to the frames' pixels."""
     loaded = tf.saved_model.load(str(path))
-    probabilities, labels = [], []
-    for tile, label, _ in split_dataset(data, "test", batch=batch, shuffle_batches=0):
+    probabilities, labels, weights = [], [], []
+    for tile, label, weight in split_dataset(data, "test", batch=batch, shuffle_batches=0, sampling_weights=True):
         probabilities.append(loaded.signatures["patch"](patch=tile)["probability"].numpy())
         labels.append(label.numpy().ravel())
-    return brier_skill(np.concatenate(probabilities), np.concatenate(labels))
+        weights.append(weight.numpy().ravel())
+    return brier_skill(np.concatenate(probabilities), np.concatenate(labels), np.concatenate(weights))
 
 
 def validate(

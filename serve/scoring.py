@@ -14,6 +14,7 @@ Inputs are ``[H, W, C]`` float32, already scaled and filled
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from featurize.channels import FeatureSet, get_feature_set, with_halo
+
+log = logging.getLogger(__name__)
 
 F32 = NDArray[np.float32]
 HALO = 32
@@ -80,7 +83,7 @@ class EmbeddedScorer:
             try:
                 tf.config.threading.set_intra_op_parallelism_threads(self.settings.threads)
             except RuntimeError:  # TensorFlow already started; its pool is fixed for this process
-                pass
+                log.warning("TensorFlow is already running; threads=%d cannot apply", self.settings.threads)
         card = _card(version_path)
         self.name, self.version = str(card.get("name", version_path.parent.name)), int(version_path.name)
         self.feature_set = get_feature_set(card["feature_set"])

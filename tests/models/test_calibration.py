@@ -40,3 +40,12 @@ def test_the_calibrated_model_is_affine_in_the_logit_and_exports_exactly(tmp_pat
     assert np.asarray(reloaded(tiles, training=False)).ravel() == pytest.approx(0.4 * z - 1.5, abs=1e-5)
     check = export(reloaded, tmp_path / "1", channels=2)
     assert check["max_abs_difference_after_reload"] <= 1e-5
+
+
+def test_separable_logits_give_a_finite_fit() -> None:
+    z = np.array([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0])
+    a, b = fit_platt(z, [0, 0, 0, 1, 1, 1], np.ones(6))
+    assert np.isfinite([a, b]).all()
+    p = 1 / (1 + np.exp(-(a * z + b)))
+    assert p[3:].min() < 0.9  # Platt's targets for 3 of each class: 0.8 and 0.2, not 1 and 0
+    assert p[:3].max() > 0.1

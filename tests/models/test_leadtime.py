@@ -37,11 +37,22 @@ def test_order_of_input_does_not_matter() -> None:
 
 def test_box_max_is_taken_over_the_label_box_and_ignores_nan() -> None:
     field = np.zeros((40, 40), np.float32)
-    field[12, 12] = 0.7  # inside the 16 x 16 box of (20, 20): rows 12..27
-    field[28, 28] = 0.9  # just outside it
+    field[12, 12] = 0.9  # pixel 12's box is 4..19: a flash at 20 does not make its label 1
+    field[29, 29] = 0.8  # pixel 29's box is 21..36: outside too
+    field[28, 13] = 0.7  # pixels 13..28 are the ones whose label a flash at 20 sets (featurize.labels)
     field[20, 20] = np.nan
     assert box_max_at(field, Onset(20, 20, 0.0), 16) == pytest.approx(0.7)
     assert np.isnan(box_max_at(np.full((8, 8), np.nan), Onset(3, 3, 0.0), 4))
+
+
+def test_the_box_is_the_set_of_pixels_the_flash_labels() -> None:
+    from featurize.labels import label_grid
+
+    labels = label_grid([20], [20], [100.0], 0.0, (40, 40), window_s=1800.0, box=16)
+    for row, col in np.argwhere(np.ones((40, 40))):
+        field = np.zeros((40, 40), np.float32)
+        field[row, col] = 1.0
+        assert box_max_at(field, Onset(20, 20, 100.0), 16) == labels[row, col], (row, col)
 
 
 def test_lead_times_per_threshold_and_misses() -> None:
