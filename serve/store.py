@@ -1,0 +1,103 @@
+"""The file grid store: one CF NetCDF per grid under ``ROOT/<sector>/<YYYY-MM-DD>/<grid_id>.nc``.
+
+Grid ids are ``<satellite>_<sector>_<YYYYmmddTHHMMSSZ>_<model>-v<version>``
+(:class:`serve.gridfile.GridMeta`); a grid written again under the same id
+replaces the file atomically, so replaying a frame never makes a second grid.
+Every lookup parses the id against that grammar first, so no request can name a
+path outside the store.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ingest.geometry import FixedGrid
+from serve.gridfile import GridMeta, write_grid
+
+GRID_ID = re.compile(
+    r"^(?P<satellite>G\d{2})_(?P<sector>C|F|M1|M2)_(?P<stamp>\d{8}T\d{6}Z)_(?P<model>[A-Za-z0-9._-]+)-v(?P<version>\d+)$"
+)
+
+
+@dataclass(frozen=True)
+class StoredGrid:
+    """A grid in the store: its id, file and the parts of its id."""
+
+    grid_id: str
+    path: Path
+    satellite: str
+    sector: str
+    scan_start: datetime
+    model: str
+    version: int
+
+
+def parse_grid_id(grid_id: str) -> dict[str, Any]:
+    """The parts of a grid id; ``ValueError`` naming the expected form otherwise.
+
+    >>> parse_grid_id("G19_M1_20240615T200024Z_lightning-v3")["version"]
+    3
+    >>> parse_grid_id("../../etc/passwd")
+    Traceback (most recent call last):
+    ...
+    ValueError: grid id must look like G19_C_20240615T200024Z_lightning-v3; found '../../etc/passwd'
+    """
+    match = GRID_ID.match(grid_id)
+    if match is None:
+        msg = f"grid id must look like G19_C_20240615T200024Z_lightning-v3; found {grid_id!r}"
+        raise ValueError(msg)
+    parts: dict[str, Any] = match.groupdict()
+    parts["scan_start"] = datetime.strptime(parts.pop("stamp"), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    parts["version"] = int(parts["version"])
+    return parts
+
+
+class FileGridStore:
+    """Grids as NetCDF files under one root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, parts: dict[str, Any], grid_id: str) -> Path:
+        return self.root / parts["sector"] / f"{parts['scan_start']:%Y-%m-%d}" / f"{grid_id}.nc"
+
+    def put(self, probability: NDArray[np.floating[Any]], grid: FixedGrid, meta: GridMeta, *,
+            encoding: str = "uint8") -> StoredGrid:  # fmt: skip
+        """Write (or rewrite) the grid of ``meta``."""
+        parts = parse_grid_id(meta.grid_id)
+        path = write_grid(self._path(parts, meta.grid_id), probability, grid, meta, encoding=encoding)
+        return StoredGrid(meta.grid_id, path, parts["satellite"], parts["sector"], parts["scan_start"],
+                          parts["model"], parts["version"])  # fmt: skip
+
+    def get(self, grid_id: str) -> StoredGrid | None:
+        """The stored grid with this id, or ``None``; ``ValueError`` for an id that is not one."""
+        parts = parse_grid_id(grid_id)
+        path = self._path(parts, grid_id)
+        if not path.is_file():
+            return None
+        return StoredGrid(grid_id, path, parts["satellite"], parts["sector"], parts["scan_start"], parts["model"],
+                          parts["version"])  # fmt: skip
+
+    def grids(self, sector: str) -> list[StoredGrid]:
+        """Every grid of a sector, oldest scan first (ties: lower model version first)."""
+        found = []
+        for path in (self.root / sector).glob("*/*.nc") if (self.root / sector).is_dir() else []:
+            try:
+                parts = parse_grid_id(path.stem)
+            except ValueError:
+                continue  # not ours (a .tmp, a stray file)
+            found.append(StoredGrid(path.stem, path, parts["satellite"], parts["sector"], parts["scan_start"],
+                                    parts["model"], parts["version"]))  # fmt: skip
+        return sorted(found, key=lambda g: (g.scan_start, g.version, g.grid_id))
+
+    def latest(self, sector: str) -> StoredGrid | None:
+        """The newest grid of a sector, or ``None``."""
+        grids = self.grids(sector)
+        return grids[-1] if grids else None
