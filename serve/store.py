@@ -66,7 +66,8 @@ class FileGridStore:
         self.root = root
 
     def _path(self, parts: dict[str, Any], grid_id: str) -> Path:
-        return self.root / parts["sector"] / f"{parts['scan_start']:%Y-%m-%d}" / f"{grid_id}.nc"
+        day: datetime = parts["scan_start"]
+        return self.root / str(parts["sector"]) / f"{day:%Y-%m-%d}" / f"{grid_id}.nc"
 
     def put(self, probability: NDArray[np.floating[Any]], grid: FixedGrid, meta: GridMeta, *,
             encoding: str = "uint8") -> StoredGrid:  # fmt: skip
