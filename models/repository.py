@@ -49,8 +49,9 @@ def warmup_record(channels: int, size: int = 16) -> bytes:
 class ModelRepository:
     """Versions of named models under one base folder."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, serving_root: str = "/models") -> None:
         self.base = base
+        self.serving_root = serving_root.rstrip("/")  # where TF Serving sees ``base`` (the image mounts it at /models)
 
     def names(self) -> list[str]:
         """Model names (folders holding at least one integer version)."""
@@ -135,7 +136,7 @@ class ModelRepository:
             entries.append(
                 "  config {\n"
                 f'    name: "{name}"\n'
-                f'    base_path: "{(self.base / name).resolve()}"\n'
+                f'    base_path: "{self.serving_root}/{name}"\n'
                 '    model_platform: "tensorflow"\n'
                 f"    model_version_policy {{ specific {{ versions: {current} }} }}\n"
                 "  }\n"
