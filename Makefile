@@ -25,12 +25,15 @@ run: install
 	$(BIN)/ltgcast run
 
 ## The synthetic scenario, offline: 30 minutes of a mesoscale sector, a summary of the last frames,
-## then the ingest daemon announcing every file of the same scenario once (in-process bus).
+## the ingest daemon announcing every file of the same scenario once (in-process bus), and the last
+## frame scored by the committed default model into var/demo/grid.nc.
 demo: install
 	$(BIN)/ltgcast simulate --out $(DEMO_DIR) --sector M1 --start 2024-06-15T18:00Z --minutes 30 --seed 1
 	$(BIN)/ltgcast inspect $(DEMO_DIR)/OR_ABI-*.nc | tail -n 3
 	$(BIN)/ltgcast ingest --source 'sim:?sector=M1&start=2024-06-15T18:00Z&minutes=30&seed=1' \
 		--state $(DEMO_DIR)/state --once
+	$(BIN)/ltgcast nowcast --ir "$$(ls $(DEMO_DIR)/OR_ABI-*.nc | tail -n 1)" --glm $(DEMO_DIR)/OR_GLM-*.nc \
+		--out $(DEMO_DIR)/grid.nc
 
 ## Re-create the committed default model from the simulator (about an hour on 2 cores; needs no network):
 ## 12 simulated days for train/validation/test, a 13th held out for storm lead times.

@@ -196,7 +196,7 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-base", help=f"model repository (env LTGCAST_MODELS; default {DEFAULT_BASE})")
     parser.add_argument("--name", default="lightning", help="model name in the repository")
     parser.add_argument("--version", type=int, help="model version (default: the served one)")
-    parser.add_argument("--tile", type=int, default=0, help="output pixels per tile side; 0 = whole frame")
+    parser.add_argument("--tile", type=int, default=512, help="output pixels per tile side; 0 = whole frame")
 
 
 def add_nowcast_arguments(parser: argparse.ArgumentParser) -> None:

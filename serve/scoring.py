@@ -49,7 +49,7 @@ class ScorerSettings:
     """Which backend and how it cuts the frame."""
 
     backend: str = "embedded"
-    tile: int = 0  # output pixels per tile side; 0 = the whole frame at once
+    tile: int = 512  # output pixels per tile side; 0 = the whole frame at once
     threads: int = 0  # TensorFlow intra-op threads; 0 = TensorFlow's default
 
 
