@@ -168,5 +168,44 @@ class DeadLetterEvent:
         return cls(**values)
 
 
-#: Why a file can be refused: its name, its download, or its contents.
-DEAD_LETTER_STAGES = ("name", "download", "decode")
+@dataclass(frozen=True)
+class GridEvent:
+    """A probability grid was stored: which frame, which model, where it is.
+
+    ``grid_id`` (satellite, sector, scan start, model version) is the
+    idempotency key: a replayed frame announces the same id again.
+    """
+
+    SCHEMA: ClassVar[str] = "ltgcast.grid"
+    VERSION: ClassVar[int] = 1
+
+    grid_id: str
+    satellite: str
+    sector: str
+    scan_start: str
+    valid_time: str
+    model_name: str
+    model_version: int
+    uri: str
+    frame: str
+    glm_used: int
+    glm_missing: int
+    created: str
+
+    @property
+    def key(self) -> str:
+        """The message key: the sector."""
+        return self.sector
+
+    def to_json(self) -> bytes:
+        """UTF-8 JSON with ``schema`` and ``version`` first."""
+        return _encode(self)
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> GridEvent:
+        """Parse and check an event; :class:`EventError` names what is wrong."""
+        return cls(**_fields_of(cls, _decode(payload, cls.SCHEMA, cls.VERSION)))
+
+
+#: Why a file can be refused: its name, its download or its contents (ingest), a broken event or scoring (worker).
+DEAD_LETTER_STAGES = ("name", "download", "decode", "event", "score")

@@ -1,0 +1,142 @@
+"""The nowcast worker on the in-process bus: grids, GLM waiting, what is let go, failures, commits, replays."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ingest.bus import InProcessBus
+from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GRIDS_TOPIC, DeadLetterEvent, FrameEvent, GridEvent
+from ingest.filenames import parse_filename
+from ingest.synthetic import ScenarioConfig, simulate
+from ingest.testing import FakeClock
+from serve.gridfile import read_grid
+from serve.scoring import EmbeddedScorer
+from serve.store import FileGridStore
+from serve.worker import NowcastWorker, WorkerSettings
+
+START = datetime(2024, 6, 15, 20, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return simulate(ScenarioConfig(out=tmp_path_factory.mktemp("sim"), sector="M1", start=START, minutes=18, seed=6))
+
+
+def announce(bus: InProcessBus, path: Path) -> FrameEvent:
+    event = FrameEvent.of(parse_filename(path), uri=str(path), source_uri=str(path), size=path.stat().st_size,
+                          ingest_time=START)  # fmt: skip
+    bus.publish(FRAMES_TOPIC, event.key, event.to_json())
+    return event
+
+
+def abi(paths: list[Path]) -> list[Path]:
+    return sorted(p for p in paths if "_ABI-" in p.name)
+
+
+def glm(paths: list[Path]) -> list[Path]:
+    return sorted(p for p in paths if "_GLM-" in p.name)
+
+
+Setup = tuple[InProcessBus, FakeClock, FileGridStore, EmbeddedScorer]
+
+
+@pytest.fixture
+def setup(model_base: Path, tmp_path: Path) -> Setup:
+    return (InProcessBus(), FakeClock(START + timedelta(minutes=20)), FileGridStore(tmp_path / "grids"),
+            EmbeddedScorer(model_base / "lightning" / "1"))  # fmt: skip
+
+
+def drain(worker: NowcastWorker) -> None:
+    while worker.step(timeout_s=0):
+        pass
+
+
+def test_frames_with_their_glm_become_grids_and_grid_events(scenario: list[Path], setup: Setup) -> None:
+    bus, clock, store, scorer = setup
+    for path in glm(scenario) + abi(scenario)[-3:]:
+        announce(bus, path)
+    worker = NowcastWorker(bus, scorer, store, clock)
+    drain(worker)
+    assert worker.outcomes["scored"] == 3
+    grids = [GridEvent.from_json(m.value) for m in bus.messages(GRIDS_TOPIC)]
+    assert [g.frame for g in grids] == [p.name for p in abi(scenario)[-3:]]
+    assert all(g.glm_missing == 0 and g.glm_used >= 44 for g in grids)  # 15 min of 20-s granules
+    for g in grids:
+        values, attrs = read_grid(Path(g.uri))
+        assert attrs["input_abi_file"] == g.frame
+        assert values.shape == (500, 500)
+    assert bus.subscribe([FRAMES_TOPIC], "ltgcast-worker").poll(0) == []  # everything was committed
+
+
+def test_a_frame_waits_for_late_glm_and_goes_without_it_after_the_deadline(scenario: list[Path], setup: Setup) -> None:
+    bus, clock, store, scorer = setup
+    settings = WorkerSettings(glm_deadline_s=60.0)
+    worker = NowcastWorker(bus, scorer, store, clock, settings)
+    frame = abi(scenario)[-1]
+    announce(bus, frame)
+    drain(worker)
+    assert not worker.idle()
+    assert bus.subscribe([FRAMES_TOPIC], "ltgcast-worker").poll(0) != []  # the waiting frame is not committed
+    clock.advance(30)
+    granules = glm(scenario)
+    for path in granules[: len(granules) // 2]:
+        announce(bus, path)
+    drain(worker)
+    assert worker.outcomes["scored"] == 0  # half the window is covered: still waiting
+    clock.advance(31)
+    worker.step(timeout_s=0)
+    assert worker.outcomes["scored"] == 1
+    grid = GridEvent.from_json(bus.messages(GRIDS_TOPIC)[-1].value)
+    assert grid.glm_missing > 10
+    assert grid.glm_used > 0
+
+
+def test_what_the_model_does_not_use_is_counted_and_let_go(scenario: list[Path], setup: Setup, tmp_path: Path) -> None:
+    bus, clock, store, scorer = setup
+    for path in glm(scenario):
+        announce(bus, path)
+    frame = abi(scenario)[-1]
+    announce(bus, frame)
+    announce(bus, frame)  # a duplicate
+    event = FrameEvent.from_json(bus.messages(FRAMES_TOPIC)[-1].value)
+    other_band = FrameEvent(**{**event.__dict__, "band": 2, "name": event.name.replace("C13", "C02")})
+    bus.publish(FRAMES_TOPIC, "M1", other_band.to_json())
+    other_sector = FrameEvent(**{**event.__dict__, "sector": "M2"})
+    bus.publish(FRAMES_TOPIC, "M2", other_sector.to_json())
+    old = FrameEvent(**{**event.__dict__, "scan_start": "2024-06-15T17:00:24.000Z"})
+    bus.publish(FRAMES_TOPIC, "M1", old.to_json())
+    bus.publish(FRAMES_TOPIC, "M1", b'{"schema": "ltgcast.frame", "version": 1}')
+    broken = tmp_path / frame.name
+    broken.write_bytes(frame.read_bytes()[:5000])  # truncated
+    bad = FrameEvent(**{**event.__dict__, "uri": str(broken), "scan_start": "2024-06-15T20:15:24.000Z"})
+    bus.publish(FRAMES_TOPIC, "M1", bad.to_json())
+    settings = WorkerSettings(sectors=frozenset({"M1"}), glm_deadline_s=0.0)
+    worker = NowcastWorker(bus, scorer, store, clock, settings)
+    drain(worker)
+    counts = {k: v for k, v in worker.outcomes.items() if k != "glm"}
+    assert counts == {"scored": 1, "duplicate": 1, "other_band": 1, "other_sector": 1, "too_old": 1,
+                      "bad_event": 1, "failed": 1}  # fmt: skip
+    letters = [DeadLetterEvent.from_json(m.value) for m in bus.messages(DEADLETTER_TOPIC)]
+    assert sorted(letter.stage for letter in letters) == ["event", "score"]
+    assert "missing" in next(letter.reason for letter in letters if letter.stage == "event")
+    assert bus.subscribe([FRAMES_TOPIC], "ltgcast-worker").poll(0) == []
+
+
+def test_a_replay_rewrites_the_same_grids(scenario: list[Path], setup: Setup) -> None:
+    bus, clock, store, scorer = setup
+    for path in glm(scenario) + abi(scenario)[-2:]:
+        announce(bus, path)
+    first = NowcastWorker(bus, scorer, store, clock)
+    drain(first)
+    files = sorted(p.name for p in store.root.rglob("*.nc"))
+    again = NowcastWorker(bus, scorer, store, clock, WorkerSettings(group="replay"))  # reads the topic from the start
+    drain(again)
+    assert again.outcomes["scored"] == 2
+    assert sorted(p.name for p in store.root.rglob("*.nc")) == files
+    ids = [GridEvent.from_json(m.value).grid_id for m in bus.messages(GRIDS_TOPIC)]
+    assert ids[:2] == ids[2:]
+    shutil.rmtree(store.root)
