@@ -92,7 +92,11 @@ class EmbeddedScorer:
         self._dense: Callable[..., Any] = tf.saved_model.load(str(version_path)).signatures["serving_default"]
 
     def _run(self, tile: F32) -> F32:
-        out = self._dense(tile=self._tf.constant(tile[None]))["probability"]
+        try:
+            out = self._dense(tile=self._tf.constant(tile[None]))["probability"]
+        except self._tf.errors.OpError as exc:  # one error type for the worker: it counts it and goes on
+            msg = f"{self.name} v{self.version} failed on a tile of shape {tile.shape}: {exc.message}"
+            raise ValueError(msg) from exc
         return np.asarray(out.numpy()[0], np.float32)
 
     def score(self, stacked: F32) -> F32:
