@@ -5,7 +5,9 @@ Pure: arrays and scalars in, arrays out (the caller reads the files).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -29,6 +31,22 @@ class Flashes:
     lat: F32
     lon: F32
     time: F64
+
+    @classmethod
+    def concat(cls, parts: Sequence[Any]) -> Flashes:
+        """All flashes of ``parts`` (anything with ``lat``, ``lon`` and ``time`` arrays, e.g. a granule's flashes).
+
+        >>> one = Flashes(np.array([1.0], np.float32), np.array([2.0], np.float32), np.array([3.0]))
+        >>> len(Flashes.concat([one, one]).time), len(Flashes.concat([]).lat)
+        (2, 0)
+        """
+        if not parts:
+            return cls(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.float64))
+        return cls(
+            np.concatenate([np.asarray(f.lat, np.float32) for f in parts]),
+            np.concatenate([np.asarray(f.lon, np.float32) for f in parts]),
+            np.concatenate([np.asarray(f.time, np.float64) for f in parts]),
+        )
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ Times are float64 seconds since 1970-01-01T00:00:00Z.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -290,3 +291,25 @@ def _count_mismatches(ds: netCDF4.Dataset) -> dict[str, tuple[int | None, int]]:
     if mismatches:
         log.info("%s: count variables disagree with dimensions %s; trusting dimensions", ds.filepath(), mismatches)
     return mismatches
+
+
+#: Fraction of a time window the GLM granules must cover for the window to count as complete.
+MIN_COVERAGE = 0.98
+
+
+def span_coverage(spans: Iterable[tuple[datetime, datetime]], start: datetime, end: datetime) -> float:
+    """Fraction of ``[start, end]`` covered by the union of ``spans`` (granule start/end times).
+
+    >>> from datetime import timedelta
+    >>> t = datetime(2024, 6, 15, tzinfo=UTC)
+    >>> s = timedelta(seconds=20)
+    >>> span_coverage([(t, t + s), (t + s, t + 2 * s), (t + s, t + 2 * s)], t, t + 4 * s)
+    0.5
+    """
+    covered, cursor = 0.0, start
+    for lo, hi in sorted(spans):
+        lo, hi = max(lo, cursor), min(hi, end)
+        if hi > lo:
+            covered += (hi - lo).total_seconds()
+            cursor = hi
+    return covered / max((end - start).total_seconds(), 1e-9)

@@ -35,7 +35,10 @@ from ingest.readers import read_product
 from ingest.synthetic import ScenarioConfig, simulate
 
 
-def _inputs(sector: str, flashes: int, seed: int) -> tuple[AbiImage, np.ndarray, np.ndarray, np.ndarray, float]:
+def simulated_inputs(
+    sector: str, flashes: int, seed: int
+) -> tuple[AbiImage, np.ndarray, np.ndarray, np.ndarray, float]:
+    """The last band-13 frame of a 16-minute simulated scenario, its flashes plus random ones up to ``flashes``."""
     start = datetime(2024, 6, 15, 20, 0, tzinfo=UTC)
     with tempfile.TemporaryDirectory() as folder:
         paths = simulate(ScenarioConfig(out=Path(folder), sector=sector, start=start, minutes=16, seed=seed))
@@ -68,7 +71,7 @@ def featurize_frame(image: AbiImage, lat: np.ndarray, lon: np.ndarray, times: np
 def bench_featurize(args: argparse.Namespace) -> int:
     """Time :func:`featurize_frame`; print the numbers and write them as JSON."""
     began = time.perf_counter()
-    image, lat, lon, times, t = _inputs(args.sector, args.flashes, args.seed)
+    image, lat, lon, times, t = simulated_inputs(args.sector, args.flashes, args.seed)
     sys.stdout.write(f"inputs ready in {time.perf_counter() - began:.1f} s: {image.values.shape}, {lat.size} flashes\n")
     featurize_frame(image, lat, lon, times, t)  # warm up
     timings = []

@@ -36,17 +36,14 @@ from ingest.abi import AbiImage
 from ingest.archive import Archive, ArchiveItem, get_archive
 from ingest.clock import SystemClock
 from ingest.errors import ConfigError, FrameDecodeError, IngestError
-from ingest.glm import GlmGranule
+from ingest.glm import MIN_COVERAGE, GlmGranule, span_coverage
 from ingest.ncio import iso_utc, parse_utc
 from ingest.readers import read_product
 
 log = logging.getLogger(__name__)
 
-#: Fraction of the needed GLM span the granules must cover for a frame to be used.
-MIN_GLM_COVERAGE = 0.98
-
 # Why a frame was skipped (the keys of ``frames_skipped`` in dataset.json).
-SKIP_COVERAGE = f"GLM covers less than {MIN_GLM_COVERAGE:.0%} of the ltg and label windows"
+SKIP_COVERAGE = f"GLM covers less than {MIN_COVERAGE:.0%} of the ltg and label windows"
 SKIP_SPLIT = "its ltg or label window reaches into a day of another split"
 SKIP_ORBIT = "GLM and ABI were not at the same orbital position"
 SKIP_LISTING = "the archive could not be listed"
@@ -126,17 +123,6 @@ def _thin(frames: list[ArchiveItem], step: timedelta) -> list[ArchiveItem]:
     return kept
 
 
-def _coverage(granules: list[ArchiveItem], start: datetime, end: datetime) -> float:
-    """Fraction of ``[start, end]`` covered by the granules' time spans."""
-    covered, cursor = 0.0, start
-    for item in sorted(granules, key=lambda i: i.name.scan_start):
-        lo, hi = max(item.name.scan_start, cursor), min(item.name.scan_end, end)
-        if hi > lo:
-            covered += (hi - lo).total_seconds()
-            cursor = hi
-    return covered / (end - start).total_seconds()
-
-
 class FlashCache:
     """GLM granules read once each (bad ones remembered), dropped once no later frame can need them."""
 
@@ -174,14 +160,7 @@ class FlashCache:
 
     def flashes(self, items: list[ArchiveItem]) -> Flashes:
         """The flashes of (read) ``items`` together."""
-        chosen = [self.granules[i.name.name][1] for i in items]
-        if not chosen:
-            return Flashes(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.float64))
-        return Flashes(
-            np.concatenate([c.lat for c in chosen]),
-            np.concatenate([c.lon for c in chosen]),
-            np.concatenate([c.time for c in chosen]),
-        )
+        return Flashes.concat([self.granules[i.name.name][1] for i in items])
 
 
 class _Skip(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -277,8 +256,8 @@ class DatasetBuilder:
             raise _Skip(SKIP_LISTING) from exc
         same_satellite = [g for g in listed if g.name.satellite == item.name.satellite]
         good = self.flashes.read(same_satellite, keep_after=start)
-        coverage = _coverage(good, start, end)
-        if coverage < MIN_GLM_COVERAGE:
+        coverage = span_coverage([(g.name.scan_start, g.name.scan_end) for g in good], start, end)
+        if coverage < MIN_COVERAGE:
             log.info("%s: readable GLM covers %.0f%% of %s..%s", item.name.name, 100 * coverage, start, end)
             raise _Skip(SKIP_COVERAGE)
         return good

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from ingest.abi import AbiImage
 from ingest.errors import ConfigError
 from ingest.glm import GlmGranule
 from ingest.readers import read_product
-from ingest.synthetic import ScenarioConfig, simulate
+from ltgcast.benchmarks import simulated_inputs
 
 DEFAULT_BASE = "models/repository"
 HORIZON = timedelta(minutes=30)
@@ -56,17 +56,7 @@ def _flashes(paths: list[str], satellite: str) -> tuple[Flashes, list[str]]:
             msg = f"--glm: {path} is from {granule.name.satellite}; the frame is from {satellite}"
             raise ConfigError(msg)
         granules.append(granule)
-    if not granules:
-        empty = np.zeros(0, np.float32)
-        return Flashes(empty, empty, np.zeros(0, np.float64)), []
-    return (
-        Flashes(
-            np.concatenate([g.flashes.lat for g in granules]),
-            np.concatenate([g.flashes.lon for g in granules]),
-            np.concatenate([g.flashes.time for g in granules]),
-        ),
-        [Path(p).name for p in paths],
-    )
+    return Flashes.concat([g.flashes for g in granules]), [Path(p).name for p in paths]
 
 
 def nowcast_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -114,16 +104,6 @@ def nowcast_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
-def _bench_inputs(sector: str, seed: int) -> tuple[AbiImage, Flashes]:
-    start = datetime(2024, 6, 15, 20, 0, tzinfo=UTC)
-    with tempfile.TemporaryDirectory() as folder:
-        paths = simulate(ScenarioConfig(out=Path(folder), sector=sector, start=start, minutes=16, seed=seed))
-        image = read_product(sorted(p for p in paths if "_ABI-" in p.name)[-1])
-        flashes, _ = _flashes([str(p) for p in paths if "_GLM-" in p.name], image.name.satellite)
-    assert isinstance(image, AbiImage)
-    return image, flashes
-
-
 def bench_nowcast(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Time the worker path (featurize, score, write NetCDF) on a simulated frame; print and write JSON."""
     from serve.gridfile import GridMeta, write_grid
@@ -131,7 +111,8 @@ def bench_nowcast(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from serve.scoring import EmbeddedScorer, ScorerSettings
 
     began = time.perf_counter()
-    image, flashes = _bench_inputs(args.sector, args.seed)
+    image, lat, lon, times, _ = simulated_inputs(args.sector, 0, args.seed)  # the scenario's own flashes only
+    flashes = Flashes(lat, lon, times)
     sys.stdout.write(f"inputs ready in {time.perf_counter() - began:.1f} s: {image.values.shape}\n")
     path = version_path(Path(args.model_base or env.get("LTGCAST_MODELS") or DEFAULT_BASE), args.name, args.version)
     scorer = EmbeddedScorer(path, ScorerSettings("embedded", args.tile, args.threads))

@@ -28,15 +28,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from featurize.examples import Flashes
 from ingest.abi import AbiImage
 from ingest.bus import Bus, Message
 from ingest.clock import Clock
 from ingest.errors import EventError, FrameDecodeError, IngestError
 from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GRIDS_TOPIC, DeadLetterEvent, FrameEvent, GridEvent
-from ingest.glm import GlmGranule
+from ingest.glm import MIN_COVERAGE, GlmGranule, span_coverage
 from ingest.ncio import iso_utc, parse_utc
 from ingest.readers import read_product
 from serve.gridfile import GridMeta
@@ -47,7 +45,6 @@ from serve.store import FileGridStore
 log = logging.getLogger(__name__)
 
 GRANULE_S = 20.0  # a GLM LCFA file spans 20 s
-MIN_COVERAGE = 0.98
 
 
 @dataclass(frozen=True)
@@ -161,13 +158,7 @@ class NowcastWorker:
             (g for g in self.glm.values() if g[2].satellite == frame.event.satellite and g[1] > lo and g[0] < hi),
             key=lambda g: g[0],
         )
-        covered, cursor = 0.0, lo
-        for g_start, g_end, _ in chosen:
-            a, b = max(g_start, cursor), min(g_end, hi)
-            if b > a:
-                covered += (b - a).total_seconds()
-                cursor = b
-        return [g[2] for g in chosen], covered / max((hi - lo).total_seconds(), 1.0)
+        return [g[2] for g in chosen], span_coverage([(g[0], g[1]) for g in chosen], lo, hi)
 
     def _score_ready(self) -> None:
         now = self.clock.now()
@@ -239,7 +230,7 @@ class NowcastWorker:
 
 def _read_flashes(granules: list[FrameEvent]) -> tuple[Flashes, list[str], int]:
     """Flashes of the readable granules, their names, and how many could not be read."""
-    lat, lon, time, used = [], [], [], []
+    parts, used = [], []
     unreadable = 0
     for event in granules:
         try:
@@ -249,10 +240,6 @@ def _read_flashes(granules: list[FrameEvent]) -> tuple[Flashes, list[str], int]:
             unreadable += 1
             continue
         if isinstance(granule, GlmGranule):
-            lat.append(granule.flashes.lat)
-            lon.append(granule.flashes.lon)
-            time.append(granule.flashes.time)
+            parts.append(granule.flashes)
             used.append(event.name)
-    if not used:
-        return Flashes(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.float64)), [], unreadable
-    return Flashes(np.concatenate(lat), np.concatenate(lon), np.concatenate(time)), used, unreadable
+    return Flashes.concat(parts), used, unreadable
