@@ -11,6 +11,7 @@ programming errors::
     ├── FrameDecodeError       a file is not the GOES-R product it claims to be
     │   └── FilenameError      a file name does not follow the product grammar
     ├── ScoringError           the scorer failed (timeouts, transport, shapes)
+    ├── StoreError             the grid store (Redis) failed or holds an undecodable grid
     ├── TrainingError          training diverged or met non-finite input
     └── ModelRejected          a model version failed validation
 
@@ -62,6 +63,13 @@ class FilenameError(FrameDecodeError, ValueError):
 
 class ScoringError(LtgcastError):
     """The scorer failed to produce probabilities."""
+
+
+class StoreError(LtgcastError):
+    """The grid store failed: the server is unreachable or timed out, or a stored grid does not decode.
+
+    The message names the store's address and the operation that failed.
+    """
 
 
 class TrainingError(LtgcastError):

@@ -60,6 +60,15 @@ def kafka_address() -> str:
 
 
 @pytest.fixture(scope="session")
+def redis_address() -> str:
+    """host:port of the real Redis server (env LTGCAST_REDIS, default 127.0.0.1:6379)."""
+    address = os.environ.get("LTGCAST_REDIS", "127.0.0.1:6379")
+    if not _reachable(address):
+        pytest.fail(f"no Redis server at {address}; start it with `make services-up` (or set LTGCAST_REDIS)")
+    return address
+
+
+@pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A moto S3 server on a free loopback port, for the life of the test session."""
     with socket.socket() as probe:
