@@ -12,6 +12,12 @@ Signatures
     input ``patch`` float32 ``[N, 64, 64, C]`` → output ``probability`` ``[N]``;
     the patch of pixel ``(r, c)`` spans rows ``r - 32 .. r + 31`` and columns
     ``c - 32 .. c + 31``. Engineered features are computed inside the graph.
+``serving_float16`` (only with ``export(..., float16=True)``)
+    ``serving_default`` for a ``tile`` sent as float16 (half the bytes on the
+    wire to TF Serving): the tile is cast to float32 in the graph and the output
+    is float32. The model card allows it with ``"transport": ["float32",
+    "float16"]``; the report gives the largest probability change the float16
+    rounding of a random tile caused.
 
 Inputs are channels scaled and filled as the model card says
 (:func:`featurize.channels.model_input`). Before writing, and again after
@@ -32,11 +38,14 @@ import tensorflow as tf
 from ingest.errors import ModelRejected
 from models.architectures import HALO, PATCH
 
+#: Name of the optional float16-input signature (serve.tfserving asks for it by this name).
+FLOAT16_SIGNATURE = "serving_float16"
+
 
 class ServedModel(tf.Module):
     """The two serving functions around one Keras logit model."""
 
-    def __init__(self, model: keras.Model, channels: int) -> None:
+    def __init__(self, model: keras.Model, channels: int, *, float16: bool = False) -> None:
         super().__init__()
         self.model = model
         self.dense = tf.function(
@@ -45,9 +54,17 @@ class ServedModel(tf.Module):
         self.patch = tf.function(
             self._patch, input_signature=[tf.TensorSpec([None, PATCH, PATCH, channels], tf.float32, name="patch")]
         )
+        if float16:  # only then: a model exported without it keeps exactly the two signatures it had
+            self.dense_float16 = tf.function(
+                self._dense_float16,
+                input_signature=[tf.TensorSpec([None, None, None, channels], tf.float16, name="tile")],
+            )
 
     def _dense(self, tile: tf.Tensor) -> dict[str, tf.Tensor]:
         return {"probability": tf.sigmoid(self.model(tile, training=False)[:, :-1, :-1, 0])}
+
+    def _dense_float16(self, tile: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._dense(tf.cast(tile, tf.float32))
 
     def _patch(self, patch: tf.Tensor) -> dict[str, tf.Tensor]:
         return {"probability": tf.sigmoid(self.model(patch, training=False)[:, 0, 0, 0])}
@@ -67,12 +84,41 @@ def agreement(dense: Any, patch: Any, channels: int, *, pixels: int = 64, seed: 
     return float(np.max(np.abs(full[where[:, 0], where[:, 1]] - single)))
 
 
-def export(model: keras.Model, path: Path, channels: int, *, tolerance: float = 1e-5) -> dict[str, float]:
+def float16_agreement(dense: Any, dense_float16: Any, channels: int, *, seed: int = 2) -> tuple[float, float]:
+    """How the float16 signature compares with ``serving_default`` on a random tile.
+
+    Returns
+    -------
+    exact
+        Largest |difference| when both get the same float16-rounded tile (the
+        cast in the graph is exact, so this is 0 for a correct export).
+    rounding
+        Largest |difference| between the float32 tile and its float16 rounding:
+        the price of the float16 transport.
+    """
+    rng = np.random.default_rng(seed)
+    tile = rng.uniform(-0.2, 1.2, (1, 37 + 2 * HALO, 53 + 2 * HALO, channels)).astype(np.float32)
+    if channels > 1:
+        tile[..., 1] = rng.poisson(0.5, tile.shape[:-1])
+    half = tile.astype(np.float16)
+    full = np.asarray(dense(tile=tf.constant(tile))["probability"])
+    rounded = np.asarray(dense(tile=tf.constant(half.astype(np.float32)))["probability"])
+    sent = np.asarray(dense_float16(tile=tf.constant(half))["probability"])
+    return float(np.max(np.abs(sent - rounded))), float(np.max(np.abs(sent - full)))
+
+
+def export(
+    model: keras.Model, path: Path, channels: int, *, tolerance: float = 1e-5, float16: bool = False
+) -> dict[str, float]:
     """Write ``model`` as a SavedModel at ``path``; refuse if its signatures disagree.
 
-    Returns the largest difference measured before writing and after reloading.
+    Returns the largest difference measured before writing and after reloading;
+    with ``float16`` the ``serving_float16`` signature is added too, checked
+    against ``serving_default`` on float16-rounded tiles, and the report adds
+    the largest change the float16 rounding caused
+    (``float16_max_abs_difference``).
     """
-    served = ServedModel(model, channels)
+    served = ServedModel(model, channels, float16=float16)
     before = agreement(served.dense, served.patch, channels)
     if not before <= tolerance:
         msg = f"dense and patch signatures disagree by {before:.3g} in probability (allowed {tolerance:g})"
@@ -80,10 +126,25 @@ def export(model: keras.Model, path: Path, channels: int, *, tolerance: float = 
     if path.exists():
         msg = f"{path} exists; a model version is never overwritten"
         raise ModelRejected(msg)
-    tf.saved_model.save(served, str(path), signatures={"serving_default": served.dense, "patch": served.patch})
+    signatures = {"serving_default": served.dense, "patch": served.patch}
+    if float16:
+        signatures[FLOAT16_SIGNATURE] = served.dense_float16
+    tf.saved_model.save(served, str(path), signatures=signatures)
     loaded = tf.saved_model.load(str(path))
     after = agreement(loaded.signatures["serving_default"], loaded.signatures["patch"], channels, seed=1)
     if not after <= tolerance:
         msg = f"the written SavedModel's signatures disagree by {after:.3g} (allowed {tolerance:g})"
         raise ModelRejected(msg)
-    return {"max_abs_difference_before": before, "max_abs_difference_after_reload": after, "halo": HALO}
+    report = {"max_abs_difference_before": before, "max_abs_difference_after_reload": after, "halo": HALO}
+    if float16:
+        exact, rounding = float16_agreement(
+            loaded.signatures["serving_default"], loaded.signatures[FLOAT16_SIGNATURE], channels
+        )
+        if not exact <= tolerance:
+            msg = (
+                f"the {FLOAT16_SIGNATURE} signature disagrees with serving_default by {exact:.3g} "
+                f"(allowed {tolerance:g})"
+            )
+            raise ModelRejected(msg)
+        report["float16_max_abs_difference"] = rounding
+    return report

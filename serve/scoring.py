@@ -6,6 +6,8 @@
   invisible in the result: the model is fully convolutional and exact).
 * ``patch`` — the naive path: one 64 × 64 patch per pixel through the ``patch``
   signature. Kept for equivalence checks and as the benchmark's baseline.
+* ``tfserving`` — the same tiles sent to TensorFlow Serving over gRPC (REST as
+  the fallback); see :mod:`serve.tfserving`.
 
 Inputs are ``[H, W, C]`` float32, already scaled and filled
 (:func:`featurize.channels.model_input`); outputs ``[H, W]`` float32 in [0, 1].
@@ -46,11 +48,17 @@ class Scorer(Protocol):
 
 @dataclass(frozen=True)
 class ScorerSettings:
-    """Which backend and how it cuts the frame."""
+    """Which backend and how it cuts the frame (the ``tfserving`` fields are read by that backend only)."""
 
     backend: str = "embedded"
     tile: int = 512  # output pixels per tile side; 0 = the whole frame at once
     threads: int = 0  # TensorFlow intra-op threads; 0 = TensorFlow's default
+    target: str = "127.0.0.1:8500"  # TF Serving gRPC host:port
+    rest: str = ""  # TF Serving REST base URL (e.g. http://127.0.0.1:8501) for the fallback; "" = none
+    label: str = ""  # version label (stable, canary) instead of the version folder's number
+    timeout_s: float = 10.0  # deadline of one request
+    concurrency: int = 4  # tiles in flight at once
+    transport: str = "float32"  # tile dtype on the wire; float16 only where the model card allows it
 
 
 def _card(version_path: Path) -> dict[str, Any]:
@@ -63,13 +71,37 @@ def _card(version_path: Path) -> dict[str, Any]:
     return card
 
 
-def _check_input(stacked: F32, channels: int) -> None:
+def check_input(stacked: F32, channels: int) -> None:
+    """Refuse scorer input that is not ``[H, W, channels]`` or holds NaN/inf (``ValueError`` saying which)."""
     if stacked.ndim != 3 or stacked.shape[-1] != channels:
         msg = f"scorer input must be [H, W, {channels}]; found shape {stacked.shape}"
         raise ValueError(msg)
     if not np.isfinite(stacked).all():
         msg = "scorer input holds NaN or inf; apply the fill policy (featurize.channels.model_input) first"
         raise ValueError(msg)
+
+
+def tile_windows(height: int, width: int, size: int) -> list[tuple[int, int, int, int]]:
+    """``(row, col, rows, cols)`` of the output tiles of a ``height`` × ``width`` frame, row by row.
+
+    Tiles are ``size`` × ``size`` output pixels, ragged at the bottom and right
+    edges; ``size <= 0``, or a frame no larger than one tile, gives the whole
+    frame. Tile ``(row, col, rows, cols)`` is scored on
+    ``padded[row : row + rows + 64, col : col + cols + 64]`` of the frame ringed
+    with its 32-pixel halo.
+
+    >>> tile_windows(5, 7, 4)
+    [(0, 0, 4, 4), (0, 4, 4, 3), (4, 0, 1, 4), (4, 4, 1, 3)]
+    >>> tile_windows(5, 7, 0)
+    [(0, 0, 5, 7)]
+    """
+    if size <= 0 or (height <= size and width <= size):
+        return [(0, 0, height, width)]
+    return [
+        (row, col, min(size, height - row), min(size, width - col))
+        for row in range(0, height, size)
+        for col in range(0, width, size)
+    ]
 
 
 class EmbeddedScorer:
@@ -101,19 +133,17 @@ class EmbeddedScorer:
 
     def score(self, stacked: F32) -> F32:
         """Probability at every pixel (whole frame, or tile by tile with halos)."""
-        _check_input(stacked, len(self.feature_set.channels))
+        check_input(stacked, len(self.feature_set.channels))
         padded = with_halo(stacked, self.feature_set, HALO)
         height, width = stacked.shape[:2]
-        size = self.settings.tile
-        if size <= 0 or (height <= size and width <= size):
+        windows = tile_windows(height, width, self.settings.tile)
+        if len(windows) == 1:
             return self._run(padded)
         out = np.empty((height, width), np.float32)
-        for row in range(0, height, size):
-            for col in range(0, width, size):
-                rows, cols = min(size, height - row), min(size, width - col)
-                out[row : row + rows, col : col + cols] = self._run(
-                    padded[row : row + rows + 2 * HALO, col : col + cols + 2 * HALO]
-                )
+        for row, col, rows, cols in windows:
+            out[row : row + rows, col : col + cols] = self._run(
+                padded[row : row + rows + 2 * HALO, col : col + cols + 2 * HALO]
+            )
         return out
 
 
@@ -132,7 +162,7 @@ class PatchScorer:
 
     def score_pixels(self, stacked: F32, pixels: NDArray[np.int64]) -> F32:
         """Probability at ``pixels`` (``[N, 2]`` row, column), one patch each."""
-        _check_input(stacked, len(self.feature_set.channels))
+        check_input(stacked, len(self.feature_set.channels))
         padded = with_halo(stacked, self.feature_set, HALO)
         out = []
         for start in range(0, len(pixels), self.batch):
@@ -149,14 +179,25 @@ class PatchScorer:
         return self.score_pixels(stacked, pixels).reshape(height, width)
 
 
-BACKENDS = ("embedded", "patch")
+def _tfserving(version_path: Path, settings: ScorerSettings) -> Scorer:
+    from serve.tfserving import TFServingScorer, TFServingSettings
+
+    return TFServingScorer(version_path, TFServingSettings.from_scorer_settings(settings))
+
+
+_FACTORIES: dict[str, Callable[[Path, ScorerSettings], Scorer]] = {
+    "embedded": EmbeddedScorer,
+    "patch": lambda version_path, _settings: PatchScorer(version_path),
+    "tfserving": _tfserving,
+}
+BACKENDS = tuple(_FACTORIES)
 
 
 def get_scorer(version_path: Path, settings: ScorerSettings) -> Scorer:
-    """The scorer of ``settings.backend`` for one model version folder."""
-    if settings.backend == "embedded":
-        return EmbeddedScorer(version_path, settings)
-    if settings.backend == "patch":
-        return PatchScorer(version_path)
-    msg = f"unknown scorer backend {settings.backend!r}; valid: {', '.join(BACKENDS)}"
-    raise ValueError(msg)
+    """The scorer of ``settings.backend`` for one model version folder; unknown names list the valid ones."""
+    try:
+        factory = _FACTORIES[settings.backend]
+    except KeyError:
+        msg = f"unknown scorer backend {settings.backend!r}; valid: {', '.join(BACKENDS)}"
+        raise ValueError(msg) from None
+    return factory(version_path, settings)
