@@ -13,11 +13,18 @@ arrays, so the rules are visible and no masked array escapes:
 3. mark ``_FillValue`` and values outside ``valid_range`` (both reinterpreted
    the same way: ``valid_range = [0, -6]`` means ``[0, 65530]``) as missing;
 4. apply ``scale_factor`` and ``add_offset``; missing becomes NaN.
+
+HDF5, under netCDF4, is not thread-safe, and netCDF4 releases the GIL around
+its calls: two threads reading at once (the ingest daemon validating one file
+while the worker reads another, or the HTTP API reading a grid) crash the
+process. Every netCDF4 call of ltgcast therefore runs under :data:`NETCDF_LOCK`,
+held for the life of an open dataset.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -30,27 +37,31 @@ from numpy.typing import NDArray
 
 from ingest.errors import FrameDecodeError
 
+#: Held around every use of netCDF4 in the process (HDF5 is not thread-safe); re-entrant.
+NETCDF_LOCK = threading.RLock()
+
 
 @contextmanager
 def open_dataset(path: str | Path) -> Iterator[netCDF4.Dataset]:
-    """Open a NetCDF file read-only with automatic masking and scaling off.
+    """Open a NetCDF file read-only with automatic masking and scaling off, holding :data:`NETCDF_LOCK`.
 
     Raises
     ------
     FrameDecodeError
         The file is missing, truncated, or not NetCDF/HDF5.
     """
-    try:
-        ds = netCDF4.Dataset(str(path), mode="r")
-    except (OSError, RuntimeError) as exc:
-        raise FrameDecodeError(str(path), f"cannot open as NetCDF-4 ({exc})") from exc
-    try:
-        ds.set_auto_maskandscale(False)
-        yield ds
-    except (OSError, RuntimeError) as exc:
-        raise FrameDecodeError(str(path), f"read failed, file truncated or corrupt? ({exc})") from exc
-    finally:
-        ds.close()
+    with NETCDF_LOCK:
+        try:
+            ds = netCDF4.Dataset(str(path), mode="r")
+        except (OSError, RuntimeError) as exc:
+            raise FrameDecodeError(str(path), f"cannot open as NetCDF-4 ({exc})") from exc
+        try:
+            ds.set_auto_maskandscale(False)
+            yield ds
+        except (OSError, RuntimeError) as exc:
+            raise FrameDecodeError(str(path), f"read failed, file truncated or corrupt? ({exc})") from exc
+        finally:
+            ds.close()
 
 
 def variable(ds: netCDF4.Dataset, name: str) -> netCDF4.Variable[Any]:

@@ -10,28 +10,74 @@ scan start + 30 min) and ``forecast_reference_time`` (scan start) and the
 provenance (model name and version, input files, GLM granules used and
 missing) are written too.
 
+The GLM flashes the grid was made from may ride along on a ``flash`` dimension:
+``flash_lat``/``flash_lon`` (degrees, as GLM navigated them, i.e. on the
+lightning ellipsoid) and ``flash_time`` (seconds since 1970, UTC), all float64.
+A grid written without flashes has no ``flash`` dimension; one written with an
+empty set has a ``flash`` dimension of length 0 (which netCDF makes unlimited),
+so "no flashes recorded" and "no flashes seen" stay apart.
+:func:`read_flashes` gives empty arrays for both.
+
+Besides whole-grid :func:`read_grid`, :class:`GridFile` reads parts of a grid
+cheaply (geometry, one pixel, valid time, flashes) for point time series.
+
 Writes go to ``PATH.tmp`` and are renamed into place, so readers never see half
-a file, and writing the same grid again replaces it (idempotent).
+a file, and writing the same grid again replaces it (idempotent). Every netCDF4
+call here holds :data:`ingest.ncio.NETCDF_LOCK` (HDF5 is not thread-safe).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol
 
 import netCDF4
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
-from ingest.geometry import FixedGrid
-from ingest.ncio import iso_utc
+from ingest.geometry import FixedGrid, GeosProjection
+from ingest.ncio import NETCDF_LOCK, iso_utc
 
 EPOCH = "seconds since 1970-01-01 00:00:00"
 ENCODINGS = ("uint8", "float32")
+#: Side of the square chunks ``probability`` is stored (and compressed) in, pixels.
+CHUNK = 256
+#: Keys of :func:`read_flashes`, and the file's variables they come from.
+FLASH_VARIABLES = {"lat": "flash_lat", "lon": "flash_lon", "time": "flash_time"}
+_FLASH_ATTRS: dict[str, dict[str, str]] = {
+    "lat": {"standard_name": "latitude", "units": "degrees_north",
+            "long_name": "GLM flash centroid latitude (lightning ellipsoid), input to this grid"},
+    "lon": {"standard_name": "longitude", "units": "degrees_east",
+            "long_name": "GLM flash centroid longitude (lightning ellipsoid), input to this grid"},
+    "time": {"standard_name": "time", "units": EPOCH, "calendar": "standard",
+             "long_name": "GLM flash time, input to this grid", "coordinates": "flash_lat flash_lon"},
+}  # fmt: skip
+
+
+class FlashesLike(Protocol):
+    """Anything with equal-length ``lat``, ``lon`` (degrees) and ``time`` (s since 1970) arrays.
+
+    :class:`featurize.examples.Flashes` and a GLM granule's flashes are such things.
+    """
+
+    @property
+    def lat(self) -> Any: ...  # noqa: D102
+
+    @property
+    def lon(self) -> Any: ...  # noqa: D102
+
+    @property
+    def time(self) -> Any: ...  # noqa: D102
+
+
+#: Flashes as attributes (:class:`FlashesLike`) or as a mapping with the same keys (what :func:`read_flashes` gives).
+FlashArrays = FlashesLike | Mapping[str, ArrayLike]
 
 
 @dataclass(frozen=True)
@@ -57,8 +103,15 @@ class GridMeta:
 
 
 def write_grid(path: Path, probability: NDArray[np.floating[Any]], grid: FixedGrid, meta: GridMeta, *,
-               encoding: str = "uint8") -> Path:  # fmt: skip
-    """Write one probability grid; return ``path``."""
+               encoding: str = "uint8", flashes: FlashArrays | None = None) -> Path:  # fmt: skip
+    """Write one probability grid; return ``path``.
+
+    ``flashes``, when given, are the GLM flashes the grid was made from
+    (``lat``/``lon`` degrees, ``time`` seconds since 1970; equal lengths, possibly
+    empty; as attributes or mapping keys); they are stored as float64 on the
+    ``flash`` dimension.
+    """
+    columns = None if flashes is None else _flash_columns(flashes)
     if encoding not in ENCODINGS:
         msg = f"unknown probability encoding {encoding!r}; valid: {', '.join(ENCODINGS)}"
         raise ValueError(msg)
@@ -68,7 +121,7 @@ def write_grid(path: Path, probability: NDArray[np.floating[Any]], grid: FixedGr
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
     p = np.asarray(probability, np.float32)
-    with netCDF4.Dataset(temporary, "w", format="NETCDF4") as ds:
+    with NETCDF_LOCK, netCDF4.Dataset(temporary, "w", format="NETCDF4") as ds:
         ds.setncatts(
             {
                 "Conventions": "CF-1.8",
@@ -90,6 +143,8 @@ def write_grid(path: Path, probability: NDArray[np.floating[Any]], grid: FixedGr
                 "provenance": json.dumps(meta.extra, sort_keys=True),
             }
         )
+        if columns is not None:
+            _write_flashes(ds, columns)
         height, width = grid.shape
         ds.createDimension("y", height)
         ds.createDimension("x", width)
@@ -125,15 +180,18 @@ def write_grid(path: Path, probability: NDArray[np.floating[Any]], grid: FixedGr
             t = ds.createVariable(name, "f8")
             t.assignValue(when.timestamp())
             t.setncatts({"units": EPOCH, "calendar": "standard", "standard_name": standard})
+        chunks = (min(height, CHUNK), min(width, CHUNK))  # a point read inflates one chunk, not the grid
         if encoding == "uint8":
-            var = ds.createVariable("probability", "u1", ("y", "x"), zlib=True, complevel=4, fill_value=np.uint8(255))
+            var = ds.createVariable("probability", "u1", ("y", "x"), zlib=True, complevel=4, fill_value=np.uint8(255),
+                                    chunksizes=chunks)  # fmt: skip
             var.set_auto_maskandscale(False)
             packed = np.where(np.isfinite(p), np.rint(np.clip(p, 0, 1) * 100), 255).astype(np.uint8)
             var[:] = packed
             var.setncatts({"scale_factor": np.float32(0.01), "add_offset": np.float32(0.0),
                            "valid_range": np.array([0, 100], np.uint8)})  # fmt: skip
         else:
-            var = ds.createVariable("probability", "f4", ("y", "x"), zlib=True, complevel=4, fill_value=np.nan)
+            var = ds.createVariable("probability", "f4", ("y", "x"), zlib=True, complevel=4, fill_value=np.nan,
+                                    chunksizes=chunks)  # fmt: skip
             var[:] = p
             var.setncattr("valid_range", np.array([0.0, 1.0], np.float32))
         var.setncatts(
@@ -148,10 +206,182 @@ def write_grid(path: Path, probability: NDArray[np.floating[Any]], grid: FixedGr
     return path
 
 
+def _flash_columns(flashes: FlashArrays) -> dict[str, NDArray[np.float64]]:
+    def column(key: str) -> NDArray[np.float64]:
+        values = flashes[key] if isinstance(flashes, Mapping) else getattr(flashes, key)
+        return np.asarray(values, np.float64).reshape(-1)
+
+    columns = {key: column(key) for key in FLASH_VARIABLES}
+    sizes = {key: values.size for key, values in columns.items()}
+    if len(set(sizes.values())) != 1:
+        msg = f"flash lat, lon and time must have equal lengths; found {sizes}"
+        raise ValueError(msg)
+    return columns
+
+
+def _write_flashes(ds: netCDF4.Dataset, columns: dict[str, NDArray[np.float64]]) -> None:
+    count = columns["time"].size
+    ds.setncattr("input_glm_flashes", np.int32(count))
+    ds.createDimension("flash", count)  # 0 makes it unlimited: netCDF has no fixed empty dimension
+    for key, name in FLASH_VARIABLES.items():
+        var = ds.createVariable(name, "f8", ("flash",), zlib=True, complevel=4, shuffle=True)
+        var.setncatts(_FLASH_ATTRS[key])
+        if count:
+            var[:] = columns[key]
+
+
 def read_grid(path: Path) -> tuple[NDArray[np.float32], dict[str, Any]]:
     """The probability ``[H, W]`` (NaN where missing) and the global attributes of a written grid."""
-    with netCDF4.Dataset(path) as ds:
+    with NETCDF_LOCK, netCDF4.Dataset(path) as ds:
         var = ds.variables["probability"]
         var.set_auto_maskandscale(True)
         values = np.ma.filled(var[:].astype(np.float32), np.nan)
         return values, {k: ds.getncattr(k) for k in ds.ncattrs()}
+
+
+def _plain(value: Any) -> Any:
+    """A NetCDF attribute as a plain Python value (numpy scalars and arrays become numbers and lists)."""
+    return value.tolist() if isinstance(value, np.ndarray | np.generic) else value
+
+
+class GridFile:
+    """A written grid opened for partial reads; a context manager, used by one thread.
+
+    Only what is asked for is read: :meth:`point` slices one pixel out of the
+    (compressed, chunked) ``probability`` variable instead of decoding the grid.
+    While open it holds :data:`ingest.ncio.NETCDF_LOCK`, as every netCDF4 use here
+    does (writes and :func:`read_grid` too), so close it promptly.
+
+    Raises
+    ------
+    OSError
+        The file is missing or not NetCDF-4.
+    ValueError
+        A variable a grid file must have is missing.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        NETCDF_LOCK.acquire()  # held until close(): HDF5 is not thread-safe
+        try:
+            self._ds = netCDF4.Dataset(str(path), mode="r")
+        except BaseException:
+            NETCDF_LOCK.release()
+            raise
+        self._ds.set_auto_maskandscale(False)
+
+    def __enter__(self) -> GridFile:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file and let other threads use netCDF4 again."""
+        try:
+            self._ds.close()
+        finally:
+            NETCDF_LOCK.release()
+
+    def _var(self, name: str) -> Any:
+        try:
+            return self._ds.variables[name]
+        except KeyError as exc:
+            msg = f"{self.path}: expected a grid file with variable {name!r}; found {sorted(self._ds.variables)}"
+            raise ValueError(msg) from exc
+
+    def projection(self) -> GeosProjection:
+        """The satellite projection from ``goes_imager_projection``."""
+        mapping = self._var("goes_imager_projection")
+        return GeosProjection.from_attributes({k: mapping.getncattr(k) for k in mapping.ncattrs()})
+
+    def geometry_key(self) -> tuple[Any, ...]:
+        """A hashable key equal for two files with the same geometry, read without the full axes.
+
+        The axes are regular (:class:`FixedGrid` checks it), so the projection,
+        sizes and end points of ``x`` and ``y`` determine them.
+        """
+        x, y = self._var("x"), self._var("y")
+        ends = (float(x[0]), float(x[-1]), float(y[0]), float(y[-1]))
+        return (self.projection(), x.shape[0], y.shape[0], *ends)
+
+    def geometry(self) -> FixedGrid:
+        """The fixed grid (scan angles and projection) the probabilities lie on."""
+        x = np.asarray(self._var("x")[:], np.float64)
+        y = np.asarray(self._var("y")[:], np.float64)
+        return FixedGrid(self.projection(), x, y)
+
+    def point(self, row: int, col: int) -> float | None:
+        """The probability in ``[0, 1]`` at one pixel, or ``None`` where it is missing.
+
+        Reads that one value only; ``IndexError`` outside the grid.
+        """
+        var = self._var("probability")
+        height, width = var.shape
+        if not (0 <= row < height and 0 <= col < width):
+            msg = f"pixel ({row}, {col}) is outside the {height} x {width} grid of {self.path}"
+            raise IndexError(msg)
+        raw = var[row, col]
+        fill = var.getncattr("_FillValue") if "_FillValue" in var.ncattrs() else None
+        if not np.isfinite(raw) or (fill is not None and raw == fill):
+            return None
+        scale = float(var.getncattr("scale_factor")) if "scale_factor" in var.ncattrs() else 1.0
+        offset = float(var.getncattr("add_offset")) if "add_offset" in var.ncattrs() else 0.0
+        return round(float(raw) * scale + offset, 6)
+
+    def valid_time(self) -> datetime:
+        """The valid time (the ``time`` variable), UTC."""
+        return datetime.fromtimestamp(float(self._var("time").getValue()), UTC)
+
+    def attributes(self) -> dict[str, Any]:
+        """The global attributes as plain Python values, plus times and shape; no probabilities are read.
+
+        Added: ``valid_time`` and ``forecast_reference_time`` (ISO 8601 UTC) and
+        ``shape`` (``[H, W]``).
+        """
+        attrs = {k: _plain(self._ds.getncattr(k)) for k in self._ds.ncattrs()}
+        reference = float(self._var("forecast_reference_time").getValue())
+        attrs.update(
+            valid_time=iso_utc(self.valid_time()),
+            forecast_reference_time=iso_utc(reference),
+            shape=[int(n) for n in self._var("probability").shape],
+        )
+        return attrs
+
+    def flashes(self) -> dict[str, NDArray[np.float64]]:
+        """The GLM flashes stored with the grid; empty arrays when it has none."""
+        variables = self._ds.variables
+        return {
+            key: np.asarray(variables[name][:], np.float64) if name in variables else np.zeros(0, np.float64)
+            for key, name in FLASH_VARIABLES.items()
+        }
+
+
+def read_geometry(path: Path) -> FixedGrid:
+    """The fixed grid of a written grid file (from ``x``, ``y`` and ``goes_imager_projection``)."""
+    with GridFile(path) as grid:
+        return grid.geometry()
+
+
+def read_attributes(path: Path) -> dict[str, Any]:
+    """A written grid's global attributes with its ``valid_time``, ``forecast_reference_time`` and ``shape``.
+
+    Reads no probabilities (:meth:`GridFile.attributes`).
+    """
+    with GridFile(path) as grid:
+        return grid.attributes()
+
+
+def read_point(path: Path, row: int, col: int) -> float | None:
+    """The probability at pixel ``(row, col)`` of a written grid, ``None`` where missing; reads one value."""
+    with GridFile(path) as grid:
+        return grid.point(row, col)
+
+
+def read_flashes(path: Path) -> dict[str, NDArray[np.float64]]:
+    """The GLM flashes written with a grid: ``lat``, ``lon`` (degrees) and ``time`` (s since 1970), float64 ``[N]``.
+
+    Empty arrays when the grid was written without flashes (older grid files too).
+    """
+    with GridFile(path) as grid:
+        return grid.flashes()

@@ -10,8 +10,9 @@ path outside the store.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ingest.geometry import FixedGrid
-from serve.gridfile import GridMeta, write_grid
+from serve.gridfile import FlashArrays, GridMeta, write_grid
 
 GRID_ID = re.compile(
     r"^(?P<satellite>G\d{2})_(?P<sector>C|F|M1|M2)_(?P<stamp>\d{8}T\d{6}Z)_(?P<model>[A-Za-z0-9._-]+)-v(?P<version>\d+)$"
 )
+#: The ABI scan sectors a grid id may name.
+SECTORS = ("C", "F", "M1", "M2")
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,15 @@ def parse_grid_id(grid_id: str) -> dict[str, Any]:
     return parts
 
 
+def _day_within(name: str, first: date, last: date | None) -> bool:
+    """Whether a ``YYYY-MM-DD`` day folder lies in ``[first, last]``; other names never do."""
+    try:
+        day = datetime.strptime(name, "%Y-%m-%d").replace(tzinfo=UTC).date()
+    except ValueError:
+        return False
+    return first <= day and (last is None or day <= last)
+
+
 class FileGridStore:
     """Grids as NetCDF files under one root."""
 
@@ -70,10 +82,11 @@ class FileGridStore:
         return self.root / str(parts["sector"]) / f"{day:%Y-%m-%d}" / f"{grid_id}.nc"
 
     def put(self, probability: NDArray[np.floating[Any]], grid: FixedGrid, meta: GridMeta, *,
-            encoding: str = "uint8") -> StoredGrid:  # fmt: skip
-        """Write (or rewrite) the grid of ``meta``."""
+            encoding: str = "uint8", flashes: FlashArrays | None = None) -> StoredGrid:  # fmt: skip
+        """Write (or rewrite) the grid of ``meta``, with the GLM ``flashes`` it was made from when given."""
         parts = parse_grid_id(meta.grid_id)
-        path = write_grid(self._path(parts, meta.grid_id), probability, grid, meta, encoding=encoding)
+        path = write_grid(self._path(parts, meta.grid_id), probability, grid, meta, encoding=encoding,
+                          flashes=flashes)  # fmt: skip
         return StoredGrid(meta.grid_id, path, parts["satellite"], parts["sector"], parts["scan_start"],
                           parts["model"], parts["version"])  # fmt: skip
 
@@ -88,8 +101,35 @@ class FileGridStore:
 
     def grids(self, sector: str) -> list[StoredGrid]:
         """Every grid of a sector, oldest scan first (ties: lower model version first)."""
+        return self._scan((self.root / sector).glob("*/*.nc") if (self.root / sector).is_dir() else [])
+
+    def grids_between(self, sector: str, since: datetime, until: datetime | None = None) -> list[StoredGrid]:
+        """The grids of a sector scanned in ``[since, until]`` (no upper bound when ``until`` is ``None``).
+
+        Only the day folders that can hold such scans are listed. ``ValueError``
+        for naive datetimes.
+        """
+        for name, when in (("since", since), ("until", until)):
+            if when is not None and when.utcoffset() is None:
+                msg = f"{name} must be a timezone-aware datetime; found naive {when.isoformat()}"
+                raise ValueError(msg)
+        folder = self.root / sector
+        first = since.astimezone(UTC).date()
+        last = None if until is None else until.astimezone(UTC).date()
+        days = [d for d in (folder.iterdir() if folder.is_dir() else []) if _day_within(d.name, first, last)]
+        found = self._scan(path for day in days for path in day.glob("*.nc"))
+        return [g for g in found if since <= g.scan_start and (until is None or g.scan_start <= until)]
+
+    def sectors(self) -> list[str]:
+        """The sectors that have a folder in the store, in sector order (C, F, M1, M2)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name in SECTORS)
+
+    @staticmethod
+    def _scan(paths: Iterable[Path]) -> list[StoredGrid]:
         found = []
-        for path in (self.root / sector).glob("*/*.nc") if (self.root / sector).is_dir() else []:
+        for path in paths:
             try:
                 parts = parse_grid_id(path.stem)
             except ValueError:

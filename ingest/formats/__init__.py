@@ -23,6 +23,8 @@ import netCDF4
 import numpy as np
 from numpy.typing import NDArray
 
+from ingest.ncio import NETCDF_LOCK
+
 TEMPLATES = ("abi_l1b_rad", "glm_l2_lcfa")
 
 
@@ -112,7 +114,7 @@ def write_product(
         ``None`` removes an attribute.
     """
     attrs = attrs or {}
-    with netCDF4.Dataset(str(path), "w", format="NETCDF4") as ds:
+    with NETCDF_LOCK, netCDF4.Dataset(str(path), "w", format="NETCDF4") as ds:
         ds.set_auto_maskandscale(False)
         for name, size in template["dimensions"].items():
             ds.createDimension(name, dimensions.get(name, size))

@@ -50,3 +50,22 @@ def test_ids_that_are_not_grid_ids_never_become_paths(tmp_path: Path) -> None:
     for bad in ("../secret", "G19_M1_20240615T200224Z_lightning-v1/../../x", "G19_M1_2024_lightning-v1", ""):
         with pytest.raises(ValueError, match="grid id must look like"):
             store.get(bad)
+
+
+def test_grids_between_picks_scans_in_the_window_across_days(tmp_path: Path) -> None:
+    store = FileGridStore(tmp_path)
+    grid = small_grid()
+    late = datetime(2024, 6, 15, 23, 58, 24, tzinfo=UTC)
+    for when in (late, late + timedelta(minutes=4), late + timedelta(days=1)):  # 23:58, 00:02 and 23:58 next day
+        store.put(np.zeros((4, 6), np.float32), grid, GridMeta("G19", "M1", when, when, "lightning", 1, "f.nc"))
+    store.put(np.zeros((4, 6), np.float32), grid, meta(1))  # 20:01 the first day
+    (tmp_path / "M1" / "notes").mkdir()
+    window = store.grids_between("M1", late, late + timedelta(minutes=4))  # both ends inclusive
+    assert [g.scan_start for g in window] == [late, late + timedelta(minutes=4)]
+    after = store.grids_between("M1", late + timedelta(seconds=1))
+    assert [g.scan_start for g in after] == [late + timedelta(minutes=4), late + timedelta(days=1)]
+    assert store.grids_between("C", late) == []
+    assert store.sectors() == ["M1"]
+    assert FileGridStore(tmp_path / "absent").sectors() == []
+    with pytest.raises(ValueError, match="until must be a timezone-aware datetime"):
+        store.grids_between("M1", late, datetime(2024, 6, 16))  # noqa: DTZ001
