@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
+from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import unquote, urlsplit
 
 from ingest.errors import EventError
 from ingest.filenames import GoesFilename
@@ -31,6 +33,23 @@ TOPICS = (FRAMES_TOPIC, GRIDS_TOPIC, DEADLETTER_TOPIC)
 
 #: Message key of events about GLM granules, which have no sector.
 GLM_KEY = "GLM"
+
+
+def local_path(uri: str) -> Path:
+    """The file an event's ``uri`` names: a ``file://`` URI or a plain path; ``EventError`` for anything else.
+
+    >>> local_path("file:///var/spool/OR_ABI%20x.nc")
+    PosixPath('/var/spool/OR_ABI x.nc')
+    >>> local_path("/tmp/a.nc")
+    PosixPath('/tmp/a.nc')
+    """
+    parts = urlsplit(uri)
+    if parts.scheme == "file" and parts.netloc in ("", "localhost"):
+        return Path(unquote(parts.path))
+    if parts.scheme == "" and uri:
+        return Path(uri)
+    msg = f"expected a file:// URI or a local path in the event; found {uri!r}"
+    raise EventError(msg)
 
 
 def _decode(payload: bytes | str, schema: str, version: int) -> dict[str, Any]:

@@ -17,28 +17,53 @@ Each poll:
 4. Offsets are committed per partition only up to the first message not yet
    done, so a frame still waiting for GLM (or a crash) never lets a later
    commit skip it: uncommitted messages come again after a restart.
+
+Models: the worker takes one :class:`~serve.hotswap.ServingModels` snapshot per
+frame (``models.current()``), so a hot-swap lands between two frames and a grid
+is never made by two versions; every grid records the name and version that made
+it. When a shadow model is set, it scores the same input after the stable grid
+is stored, into ``shadow_store``, and the stable grid names the shadow grid.
+
+Sinks: the file store is the grid's home (its path is the event's URI); every
+extra sink (Redis) gets the grid after it, and a sink that fails is logged and
+counted but never loses the grid or stops the worker.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
 
 from featurize.examples import Flashes
 from ingest.abi import AbiImage
 from ingest.bus import Bus, Message
 from ingest.clock import Clock
-from ingest.errors import EventError, FrameDecodeError, IngestError
-from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GRIDS_TOPIC, DeadLetterEvent, FrameEvent, GridEvent
+from ingest.errors import EventError, FrameDecodeError, IngestError, LtgcastError, ScoringError
+from ingest.events import (
+    DEADLETTER_TOPIC,
+    FRAMES_TOPIC,
+    GRIDS_TOPIC,
+    DeadLetterEvent,
+    FrameEvent,
+    GridEvent,
+    local_path,
+)
+from ingest.geometry import FixedGrid
 from ingest.glm import MIN_COVERAGE, GlmGranule, span_coverage
+from ingest.glm import Flashes as GlmFlashes
 from ingest.ncio import iso_utc, parse_utc
 from ingest.readers import read_product
+from serve import metrics
 from serve.gridfile import GridMeta
-from serve.nowcast import IR_BAND, nowcast_frame
+from serve.hotswap import ServingModels
+from serve.nowcast import IR_BAND, Nowcast, nowcast_frame
 from serve.scoring import Scorer
 from serve.store import FileGridStore
 
@@ -53,11 +78,40 @@ class WorkerSettings:
 
     sectors: frozenset[str] = frozenset({"C", "F", "M1", "M2"})
     glm_deadline_s: float = 90.0
-    max_age_s: float = 3600.0
+    max_age_s: float = 3600.0  # frames older than this on arrival are let go; inf: no limit (replays)
     horizon: timedelta = timedelta(minutes=30)
     encoding: str = "uint8"
     group: str = "ltgcast-worker"
     poll_timeout_s: float = 1.0
+
+
+class GridSink(Protocol):
+    """Somewhere else a stored grid goes (Redis): same call as :meth:`FileGridStore.put`."""
+
+    def put(self, probability: NDArray[np.floating[Any]], grid: FixedGrid, meta: GridMeta, *,
+            encoding: str = "uint8") -> object:  # fmt: skip
+        """Write (or rewrite) the grid of ``meta``."""
+        ...
+
+
+@runtime_checkable
+class ModelSource(Protocol):
+    """Where the worker gets the models for the next frame (:class:`serve.hotswap.ModelSlot`)."""
+
+    def current(self) -> ServingModels:
+        """The stable model (and shadow) to use for one whole frame."""
+        ...
+
+
+class FixedModels:
+    """One scorer for the worker's whole life (no hot-swap)."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        self._models = ServingModels(stable=scorer)
+
+    def current(self) -> ServingModels:
+        """Always the same scorer."""
+        return self._models
 
 
 @dataclass
@@ -78,9 +132,13 @@ class _Ledger:
 class NowcastWorker:
     """Consumes frame events from ``bus``; stores grids in ``store``; announces them on ``bus``."""
 
-    def __init__(self, bus: Bus, scorer: Scorer, store: FileGridStore, clock: Clock,
-                 settings: WorkerSettings | None = None) -> None:  # fmt: skip
-        self.bus, self.scorer, self.store, self.clock = bus, scorer, store, clock
+    def __init__(self, bus: Bus, models: Scorer | ModelSource, store: FileGridStore, clock: Clock,
+                 settings: WorkerSettings | None = None, *, sinks: tuple[GridSink, ...] = (),
+                 shadow_store: FileGridStore | None = None) -> None:  # fmt: skip
+        self.bus, self.store, self.clock = bus, store, clock
+        self.models: ModelSource = models if isinstance(models, ModelSource) else FixedModels(models)
+        self.sinks = sinks
+        self.shadow_store = shadow_store or FileGridStore(store.root / "shadow")
         self.settings = settings or WorkerSettings()
         self.subscription = bus.subscribe([FRAMES_TOPIC], self.settings.group)
         self.glm: dict[str, tuple[datetime, datetime, FrameEvent]] = {}
@@ -90,6 +148,8 @@ class NowcastWorker:
         self.ledgers: dict[tuple[str, int], _Ledger] = {}
         self.outcomes: Counter[str] = Counter()
         self.grids: list[GridEvent] = []
+        self.last_step = clock.monotonic()
+        self.flash_cache: dict[str, GlmFlashes] = {}  # granule name -> its flashes (windows of frames overlap)
 
     # -- one poll ---------------------------------------------------------------------------------------------------
     def step(self, timeout_s: float | None = None) -> int:
@@ -103,6 +163,8 @@ class NowcastWorker:
         self._score_ready()
         self._commit()
         self._prune()
+        metrics.PENDING.set(len(self.pending))
+        self.last_step = self.clock.monotonic()
         return len(messages)
 
     def idle(self) -> bool:
@@ -116,6 +178,7 @@ class NowcastWorker:
     # -- receiving --------------------------------------------------------------------------------------------------
     def _done(self, message: Message, outcome: str) -> None:
         self.outcomes[outcome] += 1
+        metrics.FRAMES.labels(outcome).inc()
         for entry in self.ledgers[(message.topic, message.partition)].entries:
             if entry[0] == message.offset:
                 entry[1] = True
@@ -148,6 +211,11 @@ class NowcastWorker:
             self.pending.append(_Pending(message, event, start, self.clock.now()))
 
     # -- scoring ----------------------------------------------------------------------------------------------------
+    @property
+    def scorer(self) -> Scorer:
+        """The stable scorer right now."""
+        return self.models.current().stable
+
     def _window(self, frame: _Pending) -> tuple[datetime, datetime]:
         return frame.scan_start - timedelta(minutes=self.scorer.feature_set.window_minutes), frame.scan_start
 
@@ -174,31 +242,59 @@ class NowcastWorker:
 
     def _score(self, frame: _Pending, granules: list[FrameEvent], coverage: float) -> None:
         event = frame.event
+        models = self.models.current()  # one snapshot per frame: a hot-swap lands between frames, never inside one
         try:
-            image = read_product(event.uri)
+            began = self.clock.monotonic()
+            image = read_product(local_path(event.uri))
             if not isinstance(image, AbiImage):
                 raise FrameDecodeError(event.uri, "expected an ABI image")
-            flashes, used, unreadable = _read_flashes(granules)
-            window_s = self.scorer.feature_set.window_minutes * 60.0
+            flashes, used, unreadable = self._read_flashes(granules)
+            metrics.STAGE_SECONDS.labels("read").observe(self.clock.monotonic() - began)
+            window_s = models.stable.feature_set.window_minutes * 60.0
             missing = int(round((1.0 - coverage) * window_s / GRANULE_S)) + unreadable
-            result = nowcast_frame(image, flashes, self.scorer)
-            meta = GridMeta(
-                satellite=event.satellite, sector=str(event.sector), scan_start=frame.scan_start,
-                valid_time=frame.scan_start + self.settings.horizon, model_name=self.scorer.name,
-                model_version=self.scorer.version, abi_file=event.name, glm_files=tuple(used), glm_missing=missing,
-                extra={"filled": result.filled, "seconds": result.seconds},
-            )  # fmt: skip
-            stored = self.store.put(result.probability, image.grid, meta, encoding=self.settings.encoding)
-        except (FrameDecodeError, IngestError, OSError, ValueError) as exc:
+            result = nowcast_frame(image, flashes, models.stable)
+            meta = self._meta(frame, models.stable, result, tuple(used), missing)
+            began = self.clock.monotonic()
+            stored = self.store.put(result.probability, image.grid, meta, encoding=self.settings.encoding,
+                                    flashes=flashes)  # fmt: skip
+            metrics.STAGE_SECONDS.labels("store").observe(self.clock.monotonic() - began)
+        except (FrameDecodeError, IngestError, ScoringError, OSError, ValueError) as exc:
             log.warning("worker: could not score %s: %s", event.name, exc)
             self._dead_letter(event.name, event.key, "score", str(exc), event.source_uri)
             self._done(frame.message, "failed")
             return
+        for name, seconds in result.seconds.items():
+            metrics.STAGE_SECONDS.labels(name).observe(seconds)
+        metrics.GLM_MISSING.inc(missing)
+        self._to_sinks(result, image.grid, meta)
+        self._announce(frame, meta, str(stored.path), len(used))
+        if models.shadow is not None:
+            self._shadow(image, flashes, models.shadow, frame, tuple(used), missing)
+
+    def _meta(self, frame: _Pending, scorer: Scorer, result: Nowcast, used: tuple[str, ...], missing: int,
+              **extra: Any) -> GridMeta:  # fmt: skip
+        event = frame.event
+        return GridMeta(
+            satellite=event.satellite, sector=str(event.sector), scan_start=frame.scan_start,
+            valid_time=frame.scan_start + self.settings.horizon, model_name=scorer.name,
+            model_version=scorer.version, abi_file=event.name, glm_files=used, glm_missing=missing,
+            extra={"filled": result.filled, "seconds": result.seconds, **extra},
+        )  # fmt: skip
+
+    def _to_sinks(self, result: Nowcast, grid: FixedGrid, meta: GridMeta) -> None:
+        for sink in self.sinks:
+            try:
+                sink.put(result.probability, grid, meta, encoding=self.settings.encoding)
+            except (LtgcastError, OSError, ValueError) as exc:
+                metrics.SINK_ERRORS.inc()
+                log.warning("worker: grid %s is in the file store but not in %s: %s", meta.grid_id, sink, exc)
+
+    def _announce(self, frame: _Pending, meta: GridMeta, uri: str, used: int) -> None:
+        event = frame.event
         grid = GridEvent(
             grid_id=meta.grid_id, satellite=meta.satellite, sector=meta.sector, scan_start=iso_utc(frame.scan_start),
             valid_time=iso_utc(meta.valid_time), model_name=meta.model_name, model_version=meta.model_version,
-            uri=str(stored.path), frame=event.name, glm_used=len(used), glm_missing=missing,
-            created=iso_utc(self.clock.now()),
+            uri=uri, frame=event.name, glm_used=used, glm_missing=meta.glm_missing, created=iso_utc(self.clock.now()),
         )  # fmt: skip
         self.bus.publish(GRIDS_TOPIC, grid.key, grid.to_json())
         self.grids.append(grid)
@@ -207,7 +303,23 @@ class NowcastWorker:
         newest = self.newest.get(key[1])
         outcome = "scored_out_of_order" if newest is not None and frame.scan_start < newest else "scored"
         self.newest[key[1]] = max(frame.scan_start, newest or frame.scan_start)
+        metrics.LAST_GRID.labels(meta.sector).set(self.newest[key[1]].timestamp())
+        metrics.GRID_LATENCY.labels(meta.sector).observe((self.clock.now() - frame.arrived).total_seconds())
+        metrics.GRID_AGE.labels(meta.sector).observe((self.clock.now() - frame.scan_start).total_seconds())
         self._done(frame.message, outcome)
+
+    def _shadow(self, image: AbiImage, flashes: Flashes, scorer: Scorer, frame: _Pending, used: tuple[str, ...],
+                missing: int) -> None:  # fmt: skip
+        """Score the candidate on the same frame into the shadow store; it never affects the stable grid."""
+        try:
+            result = nowcast_frame(image, flashes, scorer)
+            meta = self._meta(frame, scorer, result, used, missing, role="shadow")
+            self.shadow_store.put(result.probability, image.grid, meta, encoding=self.settings.encoding)
+        except (LtgcastError, OSError, ValueError) as exc:
+            log.warning("worker: shadow model %s v%d failed on %s: %s", scorer.name, scorer.version,
+                        frame.event.name, exc)  # fmt: skip
+            return
+        metrics.SHADOW_GRIDS.inc()
 
     def _dead_letter(self, name: str, key: str, stage: str, reason: str, source: str = "") -> None:
         letter = DeadLetterEvent(name, key, stage, reason, source, None, iso_utc(self.clock.now()))
@@ -223,23 +335,36 @@ class NowcastWorker:
                 self.subscription.commit(last)
 
     def _prune(self) -> None:
-        horizon = self.clock.now() - timedelta(seconds=self.settings.max_age_s + 3600.0)
+        if math.isfinite(self.settings.max_age_s):
+            horizon = self.clock.now() - timedelta(seconds=self.settings.max_age_s + 3600.0)
+        elif self.newest:  # no age limit (a replay): keep two hours behind the newest scan scored
+            horizon = max(self.newest.values()) - timedelta(hours=2)
+        else:
+            return
         self.glm = {name: g for name, g in self.glm.items() if g[1] >= horizon}
+        self.flash_cache = {name: f for name, f in self.flash_cache.items() if name in self.glm}
         self.scored = {k for k in self.scored if k[2] >= horizon}
 
+    def _read_flashes(self, granules: list[FrameEvent]) -> tuple[Flashes, list[str], int]:
+        """Flashes of the readable granules, their names, and how many could not be read.
 
-def _read_flashes(granules: list[FrameEvent]) -> tuple[Flashes, list[str], int]:
-    """Flashes of the readable granules, their names, and how many could not be read."""
-    parts, used = [], []
-    unreadable = 0
-    for event in granules:
-        try:
-            granule = read_product(Path(event.uri))
-        except (FrameDecodeError, IngestError, OSError) as exc:
-            log.warning("worker: leaving out GLM granule %s: %s", event.name, exc)
-            unreadable += 1
-            continue
-        if isinstance(granule, GlmGranule):
-            parts.append(granule.flashes)
+        A granule is read once and kept while it is in the GLM index: the 15-minute windows of successive
+        frames share most of their granules (14 of 15 minutes for a mesoscale sector).
+        """
+        parts, used = [], []
+        unreadable = 0
+        for event in granules:
+            cached = self.flash_cache.get(event.name)
+            if cached is None:
+                try:
+                    granule = read_product(local_path(event.uri))
+                except (FrameDecodeError, IngestError, EventError, OSError) as exc:
+                    log.warning("worker: leaving out GLM granule %s: %s", event.name, exc)
+                    unreadable += 1
+                    continue
+                if not isinstance(granule, GlmGranule):
+                    continue
+                cached = self.flash_cache[event.name] = granule.flashes
+            parts.append(cached)
             used.append(event.name)
-    return Flashes.concat(parts), used, unreadable
+        return Flashes.concat(parts), used, unreadable
