@@ -1,0 +1,253 @@
+"""The HTTP API over a real file store: metadata, files, contours, flashes, points, errors, admin, sockets."""
+
+from __future__ import annotations
+
+import io
+import json
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ingest.errors import ModelRejected
+from ingest.geometry import FixedGrid, GeosProjection
+from serve.api import ApiSettings, GridApi, HttpService, Response
+from serve.gridfile import GridMeta, read_grid
+from serve.store import FileGridStore
+
+T0 = datetime(2024, 6, 15, 20, 0, 24, tzinfo=UTC)
+SHAPE = (60, 80)
+
+
+def grid() -> FixedGrid:
+    step = 5.6e-5  # 2 km ABI pixels
+    rows, cols = SHAPE
+    return FixedGrid(GeosProjection(lon_0=-75.0, height=35786023.0), -0.02 + step * np.arange(cols),
+                     0.09 - step * np.arange(rows))  # fmt: skip
+
+
+def disc(peak: float, row: float = 30.0, col: float = 40.0, radius: float = 12.0) -> np.ndarray:
+    rr, cc = np.mgrid[: SHAPE[0], : SHAPE[1]]
+    p = peak * np.exp(-(((rr - row) ** 2 + (cc - col) ** 2) / (2 * (radius / 2) ** 2)))
+    p = p.astype(np.float32)
+    p[:3, :5] = np.nan  # missing input
+    return p
+
+
+def put(store: FileGridStore, minute: int, peak: float, sector: str = "M1", version: int = 1) -> str:
+    t = T0 + timedelta(minutes=minute)
+    meta = GridMeta("G19", sector, t, t + timedelta(minutes=30), "lightning", version, f"frame{minute}.nc",
+                    glm_files=("g1.nc", "g2.nc"), glm_missing=3)  # fmt: skip
+    g = grid()
+    lat, lon = g.lonlat()[1][30, 40], g.lonlat()[0][30, 40]
+    flashes = {"lat": np.array([lat, lat]), "lon": np.array([lon, lon + 0.05]), "time": np.array([t.timestamp()] * 2)}
+    store.put(disc(peak), g, meta, flashes=flashes)
+    return meta.grid_id
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileGridStore:
+    s = FileGridStore(tmp_path / "grids")
+    for minute, peak in ((0, 0.3), (5, 0.6), (10, 0.9)):
+        put(s, minute, peak)
+    return s
+
+
+def body(response: Response) -> Any:
+    return json.loads(response.body)
+
+
+def get(api: GridApi, target: str) -> Response:
+    return api.handle("GET", target)[1]
+
+
+def test_latest_names_the_newest_grid_with_its_provenance_and_links(store: FileGridStore) -> None:
+    api = GridApi(store)
+    response = get(api, "/v1/grids/latest?sector=M1")
+    assert response.status == 200
+    doc = body(response)
+    assert doc["grid_id"] == "G19_M1_20240615T201024Z_lightning-v1"
+    assert doc["scan_start"] == "2024-06-15T20:10:24.000Z"
+    assert doc["valid_time"] == "2024-06-15T20:40:24.000Z"
+    assert (doc["model_name"], doc["model_version"], doc["shape"]) == ("lightning", 1, list(SHAPE))
+    assert (doc["glm_granules_used"], doc["glm_granules_missing"]) == (2, 3)
+    assert get(api, doc["links"]["netcdf"]).status == 200
+    assert get(api, "/v1/grids/latest?sector=C").status == 404
+
+
+def test_list_holds_the_last_hours_of_the_record_oldest_first(store: FileGridStore) -> None:
+    api = GridApi(store)
+    doc = body(get(api, "/v1/grids?sector=M1&hours=0.1"))  # 6 minutes before the newest scan
+    assert [g["scan_start"][11:16] for g in doc["grids"]] == ["20:05", "20:10"]
+    assert len(body(get(api, "/v1/grids?sector=M1&hours=3"))["grids"]) == 3
+
+
+def test_the_netcdf_is_the_stored_file_and_the_png_is_an_overlay_of_the_grid(store: FileGridStore) -> None:
+    api = GridApi(store)
+    grid_id = "G19_M1_20240615T201024Z_lightning-v1"
+    nc = get(api, f"/v1/grids/{grid_id}.nc")
+    assert nc.content_type == "application/x-netcdf"
+    stored = store.get(grid_id)
+    assert stored is not None
+    assert nc.body == stored.path.read_bytes()
+    png = get(api, f"/v1/grids/{grid_id}.png")
+    assert png.content_type == "image/png"
+    image = Image.open(io.BytesIO(png.body))
+    assert image.size == (SHAPE[1], SHAPE[0])
+    assert image.convert("RGBA").getpixel((40, 30))[3] > 0  # the 90 % centre is painted
+    assert get(api, f"/v1/grids/{grid_id}.png").body == png.body  # cached rendering is the same
+
+
+def test_contours_in_lonlat_and_in_pixels_circle_the_disc(store: FileGridStore) -> None:
+    api = GridApi(store)
+    grid_id = "G19_M1_20240615T201024Z_lightning-v1"
+    doc = body(get(api, f"/v1/grids/{grid_id}/contours.geojson?levels=0.5&crs=pixel"))
+    assert doc["properties"] == {"grid_id": grid_id, "crs": "pixel"}
+    (feature,) = doc["features"]
+    assert feature["properties"]["level"] == pytest.approx(0.5)
+    ring = np.array(feature["geometry"]["coordinates"][0])
+    # p = 0.9 exp(-r² / 72) = 0.5 at r = sqrt(72 ln 1.8) = 6.52 px from (row 30, col 40)
+    radius = np.hypot(ring[:, 0] - 40, ring[:, 1] - 30)
+    assert radius == pytest.approx(np.sqrt(72 * np.log(1.8)), abs=0.15)
+    lonlat = body(get(api, f"/v1/grids/{grid_id}/contours.geojson?levels=0.5"))
+    lon, lat = np.array(lonlat["features"][0]["geometry"]["coordinates"][0]).T
+    row, col = grid().rowcol(lat, lon)
+    assert np.hypot(col - 40, row - 30) == pytest.approx(radius, abs=0.05)
+
+
+def test_flashes_come_from_the_grid_file(store: FileGridStore) -> None:
+    api = GridApi(store)
+    doc = body(get(api, "/v1/grids/G19_M1_20240615T201024Z_lightning-v1/flashes.geojson?crs=pixel"))
+    points = [f["geometry"]["coordinates"] for f in doc["features"]]
+    assert points[0] == pytest.approx([40.0, 30.0], abs=0.01)
+    assert points[1][0] > 41  # 0.05° east
+    assert doc["features"][0]["properties"]["time"] == "2024-06-15T20:10:24.000Z"
+
+
+def test_a_point_series_reads_each_grid_at_the_place(store: FileGridStore) -> None:
+    api = GridApi(store)
+    lon, lat = (float(a[30, 40]) for a in grid().lonlat())
+    doc = body(get(api, f"/v1/points?lat={lat}&lon={lon}&hours=1"))
+    assert [round(p["probability"], 2) for p in doc["series"]] == [0.3, 0.6, 0.9]
+
+
+@pytest.mark.parametrize(
+    ("target", "status", "message"),
+    [
+        ("/v1/grids/latest?sector=X", 400, "sector must be one of"),
+        ("/v1/grids/latest?sector=C&sector=M1", 400, "given 2 times"),
+        ("/v1/grids?sector=M1&hours=1000", 400, "hours must be a number in [0, 48]"),
+        ("/v1/grids?sector=M1&hours=nan", 400, "hours must be a number"),
+        ("/v1/points?lat=91&lon=0", 400, "lat must be a number in [-90, 90]"),
+        ("/v1/points?lon=0", 400, "missing query parameter 'lat'"),
+        ("/v1/points?lat=10&lon=10&sectors=M3", 400, "sectors must be"),
+        ("/v1/grids/G19_M1_20240615T201024Z_lightning-v1/contours.geojson?levels=0,2", 400, "levels must be"),
+        ("/v1/grids/G19_M1_20240615T201024Z_lightning-v1/contours.geojson?crs=utm", 400, "crs must be"),
+        ("/v1/grids/..%2F..%2Fetc%2Fpasswd.nc", 400, "grid id must look like"),
+        ("/v1/grids/../../etc/passwd.nc", 400, "grid id must look like"),
+        ("/v1/grids/G19_M1_20240615T201024Z_lightning-v7.nc", 404, "no grid"),
+        ("/v1/grids/G19_M1_20240615T201024Z_lightning-v1.tif", 404, "expected /v1/grids/ID.nc"),
+        ("/nowhere", 404, "no such route"),
+        ("/static/../api.py", 404, "no such route"),
+        ("/v1/models", 404, "no model slot"),
+    ],
+)
+def test_bad_requests_get_a_4xx_naming_what_was_expected(store: FileGridStore, target: str, status: int,
+                                                         message: str) -> None:  # fmt: skip
+    response = get(GridApi(store), target)
+    assert response.status == status
+    assert message in body(response)["error"]
+
+
+def test_the_viewer_and_its_script_are_served(store: FileGridStore) -> None:
+    api = GridApi(store)
+    page = get(api, "/")
+    assert page.content_type.startswith("text/html")
+    assert b"/static/viewer.js" in page.body
+    assert b"/v1/grids?sector=" in get(api, "/static/viewer.js").body
+
+
+class FakeModels:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def status(self) -> dict[str, Any]:
+        return {"stable": 1}
+
+    def promote(self, version: int, reason: str = "") -> dict[str, Any]:
+        if version == 9:
+            msg = "version 9 failed the gate: output is not finite"
+            raise ModelRejected(msg)
+        self.calls.append(("promote", version))
+        return {"stable": version}
+
+    def rollback(self) -> dict[str, Any]:
+        self.calls.append(("rollback", 0))
+        return {"stable": 1}
+
+
+def test_admin_needs_the_token_and_a_version_and_reports_a_rejection(store: FileGridStore) -> None:
+    models = FakeModels()
+    api = GridApi(store, ApiSettings(admin_token="s3cret"), models=models)
+    good = {"Authorization": "Bearer s3cret"}
+    promote = "/v1/admin/models/promote"
+    assert api.handle("POST", promote, {}, b'{"version": 2}')[1].status == 401
+    assert api.handle("POST", promote, {"Authorization": "Bearer nope"}, b'{"version": 2}')[1].status == 401
+    assert api.handle("GET", promote, good)[1].status == 405
+    assert api.handle("POST", promote, good, b'{"version": "2"}')[1].status == 400
+    assert api.handle("POST", promote, good, b"not json")[1].status == 400
+    rejected = api.handle("POST", promote, good, b'{"version": 9}')[1]
+    assert rejected.status == 409
+    assert "not finite" in body(rejected)["error"]
+    assert body(api.handle("POST", promote, good, b'{"version": 2}')[1]) == {"stable": 2}
+    assert api.handle("POST", "/v1/admin/models/rollback", good)[1].status == 200
+    assert models.calls == [("promote", 2), ("rollback", 0)]
+    assert body(get(api, "/v1/models")) == {"stable": 1}
+    off = GridApi(store, models=models)  # no token configured: admin is off, whatever is sent
+    assert off.handle("POST", promote, {"Authorization": "Bearer "}, b'{"version": 2}')[1].status == 403
+
+
+def test_readiness_reports_problems(store: FileGridStore) -> None:
+    problems: dict[str, str] = {}
+    api = GridApi(store, ready=lambda: problems)
+    assert get(api, "/readyz").status == 200
+    problems["worker"] = "the worker loop has not come round for 75 s"
+    response = get(api, "/readyz")
+    assert response.status == 503
+    assert body(response)["problems"] == problems
+    assert get(api, "/healthz").status == 200
+
+
+def test_over_a_real_socket_with_metrics(store: FileGridStore) -> None:
+    service = HttpService(GridApi(store), "127.0.0.1", 0).start()
+    try:
+        host, port = service.address
+        with urllib.request.urlopen(f"http://{host}:{port}/v1/grids/latest?sector=M1", timeout=10) as reply:
+            assert json.loads(reply.read())["sector"] == "M1"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://{host}:{port}/v1/grids/latest?sector=Q", timeout=10)
+        assert refused.value.code == 400
+        assert "sector must be one of" in json.loads(refused.value.read())["error"]
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        assert 'ltgcast_http_requests_total{route="latest",status="2xx"}' in text
+        assert 'ltgcast_http_requests_total{route="latest",status="4xx"}' in text
+    finally:
+        service.stop()
+
+
+def test_a_replayed_grid_is_rendered_again(store: FileGridStore) -> None:
+    api = GridApi(store)
+    grid_id = "G19_M1_20240615T200024Z_lightning-v1"
+    before = get(api, f"/v1/grids/{grid_id}/contours.geojson?levels=0.25")
+    put(store, 0, 0.8)  # the same frame and model, rescored: same id, new values
+    after = get(api, f"/v1/grids/{grid_id}/contours.geojson?levels=0.25")
+    stored = store.get(grid_id)
+    assert stored is not None
+    assert float(np.nanmax(read_grid(stored.path)[0])) == pytest.approx(0.8)
+    assert before.body != after.body
