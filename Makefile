@@ -75,6 +75,7 @@ format: install
 ## Installs, checks, starts the local services and runs the whole suite (every marker; nothing is deselected).
 ## The services stay up for the next run; `make services-down` stops them.
 test: install lint services-up
+	deploy/local/services.sh browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:

@@ -16,8 +16,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ingest.errors import ConfigError, FrameDecodeError, IngestError, ModelRejected, TrainingError
@@ -28,35 +27,13 @@ from ltgcast.benchmarks import add_bench_arguments, bench_featurize
 from ltgcast.datasets import add_dataset_arguments, dataset_command
 from ltgcast.evaluation import add_evaluate_arguments, evaluate_command
 from ltgcast.ingestion import add_events_arguments, add_ingest_arguments, events_command, ingest_command
+from ltgcast.latency import add_bench_latency_arguments, bench_latency
 from ltgcast.modelcmd import add_models_arguments
 from ltgcast.nowcasting import add_bench_nowcast_arguments, add_nowcast_arguments, bench_nowcast, nowcast_command
+from ltgcast.service import add_run_arguments, run_command
 from ltgcast.training import add_train_arguments, train_command
 
 log = logging.getLogger("ltgcast")
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """Settings of the main job (``ltgcast run``), from flags with environment fallbacks."""
-
-    source: str
-    bus: str
-    scorer: str
-    grids: str
-    http: str
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace, env: Mapping[str, str]) -> RunSettings:
-        """Flags win over ``LTGCAST_<NAME>`` variables, which win over the embedded defaults."""
-        defaults = {
-            "source": "s3://noaa-goes19",
-            "bus": "inproc://",
-            "scorer": "embedded",
-            "grids": "file:var/grids",
-            "http": "127.0.0.1:8080",
-        }
-        values = {k: getattr(args, k) or env.get(f"LTGCAST_{k.upper()}") or v for k, v in defaults.items()}
-        return cls(**values)
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -126,26 +103,6 @@ def _bench_read(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
-    settings = RunSettings.from_args(args, os.environ)
-    plan = [
-        f"ingest   : poll {settings.source} for ABI-L1b-Rad band 13 frames and GLM-L2-LCFA granules",
-        f"bus      : {settings.bus}",
-        "featurize: GLM flash density on the ABI grid, 64x64 context, engineered features",
-        f"score    : {settings.scorer} scorer, fully convolutional model, every pixel",
-        f"store    : probability grids in {settings.grids}",
-        f"serve    : HTTP API, viewer and /metrics on http://{settings.http}",
-    ]
-    sys.stdout.write("ltgcast run (embedded mode) will wire these stages:\n")
-    sys.stdout.write("".join(f"  {line}\n" for line in plan))
-    sys.stdout.write(
-        "Only the ingest stage exists so far: run it on its own with `ltgcast ingest` "
-        "(see README). Featurizing, scoring and serving come with issues 4-7; nothing was started. "
-        "Try `make demo` for the synthetic scenario.\n"
-    )
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="ltgcast", description=__doc__.split("\n", 1)[0])
@@ -190,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_nowcast_parser = bench_kinds.add_parser("nowcast", help="the worker path on a simulated frame")
     add_bench_nowcast_arguments(bench_nowcast_parser)
     bench_nowcast_parser.set_defaults(func=lambda a: bench_nowcast(a, os.environ))
+    bench_latency_parser = bench_kinds.add_parser("latency", help="a frame in the spool -> /v1/grids/latest")
+    add_bench_latency_arguments(bench_latency_parser)
+    bench_latency_parser.set_defaults(func=lambda a: bench_latency(a, os.environ))
 
     nowcast = sub.add_parser("nowcast", help="score one frame into a NetCDF probability grid")
     add_nowcast_arguments(nowcast)
@@ -212,16 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="the model repository: add, list, validate, promote, rollback")
     add_models_arguments(models)
 
-    run = sub.add_parser("run", help="the main job: embedded nowcast service")
-    for name, what in (
-        ("source", "frame source (env LTGCAST_SOURCE)"),
-        ("bus", "event bus URI (env LTGCAST_BUS)"),
-        ("scorer", "scorer backend (env LTGCAST_SCORER)"),
-        ("grids", "grid store URI (env LTGCAST_GRIDS)"),
-        ("http", "HTTP listen address (env LTGCAST_HTTP)"),
-    ):
-        run.add_argument(f"--{name}", default=None, help=what)
-    run.set_defaults(func=_run)
+    run = sub.add_parser("run", help="the main job: the embedded nowcast service (ingest, worker, HTTP API)")
+    add_run_arguments(run)
+    run.set_defaults(func=lambda args: run_command(args, os.environ))
     return parser
 
 

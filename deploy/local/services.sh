@@ -7,6 +7,7 @@
 #   deploy/local/services.sh down [kafka|redis|prometheus ...]   stop what this script started (by pid)
 #   deploy/local/services.sh status                              what runs, and where
 #   deploy/local/services.sh env                                 export lines for the addresses
+#   deploy/local/services.sh browser                             install Debian chromium + chromedriver (headless tests)
 #
 # Addresses (environment overrides):
 #   LTGCAST_KAFKA       127.0.0.1:9092   (the KRaft controller listens on LTGCAST_KAFKA_CONTROLLER, port + 1)
@@ -248,10 +249,15 @@ main() {
         else say "$name stopped"; fi
       done
       ;;
+    browser)
+      need_debian chromium chromium
+      need_debian chromedriver chromium-driver
+      say "browser: $(command -v chromium) and $(command -v chromedriver)"
+      ;;
     env)
       printf 'export LTGCAST_KAFKA=%s\nexport LTGCAST_REDIS=%s\nexport LTGCAST_PROMETHEUS=%s\n' "$KAFKA" "$REDIS" "$PROMETHEUS"
       ;;
-    *) die "unknown command '$cmd'; valid: up down status env" ;;
+    *) die "unknown command '$cmd'; valid: up down status env browser" ;;
   esac
 }
 

@@ -56,13 +56,44 @@ def test_simulate_rejects_a_bad_start_time(tmp_path, capsys):
     assert "--start must be ISO 8601" in capsys.readouterr().err
 
 
-def test_run_describes_the_embedded_plan_and_honours_the_environment(monkeypatch, capsys):
-    monkeypatch.setenv("LTGCAST_SOURCE", "dir:/srv/spool")
-    assert main(["run", "--bus", "kafka://127.0.0.1:9092"]) == 0
-    out = capsys.readouterr().out
-    assert "poll dir:/srv/spool" in out
-    assert "bus      : kafka://127.0.0.1:9092" in out
-    assert "nothing was started" in out
+def test_run_says_clearly_when_noaa_is_unreachable(monkeypatch, capsys):
+    import ltgcast.service
+
+    def offline(address, timeout=None):
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(ltgcast.service.socket, "create_connection", offline)
+    assert main(["run"]) == 1  # the default source: NOAA's GOES-19 bucket
+    err = capsys.readouterr().err
+    assert "the network is unreachable: cannot reach noaa-goes19.s3.amazonaws.com:443" in err
+    assert "make demo" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--sectors", "C,X"], "--sectors: expected a subset of C,F,M1,M2, found X"),
+        (["--http", "8080"], "--http: expected HOST:PORT, found '8080'"),
+        (["--poll-interval", "-1"], "--poll-interval: expected seconds >= 0"),
+    ],
+)
+def test_run_refuses_bad_settings_before_starting_anything(flags, message, capsys):
+    assert main(["run", "--source", "sim:", *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_run_replays_the_simulator_into_the_store_and_exits_when_idle(tmp_path, capsys):
+    store = tmp_path / "grids"
+    argv = ["run", "--source", "sim:?sector=M1&minutes=6&seed=2", "--max-age-minutes", "0", "--exit-when-idle",
+            "--store", str(store), "--state", str(tmp_path / "state"), "--http", "127.0.0.1:0", "--watch", "0",
+            "--glm-deadline", "0.5", "--poll-interval", "0.2"]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["grids"] == 6
+    assert summary["outcomes"]["scored"] == 6
+    assert summary["models"]["stable"] == 1
+    assert len(list(store.glob("M1/*/*.nc"))) == 6
 
 
 @pytest.mark.realdata

@@ -29,6 +29,7 @@ from models.repository import ModelRepository
 from models.validation import ValidationReport
 from serve.hotswap import GATE_REASON, HotSwapSettings, ModelSlot, ServingModels, SwapEvent, warm_up
 from serve.scoring import EmbeddedScorer, ScorerSettings
+from tests.modelfiles import export_version
 
 NAME = "lightning"
 START = datetime(2024, 6, 15, 18, 0, tzinfo=UTC)
@@ -421,27 +422,6 @@ def test_warm_up_refuses_a_grid_of_the_wrong_shape() -> None:
 
 
 # -- real SavedModels, the real gate, the embedded scorer -----------------------------------------------------------
-def export_version(repo: ModelRepository, scratch: Path, *, seed: int, scale: float = 1.0) -> int:
-    import keras
-    import tensorflow as tf
-
-    from models.architectures import build
-    from models.calibration import calibrated
-    from models.export import ServedModel, export
-
-    model = build("combined", ("ir", "ltg"), width=4, seed=seed)
-    for layer in model.layers:  # as tests/serve/conftest.py: spread the logits
-        if isinstance(layer, keras.layers.Conv2D):
-            layer.kernel.assign(layer.kernel * 3.0)
-    if np.isfinite(scale):
-        export(calibrated(model, scale, -1.0), scratch, channels=2)
-    else:  # export() itself refuses a NaN model (its signatures "disagree by nan"): write it as a careless tool would
-        served = ServedModel(calibrated(model, scale, -1.0), 2)
-        tf.saved_model.save(served, str(scratch), signatures={"serving_default": served.dense, "patch": served.patch})
-    card = {"feature_set": "ir-ltg/1", "channels": ["ir", "ltg"], "halo": 32}
-    return repo.add(NAME, scratch, card, channels=2)
-
-
 @pytest.mark.slow
 def test_real_versions_a_good_one_is_swapped_in_and_a_nan_one_rejected(model_base: Path, tmp_path: Path) -> None:
     base = tmp_path / "repo"

@@ -1,0 +1,283 @@
+"""``ltgcast run``: the whole embedded service in one process.
+
+Four threads share one bus: the ingest daemon (source → ``FrameEvent``s), the
+nowcast worker (frames → grids in the file store, plus Redis when configured),
+the model slot's watcher (hot-swap), and the HTTP API with the viewer and
+``/metrics``. The main thread waits for SIGINT/SIGTERM and then stops them in
+order: ingest first (no new frames), the worker after its current frame, the
+HTTP server last.
+
+Settings come from flags, then ``LTGCAST_*`` environment variables, then the
+embedded defaults, and are checked before anything starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ingest.bus import Bus, get_bus
+from ingest.checkpoint import Checkpoint
+from ingest.clock import SystemClock
+from ingest.daemon import DaemonSettings, IngestDaemon
+from ingest.errors import ConfigError
+from ingest.quarantine import Quarantine
+from ingest.sources import ABI_SECTORS, FrameFilter, SourceContext, get_source
+from ltgcast.ingestion import _address, _split, _stop_on_signals
+from ltgcast.nowcasting import DEFAULT_BASE
+
+log = logging.getLogger(__name__)
+
+WORKER_STALL_S = 60.0  # /readyz fails when the worker loop has not come round for this long
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Everything ``ltgcast run`` needs, checked."""
+
+    source: str
+    bus: str
+    backend: str
+    tile: int
+    tfserving: str
+    store: Path
+    model_base: Path
+    model_name: str
+    http: tuple[str, int]
+    redis: str
+    admin_token: str
+    shadow: bool
+    watch_s: float
+    state: Path
+    sectors: tuple[str, ...]
+    poll_interval_s: float
+    glm_deadline_s: float
+    max_age_s: float
+    exit_when_idle: bool
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, env: Mapping[str, str]) -> ServiceSettings:
+        """Flags win over ``LTGCAST_*`` variables, which win over the embedded defaults."""
+
+        def pick(flag: str, variable: str, default: str) -> str:
+            value = getattr(args, flag)
+            return str(value) if value not in (None, "") else env.get(variable) or default
+
+        state = Path(pick("state", "LTGCAST_STATE", "var/state/run"))
+        numbers = {"poll_interval": args.poll_interval, "glm_deadline": args.glm_deadline, "watch": args.watch}
+        for name, value in numbers.items():
+            if value < 0:
+                msg = f"--{name.replace('_', '-')}: expected seconds >= 0, found {value}"
+                raise ConfigError(msg)
+        sectors = _split(args.sectors, "--sectors")
+        unknown = sorted(set(sectors) - set(ABI_SECTORS))
+        if unknown:
+            msg = f"--sectors: expected a subset of {','.join(ABI_SECTORS)}, found {','.join(unknown)}"
+            raise ConfigError(msg)
+        return cls(
+            source=pick("source", "LTGCAST_SOURCE", "s3://noaa-goes19"),
+            bus=pick("bus", "LTGCAST_BUS", "inproc://"),
+            backend=pick("scorer", "LTGCAST_SCORER", "embedded"),
+            tile=args.tile,
+            tfserving=pick("tfserving", "LTGCAST_TFSERVING", "127.0.0.1:8500"),
+            store=Path(pick("store", "LTGCAST_STORE", "var/grids")),
+            model_base=Path(pick("model_base", "LTGCAST_MODELS", DEFAULT_BASE)),
+            model_name=args.model_name,
+            http=_address(pick("http", "LTGCAST_HTTP", "127.0.0.1:8080"), "--http"),
+            redis=pick("redis", "LTGCAST_REDIS_URL", ""),
+            admin_token=env.get("LTGCAST_ADMIN_TOKEN", ""),
+            shadow=args.shadow,
+            watch_s=args.watch,
+            state=state,
+            sectors=sectors,
+            poll_interval_s=args.poll_interval,
+            glm_deadline_s=args.glm_deadline,
+            max_age_s=args.max_age_minutes * 60.0,
+            exit_when_idle=args.exit_when_idle,
+        )
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``ltgcast run``."""
+    parser.add_argument("--source", help="dir:PATH, s3://noaa-goes19 or sim:[?options] (env LTGCAST_SOURCE)")
+    parser.add_argument("--bus", help="inproc:// or kafka://HOST:PORT (env LTGCAST_BUS; default inproc://)")
+    parser.add_argument("--scorer", help="embedded or tfserving (env LTGCAST_SCORER; default embedded)")
+    parser.add_argument("--tile", type=int, default=512, help="output pixels per scoring tile side (0: whole frame)")
+    parser.add_argument("--tfserving", help="TF Serving gRPC HOST:PORT for --scorer tfserving (env LTGCAST_TFSERVING)")
+    parser.add_argument("--store", help="grid store folder (env LTGCAST_STORE; default var/grids)")
+    parser.add_argument("--model-base", help=f"model repository (env LTGCAST_MODELS; default {DEFAULT_BASE})")
+    parser.add_argument("--model-name", default="lightning", help="model name in the repository")
+    parser.add_argument("--http", help="HTTP API listen HOST:PORT (env LTGCAST_HTTP; default 127.0.0.1:8080)")
+    parser.add_argument("--redis", help="also store grids in Redis: redis://HOST:PORT/DB (env LTGCAST_REDIS_URL)")
+    parser.add_argument("--shadow", action="store_true", help="score new model versions in shadow, promote by hand")
+    parser.add_argument("--watch", type=float, default=10.0, help="seconds between model repository checks (0: off)")
+    parser.add_argument("--state", help="checkpoint, quarantine and cache (env LTGCAST_STATE; default var/state/run)")
+    parser.add_argument("--sectors", default="C,M1,M2", help="ABI sectors to nowcast (default C,M1,M2)")
+    parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds between source polls")
+    parser.add_argument("--glm-deadline", type=float, default=90.0, help="seconds a frame waits for late GLM")
+    parser.add_argument("--max-age-minutes", type=float, default=60.0,
+                        help="skip frames older than this when they arrive (0: no limit, for replays)")  # fmt: skip
+    parser.add_argument("--exit-when-idle", action="store_true",
+                        help="stop once the source is exhausted and every frame scored (replays)")  # fmt: skip
+
+
+def unreachable(source: str, timeout_s: float = 5.0) -> str | None:
+    """Why NOAA's bucket cannot be reached from here, or ``None`` (only for ``s3://`` without an endpoint)."""
+    parts = urlsplit(source)
+    if parts.scheme != "s3" or "endpoint=" in parts.query:
+        return None
+    host = f"{parts.netloc}.s3.amazonaws.com"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        return f"cannot reach {host}:443 ({exc})"
+
+
+class Service:
+    """The embedded service: ingest, worker, model slot and HTTP API, wired from :class:`ServiceSettings`."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        from serve.api import ApiSettings, GridApi, HttpService
+        from serve.hotswap import HotSwapSettings, ModelSlot
+        from serve.scoring import ScorerSettings, get_scorer
+        from serve.store import FileGridStore
+        from serve.worker import NowcastWorker, WorkerSettings
+
+        self.settings = s = settings
+        self.stop_event = threading.Event()
+        self.clock = SystemClock(interrupt=self.stop_event)
+        scorer_settings = ScorerSettings(backend=s.backend, tile=s.tile, target=s.tfserving)
+        # TF Serving loads a version only once models.config names it, so a remote candidate cannot be warmed up
+        # before promotion; the gate still runs on the SavedModel here.
+        swap = HotSwapSettings(interval_s=s.watch_s or 10.0, shadow=s.shadow, warmup=s.backend != "tfserving")
+        self.models = ModelSlot(s.model_base, s.model_name, lambda path: get_scorer(path, scorer_settings), swap)
+        self.bus: Bus = get_bus(s.bus)
+        frame_filter = FrameFilter(sectors=s.sectors, bands=(13,))
+        context = SourceContext(cache=s.state / "cache", clock=self.clock, frame_filter=frame_filter)
+        source = get_source(s.source, context)  # checked before anything holds a file open
+        self.checkpoint = Checkpoint.open(s.state / "ingest")
+        self.daemon = IngestDaemon(source, self.bus, self.checkpoint,
+                                   Quarantine(s.state / "quarantine"), self.clock, frame_filter=frame_filter,
+                                   settings=DaemonSettings(poll_interval_s=s.poll_interval_s))  # fmt: skip
+        self.store = FileGridStore(s.store)
+        worker_settings = WorkerSettings(sectors=frozenset(s.sectors), glm_deadline_s=s.glm_deadline_s,
+                                         max_age_s=s.max_age_s or float("inf"), poll_timeout_s=0.25)  # fmt: skip
+        self.worker = NowcastWorker(self.bus, self.models, self.store, self.clock, worker_settings,
+                                    sinks=self._sinks())  # fmt: skip
+        self.api = GridApi(self.store, ApiSettings(admin_token=s.admin_token), models=self.models,
+                           ready=self.problems)  # fmt: skip
+        self.http = HttpService(self.api, *s.http)
+        self.threads: dict[str, threading.Thread] = {}
+        self.ingest_done = threading.Event()
+        self.worker_errors = 0
+
+    def _sinks(self) -> tuple[Any, ...]:
+        if not self.settings.redis:
+            return ()
+        from serve.redis_store import RedisGridStore, RedisSettings
+
+        return (RedisGridStore(RedisSettings(address=self.settings.redis)),)
+
+    # -- threads ----------------------------------------------------------------------------------------------------
+    def _ingest(self) -> None:
+        try:
+            self.daemon.run(once=self.settings.exit_when_idle, stop=self.stop_event)
+        except Exception:  # the thread must say why it died; /readyz reports it
+            log.exception("ingest: the daemon stopped on an unexpected error")
+        finally:
+            self.ingest_done.set()
+
+    def _work(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                received = self.worker.step()
+            except Exception:  # one bad frame or a bus hiccup must not end the service
+                self.worker_errors += 1
+                log.exception("worker: a step failed; going on")
+                self.clock.sleep(1.0)
+                continue
+            if self.settings.exit_when_idle and self.ingest_done.is_set() and not received and self.worker.idle():
+                log.info("run: the source is exhausted and every frame is scored; stopping")
+                self.stop_event.set()
+
+    def problems(self) -> dict[str, str]:
+        """What keeps the service from being ready (empty when ready): for ``/readyz``."""
+        found = {}
+        stalled = self.clock.monotonic() - self.worker.last_step
+        if stalled > WORKER_STALL_S:
+            found["worker"] = f"the worker loop has not come round for {stalled:.0f} s"
+        for name, thread in self.threads.items():
+            if not thread.is_alive() and not (name == "ingest" and self.settings.exit_when_idle):
+                found[name] = f"the {name} thread has stopped"
+        return found
+
+    def start(self) -> Service:
+        """Start every thread; return self."""
+        self.http.start()
+        if self.settings.watch_s > 0:
+            self.models.start()
+        for name, target in (("ingest", self._ingest), ("worker", self._work)):
+            self.threads[name] = threading.Thread(target=target, name=f"ltgcast-{name}", daemon=True)
+            self.threads[name].start()
+        return self
+
+    def wait(self) -> None:
+        """Block until stopped (a signal or ``--exit-when-idle``)."""
+        while not self.stop_event.wait(1.0):
+            pass
+
+    def stop(self) -> None:
+        """Stop in order: ingest, worker, model watcher, HTTP; then close the bus and checkpoint."""
+        self.stop_event.set()
+        for thread in self.threads.values():
+            thread.join(timeout=60)
+        self.models.stop()
+        self.http.stop()
+        self.worker.close()
+        self.checkpoint.close()
+        self.bus.close()
+
+    def summary(self) -> dict[str, Any]:
+        """What the run did (printed when it ends)."""
+        return {
+            "grids": len(self.worker.grids),
+            "outcomes": dict(self.worker.outcomes),
+            "worker_errors": self.worker_errors,
+            "models": self.models.status(),
+        }
+
+
+def run_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """``ltgcast run``: check the settings and the network, start the service, wait for a signal."""
+    import json
+
+    settings = ServiceSettings.from_args(args, env)
+    problem = unreachable(settings.source)
+    if problem:
+        sys.stderr.write(
+            f"ltgcast run: the network is unreachable: {problem}.\n"
+            f"  The source {settings.source} is NOAA's open-data bucket on AWS; this machine cannot reach it.\n"
+            "  Offline, run the synthetic scenario instead: make demo\n"
+            "  (or: ltgcast run --source 'sim:?sector=M1&speed=60' --max-age-minutes 0)\n"
+        )
+        return 1
+    began = time.monotonic()
+    service = Service(settings).start()
+    host, port = service.http.address
+    sys.stderr.write(f"ltgcast run: {settings.source} -> grids in {settings.store}; viewer http://{host}:{port}/\n")
+    with _stop_on_signals(service.stop_event):
+        service.wait()
+    service.stop()
+    summary = {**service.summary(), "seconds": round(time.monotonic() - began, 1)}
+    sys.stdout.write(json.dumps(summary) + "\n")
+    return 0

@@ -1,0 +1,245 @@
+"""``ltgcast run`` end to end: simulator files dropped into a spool become grids in the file store and in a real
+Redis, served by the HTTP API (latest, contours, points, metrics) and shown by the viewer in headless Chromium;
+and hot-swap while frames flow."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ingest.synthetic import ScenarioConfig, simulate
+from ltgcast.service import Service, ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MODELS = ROOT / "models" / "repository"
+START = datetime(2024, 6, 15, 20, 0, tzinfo=UTC)
+
+
+def settings(tmp: Path, spool: Path, **changes: Any) -> ServiceSettings:
+    base = ServiceSettings(
+        source=f"dir:{spool}?settle_s=0.2", bus="inproc://", backend="embedded", tile=512, tfserving="",
+        store=tmp / "grids", model_base=DEFAULT_MODELS, model_name="lightning", http=("127.0.0.1", 0), redis="",
+        admin_token="", shadow=False, watch_s=0.0, state=tmp / "state", sectors=("C", "M1", "M2"),
+        poll_interval_s=0.2, glm_deadline_s=5.0, max_age_s=0.0, exit_when_idle=False,
+    )  # fmt: skip
+    return replace(base, **changes)
+
+
+def drop(paths: list[Path], spool: Path) -> None:
+    """Deliver files as LDM does: written under a temporary name, renamed into place."""
+    for path in paths:
+        temporary = spool / f".{path.name}.tmp"
+        shutil.copyfile(path, temporary)
+        os.replace(temporary, spool / path.name)
+
+
+def http(service: Service, target: str) -> Any:
+    host, port = service.http.address
+    with urllib.request.urlopen(f"http://{host}:{port}{target}", timeout=30) as reply:
+        body = reply.read()
+    return json.loads(body) if reply.headers.get_content_type().endswith("json") else body
+
+
+def until(condition: Callable[[], Any], what: str, limit_s: float = 120.0) -> Any:
+    """Wait for ``condition`` to hold (a liveness bound, not a timing assertion)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"{what} did not happen within {limit_s:.0f} s")
+
+
+def latest_id(service: Service, sector: str = "M1") -> str | None:
+    try:
+        return str(http(service, f"/v1/grids/latest?sector={sector}")["grid_id"])
+    except urllib.error.HTTPError:
+        return None
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return simulate(ScenarioConfig(out=tmp_path_factory.mktemp("sim"), sector="M1", start=START, minutes=20, seed=3))
+
+
+def abi(paths: list[Path]) -> list[Path]:
+    return sorted(p for p in paths if "_ABI-" in p.name)
+
+
+def glm(paths: list[Path]) -> list[Path]:
+    return sorted(p for p in paths if "_GLM-" in p.name)
+
+
+@pytest.fixture(scope="module")
+def running(scenario: list[Path], tmp_path_factory: pytest.TempPathFactory, redis_address: str) -> Iterator[Service]:
+    """The service on a spool with a Redis sink; the last 4 frames of the scenario (with all GLM) dropped in."""
+    tmp = tmp_path_factory.mktemp("run")
+    spool = tmp / "spool"
+    spool.mkdir()
+    service = Service(settings(tmp, spool, redis=f"redis://{redis_address}/0", admin_token="t0ken")).start()
+    try:
+        drop(glm(scenario), spool)
+        drop(abi(scenario)[-4:], spool)
+        until(lambda: len(service.worker.grids) >= 4, "four grids")
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_frames_in_the_spool_become_grids_in_the_file_store_and_redis(running: Service, scenario: list[Path],
+                                                                      redis_address: str) -> None:  # fmt: skip
+    from serve.redis_store import RedisGridStore, RedisSettings
+
+    assert running.worker.outcomes["scored"] == 4
+    assert running.worker.outcomes["failed"] == 0
+    last = abi(scenario)[-1].name
+    grids = running.store.grids("M1")
+    assert len(grids) == 4
+    newest = http(running, "/v1/grids/latest?sector=M1")
+    assert newest["grid_id"] == grids[-1].grid_id
+    assert newest["input_abi_file"] == last
+    assert newest["glm_granules_missing"] == 0
+    assert newest["model_name"] == "lightning"
+    assert newest["model_version"] == 1
+    store = RedisGridStore(RedisSettings(address=f"redis://{redis_address}/0"))
+    assert store.latest("M1") == newest["grid_id"]
+    got = store.get(newest["grid_id"])
+    assert got is not None
+    nc = http(running, newest["links"]["netcdf"])
+    assert nc[:4] == b"\x89HDF"
+    from serve.gridfile import read_grid
+
+    on_disk, _ = read_grid(grids[-1].path)
+    np.testing.assert_allclose(got.probability, on_disk, atol=0.006, equal_nan=True)
+    store.close()
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_contours_points_and_metrics_are_served(running: Service) -> None:
+    newest = http(running, "/v1/grids/latest?sector=M1")
+    contours = http(running, newest["links"]["contours"] + "?levels=0.1,0.5")
+    assert [f["properties"]["level"] for f in contours["features"]] == [0.1, 0.5]
+    from serve.gridfile import read_grid
+
+    stored = running.store.get(newest["grid_id"])
+    assert stored is not None
+    probability, _ = read_grid(stored.path)
+    row, col = np.unravel_index(np.nanargmax(probability), probability.shape)
+    lon, lat = (float(a[row, col]) for a in stored_grid_lonlat(stored.path))
+    series = http(running, f"/v1/points?lat={lat:.5f}&lon={lon:.5f}&hours=1")["series"]
+    assert len(series) == 4
+    assert series[-1]["probability"] == pytest.approx(float(probability[row, col]), abs=0.006)
+    text = http(running, "/metrics").decode()
+    assert 'ltgcast_worker_messages_total{outcome="scored"} ' in text
+    assert "ltgcast_grid_latency_seconds_count" in text
+    assert http(running, "/readyz")["ready"] is True
+
+
+def stored_grid_lonlat(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from serve.gridfile import read_geometry
+
+    return read_geometry(path).lonlat()
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+@pytest.mark.browser
+def test_the_viewer_shows_the_latest_grid_in_chromium(running: Service) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or driver_path is None:
+        pytest.fail("Debian chromium and chromedriver are needed: deploy/local/services.sh browser installs them")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    host, port = running.http.address
+    newest = http(running, "/v1/grids/latest?sector=M1")
+    browser = webdriver.Chrome(service=DriverService(executable_path=driver_path), options=options)
+    try:
+        browser.get(f"http://{host}:{port}/?sector=M1")
+        WebDriverWait(browser, 60).until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-state")
+                                         in ("ready", "empty") or b.find_element(By.ID, "error").text)  # fmt: skip
+        body = browser.find_element(By.TAG_NAME, "body")
+        assert browser.find_element(By.ID, "error").text == ""
+        assert body.get_attribute("data-grid-id") == newest["grid_id"]
+        assert body.get_attribute("data-grids") == "4"
+        assert int(body.get_attribute("data-contour-lines") or 0) > 0
+        assert int(body.get_attribute("data-flashes") or 0) > 0
+        assert browser.find_element(By.ID, "model").text == "lightning v1"
+        image = browser.find_element(By.ID, "overlay")
+        assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) == 500
+        slider = browser.find_element(By.ID, "slider")
+        browser.execute_script("arguments[0].value = 0; arguments[0].dispatchEvent(new Event('input'))", slider)
+        first = running.store.grids("M1")[0].grid_id
+        WebDriverWait(browser, 30).until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-grid-id")
+                                         == first)  # fmt: skip
+        assert browser.find_element(By.ID, "grid-id").text == first
+        browser.find_element(By.CSS_SELECTOR, "#point-form button").click()
+        WebDriverWait(browser, 30).until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-points"))
+    finally:
+        browser.quit()
+
+
+@pytest.mark.slow
+def test_hot_swap_while_frames_flow_and_a_nan_version_is_refused(scenario: list[Path], tmp_path: Path) -> None:
+    from models.repository import ModelRepository
+    from tests.modelfiles import export_version
+
+    base = tmp_path / "repo"
+    shutil.copytree(DEFAULT_MODELS, base)
+    repo = ModelRepository(base)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    service = Service(settings(tmp_path, spool, model_base=base, watch_s=0.2)).start()
+    frames = abi(scenario)
+    try:
+        drop(glm(scenario), spool)
+        drop(frames[-8:-5], spool)
+        until(lambda: len(service.worker.grids) >= 3, "three grids from version 1")
+        assert export_version(repo, tmp_path / "v2", seed=21) == 2  # appears while the service runs
+        drop(frames[-5:-3], spool)  # frames keep flowing while version 2 is vetted
+        until(lambda: service.models.current().stable.version == 2, "the swap to version 2")
+        drop(frames[-3:-1], spool)
+        until(lambda: len(service.worker.grids) >= 7, "seven grids")
+        assert export_version(repo, tmp_path / "v3", seed=22, scale=float("nan")) == 3
+        until(lambda: "3" in service.models.status()["rejected"], "the rejection of version 3")
+        drop(frames[-1:], spool)
+        until(lambda: len(service.worker.grids) >= 8, "eight grids")
+    finally:
+        service.stop()
+    assert service.worker.outcomes["failed"] == 0
+    versions = [g.model_version for g in sorted(service.worker.grids, key=lambda g: g.scan_start)]
+    assert versions[:3] == [1, 1, 1]
+    assert versions[-3:] == [2, 2, 2]  # after the swap, and still after version 3 was refused
+    assert versions == sorted(versions)  # one swap, between two frames: never back and forth
+    assert set(versions) == {1, 2}
+    reasons = service.models.status()["rejected"]["3"]
+    assert any("finite" in r for r in reasons)
+    assert repo.current("lightning") == 2
+    from serve.gridfile import read_grid
+
+    for stored in service.store.grids("M1"):  # every grid says which version made it, and is a real field
+        probability, attrs = read_grid(stored.path)
+        assert int(attrs["model_version"]) == stored.version
+        assert np.isfinite(probability).any()
