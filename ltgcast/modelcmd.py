@@ -7,6 +7,8 @@ import json
 import os
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -120,9 +122,39 @@ def _validate(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     return {"name": args.name, "version": report.version, "passed": True, "checks": report.checks}
 
 
+def _on_service(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
+    """Promote or roll back on a running ``ltgcast run`` through its admin endpoint (token from the environment)."""
+    token = env.get("LTGCAST_ADMIN_TOKEN", "")
+    if not token:
+        msg = "--service: set LTGCAST_ADMIN_TOKEN to the token the service was started with"
+        raise ConfigError(msg)
+    body = {"version": int(args.version), "reason": args.reason} if args.action == "promote" else {}
+    request = urllib.request.Request(
+        f"{args.service.rstrip('/')}/v1/admin/models/{args.action}",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as reply:
+            answer: dict[str, Any] = json.loads(reply.read())
+            return answer
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace").strip()
+        msg = f"the service at {args.service} refused {args.action} (HTTP {exc.code}): {detail}"
+        raise ModelRejected(msg) from exc
+    except (urllib.error.URLError, OSError) as exc:
+        msg = f"--service: cannot reach {args.service}: {exc}"
+        raise ConfigError(msg) from exc
+
+
 def models_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run one repository action and print its result as JSON."""
     from models.repository import ModelRepository
+
+    if getattr(args, "service", None):
+        sys.stdout.write(json.dumps(_on_service(args, env)) + "\n")
+        return 0
 
     base = Path(args.base or env.get("LTGCAST_MODELS") or DEFAULT_BASE)
     repo = ModelRepository(base)
@@ -166,6 +198,13 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> None:
             sub.add_argument("--version", type=int, required=action == "promote")
             sub.add_argument("--holdout", help="a dataset folder whose test split measures skill")
             sub.add_argument("--margin", type=float, default=0.02, help="allowed loss of Brier skill vs current")
+        if action in ("promote", "rollback"):
+            sub.add_argument(
+                "--service",
+                help="act on a running `ltgcast run` at this URL through its admin endpoint (token from "
+                "LTGCAST_ADMIN_TOKEN); the service gates, warms up and swaps between two frames",
+            )
+            sub.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the service")
         if action == "promote":
             sub.add_argument("--reason", default="")
     parser.set_defaults(func=lambda a: models_command(a, os.environ))

@@ -71,7 +71,9 @@ def nowcast_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise ConfigError(msg)
     flashes, used = _flashes(args.glm or [], image.name.satellite)
     base = Path(args.model_base or env.get("LTGCAST_MODELS") or DEFAULT_BASE)
-    scorer = get_scorer(version_path(base, args.name, args.version), ScorerSettings(args.backend, args.tile))
+    target = args.tfserving or env.get("LTGCAST_TFSERVING") or "127.0.0.1:8500"
+    settings = ScorerSettings(args.backend, args.tile, target=target)
+    scorer = get_scorer(version_path(base, args.name, args.version), settings)
     previous = None
     if "ir_trend" in scorer.feature_set.channels:
         if not args.previous:
@@ -186,7 +188,8 @@ def add_nowcast_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--glm", nargs="*", help="GLM LCFA granules of the 15 minutes before the frame")
     parser.add_argument("--previous", help="band-13 frame 15 minutes earlier (feature sets with ir_trend)")
     parser.add_argument("--out", required=True, help="output NetCDF path")
-    parser.add_argument("--backend", choices=("embedded", "patch"), default="embedded")
+    parser.add_argument("--backend", choices=("embedded", "patch", "tfserving"), default="embedded")
+    parser.add_argument("--tfserving", help="TF Serving gRPC HOST:PORT for --backend tfserving (env LTGCAST_TFSERVING)")
     parser.add_argument("--encoding", choices=("uint8", "float32"), default="uint8", help="probability storage")
     _model_flags(parser)
 

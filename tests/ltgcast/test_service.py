@@ -4,6 +4,8 @@ and hot-swap while frames flow."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -20,6 +22,7 @@ import numpy as np
 import pytest
 
 from ingest.synthetic import ScenarioConfig, simulate
+from ltgcast.cli import main
 from ltgcast.service import Service, ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -211,7 +214,7 @@ def test_hot_swap_while_frames_flow_and_a_nan_version_is_refused(scenario: list[
     repo = ModelRepository(base)
     spool = tmp_path / "spool"
     spool.mkdir()
-    service = Service(settings(tmp_path, spool, model_base=base, watch_s=0.2)).start()
+    service = Service(settings(tmp_path, spool, model_base=base, watch_s=0.2, admin_token="adm1n")).start()
     frames = abi(scenario)
     try:
         drop(glm(scenario), spool)
@@ -226,8 +229,11 @@ def test_hot_swap_while_frames_flow_and_a_nan_version_is_refused(scenario: list[
         until(lambda: "3" in service.models.status()["rejected"], "the rejection of version 3")
         drop(frames[-1:], spool)
         until(lambda: len(service.worker.grids) >= 8, "eight grids")
+        rolled = cli_on_service(service, "adm1n", ["rollback"])  # `ltgcast models rollback --service URL`
+        on_service = service.models.current().stable.version
     finally:
         service.stop()
+    assert (rolled["outcome"], rolled["stable"], on_service, repo.current("lightning")) == ("rolled_back", 1, 1, 1)
     assert service.worker.outcomes["failed"] == 0
     versions = [g.model_version for g in sorted(service.worker.grids, key=lambda g: g.scan_start)]
     assert versions[:3] == [1, 1, 1]
@@ -236,10 +242,55 @@ def test_hot_swap_while_frames_flow_and_a_nan_version_is_refused(scenario: list[
     assert set(versions) == {1, 2}
     reasons = service.models.status()["rejected"]["3"]
     assert any("finite" in r for r in reasons)
-    assert repo.current("lightning") == 2
     from serve.gridfile import read_grid
 
     for stored in service.store.grids("M1"):  # every grid says which version made it, and is a real field
         probability, attrs = read_grid(stored.path)
         assert int(attrs["model_version"]) == stored.version
         assert np.isfinite(probability).any()
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_the_tfserving_backend_gives_the_same_grids_as_embedded(running: Service, scenario: list[Path],
+                                                                tmp_path: Path) -> None:  # fmt: skip
+    from serve.gridfile import read_grid
+    from serve.tfs_standin import serve
+
+    standin = serve(DEFAULT_MODELS, 0, 0)  # TF Serving's protocol over gRPC, the committed model behind it
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    remote = Service(settings(tmp_path, spool, backend="tfserving", tfserving=f"127.0.0.1:{standin.grpc_port}"))
+    try:
+        remote.start()
+        drop(glm(scenario), spool)
+        drop(abi(scenario)[-4:], spool)
+        until(lambda: len(remote.worker.grids) >= 4, "four grids scored through TF Serving")
+    finally:
+        remote.stop()
+        standin.stop()
+    assert remote.worker.outcomes["failed"] == 0
+    local, served = running.store.grids("M1"), remote.store.grids("M1")
+    assert [g.grid_id for g in served] == [g.grid_id for g in local]  # same frames, same model name and version
+    for a, b in zip(local, served, strict=True):
+        np.testing.assert_array_equal(read_grid(a.path)[0], read_grid(b.path)[0])
+
+
+def cli_on_service(service: Service, token: str, argv: list[str]) -> Any:
+    """``ltgcast models ARGV --service URL`` with the token in the environment: its JSON answer, or its exit status."""
+    host, port = service.http.address
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out):
+        patch.setenv("LTGCAST_ADMIN_TOKEN", token)
+        status = main(["models", *argv, "--service", f"http://{host}:{port}"])
+    return json.loads(out.getvalue()) if status == 0 else status
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_the_admin_endpoint_refuses_a_bad_token_and_an_unknown_version(running: Service, capsys: Any) -> None:
+    assert cli_on_service(running, "wrong", ["promote", "--version", "1"]) == 1
+    assert "refused promote (HTTP 401)" in capsys.readouterr().err
+    assert cli_on_service(running, "t0ken", ["promote", "--version", "7"]) == 1
+    assert "(HTTP 409)" in capsys.readouterr().err
+    assert running.models.current().stable.version == 1
