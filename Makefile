@@ -20,20 +20,24 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-## The main job: the embedded service with its defaults (prints its plan until the stages exist).
+## The main job: the embedded service on NOAA's GOES-19 bucket, CONUS (viewer and API on http://127.0.0.1:8080/).
+## Offline it says that the network is unreachable and exits 1; `make demo` is the offline twin.
 run: install
-	$(BIN)/ltgcast run
+	$(BIN)/ltgcast run --source s3://noaa-goes19 --sectors C
 
-## The synthetic scenario, offline: 30 minutes of a mesoscale sector, a summary of the last frames,
-## the ingest daemon announcing every file of the same scenario once (in-process bus), and the last
-## frame scored by the committed default model into var/demo/grid.nc.
+## The synthetic scenario, offline: 30 minutes of a mesoscale sector, a summary of the last frames, the last
+## frame scored once into var/demo/grid.nc, then the whole service (`ltgcast run`) on the same scenario
+## replayed 30 times faster than real time: grids in var/demo/grids, viewer on http://127.0.0.1:8080/
+## (Ctrl-C stops it; DEMO_RUN_ARGS=--exit-when-idle stops it once the replay is scored).
+DEMO_RUN_ARGS ?=
 demo: install
 	$(BIN)/ltgcast simulate --out $(DEMO_DIR) --sector M1 --start 2024-06-15T18:00Z --minutes 30 --seed 1
 	$(BIN)/ltgcast inspect $(DEMO_DIR)/OR_ABI-*.nc | tail -n 3
-	$(BIN)/ltgcast ingest --source 'sim:?sector=M1&start=2024-06-15T18:00Z&minutes=30&seed=1' \
-		--state $(DEMO_DIR)/state --once
 	$(BIN)/ltgcast nowcast --ir "$$(ls $(DEMO_DIR)/OR_ABI-*.nc | tail -n 1)" --glm $(DEMO_DIR)/OR_GLM-*.nc \
 		--out $(DEMO_DIR)/grid.nc
+	$(BIN)/ltgcast run --source 'sim:?sector=M1&start=2024-06-15T18:00Z&minutes=30&seed=1&speed=30' \
+		--sectors M1 --max-age-minutes 0 --glm-deadline 5 --store $(DEMO_DIR)/grids --state $(DEMO_DIR)/run \
+		$(DEMO_RUN_ARGS)
 
 ## Re-create the committed default model from the simulator (about an hour on 2 cores; needs no network):
 ## 12 simulated days for train/validation/test, a 13th held out for storm lead times.
