@@ -250,7 +250,7 @@ class Service:
     def summary(self) -> dict[str, Any]:
         """What the run did (printed when it ends)."""
         return {
-            "grids": len(self.worker.grids),
+            "grids": self.worker.grids_made,
             "outcomes": dict(self.worker.outcomes),
             "worker_errors": self.worker_errors,
             "models": self.models.status(),

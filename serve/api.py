@@ -67,6 +67,8 @@ class ApiSettings:
     admin_token: str = ""  # empty: the admin endpoints answer 403
     max_hours: float = 48.0  # longest history a list or point request may ask for
     cache_entries: int = 32  # rendered contours/PNGs kept in memory
+    renderers: int = 2  # PNG/contour renderings at once; more wait up to render_wait_s, then get 503
+    render_wait_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,7 @@ class GridApi:
         self.now = now or (lambda: datetime.now(UTC))
         self._cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self._lock = threading.Lock()
+        self._rendering = threading.BoundedSemaphore(self.settings.renderers)
         self._routes: dict[str, Callable[[Mapping[str, list[str]]], Response]] = {
             "/healthz": lambda q: _json(200, {"status": "ok"}),
             "/readyz": self._readyz,
@@ -295,7 +298,13 @@ class GridApi:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        value = make()
+        if not self._rendering.acquire(timeout=self.settings.render_wait_s):
+            msg = "too many PNG or contour renderings in progress; try again shortly"
+            raise ApiError(503, msg)
+        try:  # renderings are bounded, so slow ones never take every thread of the server
+            value = make()
+        finally:
+            self._rendering.release()
         with self._lock:
             self._cache[key] = value
             while len(self._cache) > self.settings.cache_entries:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -70,6 +70,7 @@ from serve.store import FileGridStore
 log = logging.getLogger(__name__)
 
 GRANULE_S = 20.0  # a GLM LCFA file spans 20 s
+RECENT_GRIDS = 1000
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,8 @@ class NowcastWorker:
         self.newest: dict[str, datetime] = {}
         self.ledgers: dict[tuple[str, int], _Ledger] = {}
         self.outcomes: Counter[str] = Counter()
-        self.grids: list[GridEvent] = []
+        self.grids: deque[GridEvent] = deque(maxlen=RECENT_GRIDS)  # the last grids announced (bounded: runs for months)
+        self.grids_made = 0
         self.last_step = clock.monotonic()
         self.flash_cache: dict[str, GlmFlashes] = {}  # granule name -> its flashes (windows of frames overlap)
 
@@ -298,6 +300,7 @@ class NowcastWorker:
         )  # fmt: skip
         self.bus.publish(GRIDS_TOPIC, grid.key, grid.to_json())
         self.grids.append(grid)
+        self.grids_made += 1
         key = (event.satellite, str(event.sector), frame.scan_start)
         self.scored.add(key)
         newest = self.newest.get(key[1])

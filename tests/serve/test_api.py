@@ -251,3 +251,32 @@ def test_a_replayed_grid_is_rendered_again(store: FileGridStore) -> None:
     assert stored is not None
     assert float(np.nanmax(read_grid(stored.path)[0])) == pytest.approx(0.8)
     assert before.body != after.body
+
+
+def test_renderings_are_bounded_and_the_rest_get_503(store: FileGridStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import serve.api
+
+    started, release = threading.Event(), threading.Event()
+    real = serve.api.overlay_png
+
+    def slow_png(probability: np.ndarray, *, legend: bool = True) -> bytes:
+        started.set()
+        release.wait(30)
+        return real(probability, legend=legend)
+
+    monkeypatch.setattr(serve.api, "overlay_png", slow_png)
+    api = GridApi(store, ApiSettings(renderers=1, render_wait_s=0.05))
+    grid_id = "G19_M1_20240615T201024Z_lightning-v1"
+    answers: list[Response] = []
+    first = threading.Thread(target=lambda: answers.append(get(api, f"/v1/grids/{grid_id}.png")))
+    first.start()
+    assert started.wait(30)
+    busy = get(api, f"/v1/grids/{grid_id}/contours.geojson")
+    assert busy.status == 503
+    assert "too many PNG or contour renderings" in body(busy)["error"]
+    release.set()
+    first.join(30)
+    assert answers[0].status == 200
+    assert get(api, f"/v1/grids/{grid_id}/contours.geojson").status == 200  # the slot is free again
