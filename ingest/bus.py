@@ -86,9 +86,15 @@ class InProcessBus:
     the group starts there, so a consumer that failed before committing sees the
     message again. Two live subscriptions of one group each see every message
     (there is no partition assignment in one process).
+
+    Like a Kafka topic, each topic keeps only its last ``retention`` messages
+    (offsets go on counting), so a service that runs for months holds a bounded
+    log; a consumer more than ``retention`` messages behind skips to the oldest kept.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, retention: int = 20_000) -> None:
+        self.retention = retention
+        self._base: dict[str, int] = {}  # offset of the first message kept, per topic
         self._logs: dict[str, list[Message]] = {}
         self._committed: dict[tuple[str, str], int] = {}
         self._changed = threading.Condition()
@@ -106,7 +112,12 @@ class InProcessBus:
         """Append to the topic's log and wake waiting consumers."""
         with self._changed:
             log = self._logs.setdefault(topic, [])
-            log.append(Message(topic=topic, key=key, value=value, partition=0, offset=len(log)))
+            base = self._base.setdefault(topic, 0)
+            log.append(Message(topic=topic, key=key, value=value, partition=0, offset=base + len(log)))
+            if len(log) > self.retention:
+                dropped = len(log) - self.retention
+                del log[:dropped]
+                self._base[topic] = base + dropped
             self._changed.notify_all()
 
     def subscribe(self, topics: Sequence[str], group: str) -> InProcessSubscription:
@@ -117,7 +128,7 @@ class InProcessBus:
         """Nothing to release."""
 
     def messages(self, topic: str) -> list[Message]:
-        """Every message ever published on ``topic`` (for tests and the CLI)."""
+        """The messages ``topic`` still holds (the last ``retention``; for tests and the CLI)."""
         with self._changed:
             return list(self._logs.get(topic, []))
 
@@ -136,7 +147,8 @@ class InProcessBus:
         def available() -> list[Message]:
             out: list[Message] = []
             for topic, position in positions.items():
-                out.extend(self._logs.get(topic, [])[position : position + max_records - len(out)])
+                start = max(position - self._base.get(topic, 0), 0)
+                out.extend(self._logs.get(topic, [])[start : start + max_records - len(out)])
             return out
 
         with self._changed:

@@ -124,6 +124,10 @@ def _validate(args: argparse.Namespace, base: Path) -> dict[str, Any]:
 
 def _on_service(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
     """Promote or roll back on a running ``ltgcast run`` through its admin endpoint (token from the environment)."""
+    if getattr(args, "holdout", None):
+        msg = ("--holdout cannot go with --service: the running service gates with its own rules (signatures, "
+               "golden batch, warm-up); run `ltgcast models validate --holdout` first")  # fmt: skip
+        raise ConfigError(msg)
     token = env.get("LTGCAST_ADMIN_TOKEN", "")
     if not token:
         msg = "--service: set LTGCAST_ADMIN_TOKEN to the token the service was started with"

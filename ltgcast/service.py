@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ingest.bus import Bus, get_bus
+from ingest.bus import Bus, InProcessBus, get_bus
 from ingest.checkpoint import Checkpoint
 from ingest.clock import SystemClock
 from ingest.daemon import DaemonSettings, IngestDaemon
@@ -73,20 +73,27 @@ class ServiceSettings:
             return str(value) if value not in (None, "") else env.get(variable) or default
 
         state = Path(pick("state", "LTGCAST_STATE", "var/state/run"))
-        numbers = {"poll_interval": args.poll_interval, "glm_deadline": args.glm_deadline, "watch": args.watch}
+        numbers = {"poll_interval": args.poll_interval, "glm_deadline": args.glm_deadline, "watch": args.watch,
+                   "max_age_minutes": args.max_age_minutes}  # fmt: skip
         for name, value in numbers.items():
             if value < 0:
-                msg = f"--{name.replace('_', '-')}: expected seconds >= 0, found {value}"
+                msg = f"--{name.replace('_', '-')}: expected a number >= 0, found {value}"
                 raise ConfigError(msg)
         sectors = _split(args.sectors, "--sectors")
         unknown = sorted(set(sectors) - set(ABI_SECTORS))
         if unknown:
             msg = f"--sectors: expected a subset of {','.join(ABI_SECTORS)}, found {','.join(unknown)}"
             raise ConfigError(msg)
+        backend = pick("scorer", "LTGCAST_SCORER", "embedded")
+        if backend == "tfserving" and (args.shadow or args.watch):
+            msg = ("--scorer tfserving: TF Serving loads versions from models.config, so the service cannot gate, "
+                   "warm up and swap them itself; run with --watch 0 and without --shadow, and move versions with "
+                   "`ltgcast models promote` (models.config) and TF Serving's version labels")  # fmt: skip
+            raise ConfigError(msg)
         return cls(
             source=pick("source", "LTGCAST_SOURCE", "s3://noaa-goes19"),
             bus=pick("bus", "LTGCAST_BUS", "inproc://"),
-            backend=pick("scorer", "LTGCAST_SCORER", "embedded"),
+            backend=backend,
             tile=args.tile,
             tfserving=pick("tfserving", "LTGCAST_TFSERVING", "127.0.0.1:8500"),
             store=Path(pick("store", "LTGCAST_STORE", "var/grids")),
@@ -157,9 +164,7 @@ class Service:
         self.stop_event = threading.Event()
         self.clock = SystemClock(interrupt=self.stop_event)
         scorer_settings = ScorerSettings(backend=s.backend, tile=s.tile, target=s.tfserving)
-        # TF Serving loads a version only once models.config names it, so a remote candidate cannot be warmed up
-        # before promotion; the gate still runs on the SavedModel here.
-        swap = HotSwapSettings(interval_s=s.watch_s or 10.0, shadow=s.shadow, warmup=s.backend != "tfserving")
+        swap = HotSwapSettings(interval_s=s.watch_s or 10.0, shadow=s.shadow)
         self.models = ModelSlot(s.model_base, s.model_name, lambda path: get_scorer(path, scorer_settings), swap)
         self.bus: Bus = get_bus(s.bus)
         frame_filter = FrameFilter(sectors=s.sectors, bands=(13,))
@@ -237,10 +242,22 @@ class Service:
             pass
 
     def stop(self) -> None:
-        """Stop in order: ingest, worker, model watcher, HTTP; then close the bus and checkpoint."""
+        """Stop in order: ingest, worker, model watcher, HTTP; then close the bus and checkpoint.
+
+        On the in-process bus, whatever the daemon announced is not kept anywhere else (its checkpoint says
+        "announced"), so the worker first takes what is still on the bus and scores every frame waiting for
+        GLM with what there is. On Kafka, uncommitted frames come again after a restart, with their GLM.
+        """
         self.stop_event.set()
         for thread in self.threads.values():
             thread.join(timeout=60)
+        if isinstance(self.bus, InProcessBus):
+            while self.worker.step(timeout_s=0.0):
+                pass
+            waiting = len(self.worker.pending)
+            self.worker.drain()
+            if waiting:
+                log.info("run: scored %d frame(s) that were still waiting for GLM before stopping", waiting)
         self.models.stop()
         self.http.stop()
         self.worker.close()

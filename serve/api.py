@@ -46,7 +46,8 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ingest.errors import LtgcastError, ModelRejected
+from ingest.errors import ModelRejected
+from ingest.geometry import LIGHTNING_ELLIPSOID
 from ingest.ncio import iso_utc
 from serve import metrics
 from serve.gridfile import read_attributes, read_flashes, read_geometry, read_grid
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 
 SECTORS = ("C", "F", "M1", "M2")
 DEFAULT_LEVELS = (0.10, 0.25, 0.50, 0.75)
+MAX_BODY = 64 * 1024  # admin requests are a few bytes of JSON
 STATIC = {"viewer.js": "text/javascript; charset=utf-8", "viewer.css": "text/css; charset=utf-8"}
 
 
@@ -68,6 +70,8 @@ class ApiSettings:
     max_hours: float = 48.0  # longest history a list or point request may ask for
     cache_entries: int = 32  # rendered contours/PNGs kept in memory
     renderers: int = 2  # PNG/contour renderings at once; more wait up to render_wait_s, then get 503
+    summary_entries: int = 20_000  # grid attributes kept in memory (a few hundred bytes each)
+    max_vertices: int = 1_000_000  # a contour answer larger than this is refused (413): a noise field is not a forecast
     render_wait_s: float = 30.0
 
 
@@ -144,8 +148,8 @@ def _sector(query: Mapping[str, list[str]]) -> str:
 
 def _levels(query: Mapping[str, list[str]]) -> tuple[float, ...]:
     text = _one(query, "levels", ",".join(f"{v:g}" for v in DEFAULT_LEVELS))
-    try:
-        levels = tuple(sorted({float(v) for v in text.split(",") if v.strip()}))
+    try:  # whole percent: the grids are stored in percent, and equal levels share one cached rendering
+        levels = tuple(sorted({round(float(v), 2) for v in text.split(",") if v.strip()}))
     except ValueError:
         levels = ()
     if not levels or len(levels) > 10 or not all(0.0 < v < 1.0 for v in levels):
@@ -176,6 +180,7 @@ class GridApi:
         self._cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self._lock = threading.Lock()
         self._rendering = threading.BoundedSemaphore(self.settings.renderers)
+        self._attrs: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
         self._routes: dict[str, Callable[[Mapping[str, list[str]]], Response]] = {
             "/healthz": lambda q: _json(200, {"status": "ok"}),
             "/readyz": self._readyz,
@@ -227,8 +232,21 @@ class GridApi:
             raise ApiError(404, msg)
         return stored
 
-    def _summary(self, stored: StoredGrid) -> dict[str, Any]:
+    def _attributes(self, stored: StoredGrid) -> dict[str, Any]:
+        """A grid's attributes, cached by (id, mtime, size): a listing of hours of grids opens only new files."""
+        key = self._key(stored, "attributes")
+        with self._lock:
+            if key in self._attrs:
+                return self._attrs[key]
         attrs = read_attributes(stored.path)
+        with self._lock:
+            self._attrs[key] = attrs
+            while len(self._attrs) > self.settings.summary_entries:
+                self._attrs.popitem(last=False)
+        return attrs
+
+    def _summary(self, stored: StoredGrid) -> dict[str, Any]:
+        attrs = self._attributes(stored)
         base = f"/v1/grids/{stored.grid_id}"
         created = attrs.get("date_created", "")
         return {
@@ -264,7 +282,7 @@ class GridApi:
         sector = _sector(query)
         hours = _number(query, "hours", 0.0, self.settings.max_hours, "3")
         since = self._reference((sector,)) - timedelta(hours=hours)
-        grids = [g for g in self.store.grids(sector) if g.scan_start >= since]
+        grids = self.store.grids_between(sector, since)
         return _json(200, {"sector": sector, "since": iso_utc(since), "grids": [self._summary(g) for g in grids]})
 
     def _reference(self, sectors: tuple[str, ...]) -> datetime:
@@ -328,6 +346,13 @@ class GridApi:
             probability, _ = read_grid(stored.path)
             grid = read_geometry(stored.path)
             doc = contours(probability, grid, levels)
+            vertices = sum(len(line) for f in doc["features"] for line in f["geometry"]["coordinates"])
+            if vertices > self.settings.max_vertices:
+                msg = (
+                    f"the contours of {stored.grid_id} at {levels} have {vertices} vertices, more than the "
+                    f"{self.settings.max_vertices} this API sends; ask for fewer levels or take the NetCDF"
+                )
+                raise ApiError(413, msg)
             if crs == "pixel":
                 doc = _to_pixels(doc, grid)
             doc["properties"] = {"grid_id": stored.grid_id, "crs": crs}
@@ -341,7 +366,7 @@ class GridApi:
         flashes = read_flashes(stored.path)
         lat, lon, t = (np.asarray(flashes[k], np.float64) for k in ("lat", "lon", "time"))
         if crs == "pixel":
-            row, col = read_geometry(stored.path).rowcol(lat, lon)
+            row, col = read_geometry(stored.path).rowcol(lat, lon, ellipsoid=LIGHTNING_ELLIPSOID)  # GLM's ellipsoid
             xs, ys = col, row
         else:
             xs, ys = lon, lat
@@ -362,7 +387,7 @@ class GridApi:
         lat = _number(query, "lat", -90.0, 90.0)
         lon = _number(query, "lon", -180.0, 180.0)
         hours = _number(query, "hours", 0.0, self.settings.max_hours, "3")
-        sectors = tuple(s for s in _one(query, "sectors", ",".join(SECTORS)).split(",") if s)
+        sectors = tuple(dict.fromkeys(s for s in _one(query, "sectors", ",".join(SECTORS)).split(",") if s))
         if not sectors or any(s not in SECTORS for s in sectors):
             msg = f"sectors must be a comma-separated subset of {','.join(SECTORS)}; found {sectors!r}"
             raise ApiError(400, msg)
@@ -465,18 +490,31 @@ def _static(name: str) -> bytes:
 # -- the socket side ------------------------------------------------------------------------------------------------
 class _Handler(BaseHTTPRequestHandler):
     api: GridApi
+    timeout = 30  # seconds a connection may sit idle or send slowly before it is closed
     protocol_version = "HTTP/1.1"
     server_version = "ltgcast"
 
+    def _body(self) -> bytes | Response:
+        text = self.headers.get("Content-Length") or "0"
+        if not text.isdigit():
+            return _json(400, {"error": f"Content-Length must be a non-negative integer; found {text!r}"})
+        if int(text) > MAX_BODY:
+            return _json(413, {"error": f"request bodies are at most {MAX_BODY} bytes; found {text}"})
+        return self.rfile.read(int(text)) if int(text) else b""
+
     def _answer(self, method: str) -> None:
         began = time.perf_counter()
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(min(length, 1 << 20)) if length else b""
-        try:
-            route, response = self.api.handle(method, self.path, dict(self.headers.items()), body)
-        except (LtgcastError, OSError, ValueError) as exc:  # a grid that vanished or broke under us: not our caller's
-            log.warning("http: %s %s failed: %s", method, self.path, exc)
-            route, response = _route_name(urlsplit(self.path).path), _json(500, {"error": f"internal error: {exc}"})
+        route = _route_name(urlsplit(self.path).path)
+        body = self._body()
+        if isinstance(body, Response):
+            response = body
+            self.close_connection = True  # the unread body must not be taken for the next request
+        else:
+            try:
+                route, response = self.api.handle(method, self.path, dict(self.headers.items()), body)
+            except Exception as exc:  # a grid that vanished or broke under us: answer 500, keep serving
+                log.exception("http: %s %s failed", method, self.path)
+                response = _json(500, {"error": f"internal error: {type(exc).__name__}: {exc}"})
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))

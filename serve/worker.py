@@ -22,7 +22,8 @@ Models: the worker takes one :class:`~serve.hotswap.ServingModels` snapshot per
 frame (``models.current()``), so a hot-swap lands between two frames and a grid
 is never made by two versions; every grid records the name and version that made
 it. When a shadow model is set, it scores the same input after the stable grid
-is stored, into ``shadow_store``, and the stable grid names the shadow grid.
+is stored, into ``shadow_store`` (its metadata says ``role: shadow``); a
+shadow failure is logged and never affects the stable grid.
 
 Sinks: the file store is the grid's home (its path is the event's URI); every
 extra sink (Redis) gets the grid after it, and a sink that fails is logged and
@@ -218,33 +219,52 @@ class NowcastWorker:
         """The stable scorer right now."""
         return self.models.current().stable
 
-    def _window(self, frame: _Pending) -> tuple[datetime, datetime]:
-        return frame.scan_start - timedelta(minutes=self.scorer.feature_set.window_minutes), frame.scan_start
-
-    def _granules(self, frame: _Pending) -> tuple[list[FrameEvent], float]:
+    def _granules(self, frame: _Pending, scorer: Scorer) -> tuple[list[FrameEvent], float]:
         """Granules of the frame's satellite overlapping its window, and the fraction of the window they cover."""
-        lo, hi = self._window(frame)
+        lo, hi = frame.scan_start - timedelta(minutes=scorer.feature_set.window_minutes), frame.scan_start
         chosen = sorted(
             (g for g in self.glm.values() if g[2].satellite == frame.event.satellite and g[1] > lo and g[0] < hi),
             key=lambda g: g[0],
         )
         return [g[2] for g in chosen], span_coverage([(g[0], g[1]) for g in chosen], lo, hi)
 
-    def _score_ready(self) -> None:
+    def _score_ready(self, *, force: bool = False) -> None:
+        """Score the frames whose GLM window is covered or whose deadline passed (every frame with ``force``)."""
         now = self.clock.now()
-        waiting = []
+        ready: list[tuple[_Pending, ServingModels, list[FrameEvent], float]] = []
+        waiting: list[_Pending] = []
         for frame in sorted(self.pending, key=lambda f: f.scan_start):
-            granules, coverage = self._granules(frame)
+            models = self.models.current()  # one snapshot per frame: a hot-swap lands between frames, never inside
+            granules, coverage = self._granules(frame, models.stable)
             late = (now - frame.arrived).total_seconds() >= self.settings.glm_deadline_s
-            if coverage >= MIN_COVERAGE or late:
-                self._score(frame, granules, coverage)
+            if force or late or coverage >= MIN_COVERAGE:
+                ready.append((frame, models, granules, coverage))
             else:
                 waiting.append(frame)
-        self.pending = waiting
+        self.pending = waiting  # before scoring: a frame is never scored twice
+        for frame, models, granules, coverage in ready:
+            self._score(frame, models, granules, coverage)
 
-    def _score(self, frame: _Pending, granules: list[FrameEvent], coverage: float) -> None:
+    def drain(self) -> None:
+        """Score every frame still waiting for GLM with what there is, and commit (before a shutdown)."""
+        self._score_ready(force=True)
+        self._commit()
+
+    def _score(self, frame: _Pending, models: ServingModels, granules: list[FrameEvent], coverage: float) -> None:
+        """Score one frame; whatever goes wrong is counted and dead-lettered, never raised to the loop."""
+        try:
+            self._score_frame(frame, models, granules, coverage)
+        except Exception as exc:  # the last boundary: a frame must end as scored or failed, whatever broke
+            log.exception("worker: unexpected failure on %s", frame.event.name)
+            self._failed(frame, f"unexpected {type(exc).__name__}: {exc}")
+
+    def _failed(self, frame: _Pending, reason: str) -> None:
         event = frame.event
-        models = self.models.current()  # one snapshot per frame: a hot-swap lands between frames, never inside one
+        self._dead_letter(event.name, event.key, "score", reason, event.source_uri)
+        self._done(frame.message, "failed")
+
+    def _score_frame(self, frame: _Pending, models: ServingModels, granules: list[FrameEvent], coverage: float) -> None:
+        event = frame.event
         try:
             began = self.clock.monotonic()
             image = read_product(local_path(event.uri))
@@ -262,14 +282,18 @@ class NowcastWorker:
             metrics.STAGE_SECONDS.labels("store").observe(self.clock.monotonic() - began)
         except (FrameDecodeError, IngestError, ScoringError, OSError, ValueError) as exc:
             log.warning("worker: could not score %s: %s", event.name, exc)
-            self._dead_letter(event.name, event.key, "score", str(exc), event.source_uri)
-            self._done(frame.message, "failed")
+            self._failed(frame, str(exc))
             return
         for name, seconds in result.seconds.items():
             metrics.STAGE_SECONDS.labels(name).observe(seconds)
         metrics.GLM_MISSING.inc(missing)
         self._to_sinks(result, image.grid, meta)
-        self._announce(frame, meta, str(stored.path), len(used))
+        try:
+            self._announce(frame, meta, str(stored.path), len(used))
+        except LtgcastError as exc:  # the grid is stored; announce it again next step (a replay rewrites the same grid)
+            log.warning("worker: grid %s stored but not announced, trying again: %s", meta.grid_id, exc)
+            self.pending.append(frame)
+            return
         if models.shadow is not None:
             self._shadow(image, flashes, models.shadow, frame, tuple(used), missing)
 
@@ -318,7 +342,7 @@ class NowcastWorker:
             result = nowcast_frame(image, flashes, scorer)
             meta = self._meta(frame, scorer, result, used, missing, role="shadow")
             self.shadow_store.put(result.probability, image.grid, meta, encoding=self.settings.encoding)
-        except (LtgcastError, OSError, ValueError) as exc:
+        except Exception as exc:  # a candidate never disturbs the stable path
             log.warning("worker: shadow model %s v%d failed on %s: %s", scorer.name, scorer.version,
                         frame.event.name, exc)  # fmt: skip
             return

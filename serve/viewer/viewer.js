@@ -2,7 +2,9 @@
 // pixel coordinates (crs=pixel), a time slider over the sector's recent grids, and a point series.
 "use strict";
 
-const state = { sector: "C", grids: [], index: -1, shown: null };
+// `pinned` is the grid the forecaster chose with the slider (by id: the 3-hour list slides under it);
+// `seq` numbers each show() so a slow answer for an older choice never paints over a newer one.
+const state = { sector: "C", grids: [], index: -1, shown: null, pinned: null, seq: 0 };
 const $ = (id) => document.getElementById(id);
 
 async function getJson(url) {
@@ -47,17 +49,20 @@ function drawFlashes(doc, radius) {
 }
 
 async function show(grid) {
+  const seq = ++state.seq;
   const [height, width] = grid.shape;
   const [contours, flashes] = await Promise.all([
     getJson(`${grid.links.contours}?crs=pixel`),
     getJson(`${grid.links.flashes}?crs=pixel`),
   ]);
+  if (seq !== state.seq) return; // a newer choice was made meanwhile
   await new Promise((resolve, reject) => {
     const img = $("overlay");
     img.onload = resolve;
     img.onerror = () => reject(new Error(`cannot load ${grid.links.png}`));
     img.src = grid.links.png;
   });
+  if (seq !== state.seq) return;
   const svg = $("vector");
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.replaceChildren();
@@ -82,9 +87,8 @@ async function refresh() {
     if (!state.grids.length) { document.body.dataset.state = "empty"; return; }
     const slider = $("slider");
     slider.max = String(state.grids.length - 1);
-    if ($("live").checked || state.index < 0 || state.index >= state.grids.length) {
-      state.index = state.grids.length - 1;
-    }
+    const pinned = state.grids.findIndex((g) => g.grid_id === state.pinned);
+    state.index = $("live").checked || pinned < 0 ? state.grids.length - 1 : pinned;
     slider.value = String(state.index);
     document.body.dataset.grids = state.grids.length;
     const grid = state.grids[state.index];
@@ -114,11 +118,18 @@ async function pointSeries(event) {
   }
 }
 
-$("sector").addEventListener("change", (e) => { state.sector = e.target.value; state.index = -1; state.shown = null; refresh(); });
+$("sector").addEventListener("change", (e) => {
+  Object.assign(state, { sector: e.target.value, index: -1, shown: null, pinned: null });
+  refresh();
+});
+let sliding = null;
 $("slider").addEventListener("input", (e) => {
   state.index = Number(e.target.value);
+  state.pinned = state.grids[state.index].grid_id;
   $("live").checked = state.index === state.grids.length - 1;
-  show(state.grids[state.index]).catch((err) => showError(err.message));
+  $("slider-label").textContent = state.grids[state.index].scan_start;
+  clearTimeout(sliding); // one request per pause of the slider, not one per step it passed
+  sliding = setTimeout(() => show(state.grids[state.index]).catch((err) => showError(err.message)), 150);
 });
 $("point-form").addEventListener("submit", pointSeries);
 const initial = new URLSearchParams(location.search).get("sector");

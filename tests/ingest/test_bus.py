@@ -75,6 +75,19 @@ def test_in_process_poll_waits_for_a_publish() -> None:
     timer.join()
 
 
+def test_in_process_topics_keep_their_last_messages_and_offsets_go_on() -> None:
+    bus = InProcessBus(retention=3)
+    behind = bus.subscribe(["t"], "slow")
+    for i in range(5):
+        bus.publish("t", "C", f"m{i}".encode())
+    assert [(m.offset, m.value) for m in bus.messages("t")] == [(2, b"m2"), (3, b"m3"), (4, b"m4")]
+    taken = behind.poll(timeout_s=0)  # a consumer left behind skips to the oldest message kept
+    assert [m.offset for m in taken] == [2, 3, 4]
+    behind.commit(taken[-1])
+    bus.publish("t", "C", b"m5")
+    assert [(m.offset, m.value) for m in bus.subscribe(["t"], "slow").poll(timeout_s=0)] == [(5, b"m5")]
+
+
 @pytest.fixture
 def kafka_bus(kafka_address: str) -> Iterator[Bus]:
     bus = get_bus(f"kafka://{kafka_address}")

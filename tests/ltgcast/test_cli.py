@@ -74,7 +74,10 @@ def test_run_says_clearly_when_noaa_is_unreachable(monkeypatch, capsys):
     [
         (["--sectors", "C,X"], "--sectors: expected a subset of C,F,M1,M2, found X"),
         (["--http", "8080"], "--http: expected HOST:PORT, found '8080'"),
-        (["--poll-interval", "-1"], "--poll-interval: expected seconds >= 0"),
+        (["--poll-interval", "-1"], "--poll-interval: expected a number >= 0"),
+        (["--max-age-minutes", "-5"], "--max-age-minutes: expected a number >= 0"),
+        (["--scorer", "tfserving", "--shadow", "--watch", "0"], "--scorer tfserving: TF Serving loads versions"),
+        (["--scorer", "tfserving"], "run with --watch 0 and without --shadow"),
     ],
 )
 def test_run_refuses_bad_settings_before_starting_anything(flags, message, capsys):

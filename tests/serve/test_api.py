@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from ingest.errors import ModelRejected
-from ingest.geometry import FixedGrid, GeosProjection
+from ingest.geometry import LIGHTNING_ELLIPSOID, FixedGrid, GeosProjection
 from serve.api import ApiSettings, GridApi, HttpService, Response
 from serve.gridfile import GridMeta, read_grid
 from serve.store import FileGridStore
@@ -44,7 +44,8 @@ def put(store: FileGridStore, minute: int, peak: float, sector: str = "M1", vers
     meta = GridMeta("G19", sector, t, t + timedelta(minutes=30), "lightning", version, f"frame{minute}.nc",
                     glm_files=("g1.nc", "g2.nc"), glm_missing=3)  # fmt: skip
     g = grid()
-    lat, lon = g.lonlat()[1][30, 40], g.lonlat()[0][30, 40]
+    x, y = g.scan_angles_of(30, 40)  # a flash seen at pixel (30, 40), navigated on GLM's lightning ellipsoid
+    lon, lat = g.projection.on_ellipsoid(LIGHTNING_ELLIPSOID).lonlat(x, y)
     flashes = {"lat": np.array([lat, lat]), "lon": np.array([lon, lon + 0.05]), "time": np.array([t.timestamp()] * 2)}
     store.put(disc(peak), g, meta, flashes=flashes)
     return meta.grid_id
@@ -280,3 +281,59 @@ def test_renderings_are_bounded_and_the_rest_get_503(store: FileGridStore, monke
     first.join(30)
     assert answers[0].status == 200
     assert get(api, f"/v1/grids/{grid_id}/contours.geojson").status == 200  # the slot is free again
+
+
+def test_a_contour_answer_too_large_is_refused_and_levels_are_whole_percent(store: FileGridStore) -> None:
+    grid_id = "G19_M1_20240615T201024Z_lightning-v1"
+    small = GridApi(store, ApiSettings(max_vertices=10))
+    refused = get(small, f"/v1/grids/{grid_id}/contours.geojson?levels=0.1")
+    assert refused.status == 413
+    assert "more than the 10 this API sends" in body(refused)["error"]
+    api = GridApi(store)
+    rounded = body(get(api, f"/v1/grids/{grid_id}/contours.geojson?levels=0.2500001,0.25"))
+    assert [f["properties"]["level"] for f in rounded["features"]] == [0.25]
+
+
+def raw(service: HttpService, request: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection(service.address, timeout=10) as conn:
+        conn.sendall(request)
+        reply = b""
+        while b"\r\n\r\n" not in reply or len(reply.partition(b"\r\n\r\n")[2]) < length(reply):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        return reply
+
+
+def length(reply: bytes) -> int:
+    for line in reply.partition(b"\r\n\r\n")[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    return 0
+
+
+def test_the_socket_refuses_bad_lengths_and_survives_an_internal_error(store: FileGridStore, monkeypatch: Any) -> None:
+    import serve.api
+
+    service = HttpService(GridApi(store, ApiSettings(admin_token="t")), "127.0.0.1", 0).start()
+    try:
+        negative = raw(service, b"POST /v1/admin/models/rollback HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n")
+        assert negative.startswith(b"HTTP/1.1 400")
+        assert b"non-negative integer" in negative
+        huge = raw(service, b"POST /v1/admin/models/rollback HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n")
+        assert huge.startswith(b"HTTP/1.1 413")
+
+        def broken(path: Path) -> dict[str, Any]:
+            msg = "HDF5: corrupt B-tree"
+            raise RuntimeError(msg)
+
+        monkeypatch.setattr(serve.api, "read_attributes", broken)
+        failed = raw(service, b"GET /v1/grids/latest?sector=M1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert failed.startswith(b"HTTP/1.1 500")
+        assert b"RuntimeError: HDF5: corrupt B-tree" in failed
+        assert raw(service, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 200")
+    finally:
+        service.stop()

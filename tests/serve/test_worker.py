@@ -6,6 +6,7 @@ import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ingest.bus import InProcessBus
@@ -140,3 +141,108 @@ def test_a_replay_rewrites_the_same_grids(scenario: list[Path], setup: Setup) ->
     ids = [GridEvent.from_json(m.value).grid_id for m in bus.messages(GRIDS_TOPIC)]
     assert ids[:2] == ids[2:]
     shutil.rmtree(store.root)
+
+
+class BrokenSink:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def put(self, probability: object, grid: object, meta: object, *, encoding: str = "uint8") -> object:
+        from ingest.errors import StoreError
+
+        self.calls += 1
+        msg = "Redis at 127.0.0.1:1: put failed: ConnectionError"
+        raise StoreError(msg)
+
+
+def test_a_failing_sink_loses_nothing_and_a_shadow_model_scores_beside(scenario: list[Path], setup: Setup,
+                                                                       model_base: Path) -> None:  # fmt: skip
+    from serve.hotswap import ServingModels
+
+    bus, clock, store, scorer = setup
+    shadow = EmbeddedScorer(model_base / "lightning" / "1")
+    shadow.version = 7  # a candidate version, as the slot would load it
+
+    class Slot:
+        def current(self) -> ServingModels:
+            return ServingModels(stable=scorer, shadow=shadow)
+
+    sink = BrokenSink()
+    for path in glm(scenario) + abi(scenario)[-2:]:
+        announce(bus, path)
+    worker = NowcastWorker(bus, Slot(), store, clock, sinks=(sink,))
+    drain(worker)
+    assert (worker.outcomes["scored"], sink.calls) == (2, 2)  # the sink failed twice; both grids are stored
+    assert [g.version for g in store.grids("M1")] == [1, 1]
+    shadows = worker.shadow_store.grids("M1")
+    assert [g.version for g in shadows] == [7, 7]
+    assert worker.shadow_store.root == store.root / "shadow"
+    stable_values, _ = read_grid(store.grids("M1")[-1].path)
+    shadow_values, attrs = read_grid(shadows[-1].path)
+    np.testing.assert_array_equal(stable_values, shadow_values)  # same weights: the same field, recorded twice
+    assert '"role": "shadow"' in attrs["provenance"]
+
+
+def test_an_unexpected_error_fails_one_frame_and_the_rest_go_on(scenario: list[Path], setup: Setup,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import serve.worker
+
+    bus, clock, store, scorer = setup
+    frames = abi(scenario)[-3:]
+    real = serve.worker.read_product
+
+    def flaky(path: Path) -> object:
+        if Path(path).name == frames[1].name:
+            msg = "NetCDF: HDF error"
+            raise RuntimeError(msg)
+        return real(path)
+
+    monkeypatch.setattr(serve.worker, "read_product", flaky)
+    for path in glm(scenario) + frames:
+        announce(bus, path)
+    worker = NowcastWorker(bus, scorer, store, clock)
+    for _ in range(3):
+        drain(worker)
+    assert (worker.outcomes["scored"], worker.outcomes["failed"]) == (2, 1)
+    assert len(bus.messages(GRIDS_TOPIC)) == 2  # never scored or announced twice
+    letters = [DeadLetterEvent.from_json(m.value) for m in bus.messages(DEADLETTER_TOPIC)]
+    assert [(d.name, d.stage) for d in letters] == [(frames[1].name, "score")]
+    assert "RuntimeError: NetCDF: HDF error" in letters[0].reason
+    assert worker.idle()
+
+
+def test_file_uris_are_read_and_each_granule_once(scenario: list[Path], setup: Setup,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import serve.worker
+
+    bus, clock, store, scorer = setup
+    reads: list[str] = []
+    real = serve.worker.read_product
+
+    def counting(path: Path) -> object:
+        reads.append(Path(path).name)
+        return real(path)
+
+    monkeypatch.setattr(serve.worker, "read_product", counting)
+    for path in glm(scenario) + abi(scenario)[-3:]:
+        event = FrameEvent.of(parse_filename(path), uri=path.resolve().as_uri(), source_uri=path.as_uri(),
+                              size=path.stat().st_size, ingest_time=START)  # fmt: skip
+        bus.publish(FRAMES_TOPIC, event.key, event.to_json())
+    worker = NowcastWorker(bus, scorer, store, clock)
+    drain(worker)
+    assert worker.outcomes["scored"] == 3
+    granules = [name for name in reads if "_GLM-" in name]
+    assert len(granules) == len(set(granules))  # windows overlap; every granule was read once
+    assert len(set(granules)) >= 45
+
+
+def test_drain_scores_the_frames_still_waiting_for_glm(scenario: list[Path], setup: Setup) -> None:
+    bus, clock, store, scorer = setup
+    worker = NowcastWorker(bus, scorer, store, clock, WorkerSettings(glm_deadline_s=600.0))
+    announce(bus, abi(scenario)[-1])
+    drain(worker)
+    assert not worker.idle()
+    worker.drain()
+    assert worker.idle()
+    assert worker.outcomes["scored"] == 1
+    assert bus.subscribe([FRAMES_TOPIC], "ltgcast-worker").poll(0) == []  # and committed
