@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,6 +38,7 @@ from ltgcast.nowcasting import DEFAULT_BASE
 
 log = logging.getLogger(__name__)
 
+PRUNE_EVERY_S = 600.0
 WORKER_STALL_S = 60.0  # /readyz fails when the worker loop has not come round for this long
 
 
@@ -63,6 +65,7 @@ class ServiceSettings:
     glm_deadline_s: float
     max_age_s: float
     exit_when_idle: bool
+    keep_days: float = 7.0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, env: Mapping[str, str]) -> ServiceSettings:
@@ -74,7 +77,7 @@ class ServiceSettings:
 
         state = Path(pick("state", "LTGCAST_STATE", "var/state/run"))
         numbers = {"poll_interval": args.poll_interval, "glm_deadline": args.glm_deadline, "watch": args.watch,
-                   "max_age_minutes": args.max_age_minutes}  # fmt: skip
+                   "max_age_minutes": args.max_age_minutes, "keep_days": args.keep_days}  # fmt: skip
         for name, value in numbers.items():
             if value < 0:
                 msg = f"--{name.replace('_', '-')}: expected a number >= 0, found {value}"
@@ -110,6 +113,7 @@ class ServiceSettings:
             glm_deadline_s=args.glm_deadline,
             max_age_s=args.max_age_minutes * 60.0,
             exit_when_idle=args.exit_when_idle,
+            keep_days=args.keep_days,
         )
 
 
@@ -133,6 +137,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--glm-deadline", type=float, default=90.0, help="seconds a frame waits for late GLM")
     parser.add_argument("--max-age-minutes", type=float, default=60.0,
                         help="skip frames older than this when they arrive (0: no limit, for replays)")  # fmt: skip
+    parser.add_argument("--keep-days", type=float, default=7.0,
+                        help="days of grids kept behind the newest (0: keep all)")  # fmt: skip
     parser.add_argument("--exit-when-idle", action="store_true",
                         help="stop once the source is exhausted and every frame scored (replays)")  # fmt: skip
 
@@ -185,6 +191,7 @@ class Service:
         self.threads: dict[str, threading.Thread] = {}
         self.ingest_done = threading.Event()
         self.worker_errors = 0
+        self._next_prune = 0.0
 
     def _sinks(self) -> tuple[Any, ...]:
         if not self.settings.redis:
@@ -202,9 +209,21 @@ class Service:
         finally:
             self.ingest_done.set()
 
+    def _prune(self) -> None:
+        """Every 10 minutes, remove grid day folders older than ``keep_days`` (stable and shadow)."""
+        now = self.clock.monotonic()
+        if self.settings.keep_days <= 0 or now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_EVERY_S
+        keep = timedelta(days=self.settings.keep_days)
+        removed = self.store.prune(keep) + self.worker.shadow_store.prune(keep)
+        if removed:
+            log.info("run: removed %d day folder(s) of grids older than %g days", removed, self.settings.keep_days)
+
     def _work(self) -> None:
         while not self.stop_event.is_set():
             try:
+                self._prune()
                 received = self.worker.step()
             except Exception:  # one bad frame or a bus hiccup must not end the service
                 self.worker_errors += 1

@@ -10,9 +10,10 @@ path outside the store.
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from numpy.typing import NDArray
 from ingest.geometry import FixedGrid
 from serve.gridfile import FlashArrays, GridMeta, write_grid
 
+DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 GRID_ID = re.compile(
     r"^(?P<satellite>G\d{2})_(?P<sector>C|F|M1|M2)_(?P<stamp>\d{8}T\d{6}Z)_(?P<model>[A-Za-z0-9._-]+)-v(?P<version>\d+)$"
 )
@@ -138,7 +140,33 @@ class FileGridStore:
                                     parts["model"], parts["version"]))  # fmt: skip
         return sorted(found, key=lambda g: (g.scan_start, g.version, g.grid_id))
 
+    def _days(self, sector: str) -> list[Path]:
+        folder = self.root / sector
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.iterdir() if p.is_dir() and DAY.match(p.name))
+
     def latest(self, sector: str) -> StoredGrid | None:
-        """The newest grid of a sector, or ``None``."""
-        grids = self.grids(sector)
-        return grids[-1] if grids else None
+        """The newest grid of a sector, or ``None`` (only the newest day folder holding a grid is listed)."""
+        for day in reversed(self._days(sector)):
+            grids = self._scan(day.glob("*.nc"))
+            if grids:
+                return grids[-1]
+        return None
+
+    def prune(self, keep: timedelta) -> int:
+        """Remove each sector's day folders that end more than ``keep`` before its newest grid; return how many.
+
+        Measured from the newest grid rather than the clock, so a replay of an old archive keeps its grids.
+        """
+        removed = 0
+        for sector in self.sectors():
+            newest = self.latest(sector)
+            if newest is None:
+                continue
+            cutoff = (newest.scan_start - keep).date()
+            for day in self._days(sector):
+                if date.fromisoformat(day.name) < cutoff:
+                    shutil.rmtree(day)
+                    removed += 1
+        return removed

@@ -69,3 +69,18 @@ def test_grids_between_picks_scans_in_the_window_across_days(tmp_path: Path) -> 
     assert FileGridStore(tmp_path / "absent").sectors() == []
     with pytest.raises(ValueError, match="until must be a timezone-aware datetime"):
         store.grids_between("M1", late, datetime(2024, 6, 16))  # noqa: DTZ001
+
+
+def test_prune_keeps_the_days_near_the_newest_grid(tmp_path: Path) -> None:
+    store = FileGridStore(tmp_path)
+    grid = small_grid()
+    for day in (1, 2, 4):
+        t = datetime(2024, 6, day, 23, 50, tzinfo=UTC)
+        store.put(np.zeros((4, 6), np.float32), grid, GridMeta("G19", "M1", t, t + timedelta(minutes=30),
+                                                               "lightning", 1, f"f{day}.nc"))  # fmt: skip
+    (tmp_path / "M1" / "notes").mkdir()
+    assert store.prune(timedelta(days=1)) == 2  # June 1 and 2 end before June 3 23:50
+    assert [g.scan_start.day for g in store.grids("M1")] == [4]
+    assert (tmp_path / "M1" / "notes").is_dir()
+    assert store.latest("M1") is not None
+    assert store.prune(timedelta(days=1)) == 0
