@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 600.0
 WORKER_STALL_S = 60.0  # /readyz fails when the worker loop has not come round for this long
+NO_SOURCE = "none"  # --source none: a worker (and API) of the distributed mode; frames come from Kafka
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,10 @@ class ServiceSettings:
             if value < 0:
                 msg = f"--{name.replace('_', '-')}: expected a number >= 0, found {value}"
                 raise ConfigError(msg)
+        shared = pick("bus", "LTGCAST_BUS", "").startswith("kafka://")
+        if pick("source", "LTGCAST_SOURCE", "") == NO_SOURCE and not shared:
+            msg = "--source none (a worker without ingest) needs a shared bus: --bus kafka://HOST:PORT"
+            raise ConfigError(msg)
         sectors = _split(args.sectors, "--sectors")
         unknown = sorted(set(sectors) - set(ABI_SECTORS))
         if unknown:
@@ -119,7 +124,8 @@ class ServiceSettings:
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``ltgcast run``."""
-    parser.add_argument("--source", help="dir:PATH, s3://noaa-goes19 or sim:[?options] (env LTGCAST_SOURCE)")
+    parser.add_argument("--source", help="dir:PATH, s3://noaa-goes19, sim:[?options], or none: a worker fed by "
+                        "`ltgcast ingest` over Kafka (env LTGCAST_SOURCE)")  # fmt: skip
     parser.add_argument("--bus", help="inproc:// or kafka://HOST:PORT (env LTGCAST_BUS; default inproc://)")
     parser.add_argument("--scorer", help="embedded or tfserving (env LTGCAST_SCORER; default embedded)")
     parser.add_argument("--tile", type=int, default=512, help="output pixels per scoring tile side (0: whole frame)")
@@ -173,13 +179,16 @@ class Service:
         swap = HotSwapSettings(interval_s=s.watch_s or 10.0, shadow=s.shadow)
         self.models = ModelSlot(s.model_base, s.model_name, lambda path: get_scorer(path, scorer_settings), swap)
         self.bus: Bus = get_bus(s.bus)
-        frame_filter = FrameFilter(sectors=s.sectors, bands=(13,))
-        context = SourceContext(cache=s.state / "cache", clock=self.clock, frame_filter=frame_filter)
-        source = get_source(s.source, context)  # checked before anything holds a file open
-        self.checkpoint = Checkpoint.open(s.state / "ingest")
-        self.daemon = IngestDaemon(source, self.bus, self.checkpoint,
-                                   Quarantine(s.state / "quarantine"), self.clock, frame_filter=frame_filter,
-                                   settings=DaemonSettings(poll_interval_s=s.poll_interval_s))  # fmt: skip
+        self.checkpoint: Checkpoint | None = None
+        self.daemon: IngestDaemon | None = None
+        if s.source != NO_SOURCE:
+            frame_filter = FrameFilter(sectors=s.sectors, bands=(13,))
+            context = SourceContext(cache=s.state / "cache", clock=self.clock, frame_filter=frame_filter)
+            source = get_source(s.source, context)  # checked before anything holds a file open
+            self.checkpoint = Checkpoint.open(s.state / "ingest")
+            self.daemon = IngestDaemon(source, self.bus, self.checkpoint,
+                                       Quarantine(s.state / "quarantine"), self.clock, frame_filter=frame_filter,
+                                       settings=DaemonSettings(poll_interval_s=s.poll_interval_s))  # fmt: skip
         self.store = FileGridStore(s.store)
         worker_settings = WorkerSettings(sectors=frozenset(s.sectors), glm_deadline_s=s.glm_deadline_s,
                                          max_age_s=s.max_age_s or float("inf"), poll_timeout_s=0.25)  # fmt: skip
@@ -203,7 +212,8 @@ class Service:
     # -- threads ----------------------------------------------------------------------------------------------------
     def _ingest(self) -> None:
         try:
-            self.daemon.run(once=self.settings.exit_when_idle, stop=self.stop_event)
+            if self.daemon is not None:
+                self.daemon.run(once=self.settings.exit_when_idle, stop=self.stop_event)
         except Exception:  # the thread must say why it died; /readyz reports it
             log.exception("ingest: the daemon stopped on an unexpected error")
         finally:
@@ -280,7 +290,8 @@ class Service:
         self.models.stop()
         self.http.stop()
         self.worker.close()
-        self.checkpoint.close()
+        if self.checkpoint is not None:
+            self.checkpoint.close()
         self.bus.close()
 
     def summary(self) -> dict[str, Any]:

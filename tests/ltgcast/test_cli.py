@@ -78,6 +78,7 @@ def test_run_says_clearly_when_noaa_is_unreachable(monkeypatch, capsys):
         (["--max-age-minutes", "-5"], "--max-age-minutes: expected a number >= 0"),
         (["--scorer", "tfserving", "--shadow", "--watch", "0"], "--scorer tfserving: TF Serving loads versions"),
         (["--scorer", "tfserving"], "run with --watch 0 and without --shadow"),
+        (["--source", "none"], "--source none (a worker without ingest) needs a shared bus"),
     ],
 )
 def test_run_refuses_bad_settings_before_starting_anything(flags, message, capsys):
