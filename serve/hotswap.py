@@ -52,11 +52,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from prometheus_client import Counter, Gauge
 
 from ingest.clock import Clock, SystemClock
 from ingest.errors import ModelRejected
 from ingest.ncio import iso_utc
+from monitor import metrics
 from serve.scoring import Scorer
 
 if TYPE_CHECKING:
@@ -74,15 +74,8 @@ STAGES = GATE, LOAD, WARMUP = ("gate", "load", "warmup")
 ROLES = ("stable", "shadow")
 GATE_REASON = "hot-swap: passed the gate"
 
-SWAPS = Counter(
-    "ltgcast_model_swaps_total", "Model version changes by outcome (rejected: kept the models).", ["outcome"]
-)
-REJECTIONS = Counter(
-    "ltgcast_model_rejections_total", "Model versions refused, by the stage that refused them.", ["stage"]
-)
-VERSION = Gauge("ltgcast_model_version", "Model version served in each role (0: none).", ["role"])
-CHECK_ERRORS = Counter("ltgcast_model_check_errors_total", "Scans of the model base that raised (logged, skipped).")
-LAST_CHECK = Gauge("ltgcast_model_last_check_timestamp_seconds", "Unix time of the last completed model-base scan.")
+SWAPS, REJECTIONS, VERSION = metrics.MODEL_SWAPS, metrics.MODEL_REJECTIONS, metrics.MODEL_VERSION
+CHECK_ERRORS, LAST_CHECK = metrics.MODEL_CHECK_ERRORS, metrics.MODEL_LAST_CHECK
 
 
 @dataclass(frozen=True)
@@ -455,6 +448,10 @@ class ModelSlot:
         models = self._models
         VERSION.labels("stable").set(models.stable.version)
         VERSION.labels("shadow").set(_version(models.shadow) or 0)
+        metrics.MODEL_INFO.clear()
+        metrics.MODEL_INFO.labels("stable", str(models.stable.version)).set(1)
+        if models.shadow is not None:
+            metrics.MODEL_INFO.labels("shadow", str(models.shadow.version)).set(1)
 
     def _result(self, previous: int, outcome: str, reason: str) -> dict[str, Any]:
         models = self._models

@@ -1,52 +1,27 @@
-"""Prometheus metrics of the nowcast worker and the HTTP API, defined once at module scope.
+"""Prometheus metrics of the worker's plumbing and of the HTTP API, defined once at module scope.
 
-Labels are bounded: ``outcome`` is one of the worker's outcomes (:data:`OUTCOMES`),
-``sector`` one of C/F/M1/M2, ``stage`` one of read/featurize/score/store,
-``route`` one of the API's route names (:data:`ROUTES`), ``status`` an HTTP status
-class (2xx … 5xx). No label ever carries a file name, a grid id or a user's
-parameter.
+The metrics of frames, inputs, predictions, stages and models that dashboards and
+alerts rely on are in :mod:`monitor.metrics`. Labels here are bounded: ``sector``
+one of C/F/M1/M2, ``route`` one of the API's route names (:data:`ROUTES`),
+``status`` an HTTP status class (2xx … 5xx). No label ever carries a file name, a
+grid id or a user's parameter.
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-OUTCOMES = (
-    "scored",
-    "scored_out_of_order",
-    "duplicate",
-    "too_old",
-    "other_band",
-    "other_sector",
-    "glm",
-    "bad_event",
-    "failed",
-)
 ROUTES = ("viewer", "latest", "list", "netcdf", "contours", "png", "flashes", "points", "health", "ready",
           "metrics", "models", "admin", "static", "unknown")  # fmt: skip
 
-FRAMES = Counter("ltgcast_worker_messages_total", "Messages given a final outcome by the nowcast worker.", ["outcome"])
-STAGE_SECONDS = Histogram(
-    "ltgcast_worker_stage_seconds",
-    "Seconds per frame spent in each stage of the worker.",
-    ["stage"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60),
-)
 GRID_LATENCY = Histogram(
     "ltgcast_grid_latency_seconds",
     "Seconds from a frame's arrival at the worker to its grid being stored and announced.",
     ["sector"],
     buckets=(0.5, 1, 2, 3, 5, 10, 20, 30, 60, 90, 120, 300),
 )
-GRID_AGE = Histogram(
-    "ltgcast_grid_age_seconds",
-    "Seconds from a frame's scan start to its grid being stored (satellite, ingest and worker together).",
-    ["sector"],
-    buckets=(30, 60, 90, 120, 180, 240, 300, 450, 600, 900, 1800, 3600),
-)
 LAST_GRID = Gauge("ltgcast_grid_last_scan_timestamp_seconds", "Scan start (Unix time) of the newest grid.", ["sector"])
 PENDING = Gauge("ltgcast_worker_pending_frames", "Frames waiting for their GLM granules.")
-GLM_MISSING = Counter("ltgcast_worker_glm_missing_granules_total", "20-s GLM granules missing from scored windows.")
 SINK_ERRORS = Counter("ltgcast_worker_sink_errors_total", "Failed writes to a secondary grid sink (e.g. Redis).")
 SHADOW_GRIDS = Counter("ltgcast_worker_shadow_grids_total", "Grids scored by the shadow model beside the stable one.")
 

@@ -61,6 +61,8 @@ from ingest.glm import MIN_COVERAGE, GlmGranule, span_coverage
 from ingest.glm import Flashes as GlmFlashes
 from ingest.ncio import iso_utc, parse_utc
 from ingest.readers import read_product
+from monitor import metrics as monitoring
+from monitor.quality import InputQuality, record_age, record_input, record_prediction
 from serve import metrics
 from serve.gridfile import GridMeta
 from serve.hotswap import ServingModels
@@ -72,6 +74,7 @@ log = logging.getLogger(__name__)
 
 GRANULE_S = 20.0  # a GLM LCFA file spans 20 s
 RECENT_GRIDS = 1000
+SECTOR_LABELS = frozenset({"C", "F", "M1", "M2"})
 
 
 @dataclass(frozen=True)
@@ -181,7 +184,9 @@ class NowcastWorker:
     # -- receiving --------------------------------------------------------------------------------------------------
     def _done(self, message: Message, outcome: str) -> None:
         self.outcomes[outcome] += 1
-        metrics.FRAMES.labels(outcome).inc()
+        if outcome != "glm":
+            sector = message.key if message.key in SECTOR_LABELS else "other"  # bounded, whatever a bad event says
+            monitoring.FRAMES.labels(sector, outcome).inc()
         for entry in self.ledgers[(message.topic, message.partition)].entries:
             if entry[0] == message.offset:
                 entry[1] = True
@@ -198,8 +203,11 @@ class NowcastWorker:
         start = parse_utc(event.scan_start)
         if event.family.startswith("GLM"):
             self.glm[event.name] = (start, parse_utc(event.scan_end), event)
+            monitoring.GLM_RECEIVED.labels(event.satellite).inc()
             self._done(message, "glm")
             return
+        if event.band == IR_BAND and event.sector in s.sectors:
+            record_age(str(event.sector), "ingest", start, parse_utc(event.ingest_time))
         if event.band != IR_BAND:
             self._done(message, "other_band")
         elif event.sector not in s.sectors:
@@ -271,7 +279,8 @@ class NowcastWorker:
             if not isinstance(image, AbiImage):
                 raise FrameDecodeError(event.uri, "expected an ABI image")
             flashes, used, unreadable = self._read_flashes(granules)
-            metrics.STAGE_SECONDS.labels("read").observe(self.clock.monotonic() - began)
+            monitoring.STAGE_LATENCY.labels("read").observe(self.clock.monotonic() - began)
+            record_input(event.satellite, str(event.sector), image.band, InputQuality.of(image.accounting))
             window_s = models.stable.feature_set.window_minutes * 60.0
             missing = int(round((1.0 - coverage) * window_s / GRANULE_S)) + unreadable
             result = nowcast_frame(image, flashes, models.stable)
@@ -279,14 +288,15 @@ class NowcastWorker:
             began = self.clock.monotonic()
             stored = self.store.put(result.probability, image.grid, meta, encoding=self.settings.encoding,
                                     flashes=flashes)  # fmt: skip
-            metrics.STAGE_SECONDS.labels("store").observe(self.clock.monotonic() - began)
+            monitoring.STAGE_LATENCY.labels("store").observe(self.clock.monotonic() - began)
         except (FrameDecodeError, IngestError, ScoringError, OSError, ValueError) as exc:
             log.warning("worker: could not score %s: %s", event.name, exc)
             self._failed(frame, str(exc))
             return
         for name, seconds in result.seconds.items():
-            metrics.STAGE_SECONDS.labels(name).observe(seconds)
-        metrics.GLM_MISSING.inc(missing)
+            monitoring.STAGE_LATENCY.labels(name).observe(seconds)
+        monitoring.GLM_MISSING.labels(event.satellite).inc(missing)
+        record_prediction(meta.sector, meta.model_version, result.probability)
         self._to_sinks(result, image.grid, meta)
         try:
             self._announce(frame, meta, str(stored.path), len(used))
@@ -332,7 +342,7 @@ class NowcastWorker:
         self.newest[key[1]] = max(frame.scan_start, newest or frame.scan_start)
         metrics.LAST_GRID.labels(meta.sector).set(self.newest[key[1]].timestamp())
         metrics.GRID_LATENCY.labels(meta.sector).observe((self.clock.now() - frame.arrived).total_seconds())
-        metrics.GRID_AGE.labels(meta.sector).observe((self.clock.now() - frame.scan_start).total_seconds())
+        record_age(meta.sector, "publish", frame.scan_start, self.clock.now())
         self._done(frame.message, outcome)
 
     def _shadow(self, image: AbiImage, flashes: Flashes, scorer: Scorer, frame: _Pending, used: tuple[str, ...],

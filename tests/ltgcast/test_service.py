@@ -149,7 +149,9 @@ def test_contours_points_and_metrics_are_served(running: Service) -> None:
     assert len(series) == 4
     assert series[-1]["probability"] == pytest.approx(float(probability[row, col]), abs=0.006)
     text = http(running, "/metrics").decode()
-    assert 'ltgcast_worker_messages_total{outcome="scored"} ' in text
+    assert 'ltgcast_frames_total{reason="scored",sector="M1"} ' in text
+    assert 'ltgcast_input_nan_fraction{band="13",reason="all",satellite="G19",sector="M1"} 0.0' in text
+    assert "ltgcast_stage_latency_seconds_count" in text
     assert "ltgcast_grid_latency_seconds_count" in text
     assert http(running, "/readyz")["ready"] is True
 

@@ -1,0 +1,66 @@
+"""The service's Prometheus metrics that dashboards and alerts rely on, defined once at module scope.
+
+Names are part of the contract with ``deploy/`` (dashboards, alert rules): change one here and there
+together. Labels are bounded: ``satellite`` (G16–G19), ``sector`` (C, F, M1, M2), ``band`` (1–16),
+``stage`` (a fixed list per metric), ``reason`` (a fixed list per metric), ``role`` (stable, shadow),
+``model_version`` (the handful of versions a process serves); never a file name or a grid id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+#: ``reason`` of :data:`INPUT_NAN`: every missing earth pixel, then each cause apart.
+NAN_REASONS = ("all", "fill", "bad_dqf", "nonphysical")
+#: ``reason`` of :data:`FRAMES`: what the worker did with an ABI frame event.
+FRAME_REASONS = ("scored", "scored_out_of_order", "duplicate", "too_old", "other_band", "other_sector", "bad_event",
+                 "failed")  # fmt: skip
+#: ``stage`` of :data:`STAGE_LATENCY`.
+STAGES = ("read", "featurize", "score", "store")
+#: ``stage`` of :data:`FRAME_AGE`: when the ingest daemon announced the frame, when its grid was published.
+AGE_STAGES = ("ingest", "publish")
+
+INPUT_NAN = Gauge(
+    "ltgcast_input_nan_fraction",
+    "Fraction of the earth pixels of the last frame without a value (space is never counted), by cause.",
+    ["satellite", "sector", "band", "reason"],
+)
+GLM_RECEIVED = Counter("ltgcast_glm_granules_received_total", "GLM LCFA granules received.", ["satellite"])
+GLM_MISSING = Counter(
+    "ltgcast_glm_granules_missing_total",
+    "20-s GLM granules missing from the 15-minute windows of scored frames (late, lost or unreadable).",
+    ["satellite"],
+)
+FRAME_AGE = Histogram(
+    "ltgcast_frame_age_seconds",
+    "Seconds from a frame's scan start to its announcement (stage=ingest) and to its grid (stage=publish).",
+    ["sector", "stage"],
+    buckets=(30, 60, 90, 120, 180, 240, 300, 450, 600, 900, 1800, 3600, 21600),
+)
+STAGE_LATENCY = Histogram(
+    "ltgcast_stage_latency_seconds",
+    "Seconds per frame in each stage of the worker.",
+    ["stage"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60),
+)
+FRAMES = Counter("ltgcast_frames_total", "ABI frame events by what the worker did with them.", ["sector", "reason"])
+PREDICTION_MEAN = Gauge(
+    "ltgcast_prediction_mean",
+    "Mean probability over the earth pixels of the last grid.",
+    ["sector", "model_version"],
+)
+PREDICTION_ABOVE = Gauge(
+    "ltgcast_prediction_above_fraction",
+    "Fraction of the earth pixels of the last grid at or above each contour level.",
+    ["sector", "level"],
+)
+MODEL_INFO = Gauge("ltgcast_model_info", "1 for each model version served, by role.", ["role", "model_version"])
+MODEL_SWAPS = Counter(
+    "ltgcast_model_swaps_total", "Model version changes by outcome (rejected: kept the models).", ["outcome"]
+)
+MODEL_REJECTIONS = Counter(
+    "ltgcast_model_rejections_total", "Model versions refused, by the stage that refused them.", ["stage"]
+)
+MODEL_VERSION = Gauge("ltgcast_model_version", "Model version served in each role (0: none).", ["role"])
+MODEL_CHECK_ERRORS = Counter("ltgcast_model_check_errors_total", "Scans of the model base that raised (logged).")
+MODEL_LAST_CHECK = Gauge("ltgcast_model_last_check_timestamp_seconds", "Unix time of the last model-base scan.")
