@@ -119,6 +119,7 @@ class ScenarioConfig:
     meso_center: tuple[float, float] = (35.0, -97.5)
     glm: bool = True
     spin_up_minutes: int = 90
+    cloud_top_offset_k: float = 0.0  # a regime change for drift tests: every cloud top (cirrus, anvil, core) warmer
 
     def __post_init__(self) -> None:
         """Reject impossible scenarios at once, naming the valid choices."""
@@ -368,12 +369,13 @@ class _World:
         """Band-13 brightness temperature of the sector now, K; NaN in space."""
         bt = self.background.copy()
         minutes = (self.clock - self.config.start).total_seconds() / 60.0
+        warmer = self.config.cloud_top_offset_k
         for cirrus in self.cirrus:
             row = cirrus["row"] + self.state.wind[0] * minutes
             col = cirrus["col"] + self.state.wind[1] * minutes
-            _blend(bt, row, col, cirrus["r"], cirrus["t"], cirrus["opacity"])
+            _blend(bt, row, col, cirrus["r"], cirrus["t"] + warmer, cirrus["opacity"])
         for cell in self.state.cells:
-            r, top = cell.radius(), cell.core_bt()
+            r, top = cell.radius(), cell.core_bt() + warmer
             if cell.age > cell.growth:  # anvil spreading downstream, warmer than the core
                 norm = math.hypot(cell.v_row, cell.v_col) or 1.0
                 _blend(bt, cell.row + cell.v_row / norm * r, cell.col + cell.v_col / norm * r, 1.8 * r, top + 14, 1.0)

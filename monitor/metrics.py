@@ -3,7 +3,8 @@
 Names are part of the contract with ``deploy/`` (dashboards, alert rules): change one here and there
 together. Labels are bounded: ``satellite`` (G16–G19), ``sector`` (C, F, M1, M2), ``band`` (1–16),
 ``stage`` (a fixed list per metric), ``reason`` (a fixed list per metric), ``role`` (stable, shadow),
-``model_version`` (the handful of versions a process serves); never a file name or a grid id.
+``model_version`` (the handful of versions a process serves), ``feature`` (the channels and dense
+features of a feature set, about ten); never a file name or a grid id.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ NAN_REASONS = ("all", "fill", "bad_dqf", "nonphysical")
 FRAME_REASONS = ("scored", "scored_out_of_order", "duplicate", "too_old", "other_band", "other_sector", "bad_event",
                  "failed")  # fmt: skip
 #: ``stage`` of :data:`STAGE_LATENCY`.
-STAGES = ("read", "featurize", "score", "store")
+STAGES = ("read", "featurize", "score", "store", "drift")
 #: ``stage`` of :data:`FRAME_AGE`: when the ingest daemon announced the frame, when its grid was published.
 AGE_STAGES = ("ingest", "publish")
 
@@ -53,6 +54,16 @@ PREDICTION_ABOVE = Gauge(
     "ltgcast_prediction_above_fraction",
     "Fraction of the earth pixels of the last grid at or above each contour level.",
     ["sector", "level"],
+)
+FEATURE_PSI = Gauge(
+    "ltgcast_feature_psi",
+    "Population stability index of a channel or feature over the last frames against the model card's reference.",
+    ["sector", "feature"],
+)
+FEATURE_KS = Gauge(
+    "ltgcast_feature_ks",
+    "Kolmogorov-Smirnov statistic (binned) of a channel or feature over the last frames against the reference.",
+    ["sector", "feature"],
 )
 MODEL_INFO = Gauge("ltgcast_model_info", "1 for each model version served, by role.", ["role", "model_version"])
 MODEL_SWAPS = Counter(

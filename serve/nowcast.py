@@ -24,11 +24,12 @@ IR_BAND = 13
 
 @dataclass(frozen=True)
 class Nowcast:
-    """A frame's probability grid (``[H, W]``, NaN where there was no IR) and how it was made."""
+    """A frame's probability grid (``[H, W]``, NaN where there was no IR), how it was made, and its channels."""
 
     probability: F32
     filled: dict[str, float]
     seconds: dict[str, float]
+    channels: dict[str, F32]  # the model's channels before the fill policy (NaN where missing), for drift
 
 
 def nowcast_frame(image: AbiImage, flashes: Flashes, scorer: Scorer, previous_bt_k: F32 | None = None) -> Nowcast:
@@ -44,4 +45,4 @@ def nowcast_frame(image: AbiImage, flashes: Flashes, scorer: Scorer, previous_bt
     probability = scorer.score(stacked)
     probability[~np.isfinite(channels["ir"])] = np.nan
     scored = time.perf_counter()
-    return Nowcast(probability, filled, {"featurize": featurized - began, "score": scored - featurized})
+    return Nowcast(probability, filled, {"featurize": featurized - began, "score": scored - featurized}, channels)

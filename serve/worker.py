@@ -62,6 +62,7 @@ from ingest.glm import Flashes as GlmFlashes
 from ingest.ncio import iso_utc, parse_utc
 from ingest.readers import read_product
 from monitor import metrics as monitoring
+from monitor.drift import DriftMonitor
 from monitor.quality import InputQuality, record_age, record_input, record_prediction
 from serve import metrics
 from serve.gridfile import GridMeta
@@ -139,10 +140,11 @@ class NowcastWorker:
 
     def __init__(self, bus: Bus, models: Scorer | ModelSource, store: FileGridStore, clock: Clock,
                  settings: WorkerSettings | None = None, *, sinks: tuple[GridSink, ...] = (),
-                 shadow_store: FileGridStore | None = None) -> None:  # fmt: skip
+                 shadow_store: FileGridStore | None = None, drift: DriftMonitor | None = None) -> None:  # fmt: skip
         self.bus, self.store, self.clock = bus, store, clock
         self.models: ModelSource = models if isinstance(models, ModelSource) else FixedModels(models)
         self.sinks = sinks
+        self.drift = drift or DriftMonitor()
         self.shadow_store = shadow_store or FileGridStore(store.root / "shadow")
         self.settings = settings or WorkerSettings()
         self.subscription = bus.subscribe([FRAMES_TOPIC], self.settings.group)
@@ -304,6 +306,7 @@ class NowcastWorker:
             log.warning("worker: grid %s stored but not announced, trying again: %s", meta.grid_id, exc)
             self.pending.append(frame)
             return
+        self._observe_drift(meta, models.stable, result)
         if models.shadow is not None:
             self._shadow(image, flashes, models.shadow, frame, tuple(used), missing)
 
@@ -344,6 +347,18 @@ class NowcastWorker:
         metrics.GRID_LATENCY.labels(meta.sector).observe((self.clock.now() - frame.arrived).total_seconds())
         record_age(meta.sector, "publish", frame.scan_start, self.clock.now())
         self._done(frame.message, outcome)
+
+    def _observe_drift(self, meta: GridMeta, scorer: Scorer, result: Nowcast) -> None:
+        """Feed the drift monitor after the grid is out (it costs a dense-feature pass, never the grid's latency)."""
+        reference = getattr(scorer, "card", {}).get("drift_reference")
+        if not reference:
+            return
+        began = self.clock.monotonic()
+        try:
+            self.drift.observe(meta.sector, meta.model_version, reference, result.channels)
+        except Exception:  # monitoring must never cost a grid
+            log.exception("worker: drift monitoring failed on %s", meta.grid_id)
+        monitoring.STAGE_LATENCY.labels("drift").observe(self.clock.monotonic() - began)
 
     def _shadow(self, image: AbiImage, flashes: Flashes, scorer: Scorer, frame: _Pending, used: tuple[str, ...],
                 missing: int) -> None:  # fmt: skip

@@ -7,7 +7,8 @@ scan end (NOAA's typical latency), replayed ``speed`` times faster than real tim
 from the moment of the first poll; ``speed=0`` (the default) releases everything
 at once.
 
-Options: ``sim:?sector=M1&start=2024-06-15T18:00Z&minutes=30&seed=1&satellite=G19&speed=60``.
+Options: ``sim:?sector=M1&start=2024-06-15T18:00Z&minutes=30&seed=1&satellite=G19&speed=60``, and
+``cloud_top_offset_k=15`` for a regime change (every cloud top 15 K warmer; drift tests).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 #: Delay between a file's scan end and its arrival.
 ARRIVAL_LATENCY = timedelta(seconds=20)
-_OPTIONS = ("sector", "start", "minutes", "seed", "satellite", "speed")
+_OPTIONS = ("sector", "start", "minutes", "seed", "satellite", "speed", "cloud_top_offset_k")
 
 
 class SimSource:
@@ -47,13 +48,16 @@ class SimSource:
         try:
             start = parse_utc(options.get("start", "2024-06-15T18:00Z"), naive_is_utc=True)
             sector, seed = options.get("sector", "M1"), int(options.get("seed", "1"))
+            warmer = float(options.get("cloud_top_offset_k", "0"))
+            variant = f"-w{warmer:g}" if warmer else ""
             config = ScenarioConfig(
-                out=context.cache / "sim" / f"{sector}-{start:%Y%m%dT%H%M}-s{seed}",
+                out=context.cache / "sim" / f"{sector}-{start:%Y%m%dT%H%M}-s{seed}{variant}",
                 sector=sector,
                 start=start,
                 minutes=int(options.get("minutes", "30")),
                 seed=seed,
                 satellite=options.get("satellite", "G19"),
+                cloud_top_offset_k=warmer,
             )
             speed = float(options.get("speed", "0"))
         except ValueError as exc:
