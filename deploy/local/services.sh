@@ -195,7 +195,11 @@ prometheus_up() {
   claim_port prometheus "$PROMETHEUS" LTGCAST_PROMETHEUS
   local config=$DIR/prometheus/prometheus.yml
   if [[ -f $ROOT/deploy/prometheus/prometheus.yml ]]; then
-    cp "$ROOT/deploy/prometheus/prometheus.yml" "$config"
+    # The config names its own address as the default one and its rule files relative to itself: rewrite
+    # the address, and put a fresh copy of rules/ beside it.
+    sed "s/127\.0\.0\.1:9090/$PROMETHEUS/g" "$ROOT/deploy/prometheus/prometheus.yml" >"$config"
+    rm -rf "$DIR/prometheus/rules"
+    if [[ -d $ROOT/deploy/prometheus/rules ]]; then cp -R "$ROOT/deploy/prometheus/rules" "$DIR/prometheus/rules"; fi
   else
     printf 'global:\n  scrape_interval: 5s\nscrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ["%s"]\n' \
       "$PROMETHEUS" >"$config"
