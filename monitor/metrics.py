@@ -65,6 +65,22 @@ FEATURE_KS = Gauge(
     "Kolmogorov-Smirnov statistic (binned) of a channel or feature over the last frames against the reference.",
     ["sector", "feature"],
 )
+LIVE_CSI = Gauge("ltgcast_live_csi", "Critical success index of the last verified grids.", ["sector", "threshold"])
+LIVE_POD = Gauge("ltgcast_live_pod", "Probability of detection of the last verified grids.", ["sector", "threshold"])
+LIVE_FAR = Gauge("ltgcast_live_far", "False alarm ratio of the last verified grids.", ["sector", "threshold"])
+LIVE_BRIER = Gauge("ltgcast_live_brier", "Brier score of the last verified grids.", ["sector"])
+LIVE_RELIABILITY = Gauge(
+    "ltgcast_live_reliability_observed",
+    "Observed lightning frequency of the last verified grids' pixels whose probability is in [bin, bin + 0.1).",
+    ["sector", "bin"],
+)
+LIVE_VERIFIED = Counter("ltgcast_live_verified_grids_total", "Grids verified against the flashes that followed.",
+                        ["sector"])  # fmt: skip
+LIVE_SKIPPED = Counter(
+    "ltgcast_live_unverified_grids_total",
+    "Grids never verified, by reason (GLM did not cover their 30 minutes; too many waiting).",
+    ["sector", "reason"],
+)
 MODEL_INFO = Gauge("ltgcast_model_info", "1 for each model version served, by role.", ["role", "model_version"])
 MODEL_SWAPS = Counter(
     "ltgcast_model_swaps_total", "Model version changes by outcome (rejected: kept the models).", ["outcome"]

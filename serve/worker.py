@@ -64,6 +64,7 @@ from ingest.readers import read_product
 from monitor import metrics as monitoring
 from monitor.drift import DriftMonitor
 from monitor.quality import InputQuality, record_age, record_input, record_prediction
+from monitor.verify import LiveSkill, labels_for, score_grid
 from serve import metrics
 from serve.gridfile import GridMeta
 from serve.hotswap import ServingModels
@@ -89,6 +90,10 @@ class WorkerSettings:
     encoding: str = "uint8"
     group: str = "ltgcast-worker"
     poll_timeout_s: float = 1.0
+    verify: bool = True  # score each grid against the flashes of its 30 minutes once they are in
+    verify_deadline_s: float = 600.0  # after the label window (or arrival, on replays) GLM may still complete it
+    verify_window: int = 12  # grids per sector in the rolling live scores
+    max_awaiting: int = 128  # grids held in memory for verification; the oldest beyond are dropped (counted)
 
 
 class GridSink(Protocol):
@@ -129,6 +134,20 @@ class _Pending:
 
 
 @dataclass
+class _Awaiting:
+    """A stored grid waiting for the flashes of its label window."""
+
+    sector: str
+    satellite: str
+    scan_start: datetime
+    arrived: datetime
+    grid: FixedGrid
+    probability: NDArray[np.float32]
+    window_s: float
+    box: int
+
+
+@dataclass
 class _Ledger:
     """Messages of one partition in offset order, with whether each is done."""
 
@@ -158,6 +177,8 @@ class NowcastWorker:
         self.grids_made = 0
         self.last_step = clock.monotonic()
         self.flash_cache: dict[str, GlmFlashes] = {}  # granule name -> its flashes (windows of frames overlap)
+        self.awaiting: list[_Awaiting] = []
+        self.live = LiveSkill(self.settings.verify_window)
 
     # -- one poll ---------------------------------------------------------------------------------------------------
     def step(self, timeout_s: float | None = None) -> int:
@@ -169,6 +190,7 @@ class NowcastWorker:
             )
             self._receive(message)
         self._score_ready()
+        self._verify_ready()
         self._commit()
         self._prune()
         metrics.PENDING.set(len(self.pending))
@@ -229,13 +251,15 @@ class NowcastWorker:
         """The stable scorer right now."""
         return self.models.current().stable
 
+    def _glm_between(self, satellite: str, lo: datetime, hi: datetime) -> list[tuple[datetime, datetime, FrameEvent]]:
+        """The satellite's granules overlapping ``[lo, hi]``, by start."""
+        return sorted((g for g in self.glm.values() if g[2].satellite == satellite and g[1] > lo and g[0] < hi),
+                      key=lambda g: g[0])  # fmt: skip
+
     def _granules(self, frame: _Pending, scorer: Scorer) -> tuple[list[FrameEvent], float]:
         """Granules of the frame's satellite overlapping its window, and the fraction of the window they cover."""
         lo, hi = frame.scan_start - timedelta(minutes=scorer.feature_set.window_minutes), frame.scan_start
-        chosen = sorted(
-            (g for g in self.glm.values() if g[2].satellite == frame.event.satellite and g[1] > lo and g[0] < hi),
-            key=lambda g: g[0],
-        )
+        chosen = self._glm_between(frame.event.satellite, lo, hi)
         return [g[2] for g in chosen], span_coverage([(g[0], g[1]) for g in chosen], lo, hi)
 
     def _score_ready(self, *, force: bool = False) -> None:
@@ -307,6 +331,7 @@ class NowcastWorker:
             self.pending.append(frame)
             return
         self._observe_drift(meta, models.stable, result)
+        self._await_verification(frame, models.stable, image.grid, result)
         if models.shadow is not None:
             self._shadow(image, flashes, models.shadow, frame, tuple(used), missing)
 
@@ -347,6 +372,40 @@ class NowcastWorker:
         metrics.GRID_LATENCY.labels(meta.sector).observe((self.clock.now() - frame.arrived).total_seconds())
         record_age(meta.sector, "publish", frame.scan_start, self.clock.now())
         self._done(frame.message, outcome)
+
+    def _await_verification(self, frame: _Pending, scorer: Scorer, grid: FixedGrid, result: Nowcast) -> None:
+        if not self.settings.verify:
+            return
+        rule = getattr(scorer, "card", {}).get("label_rule", {})
+        self.awaiting.append(_Awaiting(str(frame.event.sector), frame.event.satellite, frame.scan_start, frame.arrived,
+                                       grid, result.probability, float(rule.get("window_s", 1800.0)),
+                                       int(rule.get("box", 16))))  # fmt: skip
+        while len(self.awaiting) > self.settings.max_awaiting:
+            dropped = self.awaiting.pop(0)
+            monitoring.LIVE_SKIPPED.labels(dropped.sector, "too_many").inc()
+
+    def _verify_ready(self) -> None:
+        """Verify the grids whose label window GLM now covers; give up on those it never will."""
+        now, waiting = self.clock.now(), []
+        for entry in self.awaiting:
+            lo, hi = entry.scan_start, entry.scan_start + timedelta(seconds=entry.window_s)
+            chosen = self._glm_between(entry.satellite, lo, hi)
+            if span_coverage([(g[0], g[1]) for g in chosen], lo, hi) >= MIN_COVERAGE:
+                self._verify(entry, [g[2] for g in chosen])
+            elif (now - max(hi, entry.arrived)).total_seconds() > self.settings.verify_deadline_s:
+                monitoring.LIVE_SKIPPED.labels(entry.sector, "glm_incomplete").inc()
+            else:
+                waiting.append(entry)
+        self.awaiting = waiting
+
+    def _verify(self, entry: _Awaiting, granules: list[FrameEvent]) -> None:
+        try:
+            flashes, _, _ = self._read_flashes(granules)
+            labels = labels_for(entry.grid, flashes.lat, flashes.lon, flashes.time, entry.scan_start.timestamp(),
+                                window_s=entry.window_s, box=entry.box)  # fmt: skip
+            self.live.add(entry.sector, score_grid(entry.probability, labels))
+        except Exception:  # monitoring must never stop the worker
+            log.exception("worker: live verification failed for a %s grid of %s", entry.sector, entry.scan_start)
 
     def _observe_drift(self, meta: GridMeta, scorer: Scorer, result: Nowcast) -> None:
         """Feed the drift monitor after the grid is out (it costs a dense-feature pass, never the grid's latency)."""
