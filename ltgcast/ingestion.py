@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 TOPIC_NAMES = {"frames": FRAMES_TOPIC, "grids": GRIDS_TOPIC, "deadletter": DEADLETTER_TOPIC}
 
 
-def _split(text: str, flag: str) -> tuple[str, ...]:
+def split_list(text: str, flag: str) -> tuple[str, ...]:
+    """The items of a comma-separated flag value; ``ConfigError`` naming ``flag`` when there are none."""
     items = tuple(s.strip() for s in text.split(",") if s.strip())
     if not items:
         msg = f"{flag}: expected a comma-separated list, found {text!r}"
@@ -44,7 +45,8 @@ def _split(text: str, flag: str) -> tuple[str, ...]:
     return items
 
 
-def _address(text: str, flag: str) -> tuple[str, int]:
+def parse_address(text: str, flag: str) -> tuple[str, int]:
+    """``HOST:PORT`` → ``(host, port)``; ``ConfigError`` naming ``flag`` otherwise."""
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
         msg = f"{flag}: expected HOST:PORT, found {text!r}"
@@ -73,7 +75,7 @@ class IngestSettings:
         """Flags win over ``LTGCAST_SOURCE``/``LTGCAST_BUS``/``LTGCAST_STATE``, which win over defaults."""
         state = Path(args.state or env.get("LTGCAST_STATE") or "var/state/ingest")
         try:
-            bands = tuple(int(b) for b in _split(args.bands, "--bands"))
+            bands = tuple(int(b) for b in split_list(args.bands, "--bands"))
         except ValueError as exc:
             msg = f"--bands: expected ABI band numbers like 13 or 8,13, found {args.bands!r}"
             raise ConfigError(msg) from exc
@@ -87,16 +89,16 @@ class IngestSettings:
             quarantine=Path(args.quarantine) if args.quarantine else state / "quarantine",
             cache=Path(args.cache) if args.cache else state / "cache",
             frame_filter=FrameFilter(
-                satellites=_split(args.satellite, "--satellite") if args.satellite else (),
-                sectors=_split(args.sectors, "--sectors"),
+                satellites=split_list(args.satellite, "--satellite") if args.satellite else (),
+                sectors=split_list(args.sectors, "--sectors"),
                 bands=bands,
-                abi_families=_split(args.products, "--products"),
+                abi_families=split_list(args.products, "--products"),
                 glm=not args.no_glm,
             ),
             once=args.once,
             poll_interval_s=args.poll_interval,
             retention=timedelta(hours=args.retention_hours),
-            metrics=_address(args.metrics, "--metrics") if args.metrics else None,
+            metrics=parse_address(args.metrics, "--metrics") if args.metrics else None,
             validate=not args.no_validate,
         )
 
@@ -121,7 +123,9 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 @contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Within the block, SIGTERM and SIGINT set ``stop`` (the current poll or frame finishes first)."""
+
     def handler(signum: int, frame: FrameType | None) -> None:
         log.info("signal %d: finishing the current poll, then stopping", signum)
         stop.set()
@@ -160,7 +164,7 @@ def run_ingest(settings: IngestSettings) -> RunSummary:
             settings=DaemonSettings(poll_interval_s=settings.poll_interval_s, validate=settings.validate),
         )
         log.info("ingest: %s -> %s (state %s)", settings.source, settings.bus, settings.state)
-        with _stop_on_signals(stop):
+        with stop_on_signals(stop):
             return daemon.run(once=settings.once, stop=stop)
     finally:
         checkpoint.close()

@@ -33,7 +33,7 @@ from ingest.daemon import DaemonSettings, IngestDaemon
 from ingest.errors import ConfigError
 from ingest.quarantine import Quarantine
 from ingest.sources import ABI_SECTORS, FrameFilter, SourceContext, get_source
-from ltgcast.ingestion import _address, _split, _stop_on_signals
+from ltgcast.ingestion import parse_address, split_list, stop_on_signals
 from ltgcast.nowcasting import DEFAULT_BASE
 
 log = logging.getLogger(__name__)
@@ -45,27 +45,27 @@ NO_SOURCE = "none"  # --source none: a worker (and API) of the distributed mode;
 
 @dataclass(frozen=True)
 class ServiceSettings:
-    """Everything ``ltgcast run`` needs, checked."""
+    """Everything ``ltgcast run`` needs, checked; the field defaults are the embedded defaults (and the flags')."""
 
-    source: str
-    bus: str
-    backend: str
-    tile: int
-    tfserving: str
-    store: Path
-    model_base: Path
-    model_name: str
-    http: tuple[str, int]
-    redis: str
-    admin_token: str
-    shadow: bool
-    watch_s: float
-    state: Path
-    sectors: tuple[str, ...]
-    poll_interval_s: float
-    glm_deadline_s: float
-    max_age_s: float
-    exit_when_idle: bool
+    source: str = "s3://noaa-goes19"
+    bus: str = "inproc://"
+    backend: str = "embedded"
+    tile: int = 512
+    tfserving: str = "127.0.0.1:8500"
+    store: Path = Path("var/grids")
+    model_base: Path = Path(DEFAULT_BASE)
+    model_name: str = "lightning"
+    http: tuple[str, int] = ("127.0.0.1", 8080)
+    redis: str = ""
+    admin_token: str = ""
+    shadow: bool = False
+    watch_s: float = 10.0
+    state: Path = Path("var/state/run")
+    sectors: tuple[str, ...] = ("C", "M1", "M2")
+    poll_interval_s: float = 2.0
+    glm_deadline_s: float = 90.0
+    max_age_s: float = 3600.0  # 0: no limit (replays)
+    exit_when_idle: bool = False
     keep_days: float = 7.0
 
     @classmethod
@@ -76,7 +76,7 @@ class ServiceSettings:
             value = getattr(args, flag)
             return str(value) if value not in (None, "") else env.get(variable) or default
 
-        state = Path(pick("state", "LTGCAST_STATE", "var/state/run"))
+        d = cls()
         numbers = {"poll_interval": args.poll_interval, "glm_deadline": args.glm_deadline, "watch": args.watch,
                    "max_age_minutes": args.max_age_minutes, "keep_days": args.keep_days}  # fmt: skip
         for name, value in numbers.items():
@@ -87,32 +87,32 @@ class ServiceSettings:
         if pick("source", "LTGCAST_SOURCE", "") == NO_SOURCE and not shared:
             msg = "--source none (a worker without ingest) needs a shared bus: --bus kafka://HOST:PORT"
             raise ConfigError(msg)
-        sectors = _split(args.sectors, "--sectors")
+        sectors = split_list(args.sectors, "--sectors")
         unknown = sorted(set(sectors) - set(ABI_SECTORS))
         if unknown:
             msg = f"--sectors: expected a subset of {','.join(ABI_SECTORS)}, found {','.join(unknown)}"
             raise ConfigError(msg)
-        backend = pick("scorer", "LTGCAST_SCORER", "embedded")
+        backend = pick("scorer", "LTGCAST_SCORER", d.backend)
         if backend == "tfserving" and (args.shadow or args.watch):
             msg = ("--scorer tfserving: TF Serving loads versions from models.config, so the service cannot gate, "
                    "warm up and swap them itself; run with --watch 0 and without --shadow, and move versions with "
                    "`ltgcast models promote` (models.config) and TF Serving's version labels")  # fmt: skip
             raise ConfigError(msg)
         return cls(
-            source=pick("source", "LTGCAST_SOURCE", "s3://noaa-goes19"),
-            bus=pick("bus", "LTGCAST_BUS", "inproc://"),
+            source=pick("source", "LTGCAST_SOURCE", d.source),
+            bus=pick("bus", "LTGCAST_BUS", d.bus),
             backend=backend,
             tile=args.tile,
-            tfserving=pick("tfserving", "LTGCAST_TFSERVING", "127.0.0.1:8500"),
-            store=Path(pick("store", "LTGCAST_STORE", "var/grids")),
-            model_base=Path(pick("model_base", "LTGCAST_MODELS", DEFAULT_BASE)),
+            tfserving=pick("tfserving", "LTGCAST_TFSERVING", d.tfserving),
+            store=Path(pick("store", "LTGCAST_STORE", str(d.store))),
+            model_base=Path(pick("model_base", "LTGCAST_MODELS", str(d.model_base))),
             model_name=args.model_name,
-            http=_address(pick("http", "LTGCAST_HTTP", "127.0.0.1:8080"), "--http"),
-            redis=pick("redis", "LTGCAST_REDIS_URL", ""),
-            admin_token=env.get("LTGCAST_ADMIN_TOKEN", ""),
+            http=parse_address(pick("http", "LTGCAST_HTTP", ":".join(map(str, d.http))), "--http"),
+            redis=pick("redis", "LTGCAST_REDIS_URL", d.redis),
+            admin_token=env.get("LTGCAST_ADMIN_TOKEN", d.admin_token),
             shadow=args.shadow,
             watch_s=args.watch,
-            state=state,
+            state=Path(pick("state", "LTGCAST_STATE", str(d.state))),
             sectors=sectors,
             poll_interval_s=args.poll_interval,
             glm_deadline_s=args.glm_deadline,
@@ -123,27 +123,32 @@ class ServiceSettings:
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of ``ltgcast run``."""
+    """The flags of ``ltgcast run`` (defaults from :class:`ServiceSettings`)."""
+    d = ServiceSettings()
     parser.add_argument("--source", help="dir:PATH, s3://noaa-goes19, sim:[?options], or none: a worker fed by "
                         "`ltgcast ingest` over Kafka (env LTGCAST_SOURCE)")  # fmt: skip
     parser.add_argument("--bus", help="inproc:// or kafka://HOST:PORT (env LTGCAST_BUS; default inproc://)")
     parser.add_argument("--scorer", help="embedded or tfserving (env LTGCAST_SCORER; default embedded)")
-    parser.add_argument("--tile", type=int, default=512, help="output pixels per scoring tile side (0: whole frame)")
+    parser.add_argument("--tile", type=int, default=d.tile, help="output pixels per scoring tile side (0: whole frame)")
     parser.add_argument("--tfserving", help="TF Serving gRPC HOST:PORT for --scorer tfserving (env LTGCAST_TFSERVING)")
     parser.add_argument("--store", help="grid store folder (env LTGCAST_STORE; default var/grids)")
     parser.add_argument("--model-base", help=f"model repository (env LTGCAST_MODELS; default {DEFAULT_BASE})")
-    parser.add_argument("--model-name", default="lightning", help="model name in the repository")
+    parser.add_argument("--model-name", default=d.model_name, help="model name in the repository")
     parser.add_argument("--http", help="HTTP API listen HOST:PORT (env LTGCAST_HTTP; default 127.0.0.1:8080)")
     parser.add_argument("--redis", help="also store grids in Redis: redis://HOST:PORT/DB (env LTGCAST_REDIS_URL)")
     parser.add_argument("--shadow", action="store_true", help="score new model versions in shadow, promote by hand")
-    parser.add_argument("--watch", type=float, default=10.0, help="seconds between model repository checks (0: off)")
+    parser.add_argument(
+        "--watch", type=float, default=d.watch_s, help="seconds between model-repository checks (0: off)"
+    )
     parser.add_argument("--state", help="checkpoint, quarantine and cache (env LTGCAST_STATE; default var/state/run)")
-    parser.add_argument("--sectors", default="C,M1,M2", help="ABI sectors to nowcast (default C,M1,M2)")
-    parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds between source polls")
-    parser.add_argument("--glm-deadline", type=float, default=90.0, help="seconds a frame waits for late GLM")
-    parser.add_argument("--max-age-minutes", type=float, default=60.0,
+    parser.add_argument("--sectors", default=",".join(d.sectors), help="ABI sectors to nowcast (default %(default)s)")
+    parser.add_argument("--poll-interval", type=float, default=d.poll_interval_s, help="seconds between source polls")
+    parser.add_argument(
+        "--glm-deadline", type=float, default=d.glm_deadline_s, help="seconds a frame waits for late GLM"
+    )
+    parser.add_argument("--max-age-minutes", type=float, default=d.max_age_s / 60.0,
                         help="skip frames older than this when they arrive (0: no limit, for replays)")  # fmt: skip
-    parser.add_argument("--keep-days", type=float, default=7.0,
+    parser.add_argument("--keep-days", type=float, default=d.keep_days,
                         help="days of grids kept behind the newest (0: keep all)")  # fmt: skip
     parser.add_argument("--exit-when-idle", action="store_true",
                         help="stop once the source is exhausted and every frame scored (replays)")  # fmt: skip
@@ -322,7 +327,7 @@ def run_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     service = Service(settings).start()
     host, port = service.http.address
     sys.stderr.write(f"ltgcast run: {settings.source} -> grids in {settings.store}; viewer http://{host}:{port}/\n")
-    with _stop_on_signals(service.stop_event):
+    with stop_on_signals(service.stop_event):
         service.wait()
     service.stop()
     summary = {**service.summary(), "seconds": round(time.monotonic() - began, 1)}

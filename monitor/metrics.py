@@ -4,22 +4,18 @@ Names are part of the contract with ``deploy/`` (dashboards, alert rules): chang
 together. Labels are bounded: ``satellite`` (G16–G19), ``sector`` (C, F, M1, M2), ``band`` (1–16),
 ``stage`` (a fixed list per metric), ``reason`` (a fixed list per metric), ``role`` (stable, shadow),
 ``model_version`` (the handful of versions a process serves), ``feature`` (the channels and dense
-features of a feature set, about ten); never a file name or a grid id.
+features of a feature set, about ten); never a file name or a grid id. The label values:
+
+* ``ltgcast_input_nan_fraction`` ``reason``: all, fill, bad_dqf, nonphysical;
+* ``ltgcast_frames_total`` ``reason``: the worker's outcomes (scored, scored_out_of_order, duplicate,
+  too_old, other_band, other_sector, bad_event, failed);
+* ``ltgcast_stage_latency_seconds`` ``stage``: read, featurize, score, store, drift;
+* ``ltgcast_frame_age_seconds`` ``stage``: ingest (announced), publish (grid out).
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
-
-#: ``reason`` of :data:`INPUT_NAN`: every missing earth pixel, then each cause apart.
-NAN_REASONS = ("all", "fill", "bad_dqf", "nonphysical")
-#: ``reason`` of :data:`FRAMES`: what the worker did with an ABI frame event.
-FRAME_REASONS = ("scored", "scored_out_of_order", "duplicate", "too_old", "other_band", "other_sector", "bad_event",
-                 "failed")  # fmt: skip
-#: ``stage`` of :data:`STAGE_LATENCY`.
-STAGES = ("read", "featurize", "score", "store", "drift")
-#: ``stage`` of :data:`FRAME_AGE`: when the ingest daemon announced the frame, when its grid was published.
-AGE_STAGES = ("ingest", "publish")
 
 INPUT_NAN = Gauge(
     "ltgcast_input_nan_fraction",
@@ -80,6 +76,9 @@ LIVE_SKIPPED = Counter(
     "ltgcast_live_unverified_grids_total",
     "Grids never verified, by reason (GLM did not cover their 30 minutes; too many waiting).",
     ["sector", "reason"],
+)
+DRIFT_SKIPPED = Counter(
+    "ltgcast_drift_skipped_frames_total", "Frames left out of drift monitoring because its queue was full.", ["sector"]
 )
 MODEL_INFO = Gauge("ltgcast_model_info", "1 for each model version served, by role.", ["role", "model_version"])
 MODEL_SWAPS = Counter(

@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -59,6 +58,13 @@ log = logging.getLogger(__name__)
 SECTORS = ("C", "F", "M1", "M2")
 DEFAULT_LEVELS = (0.10, 0.25, 0.50, 0.75)
 MAX_BODY = 64 * 1024  # admin requests are a few bytes of JSON
+#: Exact paths and the route name each answers under (the ``route`` label of the HTTP metrics).
+PATHS = {
+    "/": "viewer", "/index.html": "viewer", "/healthz": "health", "/readyz": "ready", "/metrics": "metrics",
+    "/v1/grids/latest": "latest", "/v1/grids": "list", "/v1/points": "points", "/v1/models": "models",
+}  # fmt: skip
+#: ``/v1/grids/{id}<suffix>``: what a grid is served as, by suffix.
+GRID_FILES = {".nc": "netcdf", ".png": "png", "/contours.geojson": "contours", "/flashes.geojson": "flashes"}
 STATIC = {"viewer.js": "text/javascript; charset=utf-8", "viewer.css": "text/css; charset=utf-8"}
 
 
@@ -182,13 +188,20 @@ class GridApi:
         self._rendering = threading.BoundedSemaphore(self.settings.renderers)
         self._attrs: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
         self._routes: dict[str, Callable[[Mapping[str, list[str]]], Response]] = {
-            "/healthz": lambda q: _json(200, {"status": "ok"}),
-            "/readyz": self._readyz,
-            "/metrics": lambda q: Response(200, generate_latest(), CONTENT_TYPE_LATEST),
-            "/v1/grids/latest": self._latest,
-            "/v1/grids": self._list,
-            "/v1/points": self._points,
-            "/v1/models": self._models,
+            "viewer": lambda q: Response(200, _static("index.html"), "text/html; charset=utf-8"),
+            "health": lambda q: _json(200, {"status": "ok"}),
+            "ready": self._readyz,
+            "metrics": lambda q: Response(200, generate_latest(), CONTENT_TYPE_LATEST),
+            "latest": self._latest,
+            "list": self._list,
+            "points": self._points,
+            "models": self._models,
+        }
+        self._grid_files: dict[str, Callable[[StoredGrid, Mapping[str, list[str]]], Response]] = {
+            "netcdf": self._netcdf,
+            "png": self._png,
+            "contours": self._contours,
+            "flashes": self._flashes,
         }
 
     # -- dispatch ---------------------------------------------------------------------------------------------------
@@ -209,10 +222,8 @@ class GridApi:
             return route, _json(exc.status, {"error": str(exc)})
 
     def _get(self, path: str, query: Mapping[str, list[str]]) -> Response:
-        if path in self._routes:
-            return self._routes[path](query)
-        if path == "/" or path == "/index.html":
-            return Response(200, _static("index.html"), "text/html; charset=utf-8")
+        if path in PATHS:
+            return self._routes[PATHS[path]](query)
         if path.startswith("/static/") and path[len("/static/") :] in STATIC:
             name = path[len("/static/") :]
             return Response(200, _static(name), STATIC[name])
@@ -295,15 +306,9 @@ class GridApi:
         return max(newest) if newest else self.now()
 
     def _grid_file(self, rest: str, query: Mapping[str, list[str]]) -> Response:
-        kinds: dict[str, Callable[[StoredGrid, Mapping[str, list[str]]], Response]] = {
-            ".nc": self._netcdf,
-            ".png": self._png,
-            "/contours.geojson": self._contours,
-            "/flashes.geojson": self._flashes,
-        }
-        for suffix, answer in kinds.items():
+        for suffix, name in GRID_FILES.items():
             if rest.endswith(suffix):
-                return answer(self._find(rest[: -len(suffix)]), query)
+                return self._grid_files[name](self._find(rest[: -len(suffix)]), query)
         msg = f"expected /v1/grids/ID.nc, ID.png, ID/contours.geojson or ID/flashes.geojson; found {rest!r}"
         raise ApiError(404, msg)
 
@@ -466,20 +471,15 @@ def _to_pixels(doc: dict[str, Any], grid: Any) -> dict[str, Any]:
 
 
 def _route_name(path: str) -> str:
-    names = {
-        "/": "viewer", "/index.html": "viewer", "/healthz": "health", "/readyz": "ready", "/metrics": "metrics",
-        "/v1/grids/latest": "latest", "/v1/grids": "list", "/v1/points": "points", "/v1/models": "models",
-    }  # fmt: skip
-    if path in names:
-        return names[path]
+    """The bounded ``route`` label of a path (from :data:`PATHS` and :data:`GRID_FILES`)."""
+    if path in PATHS:
+        return PATHS[path]
     if path.startswith("/v1/admin/"):
         return "admin"
     if path.startswith("/static/"):
         return "static"
-    for suffix, name in ((".nc", "netcdf"), (".png", "png"), ("/contours.geojson", "contours"),
-                         ("/flashes.geojson", "flashes")):  # fmt: skip
-        if path.startswith("/v1/grids/") and path.endswith(suffix):
-            return name
+    if path.startswith("/v1/grids/"):
+        return next((name for suffix, name in GRID_FILES.items() if path.endswith(suffix)), "unknown")
     return "unknown"
 
 
@@ -573,8 +573,3 @@ class HttpService:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
-
-
-def viewer_files() -> list[Path]:
-    """The viewer's files as shipped in the package (for checks)."""
-    return [Path(str(resources.files("serve").joinpath("viewer", n))) for n in ("index.html", *STATIC)]

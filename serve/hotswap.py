@@ -74,9 +74,6 @@ STAGES = GATE, LOAD, WARMUP = ("gate", "load", "warmup")
 ROLES = ("stable", "shadow")
 GATE_REASON = "hot-swap: passed the gate"
 
-SWAPS, REJECTIONS, VERSION = metrics.MODEL_SWAPS, metrics.MODEL_REJECTIONS, metrics.MODEL_VERSION
-CHECK_ERRORS, LAST_CHECK = metrics.MODEL_CHECK_ERRORS, metrics.MODEL_LAST_CHECK
-
 
 @dataclass(frozen=True)
 class ServingModels:
@@ -252,7 +249,7 @@ class ModelSlot:
                 events.append(self._adopt(version))
             self._last_check = self._clock.now()
             self._checks += 1
-        LAST_CHECK.set(self._last_check.timestamp())
+        metrics.MODEL_LAST_CHECK.set(self._last_check.timestamp())
         return events
 
     def _follow(self, version: int) -> list[SwapEvent]:
@@ -372,7 +369,7 @@ class ModelSlot:
                 self.check()
             except Exception:  # one bad scan (unreadable serving.json, a full disk) must not end the watching
                 self._errors += 1
-                CHECK_ERRORS.inc()
+                metrics.MODEL_CHECK_ERRORS.inc()
                 log.exception("hot-swap: scanning %s for %s failed; trying again", self.repository.base, self.name)
 
     # -- steps -----------------------------------------------------------------------------------------------------
@@ -423,8 +420,8 @@ class ModelSlot:
         path = self.repository.path(self.name, version)
         self._rejected = {**self._rejected, version: _Rejection(refused.stage, refused.reasons, _signature(path))}
         self._seen = max(self._seen, version)
-        SWAPS.labels("rejected").inc()
-        REJECTIONS.labels(refused.stage).inc()
+        metrics.MODEL_SWAPS.labels("rejected").inc()
+        metrics.MODEL_REJECTIONS.labels(refused.stage).inc()
         log.warning("hot-swap: %s v%d rejected at %s; keeping v%d: %s", self.name, version, refused.stage,
                     self._models.stable.version, "; ".join(refused.reasons))  # fmt: skip
         return SwapEvent(version, "rejected", reasons=refused.reasons)
@@ -441,13 +438,13 @@ class ModelSlot:
     def _swap(self, models: ServingModels, outcome: str) -> None:
         self._models = models  # the one write the worker can observe
         self._swaps += 1
-        SWAPS.labels(outcome).inc()
+        metrics.MODEL_SWAPS.labels(outcome).inc()
         self._publish_versions()
 
     def _publish_versions(self) -> None:
         models = self._models
-        VERSION.labels("stable").set(models.stable.version)
-        VERSION.labels("shadow").set(_version(models.shadow) or 0)
+        metrics.MODEL_VERSION.labels("stable").set(models.stable.version)
+        metrics.MODEL_VERSION.labels("shadow").set(_version(models.shadow) or 0)
         metrics.MODEL_INFO.clear()
         metrics.MODEL_INFO.labels("stable", str(models.stable.version)).set(1)
         if models.shadow is not None:

@@ -2,7 +2,8 @@
 
 The metrics of frames, inputs, predictions, stages and models that dashboards and
 alerts rely on are in :mod:`monitor.metrics`. Labels here are bounded: ``sector``
-one of C/F/M1/M2, ``route`` one of the API's route names (:data:`ROUTES`),
+one of C/F/M1/M2, ``route`` one of the API's route names (those of
+:data:`serve.api.PATHS` and :data:`serve.api.GRID_FILES`, admin, static, unknown),
 ``status`` an HTTP status class (2xx … 5xx). No label ever carries a file name, a
 grid id or a user's parameter.
 """
@@ -10,9 +11,6 @@ grid id or a user's parameter.
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
-
-ROUTES = ("viewer", "latest", "list", "netcdf", "contours", "png", "flashes", "points", "health", "ready",
-          "metrics", "models", "admin", "static", "unknown")  # fmt: skip
 
 GRID_LATENCY = Histogram(
     "ltgcast_grid_latency_seconds",

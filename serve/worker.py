@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter, deque
+from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -76,6 +77,7 @@ log = logging.getLogger(__name__)
 
 GRANULE_S = 20.0  # a GLM LCFA file spans 20 s
 RECENT_GRIDS = 1000
+MAX_DRIFT_QUEUE = 8  # frames waiting for the drift monitor's thread
 SECTOR_LABELS = frozenset({"C", "F", "M1", "M2"})
 
 
@@ -164,6 +166,8 @@ class NowcastWorker:
         self.models: ModelSource = models if isinstance(models, ModelSource) else FixedModels(models)
         self.sinks = sinks
         self.drift = drift or DriftMonitor()
+        self._drift_thread = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltgcast-drift")
+        self._drift_jobs: list[futures.Future[None]] = []
         self.shadow_store = shadow_store or FileGridStore(store.root / "shadow")
         self.settings = settings or WorkerSettings()
         self.subscription = bus.subscribe([FRAMES_TOPIC], self.settings.group)
@@ -178,6 +182,8 @@ class NowcastWorker:
         self.last_step = clock.monotonic()
         self.flash_cache: dict[str, GlmFlashes] = {}  # granule name -> its flashes (windows of frames overlap)
         self.awaiting: list[_Awaiting] = []
+        self._glm_arrived = False  # since the last verification pass
+        self._next_verify = 0.0  # monotonic time of the next pass even without new GLM (to give up on grids)
         self.live = LiveSkill(self.settings.verify_window)
 
     # -- one poll ---------------------------------------------------------------------------------------------------
@@ -202,8 +208,9 @@ class NowcastWorker:
         return not self.pending
 
     def close(self) -> None:
-        """Leave the consumer group (uncommitted messages will come again)."""
+        """Leave the consumer group (uncommitted messages will come again); finish the queued drift work."""
         self.subscription.close()
+        self._drift_thread.shutdown(wait=True)
 
     # -- receiving --------------------------------------------------------------------------------------------------
     def _done(self, message: Message, outcome: str) -> None:
@@ -227,6 +234,7 @@ class NowcastWorker:
         start = parse_utc(event.scan_start)
         if event.family.startswith("GLM"):
             self.glm[event.name] = (start, parse_utc(event.scan_end), event)
+            self._glm_arrived = True
             monitoring.GLM_RECEIVED.labels(event.satellite).inc()
             self._done(message, "glm")
             return
@@ -238,19 +246,18 @@ class NowcastWorker:
             self._done(message, "other_sector")
         elif (self.clock.now() - start).total_seconds() > s.max_age_s:
             self._done(message, "too_old")
-        elif (event.satellite, str(event.sector), start) in self.scored | {
-            (f.event.satellite, str(f.event.sector), f.scan_start) for f in self.pending
-        }:
+        elif self._known((event.satellite, str(event.sector), start)):
             self._done(message, "duplicate")
         else:
             self.pending.append(_Pending(message, event, start, self.clock.now()))
 
-    # -- scoring ----------------------------------------------------------------------------------------------------
-    @property
-    def scorer(self) -> Scorer:
-        """The stable scorer right now."""
-        return self.models.current().stable
+    def _known(self, key: tuple[str, str, datetime]) -> bool:
+        """Scored already, or waiting to be."""
+        return key in self.scored or any(
+            (f.event.satellite, str(f.event.sector), f.scan_start) == key for f in self.pending
+        )
 
+    # -- scoring ----------------------------------------------------------------------------------------------------
     def _glm_between(self, satellite: str, lo: datetime, hi: datetime) -> list[tuple[datetime, datetime, FrameEvent]]:
         """The satellite's granules overlapping ``[lo, hi]``, by start."""
         return sorted((g for g in self.glm.values() if g[2].satellite == satellite and g[1] > lo and g[0] < hi),
@@ -385,7 +392,13 @@ class NowcastWorker:
             monitoring.LIVE_SKIPPED.labels(dropped.sector, "too_many").inc()
 
     def _verify_ready(self) -> None:
-        """Verify the grids whose label window GLM now covers; give up on those it never will."""
+        """Verify the grids whose label window GLM now covers; give up on those it never will.
+
+        Coverage changes only when a granule arrives, so a pass runs then, or every 30 s to give up on grids.
+        """
+        if not self.awaiting or not (self._glm_arrived or self.clock.monotonic() >= self._next_verify):
+            return
+        self._glm_arrived, self._next_verify = False, self.clock.monotonic() + 30.0
         now, waiting = self.clock.now(), []
         for entry in self.awaiting:
             lo, hi = entry.scan_start, entry.scan_start + timedelta(seconds=entry.window_s)
@@ -408,16 +421,31 @@ class NowcastWorker:
             log.exception("worker: live verification failed for a %s grid of %s", entry.sector, entry.scan_start)
 
     def _observe_drift(self, meta: GridMeta, scorer: Scorer, result: Nowcast) -> None:
-        """Feed the drift monitor after the grid is out (it costs a dense-feature pass, never the grid's latency)."""
+        """Queue the frame for the drift monitor's own thread.
+
+        Its dense-feature pass (about 1 s for a CONUS frame on 2 cores) must not hold up the next frame. Beyond
+        ``MAX_DRIFT_QUEUE`` frames waiting, a frame is left out (counted).
+        """
         reference = getattr(scorer, "card", {}).get("drift_reference")
         if not reference:
             return
+        self._drift_jobs = [job for job in self._drift_jobs if not job.done()]
+        if len(self._drift_jobs) >= MAX_DRIFT_QUEUE:
+            monitoring.DRIFT_SKIPPED.labels(meta.sector).inc()
+            return
+        self._drift_jobs.append(self._drift_thread.submit(self._drift, meta, reference, result.channels))
+
+    def _drift(self, meta: GridMeta, reference: dict[str, Any], channels: dict[str, NDArray[np.float32]]) -> None:
         began = self.clock.monotonic()
         try:
-            self.drift.observe(meta.sector, meta.model_version, reference, result.channels)
+            self.drift.observe(meta.sector, meta.model_version, reference, channels)
         except Exception:  # monitoring must never cost a grid
             log.exception("worker: drift monitoring failed on %s", meta.grid_id)
         monitoring.STAGE_LATENCY.labels("drift").observe(self.clock.monotonic() - began)
+
+    def wait_monitoring(self, timeout_s: float | None = None) -> None:
+        """Wait until the drift monitor has taken every queued frame (tests, shutdown)."""
+        futures.wait(self._drift_jobs, timeout=timeout_s)
 
     def _shadow(self, image: AbiImage, flashes: Flashes, scorer: Scorer, frame: _Pending, used: tuple[str, ...],
                 missing: int) -> None:  # fmt: skip

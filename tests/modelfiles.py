@@ -1,4 +1,4 @@
-"""Model versions written for tests: small real SavedModels in a real repository layout."""
+"""Models and model inputs for tests: small real SavedModels in a real repository layout, filled frames."""
 
 from __future__ import annotations
 
@@ -34,3 +34,12 @@ def export_version(
         tf.saved_model.save(served, str(scratch), signatures={"serving_default": served.dense, "patch": served.patch})
     card = {"feature_set": "ir-ltg/1", "channels": ["ir", "ltg"], "halo": 32}
     return repo.add(name, scratch, card, channels=2)
+
+
+def frame(height: int = 90, width: int = 131, seed: int = 0) -> np.ndarray:
+    """A filled ``[H, W, 2]`` model input (``ir`` uniform in [0, 1], ``ltg`` Poisson counts), with uneven tiles."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((height, width, 2), np.float32)
+    x[..., 0] = rng.uniform(0, 1, (height, width))
+    x[..., 1] = rng.poisson(0.3, (height, width))
+    return x

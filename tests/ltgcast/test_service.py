@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import shutil
 import time
 import urllib.error
@@ -23,6 +22,7 @@ import pytest
 
 from ingest.synthetic import ScenarioConfig, simulate
 from ltgcast.cli import main
+from ltgcast.latency import deliver
 from ltgcast.service import Service, ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,21 +31,16 @@ START = datetime(2024, 6, 15, 20, 0, tzinfo=UTC)
 
 
 def settings(tmp: Path, spool: Path, **changes: Any) -> ServiceSettings:
-    base = ServiceSettings(
-        source=f"dir:{spool}?settle_s=0.2", bus="inproc://", backend="embedded", tile=512, tfserving="",
-        store=tmp / "grids", model_base=DEFAULT_MODELS, model_name="lightning", http=("127.0.0.1", 0), redis="",
-        admin_token="", shadow=False, watch_s=0.0, state=tmp / "state", sectors=("C", "M1", "M2"),
-        poll_interval_s=0.2, glm_deadline_s=5.0, max_age_s=0.0, exit_when_idle=False,
-    )  # fmt: skip
+    """The service on a spool with a free port, replays allowed (no age limit), hot-swap off unless changed."""
+    base = ServiceSettings(source=f"dir:{spool}?settle_s=0.2", store=tmp / "grids", state=tmp / "state",
+                           model_base=DEFAULT_MODELS, http=("127.0.0.1", 0), watch_s=0.0, poll_interval_s=0.2,
+                           glm_deadline_s=5.0, max_age_s=0.0)  # fmt: skip
     return replace(base, **changes)
 
 
 def drop(paths: list[Path], spool: Path) -> None:
-    """Deliver files as LDM does: written under a temporary name, renamed into place."""
     for path in paths:
-        temporary = spool / f".{path.name}.tmp"
-        shutil.copyfile(path, temporary)
-        os.replace(temporary, spool / path.name)
+        deliver(path, spool)
 
 
 def http(service: Service, target: str) -> Any:

@@ -77,6 +77,7 @@ def run(tmp_path: Path, warmer: float) -> dict[str, float]:
     worker = NowcastWorker(bus, scorer, store, clock, WorkerSettings(glm_deadline_s=0), drift=DriftMonitor(window=5))
     while worker.step(timeout_s=0):
         pass
+    worker.close()  # waits for the drift thread to take every frame
     assert worker.outcomes["scored"] == 5
     return {n: REGISTRY.get_sample_value("ltgcast_feature_psi", {"sector": "M1", "feature": n}) or 0.0
             for n in scorer.card["drift_reference"]}  # fmt: skip

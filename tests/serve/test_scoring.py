@@ -8,14 +8,7 @@ import numpy as np
 import pytest
 
 from serve.scoring import EmbeddedScorer, PatchScorer, ScorerSettings, get_scorer
-
-
-def frame(height: int = 90, width: int = 131, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    x = np.zeros((height, width, 2), np.float32)
-    x[..., 0] = rng.uniform(0, 1, (height, width))
-    x[..., 1] = rng.poisson(0.3, (height, width))
-    return x
+from tests.modelfiles import frame
 
 
 def test_tiles_with_halos_give_the_whole_frame_answer(model_base: Path) -> None:

@@ -43,18 +43,11 @@ from serve.tfserving import (
     set_version_labels,
     tensor_proto,
 )
+from tests.modelfiles import frame
 
 MODEL = "lightning"
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 END = get_model_status_pb2.ModelVersionStatus.END
-
-
-def frame(height: int = 90, width: int = 131, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    x = np.zeros((height, width, 2), np.float32)
-    x[..., 0] = rng.uniform(0, 1, (height, width))
-    x[..., 1] = rng.poisson(0.3, (height, width))
-    return x
 
 
 def free_port() -> int:
