@@ -40,7 +40,8 @@ demo: install
 		$(DEMO_RUN_ARGS)
 
 ## Re-create the committed default model from the simulator (about an hour on 2 cores; needs no network):
-## 12 simulated days for train/validation/test, a 13th held out for storm lead times.
+## 12 simulated days for train/validation/test, a 13th held out for storm lead times, and 6 more days of
+## normal weather on which the per-feature drift thresholds are calibrated (ltgcast models calibrate-drift).
 MODEL_WORK ?= var/default-model
 default-model: install
 	for d in 10 11 12 13 14 15 16 17 18 19 20 21; do \
@@ -55,6 +56,11 @@ default-model: install
 		--lead-archive dir:$(MODEL_WORK)/heldout --lead-start 2024-07-25T17:15Z --lead-end 2024-07-25T19:30Z
 	$(BIN)/ltgcast models add --base $(MODEL_WORK)/repository --run $(MODEL_WORK)/combined \
 		--evaluation $(MODEL_WORK)/evaluation --notes "$(DEFAULT_MODEL_NOTES)"
+	for d in 26 27 28 29 30 31; do \
+		$(BIN)/ltgcast simulate --out $(MODEL_WORK)/drift-normal/$$d --sector M1 --start 2024-07-$${d}T17:00Z --minutes 60 --seed $$d > /dev/null; \
+	done
+	$(BIN)/ltgcast models calibrate-drift --base $(MODEL_WORK)/repository --version 1 --archive dir:$(MODEL_WORK)/drift-normal \
+		--start 2024-07-26T00:00Z --end 2024-08-01T00:00Z --cache $(MODEL_WORK)/.cache
 
 DEFAULT_MODEL_NOTES := Trained on SIMULATED storms (ltgcast simulate, 12 days of a mesoscale sector), not on \
 GOES observations. It exists so that make run and make demo work offline; its skill on real weather is unknown. \

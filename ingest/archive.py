@@ -151,7 +151,7 @@ def get_archive(uri: str, cache: Path, clock: Clock) -> Archive:
     """``dir:PATH`` or ``s3://BUCKET[?endpoint=…]``; unknown schemes list the valid ones."""
     scheme = urlsplit(uri).scheme
     if scheme == "dir":
-        root = Path(uri.split(":", 1)[1]).expanduser()
+        root = Path(uri.split(":", 1)[1]).expanduser().resolve()  # file URIs of the items need an absolute path
         if not root.is_dir():
             msg = f"archive folder {root} (from {uri!r}) does not exist"
             raise ConfigError(msg)

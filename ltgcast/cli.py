@@ -67,6 +67,7 @@ def _simulate(args: argparse.Namespace) -> int:
         slot=args.slot,
         meso_center=(lat, lon),
         glm=not args.no_glm,
+        cloud_top_offset_k=args.cloud_top_offset_k,
     )
     paths = simulate(config)
     abi = sum(1 for p in paths if "_ABI-" in p.name)
@@ -123,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--slot", choices=sorted(SLOTS), default="GOES-East")
     sim.add_argument("--meso-center", default="35.0,-97.5", help="lat,lon of a mesoscale sector")
     sim.add_argument("--no-glm", action="store_true", help="write ABI frames only")
+    sim.add_argument(
+        "--cloud-top-offset-k", type=float, default=0.0,
+        help="every cloud top this much warmer (a regime change, to drill the drift alert)",
+    )  # fmt: skip
     sim.set_defaults(func=_simulate)
 
     bench = sub.add_parser("bench-read", help="time the readers on files; print and write JSON")

@@ -92,8 +92,8 @@ def archive_lead_times(
     maxima: dict[str, list[list[float]]] = {name: [] for name in forecasts}  # per frame, per onset
     for item in frames:
         try:
-            image = _image(archive, item)
-            previous = _previous(archive, item, by_time, window) if "ir_trend" in s.feature_set.channels else None
+            image = read_image(archive, item)
+            previous = previous_values(archive, item, by_time, window) if "ir_trend" in s.feature_set.channels else None
         except (FrameDecodeError, IngestError, LookupError) as exc:
             skipped[type(exc).__name__] += 1
             log.warning("lead times: leaving out %s: %s", item.name.name, exc)
@@ -145,7 +145,8 @@ def archive_lead_times(
     }
 
 
-def _image(archive: Any, item: ArchiveItem) -> AbiImage:
+def read_image(archive: Any, item: ArchiveItem) -> AbiImage:
+    """The archive item's ABI image; ``FrameDecodeError`` when it is another product."""
     path = archive.fetch(item)
     image = read_product(path)
     if not isinstance(image, AbiImage):
@@ -153,10 +154,11 @@ def _image(archive: Any, item: ArchiveItem) -> AbiImage:
     return image
 
 
-def _previous(archive: Any, item: ArchiveItem, by_time: dict[datetime, ArchiveItem], window: timedelta) -> F32:
+def previous_values(archive: Any, item: ArchiveItem, by_time: dict[datetime, ArchiveItem], window: timedelta) -> F32:
+    """Brightness temperatures of the frame ``window`` before ``item`` (within 90 s) for ``ir_trend``."""
     target = item.name.scan_start - window
     near = [t for t in by_time if abs((t - target).total_seconds()) <= 90]
     if not near:
         msg = f"no frame {window} before {item.name.name} for ir_trend"
         raise LookupError(msg)
-    return _image(archive, by_time[min(near, key=lambda t: abs((t - target).total_seconds()))]).values
+    return read_image(archive, by_time[min(near, key=lambda t: abs((t - target).total_seconds()))]).values

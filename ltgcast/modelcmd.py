@@ -152,6 +152,29 @@ def _on_service(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, A
         raise ConfigError(msg) from exc
 
 
+def _calibrate_drift(args: argparse.Namespace, repo: Any) -> dict[str, Any]:
+    """Calibrate the version's per-feature drift thresholds on ``--archive`` and write them into its card."""
+    from ltgcast.datasets import utc_flag
+    from ltgcast.driftcal import DriftCalibration, calibrate_drift
+
+    if args.version not in repo.versions(args.name):
+        msg = f"--version: {args.name} has no version {args.version}; versions: {repo.versions(args.name)}"
+        raise ConfigError(msg)
+    card = repo.card(args.name, args.version)
+    settings = DriftCalibration(
+        archive=args.archive,
+        start=utc_flag(args.start, "--start"),
+        end=utc_flag(args.end, "--end"),
+        cache=Path(args.cache),
+        sector=args.sector or card.get("training_data", {}).get("sector", "M1"),
+        window=args.window,
+        margin=args.margin,
+    )
+    block = calibrate_drift(card, settings)
+    repo.annotate(args.name, args.version, "drift_thresholds", block)
+    return {"name": args.name, "version": args.version, "drift_thresholds": block}
+
+
 def models_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run one repository action and print its result as JSON."""
     from models.repository import ModelRepository
@@ -168,6 +191,8 @@ def models_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         result = _add(args, base)
     elif args.action == "validate":
         result = _validate(args, base)
+    elif args.action == "calibrate-drift":
+        result = _calibrate_drift(args, repo)
     elif args.action == "promote":
         _validate(args, base)  # the gate: only a version that passes may be served
         repo.promote(args.name, int(args.version), reason=args.reason)
@@ -187,6 +212,7 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> None:
         ("validate", "signatures, golden batch, held-out skill"),
         ("promote", "validate, then serve this version"),
         ("rollback", "serve the previously promoted version"),
+        ("calibrate-drift", "per-feature PSI thresholds from an archive of normal weather, into the card"),
     ):
         sub = actions.add_parser(action, help=text)
         sub.add_argument("--base", help=f"model base path (env LTGCAST_MODELS; default {DEFAULT_BASE})")
@@ -202,6 +228,15 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> None:
             sub.add_argument("--version", type=int, required=action == "promote")
             sub.add_argument("--holdout", help="a dataset folder whose test split measures skill")
             sub.add_argument("--margin", type=float, default=0.02, help="allowed loss of Brier skill vs current")
+        if action == "calibrate-drift":
+            sub.add_argument("--version", type=int, required=True)
+            sub.add_argument("--archive", required=True, help="dir:PATH or s3://bucket: days the model should accept")
+            sub.add_argument("--start", required=True, help="ISO 8601 UTC, e.g. 2024-07-26T00:00Z")
+            sub.add_argument("--end", required=True, help="ISO 8601 UTC, exclusive")
+            sub.add_argument("--sector", help="sector to replay (default: the card's training sector)")
+            sub.add_argument("--window", type=int, default=12, help="frames per rolling window, as the live monitor")
+            sub.add_argument("--margin", type=float, default=1.1, help="threshold = margin x largest normal PSI")
+            sub.add_argument("--cache", default="var/cache/drift", help="where remote archive files are cached")
         if action in ("promote", "rollback"):
             sub.add_argument(
                 "--service",

@@ -46,6 +46,10 @@ def warmup_record(channels: int, size: int = 16) -> bytes:
     return bytes(log.SerializeToString())
 
 
+#: Card fields :meth:`ModelRepository.annotate` may set on an existing version.
+ANNOTATIONS = frozenset({"drift_thresholds"})
+
+
 class ModelRepository:
     """Versions of named models under one base folder."""
 
@@ -74,6 +78,21 @@ class ModelRepository:
         """The version's model card."""
         card: dict[str, Any] = json.loads((self.path(name, version) / "model_card.json").read_text(encoding="utf-8"))
         return card
+
+    def annotate(self, name: str, version: int, key: str, value: Any) -> None:
+        """Set one monitoring field of a version's card (e.g. ``drift_thresholds``), atomically.
+
+        Only what describes how the model is watched may change after ``add``: the weights, signatures,
+        scaling and reference a version was validated with never do.
+        """
+        if key not in ANNOTATIONS:
+            msg = f"model card field {key!r} cannot be changed after add; changeable: {', '.join(sorted(ANNOTATIONS))}"
+            raise ModelRejected(msg)
+        card = {**self.card(name, version), key: value}
+        path = self.path(name, version) / "model_card.json"
+        staging = path.with_name(".model_card.json.tmp")
+        staging.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+        os.replace(staging, path)
 
     def state(self, name: str) -> dict[str, Any]:
         """``serving.json``: the current version and the promotion history."""

@@ -9,9 +9,17 @@ reference by
 
 * the population stability index, ``PSI = Σ (l - r) ln(l / r)`` over bins of
   the live and reference fractions, empty bins floored at ``1e-4`` (0.1: small
-  shift, 0.25: large — the alert threshold);
+  shift, 0.25: large);
 * a Kolmogorov–Smirnov statistic on the binned distributions, the largest gap
   between the two cumulative fractions at the bin edges.
+
+A window of a few frames is today's weather against the training period's
+climate: a stormy day has a PSI of 0.5 and more on the cloud-top features with
+nothing wrong. A single 0.25 line would page on such days, so each feature gets
+its own threshold, calibrated on normal weather (:func:`calibrated_thresholds`,
+``ltgcast models calibrate-drift``): a margin above the largest PSI that full
+windows of days the model should accept reached. The card keeps them in
+``drift_thresholds``; a feature without one falls back to 0.25.
 
 When the stable model of a sector changes, its window starts again (the
 reference is the new card's).
@@ -19,6 +27,7 @@ reference is the new card's).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Mapping
@@ -34,6 +43,8 @@ from monitor import metrics
 log = logging.getLogger(__name__)
 
 FLOOR = 1e-4
+#: PSI threshold of a feature the card has no calibrated threshold for (the usual "large shift" line).
+DEFAULT_PSI_THRESHOLD = 0.25
 
 
 def binned(values: NDArray[np.floating[Any]], edges: NDArray[np.float64]) -> NDArray[np.int64]:
@@ -78,42 +89,115 @@ def ks(reference: NDArray[np.int64], live: NDArray[np.int64]) -> float:
 
 
 @dataclass
-class _Window:
-    model_version: int
-    frames: deque[dict[str, NDArray[np.int64]]] = field(default_factory=deque)
+class RollingDrift:
+    """The last ``window`` frames' histograms of one sector, compared with a reference (no metrics: pure)."""
+
+    reference: Mapping[str, Any]
+    window: int
+    frames: deque[dict[str, NDArray[np.int64]]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            msg = f"drift window must be at least 1 frame; found {self.window}"
+            raise ValueError(msg)
+        self.frames = deque(maxlen=self.window)
+
+    @property
+    def full(self) -> bool:
+        """Whether the window holds ``window`` frames (calibration only uses full windows)."""
+        return len(self.frames) == self.window
+
+    def add(self, channels: Mapping[str, NDArray[np.float32]]) -> dict[str, tuple[float, float]]:
+        """Add one frame (its model channels; the dense features are derived here); return ``{name: (psi, ks)}``."""
+        values: dict[str, NDArray[np.float32]] = {**channels, **dense_features(dict(channels))}
+        self.frames.append({
+            name: binned(values[name], np.asarray(ref["edges"], np.float64))
+            for name, ref in self.reference.items()
+            if name in values
+        })  # fmt: skip
+        found = {}
+        for name, ref in self.reference.items():
+            parts = [f[name] for f in self.frames if name in f]
+            if parts:
+                live, expected = np.sum(parts, axis=0), np.asarray(ref["histogram"], np.int64)
+                found[name] = (psi(expected, live), ks(expected, live))
+        return found
+
+
+def psi_thresholds(card: Mapping[str, Any]) -> dict[str, float]:
+    """The card's calibrated PSI threshold per feature (``drift_thresholds.psi``), the default for the others.
+
+    >>> psi_thresholds({"drift_reference": {"ir": {}, "ltg": {}}, "drift_thresholds": {"psi": {"ir": 0.4}}})
+    {'ir': 0.4, 'ltg': 0.25}
+    """
+    calibrated = (card.get("drift_thresholds") or {}).get("psi", {})
+    return {name: float(calibrated.get(name, DEFAULT_PSI_THRESHOLD)) for name in card.get("drift_reference", {})}
+
+
+def window_of(card: Mapping[str, Any], default: int) -> int:
+    """The window the card's thresholds were calibrated on (``drift_thresholds.window_frames``), else ``default``."""
+    return int((card.get("drift_thresholds") or {}).get("window_frames", default))
+
+
+def calibrated_thresholds(natural: Mapping[str, float], margin: float, floor: float = DEFAULT_PSI_THRESHOLD
+                          ) -> dict[str, float]:  # fmt: skip
+    """Per-feature thresholds: ``margin`` times the largest PSI seen on normal weather, never below ``floor``.
+
+    >>> calibrated_thresholds({"ir": 0.3, "ltg": 0.01, "x": float("nan")}, margin=1.1)
+    {'ir': 0.33, 'ltg': 0.25, 'x': 0.25}
+    """
+    return {
+        name: round(max(floor, margin * value), 4) if np.isfinite(value) else floor
+        for name, value in sorted(natural.items())
+    }
 
 
 class DriftMonitor:
-    """Rolling PSI and KS per sector and feature, exported as ``ltgcast_feature_psi`` / ``ltgcast_feature_ks``."""
+    """Rolling PSI and KS per sector and feature, exported as ``ltgcast_feature_psi`` / ``ltgcast_feature_ks``.
+
+    Beside them, ``ltgcast_feature_psi_threshold`` holds the card's calibrated threshold per feature, so an
+    alert compares the two series (``ltgcast_feature_psi > ltgcast_feature_psi_threshold``) and one rule
+    serves every feature and model. The window is the one the card's thresholds were calibrated on, or
+    ``window`` frames for a card without them.
+    """
 
     def __init__(self, window: int = 12) -> None:
         if window < 1:
             msg = f"drift window must be at least 1 frame; found {window}"
             raise ValueError(msg)
         self.window = window
-        self._sectors: dict[str, _Window] = {}
+        self._sectors: dict[str, tuple[int, RollingDrift]] = {}
+        self._exported: dict[str, set[str]] = {}
 
-    def observe(self, sector: str, model_version: int, reference: Mapping[str, Any],
+    def observe(self, sector: str, model_version: int, card: Mapping[str, Any],
                 channels: Mapping[str, NDArray[np.float32]]) -> dict[str, tuple[float, float]]:  # fmt: skip
-        """Add one frame (its model channels; the dense features are derived here); return ``{name: (psi, ks)}``."""
-        values: dict[str, NDArray[np.float32]] = {**channels, **dense_features(dict(channels))}
-        current = self._sectors.get(sector)
-        if current is None or current.model_version != model_version:
-            current = self._sectors[sector] = _Window(model_version, deque(maxlen=self.window))
-        frame = {
-            name: binned(values[name], np.asarray(ref["edges"], np.float64))
-            for name, ref in reference.items()
-            if name in values
-        }
-        current.frames.append(frame)
-        found = {}
-        for name, ref in reference.items():
-            parts = [f[name] for f in current.frames if name in f]
-            if not parts:
-                continue
-            live = np.sum(parts, axis=0)
-            expected = np.asarray(ref["histogram"], np.int64)
-            found[name] = (psi(expected, live), ks(expected, live))
-            metrics.FEATURE_PSI.labels(sector, name).set(found[name][0])
-            metrics.FEATURE_KS.labels(sector, name).set(found[name][1])
+        """Add one frame scored by the model of ``card``; return ``{name: (psi, ks)}`` once the window is full.
+
+        The first frame of a sector, and the first after its stable model changed, start a new window
+        against the new card's reference; until it holds ``window`` frames nothing is exported (the
+        thresholds were calibrated on full windows, and a window of one frame is one scene, not a
+        distribution) and the previous model's values are withdrawn.
+        """
+        version, rolling = self._sectors.get(sector, (None, None))
+        if rolling is None or version != model_version:
+            rolling = RollingDrift(card["drift_reference"], window_of(card, self.window))
+            self._sectors[sector] = (model_version, rolling)
+            self._withdraw(sector)
+            thresholds = psi_thresholds(card)
+            for name, threshold in thresholds.items():
+                metrics.FEATURE_PSI_THRESHOLD.labels(sector, name).set(threshold)
+            self._exported[sector] = set(thresholds)
+        found = rolling.add(channels)
+        if not rolling.full:
+            return {}
+        for name, (p, k) in found.items():
+            metrics.FEATURE_PSI.labels(sector, name).set(p)
+            metrics.FEATURE_KS.labels(sector, name).set(k)
         return found
+
+    def _withdraw(self, sector: str) -> None:
+        """Remove the sector's PSI, KS and threshold series this monitor set (a new model's features may differ)."""
+        for name in self._exported.pop(sector, set()):
+            for gauge in (metrics.FEATURE_PSI, metrics.FEATURE_KS, metrics.FEATURE_PSI_THRESHOLD):
+                with contextlib.suppress(KeyError):  # never set (the window never filled)
+                    gauge.remove(sector, name)

@@ -10,7 +10,11 @@ features of a feature set, about ten); never a file name or a grid id. The label
 * ``ltgcast_frames_total`` ``reason``: the worker's outcomes (scored, scored_out_of_order, duplicate,
   too_old, other_band, other_sector, bad_event, failed);
 * ``ltgcast_stage_latency_seconds`` ``stage``: read, featurize, score, store, drift;
-* ``ltgcast_frame_age_seconds`` ``stage``: ingest (announced), publish (grid out).
+* ``ltgcast_frame_age_seconds`` ``stage``: ingest (announced), publish (grid out);
+* ``ltgcast_scorer_errors_total`` ``reason``: unavailable, deadline_exceeded, resource_exhausted,
+  invalid_argument, circuit_open, bad_output, other; ``backend``: embedded, tfserving;
+* ``ltgcast_consumer_lag_messages`` ``topic``: the bus topics the worker reads (two), ``partition``: the
+  topic's partitions (three by default on Kafka, one in process).
 """
 
 from __future__ import annotations
@@ -56,6 +60,11 @@ FEATURE_PSI = Gauge(
     "Population stability index of a channel or feature over the last frames against the model card's reference.",
     ["sector", "feature"],
 )
+FEATURE_PSI_THRESHOLD = Gauge(
+    "ltgcast_feature_psi_threshold",
+    "PSI above which a feature has drifted: the model card's per-feature threshold (0.25 when it has none).",
+    ["sector", "feature"],
+)
 FEATURE_KS = Gauge(
     "ltgcast_feature_ks",
     "Kolmogorov-Smirnov statistic (binned) of a channel or feature over the last frames against the reference.",
@@ -90,3 +99,18 @@ MODEL_REJECTIONS = Counter(
 MODEL_VERSION = Gauge("ltgcast_model_version", "Model version served in each role (0: none).", ["role"])
 MODEL_CHECK_ERRORS = Counter("ltgcast_model_check_errors_total", "Scans of the model base that raised (logged).")
 MODEL_LAST_CHECK = Gauge("ltgcast_model_last_check_timestamp_seconds", "Unix time of the last model-base scan.")
+SCORER_ERRORS = Counter(
+    "ltgcast_scorer_errors_total", "Scoring calls that failed (after retries), by backend and cause.",
+    ["backend", "reason"],
+)
+SCORER_CIRCUIT = Gauge(
+    "ltgcast_scorer_circuit_state",
+    "State of the scorer's circuit breaker per transport: 0 closed (calls go through), 1 half-open (one trial "
+    "call), 2 open (calls refused until the cool-down ends). The embedded scorer is always 0.",
+    ["backend", "transport"],
+)
+CONSUMER_LAG = Gauge(
+    "ltgcast_consumer_lag_messages",
+    "Messages on a bus partition after the worker group's committed offset (published, not yet processed).",
+    ["topic", "partition"],
+)

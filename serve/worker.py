@@ -426,19 +426,19 @@ class NowcastWorker:
         Its dense-feature pass (about 1 s for a CONUS frame on 2 cores) must not hold up the next frame. Beyond
         ``MAX_DRIFT_QUEUE`` frames waiting, a frame is left out (counted).
         """
-        reference = getattr(scorer, "card", {}).get("drift_reference")
-        if not reference:
+        card = getattr(scorer, "card", {})
+        if not card.get("drift_reference"):
             return
         self._drift_jobs = [job for job in self._drift_jobs if not job.done()]
         if len(self._drift_jobs) >= MAX_DRIFT_QUEUE:
             monitoring.DRIFT_SKIPPED.labels(meta.sector).inc()
             return
-        self._drift_jobs.append(self._drift_thread.submit(self._drift, meta, reference, result.channels))
+        self._drift_jobs.append(self._drift_thread.submit(self._drift, meta, card, result.channels))
 
-    def _drift(self, meta: GridMeta, reference: dict[str, Any], channels: dict[str, NDArray[np.float32]]) -> None:
+    def _drift(self, meta: GridMeta, card: dict[str, Any], channels: dict[str, NDArray[np.float32]]) -> None:
         began = self.clock.monotonic()
         try:
-            self.drift.observe(meta.sector, meta.model_version, reference, channels)
+            self.drift.observe(meta.sector, meta.model_version, card, channels)
         except Exception:  # monitoring must never cost a grid
             log.exception("worker: drift monitoring failed on %s", meta.grid_id)
         monitoring.STAGE_LATENCY.labels("drift").observe(self.clock.monotonic() - began)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from ingest.errors import ModelRejected
+from ingest.synthetic import ScenarioConfig, simulate
 from ltgcast.cli import main
 from models.architectures import build
 from models.repository import WARMUP, ModelRepository
 from tests.models.helpers import write_run, write_tiny_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def model_with(bias: float) -> object:
@@ -92,3 +98,30 @@ def test_a_saved_run_loads_in_a_fresh_process(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "3 (10, 7)"
+
+
+def test_calibrate_drift_writes_thresholds_into_the_card_and_nothing_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = tmp_path / "repo"
+    shutil.copytree(ROOT / "models" / "repository" / "lightning" / "1", base / "lightning" / "1")
+    before = ModelRepository(base).card("lightning", 1)
+    start = datetime(2024, 7, 29, 17, 0, tzinfo=UTC)
+    simulate(ScenarioConfig(out=tmp_path / "normal", sector="M1", start=start, minutes=8, seed=3))
+    common = ("--base", str(base), "--archive", f"dir:{tmp_path / 'normal'}", "--start", "2024-07-29T00:00Z",
+              "--end", "2024-07-30T00:00Z", "--cache", str(tmp_path / "cache"))  # fmt: skip
+    done = run_json(capsys, "models", "calibrate-drift", "--version", "1", "--window", "4", "--margin", "1.2", *common)
+    after = ModelRepository(base).card("lightning", 1)
+    assert after["drift_thresholds"] == done["drift_thresholds"]
+    assert {k: v for k, v in after.items() if k != "drift_thresholds"} == {
+        k: v for k, v in before.items() if k != "drift_thresholds"
+    }
+    block = after["drift_thresholds"]
+    assert (block["window_frames"], block["margin"], block["calibration"]["windows"]) == (4, 1.2, 8 - 4 + 1)
+    assert set(block["psi"]) == set(before["drift_reference"])
+    assert all(t >= 0.25 for t in block["psi"].values())
+
+    assert main(["models", "calibrate-drift", "--version", "9", *common]) == 2
+    assert "lightning has no version 9; versions: [1]" in capsys.readouterr().err
+    with pytest.raises(ModelRejected, match="'drift_reference' cannot be changed after add"):
+        ModelRepository(base).annotate("lightning", 1, "drift_reference", {})

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
 from ingest.bus import InProcessBus
+from ingest.errors import ConfigError
 from ingest.events import FRAMES_TOPIC, FrameEvent
 from ingest.filenames import parse_filename
 from ingest.synthetic import ScenarioConfig, simulate
 from ingest.testing import FakeClock
-from monitor.drift import DriftMonitor, binned, ks, psi
+from ltgcast.driftcal import DriftCalibration, calibrate_drift
+from monitor.drift import DEFAULT_PSI_THRESHOLD, DriftMonitor, binned, calibrated_thresholds, ks, psi, psi_thresholds
 from serve.scoring import EmbeddedScorer
 from serve.store import FileGridStore
 from serve.worker import NowcastWorker, WorkerSettings
@@ -22,6 +27,7 @@ from serve.worker import NowcastWorker, WorkerSettings
 ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2024, 7, 30, 17, 0, tzinfo=UTC)
 EDGES = np.linspace(0.0, 1.0, 11)
+MODEL = ROOT / "models" / "repository" / "lightning" / "1"
 
 
 def reference(rng: np.random.Generator, centre: float) -> dict[str, dict[str, list[float]]]:
@@ -47,45 +53,126 @@ def test_psi_and_ks_are_zero_for_the_same_distribution_and_grow_with_a_shift() -
 
 def test_the_window_rolls_and_starts_again_for_a_new_model() -> None:
     rng = np.random.default_rng(1)
-    card = reference(rng, 0.4)
+    card = {"drift_reference": reference(rng, 0.4)}
     monitor = DriftMonitor(window=3)
-    for _ in range(3):
-        calm = monitor.observe("M1", 1, card, frame(rng, 0.4))["ir"][0]
+    assert monitor.observe("M2", 1, card, frame(rng, 0.4)) == {}  # one frame is a scene, not a distribution
+    assert monitor.observe("M2", 1, card, frame(rng, 0.4)) == {}
+    assert REGISTRY.get_sample_value("ltgcast_feature_psi", {"sector": "M2", "feature": "ir"}) is None
+    calm = monitor.observe("M2", 1, card, frame(rng, 0.4))["ir"][0]
     assert calm < 0.05
-    warm = [monitor.observe("M1", 1, card, frame(rng, 0.6))["ir"][0] for _ in range(3)]
+    warm = [monitor.observe("M2", 1, card, frame(rng, 0.6))["ir"][0] for _ in range(3)]
     assert warm[0] < warm[1] < warm[2]  # the window fills with the new regime
     assert warm[2] > 1.0
-    after_swap = monitor.observe("M1", 2, reference(rng, 0.6), frame(rng, 0.6))["ir"][0]
-    assert after_swap < 0.05  # a new model, a new reference, a new window
-    gauge = REGISTRY.get_sample_value("ltgcast_feature_psi", {"sector": "M1", "feature": "ir"})
+    assert REGISTRY.get_sample_value("ltgcast_feature_psi", {"sector": "M2", "feature": "ir"}) == pytest.approx(warm[2])
+    new_card = {"drift_reference": reference(rng, 0.6)}
+    assert monitor.observe("M2", 2, new_card, frame(rng, 0.6)) == {}  # a new model, a new reference, a new window
+    assert REGISTRY.get_sample_value("ltgcast_feature_psi", {"sector": "M2", "feature": "ir"}) is None  # withdrawn
+    monitor.observe("M2", 2, new_card, frame(rng, 0.6))
+    after_swap = monitor.observe("M2", 2, new_card, frame(rng, 0.6))["ir"][0]
+    assert after_swap < 0.05
+    gauge = REGISTRY.get_sample_value("ltgcast_feature_psi", {"sector": "M2", "feature": "ir"})
     assert gauge == pytest.approx(after_swap)
     with pytest.raises(ValueError, match="at least 1 frame"):
         DriftMonitor(window=0)
 
 
-def run(tmp_path: Path, warmer: float) -> dict[str, float]:
-    """Five M1 frames through the real worker and the default model; the PSI per feature afterwards."""
-    paths = simulate(ScenarioConfig(out=tmp_path / f"sim{warmer:g}", sector="M1", start=START, minutes=20, seed=41,
-                                    cloud_top_offset_k=warmer))  # fmt: skip
+def test_thresholds_and_window_come_from_the_card() -> None:
+    rng = np.random.default_rng(2)
+    refs = {"ir": reference(rng, 0.4)["ir"], "ltg": reference(rng, 0.0)["ir"]}
+    card = {"drift_reference": refs, "drift_thresholds": {"window_frames": 2, "psi": {"ir": 0.61}}}
+    monitor = DriftMonitor(window=12)
+    assert monitor.observe("F", 1, card, frame(rng, 0.4)) == {}
+    assert set(monitor.observe("F", 1, card, frame(rng, 0.4))) == {"ir", "ltg"}  # full after the card's 2 frames
+    threshold = {n: REGISTRY.get_sample_value("ltgcast_feature_psi_threshold", {"sector": "F", "feature": n})
+                 for n in ("ir", "ltg")}  # fmt: skip
+    assert threshold == {"ir": 0.61, "ltg": DEFAULT_PSI_THRESHOLD}  # calibrated; the default for the other
+    assert psi_thresholds({"drift_reference": refs}) == {"ir": 0.25, "ltg": 0.25}
+
+
+def test_calibrated_thresholds_sit_a_margin_above_normal_weather() -> None:
+    natural = {"ir": 0.8, "ir_max_64": 0.1, "ltg": float("nan")}
+    assert calibrated_thresholds(natural, margin=1.25) == {"ir": 1.0, "ir_max_64": 0.25, "ltg": 0.25}
+
+
+class Recording(DriftMonitor):
+    """The real monitor, keeping every full window's PSI."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.windows: list[dict[str, float]] = []
+
+    def observe(self, sector: str, model_version: int, card: Any, channels: Any) -> dict[str, tuple[float, float]]:
+        found = super().observe(sector, model_version, card, channels)
+        if found:
+            self.windows.append({name: p for name, (p, _) in found.items()})
+        return found
+
+
+def through_the_worker(scenario: list[Path], tmp_path: Path, card: dict[str, Any] | None = None) -> Recording:
+    """Every frame of ``scenario`` through the real worker and the default model; the monitor that saw them."""
+    end = max(parse_filename(p.name).scan_start for p in scenario)
     bus = InProcessBus()
-    for path in sorted(p for p in paths if "_GLM-" in p.name) + sorted(p for p in paths if "_ABI-" in p.name)[-5:]:
+    for path in sorted(p for p in scenario if "_GLM-" in p.name) + sorted(p for p in scenario if "_ABI-" in p.name):
         event = FrameEvent.of(parse_filename(path), uri=str(path), source_uri=str(path), size=path.stat().st_size,
-                              ingest_time=START + timedelta(minutes=21))  # fmt: skip
+                              ingest_time=end + timedelta(minutes=1))  # fmt: skip
         bus.publish(FRAMES_TOPIC, event.key, event.to_json())
-    scorer = EmbeddedScorer(ROOT / "models" / "repository" / "lightning" / "1")
-    store, clock = FileGridStore(tmp_path / f"grids{warmer:g}"), FakeClock(START + timedelta(minutes=22))
-    worker = NowcastWorker(bus, scorer, store, clock, WorkerSettings(glm_deadline_s=0), drift=DriftMonitor(window=5))
+    scorer = EmbeddedScorer(MODEL)
+    if card is not None:
+        scorer.card = card
+    clock = FakeClock(end + timedelta(minutes=2))
+    monitor = Recording()
+    worker = NowcastWorker(bus, scorer, FileGridStore(tmp_path / "grids"), clock, WorkerSettings(glm_deadline_s=0),
+                           drift=monitor)  # fmt: skip
     while worker.step(timeout_s=0):
         pass
     worker.close()  # waits for the drift thread to take every frame
-    assert worker.outcomes["scored"] == 5
-    return {n: REGISTRY.get_sample_value("ltgcast_feature_psi", {"sector": "M1", "feature": n}) or 0.0
-            for n in scorer.card["drift_reference"]}  # fmt: skip
+    assert worker.outcomes["scored"] == sum("_ABI-" in p.name for p in scenario)
+    return monitor
+
+
+def scenario(tmp_path: Path, warmer: float, minutes: int = 40, seed: int = 41, start: datetime = START) -> list[Path]:
+    return simulate(ScenarioConfig(out=tmp_path / f"sim{seed}-{warmer:g}", sector="M1", start=start, minutes=minutes,
+                                   seed=seed, cloud_top_offset_k=warmer))  # fmt: skip
 
 
 @pytest.mark.slow
-def test_cloud_tops_15_k_warmer_drive_the_cold_fraction_psi_over_the_alert_threshold(tmp_path: Path) -> None:
-    normal, warm = run(tmp_path, 0.0), run(tmp_path, 15.0)
-    assert normal["ir_coldfrac_64"] < 0.25 < warm["ir_coldfrac_64"]
-    for name in ("ir_coldfrac_64", "ir_max_16", "ir_max_64", "ir_mean_64"):
-        assert warm[name] > normal[name] + 0.1
+def test_cloud_tops_15_k_warmer_drive_psi_over_the_calibrated_thresholds_in_the_worker(tmp_path: Path) -> None:
+    thresholds = psi_thresholds(EmbeddedScorer(MODEL).card)
+    assert thresholds["ir_coldfrac_64"] == pytest.approx(0.5983)  # the committed card's calibration
+    normal = through_the_worker(scenario(tmp_path / "normal", 0.0), tmp_path / "normal")
+    warm = through_the_worker(scenario(tmp_path / "warm", 15.0), tmp_path / "warm")
+    assert len(normal.windows) == len(warm.windows) == 40 - 12 + 1
+
+    def over(window: dict[str, float]) -> set[str]:
+        return {name for name, p in window.items() if p > thresholds[name]}
+
+    assert [over(w) for w in normal.windows if over(w)] == []  # a normal day never crosses a threshold
+    drifted = [over(w) for w in warm.windows if over(w)]
+    assert len(drifted) >= 10, drifted  # 20 of the 29 windows on this machine
+    assert any("ir_coldfrac_64" in names for names in drifted)
+    peak = max(w["ir_coldfrac_64"] for w in warm.windows)
+    assert REGISTRY.get_sample_value("ltgcast_feature_psi_threshold", {"sector": "M1", "feature": "ir_coldfrac_64"}) \
+        == pytest.approx(0.5983)  # fmt: skip
+    assert peak > 0.5983 > max(w["ir_coldfrac_64"] for w in normal.windows)
+
+
+@pytest.mark.slow
+def test_the_calibration_replays_frames_as_the_live_worker_sees_them(tmp_path: Path) -> None:
+    """``calibrate_drift`` on a 20-minute day equals the PSI the worker's monitor exported on the same frames."""
+    paths = scenario(tmp_path, 0.0, minutes=20, seed=7)
+    card = json.loads((MODEL / "model_card.json").read_text(encoding="utf-8"))
+    card["drift_thresholds"] = {"window_frames": 6}
+    live = through_the_worker(paths, tmp_path, card)
+    settings = DriftCalibration(archive=f"dir:{tmp_path / 'sim7-0'}", start=START, end=START + timedelta(hours=1),
+                                cache=tmp_path / "cache", sector="M1", window=6, margin=1.1)  # fmt: skip
+    block = calibrate_drift(card, settings)
+    assert block["calibration"]["frames"] == 20
+    assert block["calibration"]["windows"] == len(live.windows) == 20 - 6 + 1
+    for name in card["drift_reference"]:
+        largest = max(w[name] for w in live.windows)
+        assert block["natural_psi"][name]["max"] == pytest.approx(largest, abs=1e-4)
+        assert block["psi"][name] == pytest.approx(max(0.25, 1.1 * largest), abs=1e-3)
+    with pytest.raises(ConfigError, match="no run of 30 readable frames"):
+        calibrate_drift(card, replace(settings, window=30))
+    with pytest.raises(ConfigError, match="holds no M2 band 13 frames"):
+        calibrate_drift(card, replace(settings, sector="M2"))
