@@ -11,6 +11,13 @@ Contract of every bus
   every earlier one on its partition) was processed. A consumer commits only after
   its work succeeded, so a crash re-delivers the work instead of losing it
   (at-least-once; consumers make their effects idempotent).
+* :meth:`Subscription.lag` is the group's backlog on each partition this member
+  reads: the log end offset (the next offset to be written) minus the group's
+  committed offset, where a partition the group never committed counts from the
+  oldest message the log still holds (as a new group starts there), and so does
+  a commit older than that (the log dropped what it pointed at). Messages polled
+  but not committed are still lag. An empty answer means the member reads no
+  partition right now (a Kafka rebalance); it is not "no lag".
 
 Implementations: ``inproc://`` (:class:`InProcessBus`, the embedded default, one
 process, nothing durable across restarts) and ``kafka://host:port[,host:port]``
@@ -23,6 +30,8 @@ process, nothing durable across restarts) and ``kafka://host:port[,host:port]``
 >>> sub = bus.subscribe(["ltgcast.frames.v1"], group="doc")
 >>> [m.value for m in sub.poll(timeout_s=0)]
 [b'{}']
+>>> sub.lag()  # polled, not committed
+{('ltgcast.frames.v1', 0): 1}
 """
 
 from __future__ import annotations
@@ -56,6 +65,15 @@ class Subscription(Protocol):
 
     def commit(self, message: Message) -> None:
         """Mark ``message`` and everything before it on its partition as processed."""
+        ...
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Messages after the group's committed offset, per ``(topic, partition)`` this member reads.
+
+        May ask the broker (Kafka: one round trip per partition): call it every
+        few seconds, not on every poll. Raises :class:`~ingest.errors.IngestError`
+        when the bus cannot answer.
+        """
         ...
 
     def close(self) -> None:
@@ -138,6 +156,15 @@ class InProcessBus:
         with self._changed:
             return self._committed.get((group, topic), 0)
 
+    def _lag(self, group: str, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+        with self._changed:
+            out = {}
+            for topic in topics:
+                base = self._base.get(topic, 0)
+                end = base + len(self._logs.get(topic, []))
+                out[(topic, 0)] = end - max(self._committed.get((group, topic), 0), base)
+            return out
+
     def _commit(self, group: str, message: Message) -> None:
         with self._changed:
             slot = (group, message.topic)
@@ -174,6 +201,10 @@ class InProcessSubscription:
     def commit(self, message: Message) -> None:
         """Record the group's offset past ``message``."""
         self._bus._commit(self._group, message)
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Per topic (partition 0): messages the topic holds after the group's committed offset."""
+        return self._bus._lag(self._group, tuple(self._positions))
 
     def close(self) -> None:
         """Nothing to release; uncommitted messages stay for the next subscription."""

@@ -10,6 +10,10 @@
 * Consumers never auto-commit: :meth:`KafkaSubscription.commit` commits the offset
   after a processed message, and a consumer that dies before committing has its
   messages re-delivered to the group.
+* :meth:`KafkaSubscription.lag` asks the brokers for the log end and start
+  offsets of the partitions assigned to this member and the group's committed
+  offsets (a few round trips, each bounded by ``timeout_s``); nothing while a
+  rebalance has left the member without partitions.
 
 Every ``kafka.errors.KafkaError`` (and the ``OSError`` of a refused connection)
 becomes :class:`~ingest.errors.IngestError`, naming the brokers and what failed.
@@ -190,6 +194,21 @@ class KafkaSubscription:
         position = {TopicPartition(message.topic, message.partition): OffsetAndMetadata(message.offset + 1, "", -1)}
         with self._bus.translated(f"committing {message.topic}[{message.partition}]@{message.offset}"):
             self._consumer.commit(position)
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Per assigned partition: log end offset − the group's committed offset (the log start if none)."""
+        timeout_ms = int(self._bus.timeout_s * 1000)
+        with self._bus.translated("reading the consumer lag"):
+            assigned = sorted(self._consumer.assignment() or ())
+            if not assigned:  # not joined yet, or rebalancing: nothing of ours to report
+                return {}
+            ends = self._consumer.end_offsets(assigned, timeout_ms=timeout_ms)
+            starts = self._consumer.beginning_offsets(assigned, timeout_ms=timeout_ms)
+            committed = {tp: self._consumer.committed(tp, timeout_ms=timeout_ms) for tp in assigned}
+        return {
+            (tp.topic, tp.partition): ends[tp] - max(committed[tp] if committed[tp] is not None else 0, starts[tp])
+            for tp in assigned
+        }
 
     def close(self) -> None:
         """Leave the group without committing anything more."""

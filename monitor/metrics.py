@@ -13,8 +13,8 @@ features of a feature set, about ten); never a file name or a grid id. The label
 * ``ltgcast_frame_age_seconds`` ``stage``: ingest (announced), publish (grid out);
 * ``ltgcast_scorer_errors_total`` ``reason``: unavailable, deadline_exceeded, resource_exhausted,
   invalid_argument, circuit_open, bad_output, other; ``backend``: embedded, tfserving;
-* ``ltgcast_consumer_lag_messages`` ``topic``: the bus topics the worker reads (two), ``partition``: the
-  topic's partitions (three by default on Kafka, one in process).
+* ``ltgcast_consumer_lag_messages`` ``topic``: the bus topic the worker reads (``ltgcast.frames.v1``),
+  ``partition``: the topic's partitions (three by default on Kafka, one in process).
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ MODEL_VERSION = Gauge("ltgcast_model_version", "Model version served in each rol
 MODEL_CHECK_ERRORS = Counter("ltgcast_model_check_errors_total", "Scans of the model base that raised (logged).")
 MODEL_LAST_CHECK = Gauge("ltgcast_model_last_check_timestamp_seconds", "Unix time of the last model-base scan.")
 SCORER_ERRORS = Counter(
-    "ltgcast_scorer_errors_total", "Scoring calls that failed (after retries), by backend and cause.",
+    "ltgcast_scorer_errors_total",
+    "Scoring calls that failed (after retries), by backend and cause.",
     ["backend", "reason"],
 )
 SCORER_CIRCUIT = Gauge(
@@ -113,4 +114,8 @@ CONSUMER_LAG = Gauge(
     "ltgcast_consumer_lag_messages",
     "Messages on a bus partition after the worker group's committed offset (published, not yet processed).",
     ["topic", "partition"],
+)
+CONSUMER_LAG_ERRORS = Counter(
+    "ltgcast_consumer_lag_errors_total",
+    "Reads of the consumer lag that failed (the lag gauge then keeps its last values).",
 )

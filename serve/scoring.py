@@ -11,13 +11,32 @@
 
 Inputs are ``[H, W, C]`` float32, already scaled and filled
 (:func:`featurize.channels.model_input`); outputs ``[H, W]`` float32 in [0, 1].
+Input that is not that is refused with :class:`BadInput`, a model answer of the
+wrong shape or holding NaN/inf with :class:`BadOutput` (both ``ValueError``).
+
+Metrics
+-------
+Each scorer counts its own failed calls, once per :meth:`Scorer.score` call
+that raises (one frame for the worker; a tile that fails fails the call, and
+the other tiles of the frame are not counted again), after its retries and
+fallbacks, in ``ltgcast_scorer_errors_total{backend, reason}``: the reasons of
+:data:`ERROR_REASONS`, ``backend`` ``embedded`` (``embedded`` and ``patch``) or
+``tfserving``. Every call counts, whoever makes it: the worker's stable and
+shadow grids, the hot-swap warm-ups. The embedded backends give
+``invalid_argument`` (input refused), ``bad_output`` or ``other`` (TensorFlow
+failed); ``tfserving`` maps the gRPC code or HTTP status
+(:func:`serve.tfserving.error_reason`). A scorer sets its backend's reasons to
+0 when built, so ``rate()`` works from the first failure, and exports
+``ltgcast_scorer_circuit_state`` (``embedded``/``local`` is always 0;
+``tfserving`` per transport, see :mod:`serve.tfserving`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,12 +45,26 @@ import numpy as np
 from numpy.typing import NDArray
 
 from featurize.channels import FeatureSet, get_feature_set, with_halo
+from monitor.metrics import SCORER_CIRCUIT, SCORER_ERRORS
 
 log = logging.getLogger(__name__)
 
 F32 = NDArray[np.float32]
 HALO = 32
 PATCH = 2 * HALO
+EMBEDDED = "embedded"  # the ``backend`` label of the in-process scorers
+#: ``reason`` values of ``ltgcast_scorer_errors_total`` (monitor.metrics).
+ERROR_REASONS = (
+    "unavailable", "deadline_exceeded", "resource_exhausted", "invalid_argument", "circuit_open", "bad_output", "other"
+)  # fmt: skip
+
+
+class BadInput(ValueError):
+    """Scorer input that is not ``[H, W, C]`` finite values (nothing was scored)."""
+
+
+class BadOutput(ValueError):
+    """A model answer that is not a finite ``[h, w]`` probability grid."""
 
 
 class Scorer(Protocol):
@@ -72,13 +105,65 @@ def _card(version_path: Path) -> dict[str, Any]:
 
 
 def check_input(stacked: F32, channels: int) -> None:
-    """Refuse scorer input that is not ``[H, W, channels]`` or holds NaN/inf (``ValueError`` saying which)."""
+    """Refuse scorer input that is not ``[H, W, channels]`` or holds NaN/inf (:class:`BadInput` saying which)."""
     if stacked.ndim != 3 or stacked.shape[-1] != channels:
         msg = f"scorer input must be [H, W, {channels}]; found shape {stacked.shape}"
-        raise ValueError(msg)
+        raise BadInput(msg)
     if not np.isfinite(stacked).all():
         msg = "scorer input holds NaN or inf; apply the fill policy (featurize.channels.model_input) first"
-        raise ValueError(msg)
+        raise BadInput(msg)
+
+
+def check_output(probability: NDArray[Any], rows: int, cols: int) -> F32:
+    """A model's answer as float32 ``[rows, cols]``; :class:`BadOutput` if it has another shape or holds NaN/inf.
+
+    >>> check_output(np.zeros((2, 3)), 2, 3).dtype
+    dtype('float32')
+    >>> check_output(np.full((2, 3), np.nan), 2, 3)
+    Traceback (most recent call last):
+    ...
+    serve.scoring.BadOutput: the model answered NaN or inf at 6 of 6 pixels
+    """
+    if probability.shape != (rows, cols):
+        msg = f"expected a probability of shape ({rows}, {cols}); the model answered {probability.shape}"
+        raise BadOutput(msg)
+    bad = int(np.count_nonzero(~np.isfinite(probability)))
+    if bad:
+        msg = f"the model answered NaN or inf at {bad} of {probability.size} pixels"
+        raise BadOutput(msg)
+    return np.asarray(probability, np.float32)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The ``reason`` of a failed in-process call: refused input, bad answer, or anything else.
+
+    >>> failure_reason(BadInput("x")), failure_reason(BadOutput("x")), failure_reason(RuntimeError("x"))
+    ('invalid_argument', 'bad_output', 'other')
+    """
+    if isinstance(exc, BadInput):
+        return "invalid_argument"
+    return "bad_output" if isinstance(exc, BadOutput) else "other"
+
+
+def zero_error_counts(backend: str) -> None:
+    """Create every ``reason`` of ``backend`` in ``ltgcast_scorer_errors_total`` at 0 (no-op when they exist)."""
+    for reason in ERROR_REASONS:
+        SCORER_ERRORS.labels(backend, reason)
+
+
+@contextmanager
+def counting_failures(backend: str, reason: Callable[[BaseException], str] = failure_reason) -> Iterator[None]:
+    """Count an exception leaving the block once, as ``reason(exc)`` of ``backend``; it goes on up unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        SCORER_ERRORS.labels(backend, reason(exc)).inc()
+        raise
+
+
+def _export_embedded() -> None:
+    zero_error_counts(EMBEDDED)
+    SCORER_CIRCUIT.labels(EMBEDDED, "local").set(0)  # no breaker in process: always closed
 
 
 def tile_windows(height: int, width: int, size: int) -> list[tuple[int, int, int, int]]:
@@ -122,6 +207,7 @@ class EmbeddedScorer:
         self.card = card
         self._tf = tf
         self._dense: Callable[..., Any] = tf.saved_model.load(str(version_path)).signatures["serving_default"]
+        _export_embedded()
 
     def _run(self, tile: F32) -> F32:
         try:
@@ -129,10 +215,14 @@ class EmbeddedScorer:
         except self._tf.errors.OpError as exc:  # one error type for the worker: it counts it and goes on
             msg = f"{self.name} v{self.version} failed on a tile of shape {tile.shape}: {exc.message}"
             raise ValueError(msg) from exc
-        return np.asarray(out.numpy()[0], np.float32)
+        return check_output(out.numpy()[0], tile.shape[0] - 2 * HALO, tile.shape[1] - 2 * HALO)
 
     def score(self, stacked: F32) -> F32:
-        """Probability at every pixel (whole frame, or tile by tile with halos)."""
+        """Probability at every pixel (whole frame, or tile by tile with halos); a failed call counts once."""
+        with counting_failures(EMBEDDED):
+            return self._score(stacked)
+
+    def _score(self, stacked: F32) -> F32:
         check_input(stacked, len(self.feature_set.channels))
         padded = with_halo(stacked, self.feature_set, HALO)
         height, width = stacked.shape[:2]
@@ -159,9 +249,14 @@ class PatchScorer:
         self.batch = batch
         self._tf = tf
         self._patch: Callable[..., Any] = tf.saved_model.load(str(version_path)).signatures["patch"]
+        _export_embedded()
 
     def score_pixels(self, stacked: F32, pixels: NDArray[np.int64]) -> F32:
-        """Probability at ``pixels`` (``[N, 2]`` row, column), one patch each."""
+        """Probability at ``pixels`` (``[N, 2]`` row, column), one patch each; a failed call counts once."""
+        with counting_failures(EMBEDDED):
+            return self._score_pixels(stacked, pixels)
+
+    def _score_pixels(self, stacked: F32, pixels: NDArray[np.int64]) -> F32:
         check_input(stacked, len(self.feature_set.channels))
         padded = with_halo(stacked, self.feature_set, HALO)
         out = []

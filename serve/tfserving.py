@@ -41,6 +41,21 @@ call goes through (half-open) and its outcome closes or re-opens it. When gRPC
 fails with a retryable code, or its breaker is open, and ``rest`` is set, the
 tile goes over REST instead. Clock and sleep are injected.
 
+Metrics
+-------
+``ltgcast_scorer_errors_total{backend="tfserving", reason}`` counts each
+:meth:`TFServingScorer.score` call that raises, once, after the retries and the
+REST fallback: per frame, as the worker sees it, not per tile (a frame of 40
+tiles with the server down is one error, not 40). The reason is that of the
+error the call raised (:func:`error_reason`: the gRPC code, or the HTTP status
+when REST failed last, ``circuit_open``, ``bad_output`` for an answer that does
+not decode, has the wrong shape or version, or holds NaN/inf). The reasons are
+created at 0 when a scorer is built. ``ltgcast_scorer_circuit_state{backend=
+"tfserving", transport="grpc"|"rest"}`` (0 closed, 1 half-open, 2 open) is set
+when the scorer is built and whenever a breaker's state changes on a call
+(``rest`` only when a REST URL is set). An open breaker turns half-open when
+its cool-down ends, but the gauge shows it at the next call, the trial.
+
 Errors::
 
     ValueError     the input is not [H, W, C] finite float32 (nothing is sent)
@@ -49,7 +64,8 @@ Errors::
                    urllib errors in one place, TFServingScorer._tile, naming model,
                    target and what failed, chained with ``from``); or a label moved
                    to a version whose card (when in the local repository) names
-                   another feature set
+                   another feature set; or the answer is not a finite
+                   probability of the tile's shape (cause: ``ValueError``)
     ModelRejected  set_version_labels: the server refused the new labels, or a
                    version did not become AVAILABLE in time (its own boundary)
 
@@ -89,8 +105,18 @@ from tensorflow_serving.apis import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from featurize.channels import FeatureSet, get_feature_set, with_halo
-from ingest.errors import ConfigError, ModelRejected, ScoringError
-from serve.scoring import HALO, ScorerSettings, check_input, tile_windows
+from ingest.errors import ConfigError, LtgcastError, ModelRejected, ScoringError
+from monitor.metrics import SCORER_CIRCUIT
+from serve.scoring import (
+    HALO,
+    BadInput,
+    ScorerSettings,
+    check_input,
+    check_output,
+    counting_failures,
+    tile_windows,
+    zero_error_counts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +129,17 @@ SIGNATURES = {"float32": "serving_default", "float16": "serving_float16"}
 CARD_TRANSPORT_KEY = "transport"
 RETRYABLE_GRPC = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})
 RETRYABLE_HTTP = frozenset({429, 503, 504})
+TFSERVING = "tfserving"  # the ``backend`` label of this scorer's metrics
+#: Breaker state → the value of ``ltgcast_scorer_circuit_state``.
+CIRCUIT_STATES = {"closed": 0, "half-open": 1, "open": 2}
+#: gRPC status code / TF Serving REST status → the ``reason`` of ``ltgcast_scorer_errors_total`` (others: ``other``).
+_GRPC_REASONS = {
+    "UNAVAILABLE": "unavailable",
+    "DEADLINE_EXCEEDED": "deadline_exceeded",
+    "RESOURCE_EXHAUSTED": "resource_exhausted",
+    "INVALID_ARGUMENT": "invalid_argument",
+}
+_HTTP_REASONS = {503: "unavailable", 504: "deadline_exceeded", 429: "resource_exhausted", 400: "invalid_argument"}
 _DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16)}
 _PROTO_DTYPES: dict[int, np.dtype[Any]] = {types_pb2.DT_FLOAT: np.dtype("<f4"), types_pb2.DT_HALF: np.dtype("<f2")}
 
@@ -212,8 +249,12 @@ class CircuitOpen(Exception):
 class CircuitBreaker:
     """Consecutive failures open it; after a cool-down one trial call decides (thread-safe).
 
-    >>> now = [0.0]
-    >>> breaker = CircuitBreaker(failures=2, cooldown_s=10.0, clock=lambda: now[0])
+    ``on_change`` hears the state when the breaker is built and each time a call
+    (:meth:`allow`, :meth:`success`, :meth:`failure`) finds it changed; it is
+    called under the breaker's lock, so in order, and must not call the breaker.
+
+    >>> now, seen = [0.0], []
+    >>> breaker = CircuitBreaker(failures=2, cooldown_s=10.0, clock=lambda: now[0], on_change=seen.append)
     >>> breaker.failure(); breaker.failure(); breaker.state
     'open'
     >>> breaker.allow()
@@ -222,16 +263,28 @@ class CircuitBreaker:
     ('half-open', True, False)
     >>> breaker.success(); breaker.state
     'closed'
+    >>> seen
+    ['closed', 'open', 'half-open', 'closed']
     """
 
-    def __init__(self, failures: int, cooldown_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        failures: int,
+        cooldown_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
         self.failures = failures
         self.cooldown_s = cooldown_s
         self._clock = clock
+        self._on_change = on_change
         self._lock = threading.Lock()
         self._consecutive = 0
         self._opened_at: float | None = None
         self._trial = False
+        self._told = ""
+        with self._lock:
+            self._tell()
 
     @property
     def state(self) -> str:
@@ -244,21 +297,29 @@ class CircuitBreaker:
             return "closed"
         return "open" if self._clock() - self._opened_at < self.cooldown_s else "half-open"
 
+    def _tell(self) -> None:
+        """Pass the state to ``on_change`` if it is not the one told last (hold the lock)."""
+        state = self._state()
+        if state != self._told:
+            self._told = state
+            if self._on_change is not None:
+                self._on_change(state)
+
     def allow(self) -> bool:
         """Whether a call may go now (half-open: the one trial call only)."""
         with self._lock:
             state = self._state()
-            if state == "closed":
-                return True
-            if state == "half-open" and not self._trial:
+            allowed = state == "closed" or (state == "half-open" and not self._trial)
+            if state == "half-open" and allowed:
                 self._trial = True
-                return True
-            return False
+            self._tell()
+            return allowed
 
     def success(self) -> None:
         """The server answered: close."""
         with self._lock:
             self._consecutive, self._opened_at, self._trial = 0, None, False
+            self._tell()
 
     def failure(self) -> None:
         """A retryable failure: count it; open at the limit, or at once after a failed trial."""
@@ -268,6 +329,13 @@ class CircuitBreaker:
                 if self._opened_at is None or self._trial:
                     log.warning("circuit breaker opens after %d consecutive failures", self._consecutive)
                 self._opened_at, self._trial = self._clock(), False
+            self._tell()
+
+
+def _circuit_gauge(transport: str) -> Callable[[str], None]:
+    """An ``on_change`` that exports a breaker's state as ``ltgcast_scorer_circuit_state{tfserving, transport}``."""
+    gauge = SCORER_CIRCUIT.labels(TFSERVING, transport)
+    return lambda state: gauge.set(CIRCUIT_STATES[state])
 
 
 def backoff_delays(retries: int, first_s: float, max_s: float) -> list[float]:
@@ -357,6 +425,38 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def error_reason(exc: BaseException) -> str:
+    """The ``reason`` of ``ltgcast_scorer_errors_total`` for a failed call: what failed last.
+
+    A :class:`~ingest.errors.ScoringError` is judged by its cause. gRPC codes
+    ``UNAVAILABLE``, ``DEADLINE_EXCEEDED``, ``RESOURCE_EXHAUSTED`` and
+    ``INVALID_ARGUMENT`` (REST: 503, 504, 429, 400) give their names in lower
+    case; an open breaker ``circuit_open``; refused input ``invalid_argument``;
+    an answer that does not decode or has the wrong shape, version or values
+    ``bad_output``; a REST transport that timed out ``deadline_exceeded``, one
+    that failed otherwise (refused, reset) ``unavailable``; anything else
+    (another code or status, a label moved to an incompatible version) ``other``.
+
+    >>> error_reason(RestError(503, "busy")), error_reason(ScoringError("x")), error_reason(CircuitOpen("x"))
+    ('unavailable', 'other', 'circuit_open')
+    """
+    cause = exc.__cause__ if isinstance(exc, ScoringError) and exc.__cause__ is not None else exc
+    code = _grpc_code(cause)
+    if code is not None:
+        return _GRPC_REASONS.get(code.name, "other")
+    if isinstance(cause, RestError):
+        return _HTTP_REASONS.get(cause.status, "other")
+    if isinstance(cause, CircuitOpen):
+        return "circuit_open"
+    if isinstance(cause, BadInput):
+        return "invalid_argument"
+    if isinstance(cause, ValueError) and not isinstance(cause, LtgcastError):  # ConfigError is a ValueError too
+        return "bad_output"
+    if isinstance(cause, TimeoutError) or isinstance(getattr(cause, "reason", None), TimeoutError):
+        return "deadline_exceeded"  # urllib wraps a connect time-out in URLError(reason=TimeoutError)
+    return "unavailable" if isinstance(cause, OSError | HTTPException) else "other"
+
+
 # -- the two transports --------------------------------------------------------------------
 
 
@@ -443,7 +543,7 @@ def _probability(values: NDArray[Any], rows: int, cols: int) -> F32:
     if values.shape != (1, rows, cols):
         msg = f"expected probability of shape (1, {rows}, {cols}), found {values.shape}"
         raise ValueError(msg)
-    return np.asarray(values[0], np.float32)
+    return check_output(values[0], rows, cols)
 
 
 # -- the scorer ---------------------------------------------------------------------------
@@ -494,8 +594,10 @@ class TFServingScorer:
         self._grpc = _Grpc(self.name, stub, self.settings.timeout_s)
         self._rest = _Rest(self.name, self.settings.rest, self.settings.timeout_s) if self.settings.rest else None
         delays = backoff_delays(self.settings.retries, self.settings.backoff_s, self.settings.backoff_max_s)
+        zero_error_counts(TFSERVING)
         breaker = (self.settings.breaker_failures, self.settings.breaker_cooldown_s, clock)
-        self.grpc_breaker, self.rest_breaker = CircuitBreaker(*breaker), CircuitBreaker(*breaker)
+        self.grpc_breaker = CircuitBreaker(*breaker, on_change=_circuit_gauge("grpc"))
+        self.rest_breaker = CircuitBreaker(*breaker, on_change=_circuit_gauge("rest") if self._rest else None)
         self._grpc_calls = _Retrying(self.grpc_breaker, (grpc.RpcError,), _grpc_retryable, delays, sleep)
         self._rest_calls = _Retrying(self.rest_breaker, (OSError, HTTPException), _http_retryable, delays, sleep)
         self._pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="tfserving")
@@ -540,7 +642,14 @@ class TFServingScorer:
             self._channel.close()
 
     def score(self, stacked: F32) -> F32:
-        """``[H, W, C]`` filled model input → ``[H, W]`` probability, tile by tile with halos."""
+        """``[H, W, C]`` filled model input → ``[H, W]`` probability, tile by tile with halos.
+
+        A call that raises is counted once in ``ltgcast_scorer_errors_total`` (see the module docstring).
+        """
+        with counting_failures(TFSERVING, error_reason):
+            return self._score(stacked)
+
+    def _score(self, stacked: F32) -> F32:
         check_input(stacked, len(self.feature_set.channels))
         padded = with_halo(stacked, self.feature_set, HALO).astype(_DTYPES[self.settings.transport], copy=False)
         height, width = stacked.shape[:2]
@@ -701,6 +810,7 @@ def _available(stub: Any, name: str, timeout_s: float) -> set[int]:
 
 __all__ = [
     "CARD_TRANSPORT_KEY",
+    "CIRCUIT_STATES",
     "SIGNATURES",
     "CircuitBreaker",
     "CircuitOpen",
@@ -709,6 +819,7 @@ __all__ = [
     "TFServingScorer",
     "TFServingSettings",
     "backoff_delays",
+    "error_reason",
     "from_tensor_proto",
     "set_version_labels",
     "tensor_proto",

@@ -17,6 +17,18 @@ Each poll:
 4. Offsets are committed per partition only up to the first message not yet
    done, so a frame still waiting for GLM (or a crash) never lets a later
    commit skip it: uncommitted messages come again after a restart.
+5. At most every ``lag_interval_s`` (10 s, on the injected clock; on Kafka it
+   asks the brokers), the subscription's lag goes to
+   ``ltgcast_consumer_lag_messages{topic, partition}``: the messages after the
+   group's committed offset, so a frame waiting for GLM and the messages behind
+   it count as lag until it is done. Partitions this worker no longer reads are
+   dropped from the gauge; an empty answer (a rebalance) changes nothing; a
+   read that fails is logged and counted in :attr:`NowcastWorker.lag_errors`,
+   and the gauge keeps its last values.
+
+Scorer errors are counted by the scorers themselves
+(``ltgcast_scorer_errors_total``, see :mod:`serve.scoring`): the worker sees a
+failed frame after featurizing and scoring together and cannot tell which failed.
 
 Models: the worker takes one :class:`~serve.hotswap.ServingModels` snapshot per
 frame (``models.current()``), so a hot-swap lands between two frames and a grid
@@ -96,6 +108,7 @@ class WorkerSettings:
     verify_deadline_s: float = 600.0  # after the label window (or arrival, on replays) GLM may still complete it
     verify_window: int = 12  # grids per sector in the rolling live scores
     max_awaiting: int = 128  # grids held in memory for verification; the oldest beyond are dropped (counted)
+    lag_interval_s: float = 10.0  # seconds between two reads of the consumer lag (a broker round trip on Kafka)
 
 
 class GridSink(Protocol):
@@ -185,6 +198,9 @@ class NowcastWorker:
         self._glm_arrived = False  # since the last verification pass
         self._next_verify = 0.0  # monotonic time of the next pass even without new GLM (to give up on grids)
         self.live = LiveSkill(self.settings.verify_window)
+        self._next_lag = clock.monotonic()  # the first step reads the lag
+        self._lag_labels: set[tuple[str, str]] = set()  # (topic, partition) this worker last exported
+        self.lag_errors = 0  # lag reads that raised (logged)
 
     # -- one poll ---------------------------------------------------------------------------------------------------
     def step(self, timeout_s: float | None = None) -> int:
@@ -198,6 +214,7 @@ class NowcastWorker:
         self._score_ready()
         self._verify_ready()
         self._commit()
+        self._report_lag()
         self._prune()
         metrics.PENDING.set(len(self.pending))
         self.last_step = self.clock.monotonic()
@@ -472,6 +489,28 @@ class NowcastWorker:
                 last = ledger.entries.pop(0)[2]
             if last is not None:
                 self.subscription.commit(last)
+
+    def _report_lag(self) -> None:
+        """Export the subscription's lag if ``lag_interval_s`` has passed; a failure is logged, never raised."""
+        now = self.clock.monotonic()
+        if now < self._next_lag:
+            return
+        self._next_lag = now + self.settings.lag_interval_s
+        try:
+            lag = self.subscription.lag()
+        except Exception as exc:  # monitoring must never stop the worker
+            self.lag_errors += 1
+            monitoring.CONSUMER_LAG_ERRORS.inc()
+            log.warning("worker: could not read the consumer lag: %s", exc)
+            return
+        if not lag:  # no partitions right now (a rebalance): keep what was exported
+            return
+        labels = {(topic, str(partition)): messages for (topic, partition), messages in lag.items()}
+        for label in self._lag_labels - labels.keys():  # given to another worker of the group
+            monitoring.CONSUMER_LAG.remove(*label)
+        for label, messages in labels.items():
+            monitoring.CONSUMER_LAG.labels(*label).set(messages)
+        self._lag_labels = set(labels)
 
     def _prune(self) -> None:
         if math.isfinite(self.settings.max_age_s):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 
-from ingest.bus import Bus, InProcessBus, get_bus
+from ingest.bus import Bus, InProcessBus, Message, Subscription, get_bus
 from ingest.errors import ConfigError, IngestError
 from ingest.events import TOPICS
 from ingest.kafkabus import KafkaBus
@@ -88,6 +90,37 @@ def test_in_process_topics_keep_their_last_messages_and_offsets_go_on() -> None:
     assert [(m.offset, m.value) for m in bus.subscribe(["t"], "slow").poll(timeout_s=0)] == [(5, b"m5")]
 
 
+def test_in_process_lag_is_what_the_group_has_not_committed() -> None:
+    bus = InProcessBus()
+    for i in range(3):
+        bus.publish("t", "C", f"t{i}".encode())
+    bus.publish("u", "F", b"u0")
+    sub = bus.subscribe(["t", "u", "never"], "g")
+    assert sub.lag() == {("t", 0): 3, ("u", 0): 1, ("never", 0): 0}
+    taken = sub.poll(timeout_s=0)
+    assert len(taken) == 4
+    assert sub.lag() == {("t", 0): 3, ("u", 0): 1, ("never", 0): 0}  # polled is not processed
+    sub.commit(taken[1])  # t1 and everything before it
+    assert sub.lag() == {("t", 0): 1, ("u", 0): 1, ("never", 0): 0}
+    bus.publish("t", "C", b"t3")
+    assert sub.lag()[("t", 0)] == 2
+    assert bus.subscribe(["t"], "other").lag() == {("t", 0): 4}  # per group
+    assert bus.subscribe(["t"], "g").lag() == {("t", 0): 2}  # the group's, not the member's
+
+
+def test_in_process_lag_counts_only_the_messages_retention_kept() -> None:
+    bus = InProcessBus(retention=3)
+    sub = bus.subscribe(["t"], "slow")
+    for i in range(5):
+        bus.publish("t", "C", f"m{i}".encode())
+    assert sub.lag() == {("t", 0): 3}  # offsets 0 and 1 are gone: a new group starts at 2
+    sub.commit(Message("t", "C", b"m0", 0, 0))  # a commit behind the oldest message kept
+    assert sub.lag() == {("t", 0): 3}
+    taken = sub.poll(timeout_s=0)
+    sub.commit(taken[-1])
+    assert sub.lag() == {("t", 0): 0}
+
+
 @pytest.fixture
 def kafka_bus(kafka_address: str) -> Iterator[Bus]:
     bus = get_bus(f"kafka://{kafka_address}")
@@ -112,6 +145,44 @@ def test_kafka_topics_have_three_partitions(kafka_address: str, kafka_bus: Bus) 
     finally:
         admin.close()
     assert described == dict.fromkeys(TOPICS, 3)
+
+
+def poll_all(sub: Subscription, count: int) -> list[Message]:
+    got: list[Message] = []
+    deadline = time.monotonic() + 30
+    while len(got) < count and time.monotonic() < deadline:
+        got.extend(sub.poll(timeout_s=0.5))
+    assert len(got) == count
+    return got
+
+
+@pytest.mark.kafka
+def test_kafka_lag_is_published_minus_committed_per_partition(kafka_bus: Bus) -> None:
+    topic, group = f"ltgcast.test.lag.{uuid.uuid4().hex[:8]}", f"lag-{uuid.uuid4().hex[:8]}"
+    for i in range(12):
+        kafka_bus.publish(topic, ("C", "F", "M1", "M2")[i % 4], f"{i}".encode())
+    first = kafka_bus.subscribe([topic], group)
+    assert first.lag() == {}  # not in the group yet: no partitions, nothing to report
+    got = poll_all(first, 12)
+    published = Counter(m.partition for m in got)
+    assert len(published) >= 2  # the keys spread over the partitions
+    assert first.lag() == {(topic, p): published[p] for p in range(3)}  # nothing committed: all of it
+    done = Counter[int]()
+    for partition in sorted(published):  # commit the first message of each partition, all of the first one
+        mine = [m for m in got if m.partition == partition]
+        last = mine[-1] if not done else mine[0]
+        first.commit(last)
+        done[partition] = last.offset + 1
+    expected = {(topic, p): published[p] - done[p] for p in range(3)}
+    assert first.lag() == expected
+    assert 0 in expected.values()
+    assert any(v > 0 for v in expected.values())
+    first.close()
+
+    again = kafka_bus.subscribe([topic], group)  # a new member reads the group's commits from the broker
+    poll_all(again, sum(expected.values()))
+    assert again.lag() == expected
+    again.close()
 
 
 def test_kafka_outage_is_an_ingest_error() -> None:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
-from serve.scoring import EmbeddedScorer, PatchScorer, ScorerSettings, get_scorer
+from serve.scoring import ERROR_REASONS, BadInput, BadOutput, EmbeddedScorer, PatchScorer, ScorerSettings, get_scorer
 from tests.modelfiles import frame
 
 
@@ -43,3 +44,42 @@ def test_bad_input_and_backends_are_named(model_base: Path) -> None:
         scorer.score(np.zeros((10, 10, 3), np.float32))
     with pytest.raises(ValueError, match="unknown scorer backend 'gpu'; valid: embedded, patch"):
         get_scorer(model_base / "lightning" / "1", ScorerSettings(backend="gpu"))
+
+
+def embedded_errors() -> dict[str, float | None]:
+    return {
+        reason: REGISTRY.get_sample_value("ltgcast_scorer_errors_total", {"backend": "embedded", "reason": reason})
+        for reason in ERROR_REASONS
+    }
+
+
+def test_failed_embedded_calls_are_counted_once_by_reason(model_base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tensorflow as tf
+
+    from monitor.metrics import SCORER_CIRCUIT, SCORER_ERRORS
+
+    for reason in ERROR_REASONS:  # as in a fresh process (the registry is global)
+        SCORER_ERRORS.remove("embedded", reason)
+    SCORER_CIRCUIT.labels("embedded", "local").set(5)
+    scorer = EmbeddedScorer(model_base / "lightning" / "1", ScorerSettings(tile=8))
+    assert embedded_errors() == dict.fromkeys(ERROR_REASONS, 0.0)  # every reason exists from the start
+    assert REGISTRY.get_sample_value("ltgcast_scorer_circuit_state", {"backend": "embedded", "transport": "local"}) == 0
+    x = frame(20, 20)  # 9 tiles of 8 pixels
+    with pytest.raises(BadInput, match="must be"):
+        scorer.score(np.zeros((20, 20, 3), np.float32))
+    dense = scorer._dense
+    monkeypatch.setattr(scorer, "_dense", lambda tile: {"probability": dense(tile=tile)["probability"] * np.nan})
+    with pytest.raises(BadOutput, match="NaN or inf at 64 of 64 pixels"):  # the first tile stops the frame
+        scorer.score(x)
+    monkeypatch.setattr(scorer, "_dense", lambda tile: {"probability": dense(tile=tile)["probability"][:, 1:]})
+    with pytest.raises(BadOutput, match=r"shape \(8, 8\); the model answered \(7, 8\)"):
+        scorer.score(x)
+
+    def broken(tile: object) -> object:
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+
+    monkeypatch.setattr(scorer, "_dense", broken)
+    with pytest.raises(ValueError, match=r"failed on a tile of shape \(72, 72, 2\): OOM"):
+        scorer.score(x)
+    expected = {**dict.fromkeys(ERROR_REASONS, 0.0), "invalid_argument": 1.0, "bad_output": 2.0, "other": 1.0}
+    assert embedded_errors() == expected

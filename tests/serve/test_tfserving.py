@@ -11,6 +11,8 @@ import json
 import re
 import shutil
 import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from prometheus_client import REGISTRY
 from tensorflow_serving.apis import (
     get_model_status_pb2,
     model_management_pb2,
@@ -31,14 +34,17 @@ from tensorflow_serving.apis import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from ingest.errors import ConfigError, ModelRejected, ScoringError
-from serve.scoring import EmbeddedScorer, ScorerSettings, get_scorer
+from serve.scoring import ERROR_REASONS, EmbeddedScorer, ScorerSettings, get_scorer
 from serve.tfs_standin import StandIn, serve
 from serve.tfserving import (
     SIGNATURES,
     CircuitBreaker,
+    CircuitOpen,
+    RestError,
     TFServingScorer,
     TFServingSettings,
     backoff_delays,
+    error_reason,
     from_tensor_proto,
     set_version_labels,
     tensor_proto,
@@ -97,6 +103,17 @@ def settings(handle: StandIn, **changes: Any) -> TFServingSettings:
 
 def embedded(base: Path, version: int, x: np.ndarray, tile: int = 40) -> np.ndarray:
     return EmbeddedScorer(base / MODEL / str(version), ScorerSettings(tile=tile)).score(x)
+
+
+def errors(reason: str) -> float:
+    """``ltgcast_scorer_errors_total{backend="tfserving", reason}`` (the registry is global: compare differences)."""
+    value = REGISTRY.get_sample_value("ltgcast_scorer_errors_total", {"backend": "tfserving", "reason": reason})
+    assert value is not None, f"scorer errors of reason {reason!r} were never created"
+    return value
+
+
+def circuit(transport: str) -> float | None:
+    return REGISTRY.get_sample_value("ltgcast_scorer_circuit_state", {"backend": "tfserving", "transport": transport})
 
 
 # -- against the stand-in -------------------------------------------------------------------
@@ -220,6 +237,45 @@ def test_a_labelled_scorer_over_rest_asks_for_the_version_grpc_resolved(two_vers
     np.testing.assert_allclose(scorer.score(x), embedded(two_versions, 2, x), rtol=0, atol=1e-6)
     assert scorer.version == 2
     assert scorer.served_by == {"rest": 4}
+
+
+@pytest.mark.slow
+def test_an_unavailable_storm_is_counted_opens_the_circuit_and_recovery_closes_it(two_versions: Path) -> None:
+    port, clock = free_port(), Clock()  # nobody listens yet: every call is UNAVAILABLE
+    scorer = TFServingScorer(
+        two_versions / MODEL / "1",
+        TFServingSettings(target=f"127.0.0.1:{port}", tile=0, retries=1, breaker_failures=3, breaker_cooldown_s=30.0),
+        clock=clock, sleep=clock.sleep,
+    )  # fmt: skip
+    assert circuit("grpc") == 0
+    unavailable, refused = errors("unavailable"), errors("circuit_open")
+    x = frame(30, 40, seed=9)
+    for _ in range(4):
+        with pytest.raises(ScoringError):
+            scorer.score(x)
+    # Call 1 fails twice (UNAVAILABLE); call 2's first failure is the third in a row: the breaker opens and the
+    # retry is refused; calls 3 and 4 are refused without sending.
+    assert (errors("unavailable") - unavailable, errors("circuit_open") - refused) == (1, 3)
+    assert circuit("grpc") == 2
+
+    handle = serve(two_versions, port, 0)  # TF Serving comes back
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            clock.now += 30.0  # the cool-down ends: the next call is the trial
+            try:
+                served = scorer.score(x)
+                break
+            except ScoringError:  # the channel waits out its reconnect backoff (real time) before it tries again
+                assert circuit("grpc") == 2  # the trial failed: open again
+                assert time.monotonic() < deadline, "TF Serving stand-in not reachable again after 30 s"
+                time.sleep(0.2)
+        np.testing.assert_allclose(served, embedded(two_versions, 1, x, tile=0), rtol=0, atol=1e-6)
+        assert circuit("grpc") == 0
+        assert scorer.grpc_breaker.state == "closed"
+    finally:
+        scorer.close()
+        handle.stop()
 
 
 @pytest.mark.slow
@@ -464,6 +520,152 @@ def test_an_answer_from_another_version_is_refused(version_path: Path) -> None:
     scorer = fake_scorer(version_path, FakeStub(version=2), Clock(), tile=0)
     with pytest.raises(ScoringError, match="asked for version 1, version 2 answered"):
         scorer.score(frame(8, 8))
+
+
+class StormStub(FakeStub):
+    """Every request fails UNAVAILABLE, once ``tiles`` requests are in flight together."""
+
+    def __init__(self, tiles: int) -> None:
+        super().__init__()
+        self.barrier = threading.Barrier(tiles, timeout=30)
+
+    def Predict(self, request: Any, timeout: float | None = None) -> Any:  # noqa: N802
+        self.requests.append(request)
+        self.barrier.wait()
+        raise FakeRpcError(grpc.StatusCode.UNAVAILABLE)
+
+
+class NanStub(FakeStub):
+    """Answers as FakeStub, with NaN at each tile's first pixel."""
+
+    def Predict(self, request: Any, timeout: float | None = None) -> Any:  # noqa: N802
+        response = super().Predict(request, timeout)
+        values = from_tensor_proto(response.outputs["probability"])
+        values[:, 0, 0] = np.nan
+        response.outputs["probability"].CopyFrom(tensor_proto(values))
+        return response
+
+
+def test_a_new_scorer_exports_its_reasons_at_zero_and_closed_circuits(version_path: Path) -> None:
+    from monitor.metrics import SCORER_CIRCUIT, SCORER_ERRORS
+
+    for reason in ERROR_REASONS:  # as in a fresh process (the registry is global)
+        SCORER_ERRORS.remove("tfserving", reason)
+    SCORER_CIRCUIT.remove("tfserving", "grpc")
+    SCORER_CIRCUIT.remove("tfserving", "rest")
+    fake_scorer(version_path, FakeStub(), Clock())
+    assert {reason: errors(reason) for reason in ERROR_REASONS} == dict.fromkeys(ERROR_REASONS, 0.0)
+    assert (circuit("grpc"), circuit("rest")) == (0, None)  # no REST URL: no REST breaker to show
+    fake_scorer(version_path, FakeStub(), Clock(), rest=f"http://127.0.0.1:{free_port()}")
+    assert circuit("rest") == 0
+
+
+def test_a_failed_frame_counts_once_however_many_tiles_failed(version_path: Path) -> None:
+    x = frame(37, 50, seed=8)  # 12 tiles of 16 pixels
+    stub = StormStub(12)
+    scorer = fake_scorer(version_path, stub, Clock(), concurrency=12, retries=0, breaker_failures=100)
+    before = errors("unavailable")
+    with pytest.raises(ScoringError, match="UNAVAILABLE"):
+        scorer.score(x)
+    assert len(stub.requests) == 12  # every tile failed
+    assert errors("unavailable") - before == 1  # the frame is the call that failed
+
+
+@pytest.mark.parametrize(
+    ("stub", "reason"),
+    [
+        (FakeStub([grpc.StatusCode.UNAVAILABLE] * 3), "unavailable"),
+        (FakeStub([grpc.StatusCode.DEADLINE_EXCEEDED] * 3), "deadline_exceeded"),
+        (FakeStub([grpc.StatusCode.RESOURCE_EXHAUSTED] * 3), "resource_exhausted"),
+        (FakeStub([grpc.StatusCode.INVALID_ARGUMENT]), "invalid_argument"),
+        (FakeStub([grpc.StatusCode.NOT_FOUND]), "other"),
+        (FakeStub(version=2), "bad_output"),  # another version answered
+        (NanStub(), "bad_output"),
+    ],
+    ids=["unavailable", "deadline", "exhausted", "invalid", "not-found", "other-version", "nan"],
+)
+def test_failed_calls_are_counted_by_the_reason_of_what_failed_last(
+    version_path: Path, stub: FakeStub, reason: str
+) -> None:
+    scorer = fake_scorer(version_path, stub, Clock(), tile=0, retries=2, breaker_failures=10)
+    before = {r: errors(r) for r in ERROR_REASONS}
+    with pytest.raises(ScoringError):
+        scorer.score(frame(8, 9))
+    assert {r: errors(r) - before[r] for r in ERROR_REASONS} == {r: float(r == reason) for r in ERROR_REASONS}
+
+
+def test_refused_input_and_an_open_circuit_are_counted(version_path: Path) -> None:
+    clock, stub = Clock(), FakeStub([grpc.StatusCode.UNAVAILABLE] * 3)
+    scorer = fake_scorer(version_path, stub, clock, tile=0, retries=0)
+    invalid, refused = errors("invalid_argument"), errors("circuit_open")
+    with pytest.raises(ValueError, match=r"must be \[H, W, 2\]"):
+        scorer.score(np.zeros((5, 5, 3), np.float32))
+    assert (errors("invalid_argument") - invalid, stub.requests) == (1, [])  # counted; nothing sent
+    for _ in range(3):
+        with pytest.raises(ScoringError, match="UNAVAILABLE"):
+            scorer.score(frame(8, 9))
+    with pytest.raises(ScoringError, match="circuit breaker open"):
+        scorer.score(frame(8, 9))
+    assert errors("circuit_open") - refused == 1
+
+
+def scoring_error(cause: BaseException) -> ScoringError:
+    try:
+        raise ScoringError("lightning version 1 at REST http://tfs:8501: failed") from cause
+    except ScoringError as exc:
+        return exc
+
+
+def test_rest_and_transport_failures_have_their_reasons() -> None:
+    import http.client
+
+    cases = {
+        "unavailable": [RestError(503, "busy"), urllib.error.URLError(ConnectionRefusedError(111, "refused")),
+                        http.client.RemoteDisconnected("closed"), FakeRpcError(grpc.StatusCode.UNAVAILABLE)],
+        "deadline_exceeded": [RestError(504, "slow"), urllib.error.URLError(TimeoutError("timed out")),
+                              TimeoutError("timed out")],
+        "resource_exhausted": [RestError(429, "full")],
+        "invalid_argument": [RestError(400, "bad tile")],
+        "circuit_open": [CircuitOpen("open")],
+        "bad_output": [json.JSONDecodeError("Expecting value", "<html>", 0), ValueError("wrong shape")],
+        "other": [RestError(404, "no such model"), ConfigError("transport"), FakeRpcError(grpc.StatusCode.INTERNAL),
+                  RuntimeError("?")],
+    }  # fmt: skip
+    found = {reason: [error_reason(scoring_error(cause)) for cause in causes] for reason, causes in cases.items()}
+    assert found == {reason: [reason] * len(causes) for reason, causes in cases.items()}
+    assert error_reason(ScoringError("a label moved to a version of another feature set")) == "other"
+
+
+class WatchingStub(FakeStub):
+    """Notes the gRPC circuit gauge as each request goes out."""
+
+    def __init__(self, failures: list[grpc.StatusCode]) -> None:
+        super().__init__(failures)
+        self.gauge: list[float | None] = []
+
+    def Predict(self, request: Any, timeout: float | None = None) -> Any:  # noqa: N802
+        self.gauge.append(circuit("grpc"))
+        return super().Predict(request, timeout)
+
+
+def test_the_circuit_gauge_follows_the_breaker(version_path: Path) -> None:
+    clock, stub = Clock(), WatchingStub([grpc.StatusCode.UNAVAILABLE] * 4)
+    scorer = fake_scorer(version_path, stub, clock, tile=0, retries=0, rest=f"http://127.0.0.1:{free_port()}")
+    assert (circuit("grpc"), circuit("rest")) == (0, 0)  # exported when built
+    x = frame(8, 9)
+    seen = []
+    for _ in range(3):
+        with pytest.raises(ScoringError):  # no REST answers either: the fallback fails too
+            scorer.score(x)
+        seen.append(circuit("grpc"))
+    assert seen == [0, 0, 2]  # open at the third consecutive failure
+    clock.now += 30.0  # half-open now; the gauge shows it at the next call, the trial
+    with pytest.raises(ScoringError):
+        scorer.score(x)
+    assert (stub.gauge[-1], circuit("grpc")) == (1, 2)  # the trial went out half-open, failed: open again
+    clock.now += 30.0
+    np.testing.assert_array_equal(scorer.score(x), x[..., 0])
+    assert (stub.gauge[-1], circuit("grpc")) == (1, 0)  # the trial succeeded: closed
 
 
 def test_tensor_protos_agree_with_tensorflow() -> None:

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from ingest.bus import InProcessBus
+from ingest.errors import IngestError
 from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GRIDS_TOPIC, DeadLetterEvent, FrameEvent, GridEvent
 from ingest.filenames import parse_filename
 from ingest.synthetic import ScenarioConfig, simulate
@@ -246,3 +248,85 @@ def test_drain_scores_the_frames_still_waiting_for_glm(scenario: list[Path], set
     assert worker.idle()
     assert worker.outcomes["scored"] == 1
     assert bus.subscribe([FRAMES_TOPIC], "ltgcast-worker").poll(0) == []  # and committed
+
+
+def lag_gauge(topic: str = FRAMES_TOPIC, partition: int = 0) -> float | None:
+    return REGISTRY.get_sample_value("ltgcast_consumer_lag_messages", {"topic": topic, "partition": str(partition)})
+
+
+def test_the_lag_gauge_counts_what_is_not_committed_read_every_ten_seconds(scenario: list[Path],
+                                                                          setup: Setup) -> None:  # fmt: skip
+    bus, clock, store, scorer = setup
+    worker = NowcastWorker(bus, scorer, store, clock, WorkerSettings(glm_deadline_s=60.0))
+    announce(bus, abi(scenario)[-1])  # waits for its GLM, and holds back the commits of what comes after it
+    granules = glm(scenario)
+    for path in granules[:5]:
+        announce(bus, path)
+    worker.step(timeout_s=0)
+    assert (worker.outcomes["glm"], lag_gauge()) == (5, 6)  # handled, not committed
+    announce(bus, granules[5])
+    clock.advance(5)
+    worker.step(timeout_s=0)
+    assert lag_gauge() == 6  # not read again before 10 s
+    clock.advance(5)
+    worker.step(timeout_s=0)
+    assert lag_gauge() == 7
+    clock.advance(60)  # the frame's GLM deadline: it is scored, and everything is committed
+    worker.step(timeout_s=0)
+    assert (worker.outcomes["scored"], lag_gauge()) == (1, 0)
+
+
+def test_a_lag_read_that_fails_is_logged_and_the_worker_goes_on(setup: Setup, monkeypatch: pytest.MonkeyPatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    bus, clock, store, scorer = setup
+    worker = NowcastWorker(bus, scorer, store, clock)
+    answers: list[dict[tuple[str, int], int] | Exception] = [
+        {("lag-test", 0): 3, ("lag-test", 1): 4},
+        IngestError("Kafka at 127.0.0.1:9092: reading the consumer lag failed: KafkaTimeoutError"),
+        {},  # a rebalance: no partitions for now
+        {("lag-test", 1): 2},  # partition 0 went to another worker of the group
+    ]
+
+    def lag() -> dict[tuple[str, int], int]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(worker.subscription, "lag", lag)
+    errors_before = REGISTRY.get_sample_value("ltgcast_consumer_lag_errors_total") or 0.0
+    seen = []
+    for _ in range(4):
+        bus.publish(FRAMES_TOPIC, "M1", b'{"schema": "ltgcast.frame", "version": 1}')  # a broken event each time
+        assert worker.step(timeout_s=0) == 1
+        seen.append((lag_gauge("lag-test", 0), lag_gauge("lag-test", 1)))
+        clock.advance(10)
+    assert seen == [(3, 4), (3, 4), (3, 4), (None, 2)]
+    assert worker.lag_errors == 1
+    assert REGISTRY.get_sample_value("ltgcast_consumer_lag_errors_total") == errors_before + 1
+    assert "could not read the consumer lag: Kafka at 127.0.0.1:9092" in caplog.text
+    assert worker.outcomes["bad_event"] == 4
+    assert bus.subscribe([FRAMES_TOPIC], "ltgcast-worker").poll(0) == []  # every step committed all the same
+
+
+def test_a_scorer_failure_is_counted_as_a_scorer_error(scenario: list[Path], setup: Setup,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import tensorflow as tf
+
+    bus, clock, store, scorer = setup
+
+    def broken(tile: object) -> object:
+        raise tf.errors.InternalError(None, None, "CUDA error: an illegal memory access")
+
+    monkeypatch.setattr(scorer, "_dense", broken)
+    for path in glm(scenario) + abi(scenario)[-1:]:
+        announce(bus, path)
+    labels = {"backend": "embedded", "reason": "other"}
+    before = REGISTRY.get_sample_value("ltgcast_scorer_errors_total", labels)
+    assert before is not None  # created at 0 with the scorer
+    worker = NowcastWorker(bus, scorer, store, clock)
+    drain(worker)
+    assert worker.outcomes["failed"] == 1
+    assert REGISTRY.get_sample_value("ltgcast_scorer_errors_total", labels) == before + 1
+    letter = DeadLetterEvent.from_json(bus.messages(DEADLETTER_TOPIC)[-1].value)
+    assert "CUDA error" in letter.reason

@@ -8,12 +8,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from ingest.bus import get_bus
 from ingest.events import FRAMES_TOPIC, GRIDS_TOPIC, FrameEvent, GridEvent
 from ingest.filenames import parse_filename
 from ingest.synthetic import ScenarioConfig, simulate
 from ingest.testing import FakeClock
+from monitor.metrics import CONSUMER_LAG
 from serve.scoring import EmbeddedScorer
 from serve.store import FileGridStore
 from serve.worker import NowcastWorker, WorkerSettings
@@ -38,9 +40,16 @@ def test_worker_on_kafka(kafka_address: str, model_base: Path, tmp_path: Path) -
     store = FileGridStore(tmp_path / "grids")
     worker = NowcastWorker(bus, EmbeddedScorer(model_base / "lightning" / "1"), store, clock,
                            WorkerSettings(group=group))  # fmt: skip
+    for partition in range(3):  # as in a fresh process (the registry is global)
+        CONSUMER_LAG.remove(FRAMES_TOPIC, str(partition))
     deadline = time.monotonic() + 60
     while worker.outcomes["scored"] < 2 and time.monotonic() < deadline:
         worker.step(timeout_s=1.0)
+    clock.advance(10.0)  # the next step reads the lag from the brokers
+    worker.step(timeout_s=1.0)
+    lag = [REGISTRY.get_sample_value("ltgcast_consumer_lag_messages", {"topic": FRAMES_TOPIC, "partition": str(p)})
+           for p in range(3)]  # fmt: skip
+    assert all(value is not None and value >= 0 for value in lag), lag  # one gauge per partition of the topic
     worker.close()
     assert worker.outcomes["scored"] == 2
     assert [g.frame for g in worker.grids] == [p.name for p in frames]
