@@ -212,6 +212,10 @@ class ModelSlot:
             msg = f"cannot serve {name} v{self._repository_current} (serving.json's current): {refused}"
             raise ModelRejected(msg) from refused
         self._models = ServingModels(stable)
+        for outcome in OUTCOMES:  # every outcome and stage is a series from the start: 0, never absent
+            metrics.MODEL_SWAPS.labels(outcome)
+        for stage in STAGES:
+            metrics.MODEL_REJECTIONS.labels(stage)
         self._publish_versions()
 
     # -- what the worker and the API read --------------------------------------------------------------------------

@@ -8,7 +8,6 @@ where it fires and one where it stays silent, and every metric an alert reads is
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,23 +16,17 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.deploy.promql import PROMETHEUS_OWN, ROOT, defined_metrics, metrics_in
+
 pytestmark = pytest.mark.prometheus
 
-ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 RULES = PROMETHEUS / "rules" / "ltgcast.rules.yml"
 RULE_TESTS = PROMETHEUS / "rules" / "ltgcast.rules.test.yml"
 CONFIG = PROMETHEUS / "prometheus.yml"
-METRIC_MODULES = (ROOT / "monitor" / "metrics.py", ROOT / "serve" / "metrics.py", ROOT / "ingest" / "metrics.py")
 
-#: Metrics of issue 7 the rules read before the code exports them (delete a name here once it is defined).
-ALLOWED_AHEAD = frozenset({"ltgcast_feature_psi", "ltgcast_live_csi", "ltgcast_consumer_lag_messages"})
-#: Series Prometheus writes itself for every target.
-PROMETHEUS_OWN = frozenset({"up"})
-#: What prometheus-client appends to a defined name in the exposition.
-SUFFIXES = ("", "_total", "_bucket", "_sum", "_count")
-PROMQL_KEYWORDS = frozenset({"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
-                             "offset", "bool", "inf", "nan"})  # fmt: skip
+#: Metrics the rules read before the code exports them (delete a name here once it is defined).
+ALLOWED_AHEAD: frozenset[str] = frozenset()
 
 
 # -- promtool ------------------------------------------------------------------------------------------------------
@@ -120,19 +113,6 @@ def test_every_alert_has_a_firing_and_a_silent_case() -> None:
 # -- metric names ------------------------------------------------------------------------------------------------
 
 
-def metrics_in(expr: str) -> set[str]:
-    """The metric names a PromQL expression selects (strings, label matchers, ranges and label lists dropped).
-
-    >>> sorted(metrics_in('sum by (sector) (rate(a_total{reason="x y"}[5m])) > 0 unless on (sector) b offset 1h'))
-    ['a_total', 'b']
-    """
-    expr = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)  # string literals
-    expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", expr)  # label matchers, ranges and subqueries
-    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)  # label lists
-    names = re.findall(r"(?<![\w:.])([a-zA-Z_:][\w:]*)(?![\w:])(?!\s*\()", expr)  # identifiers, not calls
-    return {name for name in names if name.lower() not in PROMQL_KEYWORDS}
-
-
 def test_metric_names_are_read_from_expressions() -> None:
     rules = alerts()
     assert metrics_in(rules["LtgcastScorerDown"]["expr"]) == {"ltgcast_frames_total"}
@@ -140,13 +120,6 @@ def test_metric_names_are_read_from_expressions() -> None:
     assert metrics_in(rules["LtgcastDown"]["expr"]) == {"up"}
     quantile = 'histogram_quantile(0.9, sum by (le) (rate(ltgcast_frame_age_seconds_bucket{stage="publish"}[5m])))'
     assert metrics_in(quantile) == {"ltgcast_frame_age_seconds_bucket"}
-
-
-def defined_metrics() -> set[str]:
-    """Every ``"ltgcast_…"`` name the metric modules define, with the suffixes of the exposition."""
-    names = {name for path in METRIC_MODULES for name in re.findall(r'"(ltgcast_\w+)"', path.read_text("utf-8"))}
-    assert len(names) > 20, f"expected the metric definitions in {[str(p) for p in METRIC_MODULES]}, found {names}"
-    return {name + suffix for name in names for suffix in SUFFIXES}
 
 
 def test_every_metric_an_alert_reads_is_defined_or_announced() -> None:
