@@ -205,10 +205,9 @@ class KafkaSubscription:
             ends = self._consumer.end_offsets(assigned, timeout_ms=timeout_ms)
             starts = self._consumer.beginning_offsets(assigned, timeout_ms=timeout_ms)
             committed = {tp: self._consumer.committed(tp, timeout_ms=timeout_ms) for tp in assigned}
-        return {
-            (tp.topic, tp.partition): ends[tp] - max(committed[tp] if committed[tp] is not None else 0, starts[tp])
-            for tp in assigned
-        }
+        done = {tp: max(committed[tp] if committed[tp] is not None else 0, starts[tp]) for tp in assigned}
+        # never below 0: a commit past the log end (a recreated topic, a truncated log) is no backlog
+        return {(tp.topic, tp.partition): max(0, ends[tp] - done[tp]) for tp in assigned}
 
     def close(self) -> None:
         """Leave the group without committing anything more."""

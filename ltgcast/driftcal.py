@@ -11,12 +11,17 @@ This module replays an archive of days the model should accept (not its
 training days; the same climate) exactly as the live worker sees them: every
 frame of the sector in time order, its channels built by
 :func:`featurize.examples.frame_channels` from the image and the GLM flashes
-before it, through :class:`monitor.drift.RollingDrift` with the live window.
-Runs of frames are cut where the scan cadence breaks (more than
-``MAX_GAP`` apart) or the sector moved, and each run starts a new window.
+before it, through :class:`monitor.drift.RollingDrift` with the live window,
+which restarts where the live one does: when the sector moved or after a gap.
 Over the full windows, the largest PSI per feature times ``margin`` (never
 below 0.25) is the threshold, written into the version's model card as
-``drift_thresholds`` with what it was calibrated on.
+``drift_thresholds[sector]`` with what it was calibrated on, for the
+calibrated sector and those that share its cadence and size (M1 and M2).
+
+A window is a number of frames, so a sector's thresholds only hold for
+sectors scanned like it: 12 frames are 12 minutes of a mesoscale sector, an
+hour of CONUS, two hours of full disk. Calibrate each sector served; one
+without a calibration gets 0.25 for every feature.
 """
 
 from __future__ import annotations
@@ -38,12 +43,12 @@ from ingest.errors import ConfigError, FrameDecodeError, IngestError
 from ingest.ncio import iso_utc
 from ltgcast.datasets import FlashCache
 from ltgcast.leadtimes import previous_values, read_image
-from monitor.drift import DEFAULT_PSI_THRESHOLD, RollingDrift, calibrated_thresholds
+from monitor.drift import DEFAULT_PSI_THRESHOLD, MAX_GAP_S, RollingDrift, calibrated_thresholds, scene_of
 
 log = logging.getLogger(__name__)
 
 #: Frames further apart than this start a new run (and window): a day's end, an outage.
-MAX_GAP = timedelta(minutes=15)
+MAX_GAP = timedelta(seconds=MAX_GAP_S)
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,7 @@ class _Replay:
         listed = self.archive.granules(first - self.ltg_window, run[-1].name.scan_start)
         same = [g for g in listed if g.name.satellite == satellite]
         flashes = self.cache.flashes(self.cache.read(same, keep_after=first - self.ltg_window))
-        rolling, grid = RollingDrift(self.reference, self.window), None
+        rolling = RollingDrift(self.reference, self.window)
         for item in run:
             try:
                 image = read_image(self.archive, item)
@@ -109,11 +114,9 @@ class _Replay:
                 self.skipped[type(exc).__name__] += 1
                 log.warning("drift calibration: leaving out %s: %s", item.name.name, exc)
                 continue
-            if grid is not None and not (np.array_equal(grid.x, image.grid.x) and np.array_equal(grid.y, image.grid.y)):
-                rolling = RollingDrift(self.reference, self.window)  # the sector moved: a new window
-            grid = image.grid
             t = item.name.scan_start.timestamp()
-            found = rolling.add(frame_channels(image.values, image.grid, flashes, t, self.feature_set, previous))
+            channels = frame_channels(image.values, image.grid, flashes, t, self.feature_set, previous)
+            found = rolling.add(channels, t, scene_of(image.grid))  # restarts where the sector moved
             self.used += 1
             if rolling.full:
                 for name, (p, _) in found.items():

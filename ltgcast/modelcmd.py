@@ -152,8 +152,16 @@ def _on_service(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, A
         raise ConfigError(msg) from exc
 
 
+#: Sectors scanned alike (cadence and size): a calibration of one holds for the others.
+ALIKE = {"M1": ("M1", "M2"), "M2": ("M1", "M2")}
+
+
 def _calibrate_drift(args: argparse.Namespace, repo: Any) -> dict[str, Any]:
-    """Calibrate the version's per-feature drift thresholds on ``--archive`` and write them into its card."""
+    """Calibrate the version's per-feature drift thresholds on ``--archive``; write them into its card.
+
+    The calibration is stored for the replayed sector and the sectors scanned alike (M1 and M2); the card's
+    calibrations of other sectors are kept.
+    """
     from ltgcast.datasets import utc_flag
     from ltgcast.driftcal import DriftCalibration, calibrate_drift
 
@@ -161,18 +169,21 @@ def _calibrate_drift(args: argparse.Namespace, repo: Any) -> dict[str, Any]:
         msg = f"--version: {args.name} has no version {args.version}; versions: {repo.versions(args.name)}"
         raise ConfigError(msg)
     card = repo.card(args.name, args.version)
+    sector = args.sector or card.get("training_data", {}).get("sector", "M1")
     settings = DriftCalibration(
         archive=args.archive,
         start=utc_flag(args.start, "--start"),
         end=utc_flag(args.end, "--end"),
         cache=Path(args.cache),
-        sector=args.sector or card.get("training_data", {}).get("sector", "M1"),
+        sector=sector,
         window=args.window,
         margin=args.margin,
     )
     block = calibrate_drift(card, settings)
-    repo.annotate(args.name, args.version, "drift_thresholds", block)
-    return {"name": args.name, "version": args.version, "drift_thresholds": block}
+    sectors = ALIKE.get(sector, (sector,))
+    thresholds = {**(card.get("drift_thresholds") or {}), **dict.fromkeys(sectors, block)}
+    repo.annotate(args.name, args.version, "drift_thresholds", thresholds)
+    return {"name": args.name, "version": args.version, "sectors": list(sectors), "drift_thresholds": block}
 
 
 def models_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:

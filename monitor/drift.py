@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from prometheus_client import Gauge
 
 from featurize.features import dense_features
 from monitor import metrics
@@ -88,13 +89,28 @@ def ks(reference: NDArray[np.int64], live: NDArray[np.int64]) -> float:
     return float(np.max(np.abs(np.cumsum(_fractions(reference)) - np.cumsum(_fractions(live)))))
 
 
+#: Frames further apart than this never share a window (a day's end, an outage, a sector switched off and on).
+MAX_GAP_S = 900.0
+
+
+def scene_of(grid: Any) -> tuple[Any, ...]:
+    """A key of the pixels a frame covers (shape and first coordinates): it changes when a meso sector moves."""
+    return (tuple(np.shape(grid.y)) + tuple(np.shape(grid.x)), float(grid.x[0]), float(grid.y[0]))
+
+
 @dataclass
 class RollingDrift:
-    """The last ``window`` frames' histograms of one sector, compared with a reference (no metrics: pure)."""
+    """The last ``window`` frames' histograms of one scene, compared with a reference (no metrics: pure).
+
+    A frame of another scene (the sector moved) or more than :data:`MAX_GAP_S` after the previous one starts
+    the window again: a window only ever holds consecutive frames of one place, in the live monitor and in
+    the calibration alike.
+    """
 
     reference: Mapping[str, Any]
     window: int
     frames: deque[dict[str, NDArray[np.int64]]] = field(init=False)
+    last: tuple[float, tuple[Any, ...]] | None = field(init=False, default=None)  # time and scene of the last frame
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -104,11 +120,18 @@ class RollingDrift:
 
     @property
     def full(self) -> bool:
-        """Whether the window holds ``window`` frames (calibration only uses full windows)."""
+        """Whether the window holds ``window`` frames (thresholds are calibrated on full windows only)."""
         return len(self.frames) == self.window
 
-    def add(self, channels: Mapping[str, NDArray[np.float32]]) -> dict[str, tuple[float, float]]:
-        """Add one frame (its model channels; the dense features are derived here); return ``{name: (psi, ks)}``."""
+    def add(self, channels: Mapping[str, NDArray[np.float32]], at: float, scene: tuple[Any, ...]
+            ) -> dict[str, tuple[float, float]]:  # fmt: skip
+        """Add the frame scanned at ``at`` (Unix s) over ``scene``; return ``{name: (psi, ks)}`` of the window.
+
+        The frame's model channels are given; the dense features are derived here.
+        """
+        if self.last is not None and (self.last[1] != scene or not 0 <= at - self.last[0] <= MAX_GAP_S):
+            self.frames.clear()
+        self.last = (at, scene)
         values: dict[str, NDArray[np.float32]] = {**channels, **dense_features(dict(channels))}
         self.frames.append({
             name: binned(values[name], np.asarray(ref["edges"], np.float64))
@@ -124,19 +147,26 @@ class RollingDrift:
         return found
 
 
-def psi_thresholds(card: Mapping[str, Any]) -> dict[str, float]:
-    """The card's calibrated PSI threshold per feature (``drift_thresholds.psi``), the default for the others.
+def _calibration(card: Mapping[str, Any], sector: str) -> Mapping[str, Any]:
+    return dict((card.get("drift_thresholds") or {}).get(sector) or {})
 
-    >>> psi_thresholds({"drift_reference": {"ir": {}, "ltg": {}}, "drift_thresholds": {"psi": {"ir": 0.4}}})
-    {'ir': 0.4, 'ltg': 0.25}
+
+def psi_thresholds(card: Mapping[str, Any], sector: str) -> dict[str, float]:
+    """The PSI threshold per feature for ``sector``: the card's calibration of that sector, else 0.25.
+
+    ``drift_thresholds`` maps a sector to its calibration (``ltgcast models calibrate-drift``).
+
+    >>> card = {"drift_reference": {"ir": {}, "ltg": {}}, "drift_thresholds": {"M1": {"psi": {"ir": 0.4}}}}
+    >>> psi_thresholds(card, "M1"), psi_thresholds(card, "C")
+    ({'ir': 0.4, 'ltg': 0.25}, {'ir': 0.25, 'ltg': 0.25})
     """
-    calibrated = (card.get("drift_thresholds") or {}).get("psi", {})
+    calibrated = _calibration(card, sector).get("psi", {})
     return {name: float(calibrated.get(name, DEFAULT_PSI_THRESHOLD)) for name in card.get("drift_reference", {})}
 
 
-def window_of(card: Mapping[str, Any], default: int) -> int:
-    """The window the card's thresholds were calibrated on (``drift_thresholds.window_frames``), else ``default``."""
-    return int((card.get("drift_thresholds") or {}).get("window_frames", default))
+def window_of(card: Mapping[str, Any], sector: str, default: int) -> int:
+    """The window ``sector``'s thresholds were calibrated on (``window_frames``), else ``default``."""
+    return int(_calibration(card, sector).get("window_frames", default))
 
 
 def calibrated_thresholds(natural: Mapping[str, float], margin: float, floor: float = DEFAULT_PSI_THRESHOLD
@@ -170,34 +200,44 @@ class DriftMonitor:
         self._exported: dict[str, set[str]] = {}
 
     def observe(self, sector: str, model_version: int, card: Mapping[str, Any],
-                channels: Mapping[str, NDArray[np.float32]]) -> dict[str, tuple[float, float]]:  # fmt: skip
+                channels: Mapping[str, NDArray[np.float32]], at: float, scene: tuple[Any, ...]
+                ) -> dict[str, tuple[float, float]]:  # fmt: skip
         """Add one frame scored by the model of ``card``; return ``{name: (psi, ks)}`` once the window is full.
 
-        The first frame of a sector, and the first after its stable model changed, start a new window
-        against the new card's reference; until it holds ``window`` frames nothing is exported (the
-        thresholds were calibrated on full windows, and a window of one frame is one scene, not a
-        distribution) and the previous model's values are withdrawn.
+        The first frame of a sector, and the first after its stable model changed, start a new window against
+        the new card's reference, and a frame of another scene or after a gap restarts it (:class:`RollingDrift`).
+        Until the window holds its frames nothing is exported (the thresholds were calibrated on full windows,
+        and one frame is one scene, not a distribution) and the values of before are withdrawn.
         """
         version, rolling = self._sectors.get(sector, (None, None))
         if rolling is None or version != model_version:
-            rolling = RollingDrift(card["drift_reference"], window_of(card, self.window))
+            self.forget(sector)
+            rolling = RollingDrift(card["drift_reference"], window_of(card, sector, self.window))
             self._sectors[sector] = (model_version, rolling)
-            self._withdraw(sector)
-            thresholds = psi_thresholds(card)
+            thresholds = psi_thresholds(card, sector)
             for name, threshold in thresholds.items():
                 metrics.FEATURE_PSI_THRESHOLD.labels(sector, name).set(threshold)
             self._exported[sector] = set(thresholds)
-        found = rolling.add(channels)
+        found = rolling.add(channels, at, scene)
         if not rolling.full:
+            for name in self._exported.get(sector, ()):  # restarted: the last full window's values are gone
+                _remove(metrics.FEATURE_PSI, sector, name)
+                _remove(metrics.FEATURE_KS, sector, name)
             return {}
         for name, (p, k) in found.items():
             metrics.FEATURE_PSI.labels(sector, name).set(p)
             metrics.FEATURE_KS.labels(sector, name).set(k)
         return found
 
-    def _withdraw(self, sector: str) -> None:
-        """Remove the sector's PSI, KS and threshold series this monitor set (a new model's features may differ)."""
+    def forget(self, sector: str) -> None:
+        """Withdraw the sector's PSI, KS and threshold series (a new model, or one without a drift reference)."""
+        self._sectors.pop(sector, None)
         for name in self._exported.pop(sector, set()):
             for gauge in (metrics.FEATURE_PSI, metrics.FEATURE_KS, metrics.FEATURE_PSI_THRESHOLD):
-                with contextlib.suppress(KeyError):  # never set (the window never filled)
-                    gauge.remove(sector, name)
+                _remove(gauge, sector, name)
+
+
+def _remove(gauge: Gauge, *labels: str) -> None:
+    """Withdraw one series; one that was never set is fine (older prometheus-client raises KeyError then)."""
+    with contextlib.suppress(KeyError):
+        gauge.remove(*labels)

@@ -89,6 +89,11 @@ LIVE_SKIPPED = Counter(
 DRIFT_SKIPPED = Counter(
     "ltgcast_drift_skipped_frames_total", "Frames left out of drift monitoring because its queue was full.", ["sector"]
 )
+DRIFT_ERRORS = Counter(
+    "ltgcast_drift_errors_total",
+    "Frames whose drift pass raised (logged; the sector's drift values go stale).",
+    ["sector"],
+)
 MODEL_INFO = Gauge("ltgcast_model_info", "1 for each model version served, by role.", ["role", "model_version"])
 MODEL_SWAPS = Counter(
     "ltgcast_model_swaps_total", "Model version changes by outcome (rejected: kept the models).", ["outcome"]

@@ -264,7 +264,9 @@ class PatchScorer:
             chunk = pixels[start : start + self.batch]
             patches = np.stack([padded[r : r + PATCH, c : c + PATCH] for r, c in chunk])
             out.append(self._patch(patch=self._tf.constant(patches))["probability"].numpy())
-        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+        answer = np.concatenate(out) if out else np.zeros(0, np.float32)
+        probability: F32 = check_output(answer.reshape(1, -1), 1, len(pixels))[0]  # one per pixel, finite
+        return probability
 
     def score(self, stacked: F32) -> F32:
         """Probability at every pixel, a patch at a time (slow: for small frames and checks)."""

@@ -54,7 +54,11 @@ created at 0 when a scorer is built. ``ltgcast_scorer_circuit_state{backend=
 "tfserving", transport="grpc"|"rest"}`` (0 closed, 1 half-open, 2 open) is set
 when the scorer is built and whenever a breaker's state changes on a call
 (``rest`` only when a REST URL is set). An open breaker turns half-open when
-its cool-down ends, but the gauge shows it at the next call, the trial.
+its cool-down ends, but the gauge shows it at the next call, the trial. The
+gauge has no role label: it is the state of the one TF Serving scorer a
+process builds (``ltgcast run --scorer tfserving`` refuses ``--shadow`` and
+model watching, so there is no second one); a process that builds several
+shows the last change of any of them.
 
 Errors::
 
@@ -425,6 +429,10 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+class LabelUnresolved(ValueError):
+    """A version label REST cannot send: only gRPC answers say which version a label reached."""
+
+
 def error_reason(exc: BaseException) -> str:
     """The ``reason`` of ``ltgcast_scorer_errors_total`` for a failed call: what failed last.
 
@@ -450,6 +458,8 @@ def error_reason(exc: BaseException) -> str:
         return "circuit_open"
     if isinstance(cause, BadInput):
         return "invalid_argument"
+    if isinstance(cause, LabelUnresolved):  # the client's own state, not the model's answer
+        return "other"
     if isinstance(cause, ValueError) and not isinstance(cause, LtgcastError):  # ConfigError is a ValueError too
         return "bad_output"
     if isinstance(cause, TimeoutError) or isinstance(getattr(cause, "reason", None), TimeoutError):
@@ -717,7 +727,7 @@ class TFServingScorer:
         rest, version = self._rest, ask.version if ask.version is not None else self._resolved
         if rest is None or version is None:  # REST answers do not say which version a label reached
             msg = f"REST cannot resolve label {ask.label!r}: gRPC has not resolved it yet"
-            raise ValueError(msg)
+            raise LabelUnresolved(msg)
         data = self._rest_calls.call(
             lambda: rest.send(ask.tile, ask.signature, version), f"tile {ask.tile.shape} over REST"
         )

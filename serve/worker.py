@@ -22,9 +22,10 @@ Each poll:
    ``ltgcast_consumer_lag_messages{topic, partition}``: the messages after the
    group's committed offset, so a frame waiting for GLM and the messages behind
    it count as lag until it is done. Partitions this worker no longer reads are
-   dropped from the gauge; an empty answer (a rebalance) changes nothing; a
-   read that fails is logged and counted in :attr:`NowcastWorker.lag_errors`,
-   and the gauge keeps its last values.
+   dropped from the gauge, all of them on an empty answer (no partitions: a
+   rebalance, or more workers than partitions); a read that fails is logged and
+   counted (``ltgcast_consumer_lag_errors_total``), and the gauge keeps its
+   last values.
 
 Scorer errors are counted by the scorers themselves
 (``ltgcast_scorer_errors_total``, see :mod:`serve.scoring`): the worker sees a
@@ -75,7 +76,7 @@ from ingest.glm import Flashes as GlmFlashes
 from ingest.ncio import iso_utc, parse_utc
 from ingest.readers import read_product
 from monitor import metrics as monitoring
-from monitor.drift import DriftMonitor
+from monitor.drift import DriftMonitor, scene_of
 from monitor.quality import InputQuality, record_age, record_input, record_prediction
 from monitor.verify import LiveSkill, labels_for, score_grid
 from serve import metrics
@@ -354,7 +355,7 @@ class NowcastWorker:
             log.warning("worker: grid %s stored but not announced, trying again: %s", meta.grid_id, exc)
             self.pending.append(frame)
             return
-        self._observe_drift(meta, models.stable, result)
+        self._observe_drift(meta, models.stable, result, scene_of(image.grid))
         self._await_verification(frame, models.stable, image.grid, result)
         if models.shadow is not None:
             self._shadow(image, flashes, models.shadow, frame, tuple(used), missing)
@@ -437,26 +438,30 @@ class NowcastWorker:
         except Exception:  # monitoring must never stop the worker
             log.exception("worker: live verification failed for a %s grid of %s", entry.sector, entry.scan_start)
 
-    def _observe_drift(self, meta: GridMeta, scorer: Scorer, result: Nowcast) -> None:
-        """Queue the frame for the drift monitor's own thread.
+    def _observe_drift(self, meta: GridMeta, scorer: Scorer, result: Nowcast, scene: tuple[Any, ...]) -> None:
+        """Queue the frame for the drift monitor's own thread (which alone touches the monitor).
 
         Its dense-feature pass (about 1 s for a CONUS frame on 2 cores) must not hold up the next frame. Beyond
-        ``MAX_DRIFT_QUEUE`` frames waiting, a frame is left out (counted).
+        ``MAX_DRIFT_QUEUE`` frames waiting, a frame is left out (counted; the window then spans a gap). A model
+        without a drift reference withdraws the sector's drift series instead of leaving the last model's.
         """
         card = getattr(scorer, "card", {})
-        if not card.get("drift_reference"):
-            return
         self._drift_jobs = [job for job in self._drift_jobs if not job.done()]
+        if not card.get("drift_reference"):
+            self._drift_jobs.append(self._drift_thread.submit(self.drift.forget, meta.sector))
+            return
         if len(self._drift_jobs) >= MAX_DRIFT_QUEUE:
             monitoring.DRIFT_SKIPPED.labels(meta.sector).inc()
             return
-        self._drift_jobs.append(self._drift_thread.submit(self._drift, meta, card, result.channels))
+        self._drift_jobs.append(self._drift_thread.submit(self._drift, meta, card, result.channels, scene))
 
-    def _drift(self, meta: GridMeta, card: dict[str, Any], channels: dict[str, NDArray[np.float32]]) -> None:
+    def _drift(self, meta: GridMeta, card: dict[str, Any], channels: dict[str, NDArray[np.float32]],
+               scene: tuple[Any, ...]) -> None:  # fmt: skip
         began = self.clock.monotonic()
         try:
-            self.drift.observe(meta.sector, meta.model_version, card, channels)
+            self.drift.observe(meta.sector, meta.model_version, card, channels, meta.scan_start.timestamp(), scene)
         except Exception:  # monitoring must never cost a grid
+            monitoring.DRIFT_ERRORS.labels(meta.sector).inc()
             log.exception("worker: drift monitoring failed on %s", meta.grid_id)
         monitoring.STAGE_LATENCY.labels("drift").observe(self.clock.monotonic() - began)
 
@@ -503,8 +508,8 @@ class NowcastWorker:
             monitoring.CONSUMER_LAG_ERRORS.inc()
             log.warning("worker: could not read the consumer lag: %s", exc)
             return
-        if not lag:  # no partitions right now (a rebalance): keep what was exported
-            return
+        # No partitions (a rebalance, or more workers than partitions) withdraws every series: a partition read
+        # by another member must not keep this worker's last value (it would page twice, or forever).
         labels = {(topic, str(partition)): messages for (topic, partition), messages in lag.items()}
         for label in self._lag_labels - labels.keys():  # given to another worker of the group
             monitoring.CONSUMER_LAG.remove(*label)

@@ -112,11 +112,12 @@ def test_calibrate_drift_writes_thresholds_into_the_card_and_nothing_else(
               "--end", "2024-07-30T00:00Z", "--cache", str(tmp_path / "cache"))  # fmt: skip
     done = run_json(capsys, "models", "calibrate-drift", "--version", "1", "--window", "4", "--margin", "1.2", *common)
     after = ModelRepository(base).card("lightning", 1)
-    assert after["drift_thresholds"] == done["drift_thresholds"]
+    assert done["sectors"] == ["M1", "M2"]  # the mesoscale sectors are scanned alike
+    assert after["drift_thresholds"] == {"M1": done["drift_thresholds"], "M2": done["drift_thresholds"]}
     assert {k: v for k, v in after.items() if k != "drift_thresholds"} == {
         k: v for k, v in before.items() if k != "drift_thresholds"
     }
-    block = after["drift_thresholds"]
+    block = after["drift_thresholds"]["M1"]
     assert (block["window_frames"], block["margin"], block["calibration"]["windows"]) == (4, 1.2, 8 - 4 + 1)
     assert set(block["psi"]) == set(before["drift_reference"])
     assert all(t >= 0.25 for t in block["psi"].values())

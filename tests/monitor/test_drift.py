@@ -19,7 +19,18 @@ from ingest.filenames import parse_filename
 from ingest.synthetic import ScenarioConfig, simulate
 from ingest.testing import FakeClock
 from ltgcast.driftcal import DriftCalibration, calibrate_drift
-from monitor.drift import DEFAULT_PSI_THRESHOLD, DriftMonitor, binned, calibrated_thresholds, ks, psi, psi_thresholds
+from monitor.drift import (
+    DEFAULT_PSI_THRESHOLD,
+    MAX_GAP_S,
+    DriftMonitor,
+    RollingDrift,
+    binned,
+    calibrated_thresholds,
+    ks,
+    psi,
+    psi_thresholds,
+    window_of,
+)
 from serve.scoring import EmbeddedScorer
 from serve.store import FileGridStore
 from serve.worker import NowcastWorker, WorkerSettings
@@ -33,6 +44,20 @@ MODEL = ROOT / "models" / "repository" / "lightning" / "1"
 def reference(rng: np.random.Generator, centre: float) -> dict[str, dict[str, list[float]]]:
     values = rng.normal(centre, 0.1, 100_000)
     return {"ir": {"edges": EDGES.tolist(), "histogram": binned(values, EDGES).tolist()}}
+
+
+SCENE = ((80, 80), 0.0, 0.0)
+
+
+class Frames:
+    """Consecutive 1-minute frames of one scene, as the monitor is given them."""
+
+    def __init__(self) -> None:
+        self.at = START.timestamp()
+
+    def next(self) -> tuple[float, tuple[object, ...]]:
+        self.at += 60.0
+        return self.at, SCENE
 
 
 def frame(rng: np.random.Generator, centre: float) -> dict[str, np.ndarray]:
@@ -52,41 +77,62 @@ def test_psi_and_ks_are_zero_for_the_same_distribution_and_grow_with_a_shift() -
 
 
 def test_the_window_rolls_and_starts_again_for_a_new_model() -> None:
-    rng = np.random.default_rng(1)
+    rng, clock = np.random.default_rng(1), Frames()
     card = {"drift_reference": reference(rng, 0.4)}
     monitor = DriftMonitor(window=3)
-    assert monitor.observe("M2", 1, card, frame(rng, 0.4)) == {}  # one frame is a scene, not a distribution
-    assert monitor.observe("M2", 1, card, frame(rng, 0.4)) == {}
+    assert monitor.observe("M2", 1, card, frame(rng, 0.4), *clock.next()) == {}  # one frame is a scene
+    assert monitor.observe("M2", 1, card, frame(rng, 0.4), *clock.next()) == {}
     assert REGISTRY.get_sample_value("ltgcast_feature_psi", {"sector": "M2", "feature": "ir"}) is None
-    calm = monitor.observe("M2", 1, card, frame(rng, 0.4))["ir"][0]
+    calm = monitor.observe("M2", 1, card, frame(rng, 0.4), *clock.next())["ir"][0]
     assert calm < 0.05
-    warm = [monitor.observe("M2", 1, card, frame(rng, 0.6))["ir"][0] for _ in range(3)]
+    warm = [monitor.observe("M2", 1, card, frame(rng, 0.6), *clock.next())["ir"][0] for _ in range(3)]
     assert warm[0] < warm[1] < warm[2]  # the window fills with the new regime
     assert warm[2] > 1.0
     assert REGISTRY.get_sample_value("ltgcast_feature_psi", {"sector": "M2", "feature": "ir"}) == pytest.approx(warm[2])
     new_card = {"drift_reference": reference(rng, 0.6)}
-    assert monitor.observe("M2", 2, new_card, frame(rng, 0.6)) == {}  # a new model, a new reference, a new window
+    assert monitor.observe("M2", 2, new_card, frame(rng, 0.6), *clock.next()) == {}  # a new model, a new window
     assert REGISTRY.get_sample_value("ltgcast_feature_psi", {"sector": "M2", "feature": "ir"}) is None  # withdrawn
-    monitor.observe("M2", 2, new_card, frame(rng, 0.6))
-    after_swap = monitor.observe("M2", 2, new_card, frame(rng, 0.6))["ir"][0]
+    monitor.observe("M2", 2, new_card, frame(rng, 0.6), *clock.next())
+    after_swap = monitor.observe("M2", 2, new_card, frame(rng, 0.6), *clock.next())["ir"][0]
     assert after_swap < 0.05
     gauge = REGISTRY.get_sample_value("ltgcast_feature_psi", {"sector": "M2", "feature": "ir"})
     assert gauge == pytest.approx(after_swap)
+    monitor.forget("M2")  # e.g. the next model has no drift reference
+    for name in ("ltgcast_feature_psi", "ltgcast_feature_ks", "ltgcast_feature_psi_threshold"):
+        assert REGISTRY.get_sample_value(name, {"sector": "M2", "feature": "ir"}) is None
     with pytest.raises(ValueError, match="at least 1 frame"):
         DriftMonitor(window=0)
 
 
-def test_thresholds_and_window_come_from_the_card() -> None:
-    rng = np.random.default_rng(2)
+def test_a_moved_sector_or_a_gap_starts_the_window_again() -> None:
+    rng = np.random.default_rng(3)
+    rolling = RollingDrift(reference(rng, 0.4), window=2)
+    t = START.timestamp()
+    rolling.add(frame(rng, 0.4), t, SCENE)
+    assert set(rolling.add(frame(rng, 0.4), t + 60, SCENE)) == {"ir"}
+    assert rolling.full
+    rolling.add(frame(rng, 0.4), t + 120, ((80, 80), 5000.0, 0.0))  # the meso sector moved
+    assert not rolling.full
+    rolling.add(frame(rng, 0.4), t + 180, ((80, 80), 5000.0, 0.0))
+    assert rolling.full
+    rolling.add(frame(rng, 0.4), t + 180 + MAX_GAP_S + 1, ((80, 80), 5000.0, 0.0))  # an outage
+    assert not rolling.full
+    rolling.add(frame(rng, 0.4), t + 100, ((80, 80), 5000.0, 0.0))  # older than the last frame: a replay
+    assert not rolling.full
+
+
+def test_thresholds_and_window_come_from_the_sectors_calibration() -> None:
+    rng, clock = np.random.default_rng(2), Frames()
     refs = {"ir": reference(rng, 0.4)["ir"], "ltg": reference(rng, 0.0)["ir"]}
-    card = {"drift_reference": refs, "drift_thresholds": {"window_frames": 2, "psi": {"ir": 0.61}}}
+    card = {"drift_reference": refs, "drift_thresholds": {"F": {"window_frames": 2, "psi": {"ir": 0.61}}}}
     monitor = DriftMonitor(window=12)
-    assert monitor.observe("F", 1, card, frame(rng, 0.4)) == {}
-    assert set(monitor.observe("F", 1, card, frame(rng, 0.4))) == {"ir", "ltg"}  # full after the card's 2 frames
+    assert monitor.observe("F", 1, card, frame(rng, 0.4), *clock.next()) == {}
+    assert set(monitor.observe("F", 1, card, frame(rng, 0.4), *clock.next())) == {"ir", "ltg"}  # full at 2 frames
     threshold = {n: REGISTRY.get_sample_value("ltgcast_feature_psi_threshold", {"sector": "F", "feature": n})
                  for n in ("ir", "ltg")}  # fmt: skip
     assert threshold == {"ir": 0.61, "ltg": DEFAULT_PSI_THRESHOLD}  # calibrated; the default for the other
-    assert psi_thresholds({"drift_reference": refs}) == {"ir": 0.25, "ltg": 0.25}
+    assert psi_thresholds(card, "C") == {"ir": 0.25, "ltg": 0.25}  # C was not calibrated
+    assert window_of(card, "C", 12) == 12
 
 
 def test_calibrated_thresholds_sit_a_margin_above_normal_weather() -> None:
@@ -101,8 +147,9 @@ class Recording(DriftMonitor):
         super().__init__()
         self.windows: list[dict[str, float]] = []
 
-    def observe(self, sector: str, model_version: int, card: Any, channels: Any) -> dict[str, tuple[float, float]]:
-        found = super().observe(sector, model_version, card, channels)
+    def observe(self, sector: str, model_version: int, card: Any, channels: Any, at: float,
+                scene: tuple[Any, ...]) -> dict[str, tuple[float, float]]:  # fmt: skip
+        found = super().observe(sector, model_version, card, channels, at, scene)
         if found:
             self.windows.append({name: p for name, (p, _) in found.items()})
         return found
@@ -124,7 +171,7 @@ def through_the_worker(scenario: list[Path], tmp_path: Path, card: dict[str, Any
     worker = NowcastWorker(bus, scorer, FileGridStore(tmp_path / "grids"), clock, WorkerSettings(glm_deadline_s=0),
                            drift=monitor)  # fmt: skip
     while worker.step(timeout_s=0):
-        pass
+        worker.wait_monitoring()  # as at the sector's cadence: no frame is left out of the drift window
     worker.close()  # waits for the drift thread to take every frame
     assert worker.outcomes["scored"] == sum("_ABI-" in p.name for p in scenario)
     return monitor
@@ -137,7 +184,7 @@ def scenario(tmp_path: Path, warmer: float, minutes: int = 40, seed: int = 41, s
 
 @pytest.mark.slow
 def test_cloud_tops_15_k_warmer_drive_psi_over_the_calibrated_thresholds_in_the_worker(tmp_path: Path) -> None:
-    thresholds = psi_thresholds(EmbeddedScorer(MODEL).card)
+    thresholds = psi_thresholds(EmbeddedScorer(MODEL).card, "M1")
     assert thresholds["ir_coldfrac_64"] == pytest.approx(0.5983)  # the committed card's calibration
     normal = through_the_worker(scenario(tmp_path / "normal", 0.0), tmp_path / "normal")
     warm = through_the_worker(scenario(tmp_path / "warm", 15.0), tmp_path / "warm")
@@ -161,7 +208,7 @@ def test_the_calibration_replays_frames_as_the_live_worker_sees_them(tmp_path: P
     """``calibrate_drift`` on a 20-minute day equals the PSI the worker's monitor exported on the same frames."""
     paths = scenario(tmp_path, 0.0, minutes=20, seed=7)
     card = json.loads((MODEL / "model_card.json").read_text(encoding="utf-8"))
-    card["drift_thresholds"] = {"window_frames": 6}
+    card["drift_thresholds"] = {"M1": {"window_frames": 6}}
     live = through_the_worker(paths, tmp_path, card)
     settings = DriftCalibration(archive=f"dir:{tmp_path / 'sim7-0'}", start=START, end=START + timedelta(hours=1),
                                 cache=tmp_path / "cache", sector="M1", window=6, margin=1.1)  # fmt: skip
