@@ -3,16 +3,18 @@
 Grafana itself is not installable here, so the dashboards are held to what Grafana would do with them. The static
 checks: every file parses, the five topics have a dashboard each with a unique uid, every panel queries the
 provisioned datasource with at least one expression, every expression reads only metrics the code defines and is
-valid PromQL (``promtool check rules`` on the expressions as recording rules), and the panels that stand for an
-alert draw the alert's threshold. The live check (``slow``): ``ltgcast run`` on a simulated mesoscale sector
-replayed 60 times faster than real time, scraped every second by a dedicated Debian ``prometheus`` that also
-loads the alert rules; once the service has verified grids against GLM, every panel's expression is evaluated
-through Prometheus's HTTP API, with the template variables as Grafana would fill them, and must return data.
+valid PromQL (``promtool check rules`` on the expressions as recording rules), the panels that stand for an
+alert draw the alert's threshold over the alert's series only, and no threshold is drawn over series it is not
+about. The live check (``slow``): ``ltgcast run`` on a simulated mesoscale sector replayed 60 times faster than
+real time, scraped every second by a dedicated Debian ``prometheus`` that also loads the alert rules; once the
+service has verified grids against GLM, every panel's expression is evaluated through Prometheus's HTTP API, with
+the template variables as Grafana would fill them, and must return data with at least one finite value.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -53,9 +55,15 @@ ALERT_PANELS = {
     ("ltgcast-input-health", "Age of the newest grid"): "LtgcastStaleGrids",
     ("ltgcast-drift", "Feature PSI against the model card's reference"): "LtgcastFeatureDrift",
     ("ltgcast-live-skill", "Live CSI at the 25 % contour"): "LtgcastLiveCsiCollapse",
+    ("ltgcast-live-skill", "CSI at the 25 % contour over time"): "LtgcastLiveCsiCollapse",
     ("ltgcast-latency-throughput", "Frames waiting for GLM"): "LtgcastPendingFramesPilingUp",
+    ("ltgcast-latency-throughput", "Frames waiting for GLM over time"): "LtgcastPendingFramesPilingUp",
     ("ltgcast-latency-throughput", "Consumer lag (max)"): "LtgcastConsumerLag",
+    ("ltgcast-latency-throughput", "Consumer lag by partition"): "LtgcastConsumerLag",
 }
+#: The sectors (``monitor/metrics.py``'s bounded label set) and the series name the grid-age panel gives each.
+SECTORS = frozenset({"C", "F", "M1", "M2"})
+GRID_AGE_PANEL = ("ltgcast-input-health", "Age of the newest grid")
 
 #: The live run: a 50-minute mesoscale scenario at 60x (about 12 s to write it, then 50 s of replay); the first
 #: grid is verified once GLM covers the 30 minutes after its scan, about 30 s into the replay.
@@ -208,18 +216,66 @@ def test_every_metric_a_panel_reads_is_defined() -> None:
         assert not unknown, f"{target} reads {sorted(unknown)}, which no metrics.py defines (renamed?)"
 
 
+def steps_of(thresholds: dict[str, Any]) -> set[float]:
+    """The values of a thresholds config's steps (the base step, ``null``, left out)."""
+    return {float(step["value"]) for step in thresholds.get("steps", []) if step["value"] is not None}
+
+
+def default_thresholds(panel: dict[str, Any]) -> set[float]:
+    """The threshold steps a panel shows on every series: a time series draws them only when its style is on."""
+    defaults = panel["fieldConfig"]["defaults"]
+    style = defaults.get("custom", {}).get("thresholdsStyle", {}).get("mode", "off")
+    if panel["type"] == "timeseries" and style == "off":
+        return set()
+    return steps_of(defaults.get("thresholds", {}))
+
+
 def panel_thresholds(panel: dict[str, Any]) -> set[float]:
-    """Every threshold step value of a panel, its overrides' included."""
-    field = panel["fieldConfig"]
-    found = [field["defaults"].get("thresholds", {})]
-    found += [p["value"] for o in field.get("overrides", []) for p in o["properties"] if p["id"] == "thresholds"]
-    return {float(step["value"]) for t in found for step in t.get("steps", []) if step["value"] is not None}
+    """The threshold steps a panel shows: its defaults' and, outside time series, its overrides' too."""
+    found = default_thresholds(panel)
+    if panel["type"] != "timeseries":  # a time series never shows an override's thresholds: see the test below
+        for override in panel["fieldConfig"].get("overrides", []):
+            found |= {v for p in override["properties"] if p["id"] == "thresholds" for v in steps_of(p["value"])}
+    return found
+
+
+def series_thresholds(panel: dict[str, Any], name: str) -> set[float]:
+    """The threshold steps a stat colours the series called ``name`` by (a ``byName`` override, or the defaults)."""
+    for override in panel["fieldConfig"].get("overrides", []):
+        if override["matcher"] == {"id": "byName", "options": name}:
+            for prop in override["properties"]:
+                if prop["id"] == "thresholds":
+                    return steps_of(prop["value"])
+    return steps_of(panel["fieldConfig"]["defaults"].get("thresholds", {}))
+
+
+def alert_exprs() -> dict[str, str]:
+    """The expression of every alert of ltgcast.rules.yml, by name."""
+    rules = load_yaml(RULES / "ltgcast.rules.yml")
+    return {rule["alert"]: rule["expr"] for group in rules["groups"] for rule in group["rules"] if "alert" in rule}
+
+
+SELECTOR = re.compile(r"([a-zA-Z_:][\w:]*)\{([^}]*)\}")
+MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+
+
+def label_matchers(expr: str) -> dict[str, list[frozenset[tuple[str, str, str]]]]:
+    """The label matchers of every selector of ``expr``, by metric (a bare selector: an empty set)."""
+    found: dict[str, list[frozenset[tuple[str, str, str]]]] = {}
+    for match in SELECTOR.finditer(expr):
+        found.setdefault(match[1], []).append(frozenset(MATCHER.findall(match[2])))
+    for name in metrics_in(SELECTOR.sub(" ", expr)):
+        found.setdefault(name, []).append(frozenset())
+    return found
 
 
 def test_the_panels_of_an_alert_draw_its_threshold() -> None:
-    """A number the alert compares with is a threshold step of the panel; a metric it compares with, a query."""
-    rules = load_yaml(RULES / "ltgcast.rules.yml")
-    exprs = {rule["alert"]: rule["expr"] for group in rules["groups"] for rule in group["rules"] if "alert" in rule}
+    """A number the alert compares with is a threshold step the panel shows; a metric it compares with, a query.
+
+    And the panel draws it over the alert's series only: every query reading a metric the alert reads selects it
+    with the label matchers that every selector of the alert has (``threshold="0.25"`` for the live CSI).
+    """
+    exprs = alert_exprs()
     boards = dashboards()
     for (uid, title), alert in ALERT_PANELS.items():
         [panel] = [p for p in panels(boards[uid]) if p["title"] == title]
@@ -228,9 +284,53 @@ def test_the_panels_of_an_alert_draw_its_threshold() -> None:
         lines = set(re.findall(r"(?:[<>]=?|==)\s*([a-zA-Z_:][\w:]*)", exprs[alert]))
         assert numbers or lines, f"{alert}: no threshold found in {exprs[alert]!r}"
         missing = numbers - panel_thresholds(panel)
-        assert not missing, f"{where} but has no threshold step at {sorted(missing)}"
+        assert not missing, f"{where} but shows no threshold step at {sorted(missing)}"
         read = {name for target in panel["targets"] for name in metrics_in(substitute(target["expr"]))}
         assert lines <= read, f"{where} but does not draw {sorted(lines - read)}"
+        required = {name: frozenset.intersection(*sets) for name, sets in label_matchers(exprs[alert]).items()}
+        for target in panel["targets"]:
+            for name, selected in label_matchers(substitute(target["expr"])).items():
+                for matchers in selected if name in required else []:
+                    lacking = required[name] - matchers
+                    assert not lacking, f"{where} but {target['refId']} reads {name} without {sorted(lacking)}"
+
+
+def test_the_grid_age_panel_holds_each_sector_to_its_own_stale_limit() -> None:
+    """LtgcastStaleGrids has a limit per sector; the grid-age panel turns each sector's series red at that limit."""
+    expr = alert_exprs()["LtgcastStaleGrids"]
+    limits = {sector: float(limit) for sectors, limit in re.findall(r'\{sector=~?"([\w|]+)"\}\)\s*>\s*([\d.]+)', expr)
+              for sector in sectors.split("|")}  # fmt: skip
+    assert set(limits) == SECTORS, f"LtgcastStaleGrids: expected a limit for each of {sorted(SECTORS)} in {expr!r}"
+    uid, title = GRID_AGE_PANEL
+    [panel] = [p for p in panels(dashboards()[uid]) if p["title"] == title]
+    assert panel["type"] == "stat", f"{uid} / {title!r}: a stat colours each series by its own thresholds"
+    [query] = panel["targets"]
+    assert query["legendFormat"] == "{{sector}}", f"{uid} / {title!r}: the overrides match series named by sector"
+    for sector, limit in limits.items():
+        shown = series_thresholds(panel, sector)
+        assert max(shown, default=None) == limit, f"{uid} / {title!r}: {sector} steps at {shown}, the alert at {limit}"
+
+
+def test_a_time_series_draws_its_thresholds_for_all_its_series() -> None:
+    """Grafana draws one set of threshold lines per axis, the first series' (an override's thresholds never show).
+
+    So a time series keeps its thresholds in its defaults, and a panel whose default thresholds show (lines, or a
+    stat's colours) reads the same metrics in every query: one metric's alert line over another metric's series
+    (frames waiting at 20 over consumer lag, whose alert is at 50) misleads.
+    """
+    for uid, board in dashboards().items():
+        for panel in panels(board):
+            where = f"{uid} / {panel['title']!r}"
+            if panel["type"] == "timeseries":
+                for override in panel["fieldConfig"].get("overrides", []):
+                    props = {p["id"] for p in override["properties"]} & {"thresholds", "custom.thresholdsStyle"}
+                    assert not props, f"{where}: an override sets {sorted(props)}, which Grafana does not draw"
+            if default_thresholds(panel):
+                read = [metrics_in(substitute(t["expr"])) for t in panel["targets"]]
+                assert all(names == read[0] for names in read), (
+                    f"{where}: its threshold steps {sorted(default_thresholds(panel))} apply to queries of different "
+                    f"metrics {read}; split the panel"
+                )
 
 
 @pytest.mark.prometheus
@@ -409,15 +509,52 @@ def stack(tmp_path: Path, prometheus: str) -> Iterator[Stack]:
         yield live
 
 
-def evaluate(stack: Stack, queries: list[Target]) -> tuple[list[str], list[str]]:
-    """The panels whose query Prometheus refuses, and those that return nothing."""
-    invalid, empty = [], []
+def sample_values(data: dict[str, Any]) -> list[str] | None:
+    """The sample values of an instant query's answer (strings as Prometheus writes them); None for a string."""
+    kind, result = data["resultType"], data["result"]
+    if kind == "scalar":
+        return [result[1]]
+    if kind == "vector":
+        return [series["value"][1] for series in result if "value" in series]
+    if kind == "matrix":
+        return [value for series in result for _, value in series.get("values", [])]
+    return None
+
+
+def only_nan(data: dict[str, Any]) -> bool:
+    """Whether a vector, matrix or scalar answer has no finite value (NaN and infinities only, or none at all)."""
+    values = sample_values(data)
+    return values is not None and not any(math.isfinite(float(value)) for value in values)
+
+
+def test_an_answer_of_only_nan_is_not_data() -> None:
+    """``histogram_quantile`` over buckets without an observation answers NaN: a series Grafana draws as nothing."""
+    nan = {"metric": {"stage": "drift"}, "value": [1718474400.0, "NaN"]}
+    one = {"metric": {"stage": "read"}, "value": [1718474400.0, "0.25"]}
+    assert only_nan({"resultType": "vector", "result": [nan, {**nan, "value": [1718474400.0, "+Inf"]}]})
+    assert not only_nan({"resultType": "vector", "result": [nan, one]})
+    assert only_nan({"resultType": "scalar", "result": [1718474400.0, "NaN"]})
+    assert not only_nan({"resultType": "scalar", "result": [1718474400.0, "0"]})
+    assert not only_nan({"resultType": "matrix", "result": [{"metric": {}, "values": [[1.0, "NaN"], [2.0, "3"]]}]})
+    assert not only_nan({"resultType": "string", "result": [1718474400.0, "NaN"]})
+
+
+def evaluate(stack: Stack, queries: list[Target]) -> tuple[list[str], list[str], list[str]]:
+    """The panels whose query Prometheus refuses, those that return nothing, and those that return only NaN.
+
+    NaN (or an infinity) is what ``histogram_quantile`` gives over buckets without an observation, or a score
+    without events: series that Grafana draws as nothing, so they do not count as data.
+    """
+    invalid, empty, nan_only = [], [], []
     for target in queries:
         answer = stack.query(target.query)
         if answer.get("status") != "success":
             invalid.append(f"{target}\n    -> {answer.get('errorType')}: {answer.get('error')}")
         elif not answer["data"]["result"]:
             empty.append(str(target))
+        elif only_nan(answer["data"]):
+            values = sample_values(answer["data"]) or []
+            nan_only.append(f"{target}\n    -> {len(values)} values, none finite: {sorted(set(values))}")
     for uid, board in dashboards().items():
         for variable in board.get("templating", {}).get("list", []):
             match = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", variable.get("definition", ""))
@@ -425,13 +562,13 @@ def evaluate(stack: Stack, queries: list[Target]) -> tuple[list[str], list[str]]
             answer = stack.api(f"/api/v1/label/{match[2]}/values", **{"match[]": match[1]})
             if not answer.get("data"):
                 empty.append(f"{uid} / variable ${variable['name']}: {match[0]} -> {answer}")
-    return invalid, empty
+    return invalid, empty, nan_only
 
 
 @pytest.mark.prometheus
 @pytest.mark.slow
 def test_every_panel_returns_data_from_a_live_service(stack: Stack) -> None:
-    """Once a grid is verified, every panel query (and the $sector variable) answers with data; every rule runs."""
+    """Once a grid is verified, every panel query (and $sector) answers with a finite value; every rule runs."""
     stack.wait_for(
         "a grid verified against GLM (ltgcast_live_verified_grids_total > 0 on the service's /metrics)",
         lambda: verified_grids(http_text(f"{stack.service_url}/metrics")),
@@ -439,13 +576,14 @@ def test_every_panel_returns_data_from_a_live_service(stack: Stack) -> None:
     )
     queries = targets()
     end = time.monotonic() + PANELS_DEADLINE_S
-    invalid, empty = evaluate(stack, queries)
-    while not invalid and empty and time.monotonic() < end:  # a series is 1-2 scrapes behind the service
+    invalid, empty, nan_only = evaluate(stack, queries)
+    while not invalid and (empty or nan_only) and time.monotonic() < end:  # a series is 1-2 scrapes behind
         time.sleep(2.0)
-        invalid, empty = evaluate(stack, queries)
-    failures = ["INVALID " + line for line in invalid] + ["EMPTY " + line for line in empty]
+        invalid, empty, nan_only = evaluate(stack, queries)
+    failures = (["INVALID " + line for line in invalid] + ["EMPTY " + line for line in empty]
+                + ["NAN-ONLY " + line for line in nan_only])  # fmt: skip
     assert not failures, (
-        f"of {len(queries)} panel queries, {len(invalid)} invalid and {len(empty)} empty "
+        f"of {len(queries)} panel queries, {len(invalid)} invalid, {len(empty)} empty and {len(nan_only)} NaN-only "
         f"({PANELS_DEADLINE_S:.0f} s after the first verified grid):\n" + "\n".join(failures) + f"\n{stack.logs()}"
     )
     rules = [rule for group in stack.api("/api/v1/rules")["data"]["groups"] for rule in group["rules"]]
