@@ -5,8 +5,8 @@ Pure: arrays and scalars in, arrays out (the caller reads the files).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -55,6 +55,17 @@ class LabelRule:
 
     window_s: float = 1800.0
     box: int = 16
+
+    @classmethod
+    def of(cls, recorded: Mapping[str, Any] | None) -> LabelRule:
+        """The rule as a dataset or model card records it (``asdict``); missing keys default, unknown ones are ignored.
+
+        >>> LabelRule.of({"window_s": 900, "box": 8.0, "note": "x"}), LabelRule.of(None)
+        (LabelRule(window_s=900.0, box=8), LabelRule(window_s=1800.0, box=16))
+        """
+        default = cls()
+        given = recorded or {}
+        return cls(**{f.name: type(getattr(default, f.name))(given[f.name]) for f in fields(cls) if f.name in given})
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,23 @@ def frame_channels(
     return channels
 
 
+def frame_labels(
+    grid: FixedGrid, lat: NDArray[Any], lon: NDArray[Any], times: NDArray[Any], frame_time: float, rule: LabelRule
+) -> NDArray[np.uint8]:
+    """The label of every pixel of a frame ``[H, W]`` under ``rule``, from flashes at ``lat``/``lon``/``times``.
+
+    ``lat``/``lon`` are degrees on the lightning ellipsoid, ``times`` and
+    ``frame_time`` (the scan start) s since 1970 UTC. Training
+    (:func:`frame_examples`) and live verification (``monitor.verify``) label
+    with this one function.
+    """
+    pixels = flash_pixels(grid, lat, lon, margin=rule.box)
+    flash_times = np.asarray(times)[pixels.index]
+    return label_grid(
+        pixels.rows, pixels.cols, flash_times, frame_time, grid.shape, window_s=rule.window_s, box=rule.box
+    )
+
+
 def frame_examples(
     bt_k: F32,
     grid: FixedGrid,
@@ -143,11 +171,7 @@ def frame_examples(
     """
     rule = rule or LabelRule()
     channels = frame_channels(bt_k, grid, flashes, frame_time, feature_set, previous_bt_k)
-    pixels = flash_pixels(grid, flashes.lat, flashes.lon, margin=rule.box)
-    flash_times = flashes.time[pixels.index]
-    labels = label_grid(
-        pixels.rows, pixels.cols, flash_times, frame_time, grid.shape, window_s=rule.window_s, box=rule.box
-    )
+    labels = frame_labels(grid, flashes.lat, flashes.lon, flashes.time, frame_time, rule)
     ltg = channels.get("ltg", np.zeros(grid.shape, np.float32))
     sample: Sample = sample_pixels(labels, channels["ir"], ltg, rng, cold_ir=float(COLD_IR), plan=plan)
     patches = {name: extract_patches(values, sample.centers, patch_size) for name, values in channels.items()}

@@ -11,6 +11,11 @@ verification definitions (Jolliffe & Stephenson; Wilks):
 * reliability — observed frequency per forecast bin; ECE ``Σ (n_b / N) |ȳ_b - p̄_b|``;
 * at a threshold: hits *a*, false alarms *b*, misses *c*; POD ``a/(a+c)``, FAR ``b/(a+b)``,
   CSI ``a/(a+b+c)``, frequency bias ``(a+b)/(a+c)``.
+
+The sums behind the Brier score, reliability and the contingency table
+(:func:`brier_sums`, :func:`reliability_sums`, :func:`contingency_counts`) add up
+over samples, so a rolling window (``monitor.verify``) can keep them and score the
+total with :func:`ratio` and :func:`contingency_scores`.
 """
 
 from __future__ import annotations
@@ -82,8 +87,18 @@ def brier(p: ArrayLike, y: ArrayLike, w: ArrayLike | None = None) -> float:
     >>> brier([1.0, 0.0, 0.5], [1, 0, 1])
     0.08333333333333333
     """
+    squared_error, weight = brier_sums(p, y, w)
+    return float(np.divide(squared_error, weight))  # NaN (with NumPy's warning) when there are no samples
+
+
+def brier_sums(p: ArrayLike, y: ArrayLike, w: ArrayLike | None = None) -> tuple[float, float]:
+    """The weighted sum of squared errors and the sum of weights (Brier score = first / second; they add up).
+
+    >>> brier_sums([1.0, 0.0, 0.5], [1, 0, 1])
+    (0.25, 3.0)
+    """
     pp, yy, ww = _inputs(p, y, w)
-    return float(np.sum(ww * (pp - yy) ** 2) / ww.sum())
+    return float(np.sum(ww * (pp - yy) ** 2)), float(ww.sum())
 
 
 def brier_skill(p: ArrayLike, y: ArrayLike, w: ArrayLike | None = None, base_rate: float | None = None) -> float:
@@ -105,11 +120,7 @@ def reliability(p: ArrayLike, y: ArrayLike, w: ArrayLike | None = None, bins: in
     >>> r["observed"], round(r["ece"], 12)
     ([0.0, 0.5], 0.25)
     """
-    pp, yy, ww = _inputs(p, y, w)
-    index = np.minimum((pp * bins).astype(int), bins - 1)
-    weight = np.bincount(index, ww, bins)
-    forecast = np.bincount(index, ww * pp, bins)
-    observed = np.bincount(index, ww * yy, bins)
+    weight, forecast, observed = reliability_sums(p, y, w, bins)
     filled = weight > 0
     mean_f = np.where(filled, forecast / np.where(filled, weight, 1), np.nan)
     mean_o = np.where(filled, observed / np.where(filled, weight, 1), np.nan)
@@ -123,6 +134,62 @@ def reliability(p: ArrayLike, y: ArrayLike, w: ArrayLike | None = None, bins: in
     }
 
 
+def reliability_bins(p: ArrayLike, bins: int = 10) -> NDArray[np.intp]:
+    """The equal-width bin of each probability (1.0 falls in the last bin).
+
+    >>> reliability_bins([0.0, 0.25, 0.5, 1.0], bins=4).tolist()
+    [0, 1, 2, 3]
+    """
+    return np.minimum((np.asarray(p, np.float64) * bins).astype(np.intp), bins - 1)
+
+
+def reliability_sums(p: ArrayLike, y: ArrayLike, w: ArrayLike | None = None, bins: int = 10) -> tuple[F64, F64, F64]:
+    """Per equal-width bin: the sum of weights, of weighted forecasts and of weighted outcomes (they add up).
+
+    >>> [v.tolist() for v in reliability_sums([0.05, 0.05, 0.95, 0.95], [0, 0, 1, 0], bins=2)]
+    [[2.0, 2.0], [0.1, 1.9], [0.0, 1.0]]
+    """
+    pp, yy, ww = _inputs(p, y, w)
+    index = reliability_bins(pp, bins)
+    weight, forecast, observed = (np.asarray(np.bincount(index, v, bins), np.float64) for v in (ww, ww * pp, ww * yy))
+    return weight, forecast, observed
+
+
+def ratio(num: float, den: float) -> float:
+    """``num / den``, NaN when there is nothing to divide by (a score with no events to count is NaN, never 0).
+
+    >>> ratio(1, 4), ratio(0, 0)
+    (0.25, nan)
+    """
+    return num / den if den > 0 else float("nan")
+
+
+def contingency_counts(
+    p: ArrayLike, y: ArrayLike, threshold: float, w: ArrayLike | None = None
+) -> tuple[float, float, float]:
+    """Weighted hits, false alarms and misses when "yes" means ``p >= threshold`` (they add up over samples).
+
+    >>> contingency_counts([0.9, 0.6, 0.2, 0.1], [1, 0, 1, 0], 0.5)
+    (1.0, 1.0, 1.0)
+    """
+    pp, yy, ww = _inputs(p, y, w)
+    yes = pp >= threshold
+    hits = float(np.sum(ww * (yes & (yy == 1))))
+    false_alarms = float(np.sum(ww * (yes & (yy == 0))))
+    misses = float(np.sum(ww * (~yes & (yy == 1))))
+    return hits, false_alarms, misses
+
+
+def contingency_scores(hits: float, false_alarms: float, misses: float) -> dict[str, float]:
+    """POD, FAR, CSI and frequency bias from (summed) hits, false alarms and misses; NaN where undefined.
+
+    >>> contingency_scores(1.0, 1.0, 2.0)
+    {'pod': 0.3333333333333333, 'far': 0.5, 'csi': 0.25, 'bias': 0.6666666666666666}
+    """
+    a, b, c = hits, false_alarms, misses
+    return {"pod": ratio(a, a + c), "far": ratio(b, a + b), "csi": ratio(a, a + b + c), "bias": ratio(a + b, a + c)}
+
+
 def contingency(p: ArrayLike, y: ArrayLike, threshold: float, w: ArrayLike | None = None) -> dict[str, float]:
     """POD, FAR, CSI and frequency bias when "yes" means ``p >= threshold``.
 
@@ -130,25 +197,8 @@ def contingency(p: ArrayLike, y: ArrayLike, threshold: float, w: ArrayLike | Non
     >>> s["hits"], s["false_alarms"], s["misses"], s["pod"], s["far"], round(s["csi"], 4), s["bias"]
     (1.0, 1.0, 1.0, 0.5, 0.5, 0.3333, 1.0)
     """
-    pp, yy, ww = _inputs(p, y, w)
-    yes = pp >= threshold
-    a = float(np.sum(ww * (yes & (yy == 1))))
-    b = float(np.sum(ww * (yes & (yy == 0))))
-    c = float(np.sum(ww * (~yes & (yy == 1))))
-
-    def ratio(num: float, den: float) -> float:
-        return num / den if den > 0 else float("nan")
-
-    return {
-        "threshold": threshold,
-        "hits": a,
-        "false_alarms": b,
-        "misses": c,
-        "pod": ratio(a, a + c),
-        "far": ratio(b, a + b),
-        "csi": ratio(a, a + b + c),
-        "bias": ratio(a + b, a + c),
-    }
+    a, b, c = contingency_counts(p, y, threshold, w)
+    return {"threshold": threshold, "hits": a, "false_alarms": b, "misses": c, **contingency_scores(a, b, c)}
 
 
 def best_csi(p: ArrayLike, y: ArrayLike, w: ArrayLike | None = None, steps: int = 99) -> dict[str, float]:

@@ -1,28 +1,26 @@
 """Live verification: once the 30 minutes after a grid have passed, score it against the flashes that happened.
 
-The label of a pixel is the training label (:func:`featurize.labels.label_grid`
-with the model card's rule: a GLM flash within the ``box`` × ``box`` pixels
-around it during the ``window_s`` after the scan start), built from the flashes
-GLM actually saw. Pixels without a probability (no IR input, space) are left
-out. Each verified grid adds its sums (hits, false alarms and misses at 25 and
-50 %, the squared errors, the reliability bins) to a rolling window of the last
-``window`` grids of its sector, from which ``ltgcast_live_csi``, ``_pod``,
-``_far``, ``_brier`` and ``_reliability_observed`` are exported. A score with no
-events to count (e.g. no "yes" forecast and no lightning) is NaN, never 0.
+The label of a pixel is the training label (:func:`featurize.examples.frame_labels`
+with the model card's :class:`featurize.examples.LabelRule`: a GLM flash within
+the ``box`` × ``box`` pixels around it during the ``window_s`` after the scan
+start), built from the flashes GLM actually saw. Pixels without a probability
+(no IR input, space) are left out. Each verified grid adds its sums (hits, false
+alarms and misses at 25 and 50 %, the squared errors, the reliability bins; the
+sums of :mod:`models.metrics`) to a rolling window of the last ``window`` grids
+of its sector, from which ``ltgcast_live_csi``, ``_pod``, ``_far``, ``_brier``
+and ``_reliability_observed`` are exported. A score with no events to count
+(e.g. no "yes" forecast and no lightning) is NaN, never 0.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from featurize.glm_grid import flash_pixels
-from featurize.labels import label_grid
-from ingest.geometry import FixedGrid
+from models.metrics import brier_sums, contingency_counts, contingency_scores, ratio, reliability_sums
 from monitor import metrics
 
 THRESHOLDS = (0.25, 0.50)
@@ -40,7 +38,6 @@ class GridScore:
     squared_error: float
     bin_count: tuple[int, ...]  # per reliability bin (equal width, BINS of them)
     bin_observed: tuple[int, ...]
-    positives: int
 
     def __add__(self, other: GridScore) -> GridScore:
         def add(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
@@ -50,37 +47,31 @@ class GridScore:
             self.pixels + other.pixels, add(self.hits, other.hits), add(self.false_alarms, other.false_alarms),
             add(self.misses, other.misses), self.squared_error + other.squared_error,
             add(self.bin_count, other.bin_count), add(self.bin_observed, other.bin_observed),
-            self.positives + other.positives,
         )  # fmt: skip
+
+    def _scores(self, i: int) -> dict[str, float]:
+        return contingency_scores(self.hits[i], self.false_alarms[i], self.misses[i])
 
     def csi(self, i: int) -> float:
         """Critical success index at ``THRESHOLDS[i]``."""
-        return _ratio(self.hits[i], self.hits[i] + self.false_alarms[i] + self.misses[i])
+        return self._scores(i)["csi"]
 
     def pod(self, i: int) -> float:
         """Probability of detection at ``THRESHOLDS[i]``."""
-        return _ratio(self.hits[i], self.hits[i] + self.misses[i])
+        return self._scores(i)["pod"]
 
     def far(self, i: int) -> float:
         """False alarm ratio at ``THRESHOLDS[i]``."""
-        return _ratio(self.false_alarms[i], self.hits[i] + self.false_alarms[i])
+        return self._scores(i)["far"]
 
     @property
     def brier(self) -> float:
         """Mean squared error of the probabilities."""
-        return _ratio(self.squared_error, self.pixels)
+        return ratio(self.squared_error, self.pixels)
 
-
-def _ratio(num: float, den: float) -> float:
-    return num / den if den > 0 else float("nan")
-
-
-def labels_for(grid: FixedGrid, lat: NDArray[Any], lon: NDArray[Any], times: NDArray[Any], scan_time: float,
-               window_s: float = 1800.0, box: int = 16) -> NDArray[np.uint8]:  # fmt: skip
-    """The training labels of a frame from the flashes that happened (lightning ellipsoid lat/lon, s since 1970)."""
-    pixels = flash_pixels(grid, lat, lon, margin=box)
-    return label_grid(pixels.rows, pixels.cols, np.asarray(times)[pixels.index], scan_time, grid.shape,
-                      window_s=window_s, box=box)  # fmt: skip
+    def observed(self, b: int) -> float:
+        """Observed frequency of lightning in reliability bin ``b``."""
+        return ratio(self.bin_observed[b], self.bin_count[b])
 
 
 def score_grid(probability: NDArray[np.float32], labels: NDArray[np.uint8]) -> GridScore:
@@ -92,18 +83,18 @@ def score_grid(probability: NDArray[np.float32], labels: NDArray[np.uint8]) -> G
     """
     ok = np.isfinite(probability)
     p = probability[ok].astype(np.float64)
-    y = labels[ok].astype(bool)
-    yes = [p >= t for t in THRESHOLDS]
-    index = np.minimum((p * BINS).astype(int), BINS - 1)
+    y = labels[ok].astype(np.float64)
+    counts = [contingency_counts(p, y, t) for t in THRESHOLDS]
+    squared_error, pixels = brier_sums(p, y)
+    bin_count, _, bin_observed = reliability_sums(p, y, bins=BINS)
     return GridScore(
-        pixels=int(p.size),
-        hits=tuple(int(np.sum(v & y)) for v in yes),
-        false_alarms=tuple(int(np.sum(v & ~y)) for v in yes),
-        misses=tuple(int(np.sum(~v & y)) for v in yes),
-        squared_error=float(np.sum((p - y) ** 2)),
-        bin_count=tuple(int(v) for v in np.bincount(index, minlength=BINS)),
-        bin_observed=tuple(int(v) for v in np.bincount(index, weights=y.astype(np.float64), minlength=BINS)),
-        positives=int(y.sum()),
+        pixels=int(pixels),
+        hits=tuple(int(c[0]) for c in counts),
+        false_alarms=tuple(int(c[1]) for c in counts),
+        misses=tuple(int(c[2]) for c in counts),
+        squared_error=squared_error,
+        bin_count=tuple(int(v) for v in bin_count),
+        bin_observed=tuple(int(v) for v in bin_observed),
     )
 
 
@@ -131,7 +122,6 @@ class LiveSkill:
             metrics.LIVE_FAR.labels(sector, label).set(total.far(i))
         metrics.LIVE_BRIER.labels(sector).set(total.brier)
         for b in range(BINS):
-            observed = _ratio(total.bin_observed[b], total.bin_count[b])
-            metrics.LIVE_RELIABILITY.labels(sector, f"{b / BINS:.1f}").set(observed)
+            metrics.LIVE_RELIABILITY.labels(sector, f"{b / BINS:.1f}").set(total.observed(b))
         metrics.LIVE_VERIFIED.labels(sector).inc()
         return total

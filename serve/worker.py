@@ -56,7 +56,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from featurize.examples import Flashes
+from featurize.examples import Flashes, LabelRule, frame_labels
 from ingest.abi import AbiImage
 from ingest.bus import Bus, Message
 from ingest.clock import Clock
@@ -78,7 +78,7 @@ from ingest.readers import read_product
 from monitor import metrics as monitoring
 from monitor.drift import DriftMonitor, scene_of
 from monitor.quality import InputQuality, record_age, record_input, record_prediction
-from monitor.verify import LiveSkill, labels_for, score_grid
+from monitor.verify import LiveSkill, score_grid
 from serve import metrics
 from serve.gridfile import GridMeta
 from serve.hotswap import ServingModels
@@ -153,14 +153,14 @@ class _Pending:
 class _Awaiting:
     """A stored grid waiting for the flashes of its label window."""
 
-    sector: str
-    satellite: str
-    scan_start: datetime
-    arrived: datetime
+    frame: _Pending
     grid: FixedGrid
     probability: NDArray[np.float32]
-    window_s: float
-    box: int
+    rule: LabelRule  # the model card's, as in training
+
+    @property
+    def sector(self) -> str:
+        return str(self.frame.event.sector)
 
 
 @dataclass
@@ -401,10 +401,8 @@ class NowcastWorker:
     def _await_verification(self, frame: _Pending, scorer: Scorer, grid: FixedGrid, result: Nowcast) -> None:
         if not self.settings.verify:
             return
-        rule = getattr(scorer, "card", {}).get("label_rule", {})
-        self.awaiting.append(_Awaiting(str(frame.event.sector), frame.event.satellite, frame.scan_start, frame.arrived,
-                                       grid, result.probability, float(rule.get("window_s", 1800.0)),
-                                       int(rule.get("box", 16))))  # fmt: skip
+        rule = LabelRule.of(getattr(scorer, "card", {}).get("label_rule"))
+        self.awaiting.append(_Awaiting(frame, grid, result.probability, rule))
         while len(self.awaiting) > self.settings.max_awaiting:
             dropped = self.awaiting.pop(0)
             monitoring.LIVE_SKIPPED.labels(dropped.sector, "too_many").inc()
@@ -419,11 +417,11 @@ class NowcastWorker:
         self._glm_arrived, self._next_verify = False, self.clock.monotonic() + 30.0
         now, waiting = self.clock.now(), []
         for entry in self.awaiting:
-            lo, hi = entry.scan_start, entry.scan_start + timedelta(seconds=entry.window_s)
-            chosen = self._glm_between(entry.satellite, lo, hi)
+            lo, hi = entry.frame.scan_start, entry.frame.scan_start + timedelta(seconds=entry.rule.window_s)
+            chosen = self._glm_between(entry.frame.event.satellite, lo, hi)
             if span_coverage([(g[0], g[1]) for g in chosen], lo, hi) >= MIN_COVERAGE:
                 self._verify(entry, [g[2] for g in chosen])
-            elif (now - max(hi, entry.arrived)).total_seconds() > self.settings.verify_deadline_s:
+            elif (now - max(hi, entry.frame.arrived)).total_seconds() > self.settings.verify_deadline_s:
                 monitoring.LIVE_SKIPPED.labels(entry.sector, "glm_incomplete").inc()
             else:
                 waiting.append(entry)
@@ -432,11 +430,11 @@ class NowcastWorker:
     def _verify(self, entry: _Awaiting, granules: list[FrameEvent]) -> None:
         try:
             flashes, _, _ = self._read_flashes(granules)
-            labels = labels_for(entry.grid, flashes.lat, flashes.lon, flashes.time, entry.scan_start.timestamp(),
-                                window_s=entry.window_s, box=entry.box)  # fmt: skip
+            frame_time = entry.frame.scan_start.timestamp()
+            labels = frame_labels(entry.grid, flashes.lat, flashes.lon, flashes.time, frame_time, entry.rule)
             self.live.add(entry.sector, score_grid(entry.probability, labels))
         except Exception:  # monitoring must never stop the worker
-            log.exception("worker: live verification failed for a %s grid of %s", entry.sector, entry.scan_start)
+            log.exception("worker: live verification failed for a %s grid of %s", entry.sector, entry.frame.scan_start)
 
     def _observe_drift(self, meta: GridMeta, scorer: Scorer, result: Nowcast, scene: tuple[Any, ...]) -> None:
         """Queue the frame for the drift monitor's own thread (which alone touches the monitor).

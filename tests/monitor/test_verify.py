@@ -70,11 +70,12 @@ def test_live_scores_equal_the_offline_verification_of_the_same_frames(scenario:
     clock = FakeClock(START + timedelta(minutes=55))
     settings = WorkerSettings(glm_deadline_s=0, verify_window=100)
     worker = NowcastWorker(bus, scorer, FileGridStore(tmp_path / "grids"), clock, settings)
+    verified = gauge("ltgcast_live_verified_grids_total", sector="M1") or 0.0
     while worker.step(timeout_s=0):
         pass
     assert worker.outcomes["scored"] == 6
     assert not worker.awaiting  # all six verified
-    assert gauge("ltgcast_live_verified_grids_total", sector="M1") is not None
+    assert gauge("ltgcast_live_verified_grids_total", sector="M1") == verified + 6
 
     # offline: score the same frames again and verify them as `ltgcast evaluate` does (models.metrics)
     flashes = Flashes.concat([g.flashes for g in map(read_product, granules) if isinstance(g, GlmGranule)])
