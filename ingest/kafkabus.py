@@ -33,6 +33,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from ingest.addresses import parse_address
 from ingest.bus import Message
 from ingest.errors import ConfigError, IngestError
 
@@ -89,10 +90,10 @@ class KafkaBus:
         """Fail fast, naming the brokers, when none accepts a TCP connection."""
         problems = []
         for address in self.brokers.split(","):
-            host, _, port = address.strip().rpartition(":")
             try:
-                socket.create_connection((host, int(port)), timeout=min(self.timeout_s, 5.0)).close()
-            except (OSError, ValueError) as exc:
+                host, port = parse_address(address.strip(), "broker")
+                socket.create_connection((host, port), timeout=min(self.timeout_s, 5.0)).close()
+            except (OSError, ConfigError) as exc:
                 problems.append(f"{address}: {exc}")
             else:
                 return

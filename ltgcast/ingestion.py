@@ -22,6 +22,7 @@ from types import FrameType
 
 from prometheus_client import start_http_server
 
+from ingest.addresses import parse_address
 from ingest.bus import Bus, InProcessBus, get_bus
 from ingest.checkpoint import Checkpoint
 from ingest.clock import SystemClock
@@ -43,15 +44,6 @@ def split_list(text: str, flag: str) -> tuple[str, ...]:
         msg = f"{flag}: expected a comma-separated list, found {text!r}"
         raise ConfigError(msg)
     return items
-
-
-def parse_address(text: str, flag: str) -> tuple[str, int]:
-    """``HOST:PORT`` → ``(host, port)``; ``ConfigError`` naming ``flag`` otherwise."""
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        msg = f"{flag}: expected HOST:PORT, found {text!r}"
-        raise ConfigError(msg)
-    return host, int(port)
 
 
 @dataclass(frozen=True)

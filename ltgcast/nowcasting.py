@@ -63,7 +63,7 @@ def nowcast_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Score one frame and write its grid; print a JSON summary."""
     from serve.gridfile import GridMeta, write_grid
     from serve.nowcast import nowcast_frame
-    from serve.scoring import ScorerSettings, get_scorer
+    from serve.scoring import DEFAULT_TFSERVING, ScorerSettings, get_scorer
 
     image = read_product(args.ir)
     if not isinstance(image, AbiImage):
@@ -71,7 +71,7 @@ def nowcast_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise ConfigError(msg)
     flashes, used = _flashes(args.glm or [], image.name.satellite)
     base = Path(args.model_base or env.get("LTGCAST_MODELS") or DEFAULT_BASE)
-    target = args.tfserving or env.get("LTGCAST_TFSERVING") or "127.0.0.1:8500"
+    target = args.tfserving or env.get("LTGCAST_TFSERVING") or DEFAULT_TFSERVING
     settings = ScorerSettings(args.backend, args.tile, target=target)
     scorer = get_scorer(version_path(base, args.name, args.version), settings)
     previous = None
@@ -113,8 +113,7 @@ def bench_nowcast(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from serve.scoring import EmbeddedScorer, ScorerSettings
 
     began = time.perf_counter()
-    image, lat, lon, times, _ = simulated_inputs(args.sector, 0, args.seed)  # the scenario's own flashes only
-    flashes = Flashes(lat, lon, times)
+    image, flashes, _ = simulated_inputs(args.sector, 0, args.seed)  # the scenario's own flashes only
     sys.stdout.write(f"inputs ready in {time.perf_counter() - began:.1f} s: {image.values.shape}\n")
     path = version_path(Path(args.model_base or env.get("LTGCAST_MODELS") or DEFAULT_BASE), args.name, args.version)
     scorer = EmbeddedScorer(path, ScorerSettings("embedded", args.tile, args.threads))

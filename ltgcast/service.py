@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ingest.addresses import parse_address
 from ingest.bus import Bus, InProcessBus, get_bus
 from ingest.checkpoint import Checkpoint
 from ingest.clock import SystemClock
@@ -33,8 +34,9 @@ from ingest.daemon import DaemonSettings, IngestDaemon
 from ingest.errors import ConfigError
 from ingest.quarantine import Quarantine
 from ingest.sources import ABI_SECTORS, FrameFilter, SourceContext, get_source
-from ltgcast.ingestion import parse_address, split_list, stop_on_signals
+from ltgcast.ingestion import split_list, stop_on_signals
 from ltgcast.nowcasting import DEFAULT_BASE
+from serve.scoring import DEFAULT_TFSERVING
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ class ServiceSettings:
     bus: str = "inproc://"
     backend: str = "embedded"
     tile: int = 512
-    tfserving: str = "127.0.0.1:8500"
+    tfserving: str = DEFAULT_TFSERVING
     store: Path = Path("var/grids")
     model_base: Path = Path(DEFAULT_BASE)
     model_name: str = "lightning"

@@ -48,15 +48,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ingest.errors import ModelRejected
 from ingest.geometry import LIGHTNING_ELLIPSOID
 from ingest.ncio import iso_utc
+from monitor.quality import LEVELS
 from serve import metrics
 from serve.gridfile import read_attributes, read_flashes, read_geometry, read_grid
-from serve.outputs import contours, overlay_png, point_series
-from serve.store import FileGridStore, StoredGrid
+from serve.outputs import MAX_LEVELS, check_levels, contours, overlay_png, point_series
+from serve.store import SECTORS, FileGridStore, StoredGrid, check_sector
 
 log = logging.getLogger(__name__)
 
-SECTORS = ("C", "F", "M1", "M2")
-DEFAULT_LEVELS = (0.10, 0.25, 0.50, 0.75)
 MAX_BODY = 64 * 1024  # admin requests are a few bytes of JSON
 #: Exact paths and the route name each answers under (the ``route`` label of the HTTP metrics).
 PATHS = {
@@ -145,23 +144,20 @@ def _number(query: Mapping[str, list[str]], name: str, low: float, high: float, 
 
 
 def _sector(query: Mapping[str, list[str]]) -> str:
-    sector = _one(query, "sector", "C")
-    if sector not in SECTORS:
-        msg = f"sector must be one of {', '.join(SECTORS)}; found {sector!r}"
-        raise ApiError(400, msg)
-    return sector
+    try:
+        return check_sector(_one(query, "sector", "C"))
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from exc
 
 
 def _levels(query: Mapping[str, list[str]]) -> tuple[float, ...]:
-    text = _one(query, "levels", ",".join(f"{v:g}" for v in DEFAULT_LEVELS))
+    text = _one(query, "levels", ",".join(f"{v:g}" for v in LEVELS))
     try:  # whole percent: the grids are stored in percent, and equal levels share one cached rendering
-        levels = tuple(sorted({round(float(v), 2) for v in text.split(",") if v.strip()}))
-    except ValueError:
-        levels = ()
-    if not levels or len(levels) > 10 or not all(0.0 < v < 1.0 for v in levels):
-        msg = f"levels must be 1 to 10 comma-separated probabilities in (0, 1), e.g. 0.1,0.25; found {text!r}"
-        raise ApiError(400, msg)
-    return levels
+        return check_levels(sorted({round(float(v), 2) for v in text.split(",") if v.strip()}))
+    except ValueError as exc:
+        msg = (f"levels must be 1 to {MAX_LEVELS} comma-separated probabilities in (0, 1), e.g. 0.1,0.25; "
+               f"found {text!r} ({exc})")  # fmt: skip
+        raise ApiError(400, msg) from exc
 
 
 def _crs(query: Mapping[str, list[str]]) -> str:

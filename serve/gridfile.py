@@ -46,6 +46,8 @@ from ingest.ncio import NETCDF_LOCK, iso_utc
 
 EPOCH = "seconds since 1970-01-01 00:00:00"
 ENCODINGS = ("uint8", "float32")
+#: The missing value of packed ``uint8`` percent (valid values are 0..100).
+MISSING_PERCENT = 255
 #: Side of the square chunks ``probability`` is stored (and compressed) in, pixels.
 CHUNK = 256
 #: Keys of :func:`read_flashes`, and the file's variables they come from.
@@ -182,11 +184,10 @@ def write_grid(path: Path, probability: NDArray[np.floating[Any]], grid: FixedGr
             t.setncatts({"units": EPOCH, "calendar": "standard", "standard_name": standard})
         chunks = (min(height, CHUNK), min(width, CHUNK))  # a point read inflates one chunk, not the grid
         if encoding == "uint8":
-            var = ds.createVariable("probability", "u1", ("y", "x"), zlib=True, complevel=4, fill_value=np.uint8(255),
-                                    chunksizes=chunks)  # fmt: skip
+            var = ds.createVariable("probability", "u1", ("y", "x"), zlib=True, complevel=4,
+                                    fill_value=np.uint8(MISSING_PERCENT), chunksizes=chunks)  # fmt: skip
             var.set_auto_maskandscale(False)
-            packed = np.where(np.isfinite(p), np.rint(np.clip(p, 0, 1) * 100), 255).astype(np.uint8)
-            var[:] = packed
+            var[:] = pack_percent(p)
             var.setncatts({"scale_factor": np.float32(0.01), "add_offset": np.float32(0.0),
                            "valid_range": np.array([0, 100], np.uint8)})  # fmt: skip
         else:
@@ -228,6 +229,28 @@ def _write_flashes(ds: netCDF4.Dataset, columns: dict[str, NDArray[np.float64]])
         var.setncatts(_FLASH_ATTRS[key])
         if count:
             var[:] = columns[key]
+
+
+def pack_percent(probability: NDArray[np.floating[Any]]) -> NDArray[np.uint8]:
+    """Probability (NaN = missing) as ``uint8`` whole percent, clipped to [0, 1]; :data:`MISSING_PERCENT` where NaN.
+
+    >>> pack_percent(np.array([0.004, 0.5, 1.2, np.nan])).tolist()
+    [0, 50, 100, 255]
+    """
+    return np.where(np.isfinite(probability), np.rint(np.clip(probability, 0, 1) * 100), MISSING_PERCENT).astype(
+        np.uint8
+    )
+
+
+def unpack_percent(packed: NDArray[np.uint8]) -> NDArray[np.float32]:
+    """Inverse of :func:`pack_percent`: float32 probability, NaN where :data:`MISSING_PERCENT`.
+
+    >>> unpack_percent(np.array([0, 50, 255], np.uint8)).tolist()
+    [0.0, 0.5, nan]
+    """
+    out = packed.astype(np.float32) / np.float32(100)
+    out[packed == MISSING_PERCENT] = np.nan
+    return out
 
 
 def read_grid(path: Path) -> tuple[NDArray[np.float32], dict[str, Any]]:

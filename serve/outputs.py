@@ -33,13 +33,12 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ingest.geometry import FixedGrid
 from ingest.ncio import iso_utc
+from monitor.quality import LEVELS  # LightningCast's contour levels, the default of contours()
 from serve.gridfile import GridFile
 from serve.store import SECTORS, FileGridStore, StoredGrid
 
 logger = logging.getLogger(__name__)
 
-#: LightningCast's contour levels.
-LEVELS = (0.10, 0.25, 0.50, 0.75)
 #: At most this many contour levels per request.
 MAX_LEVELS = 10
 #: Decimals of GeoJSON degrees (1e-5 degree is about 1.1 m).

@@ -56,7 +56,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, NamedTuple, cast
 from urllib.parse import urlsplit
@@ -69,16 +69,16 @@ from redis.client import PubSub
 from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
+from ingest.addresses import parse_address
 from ingest.errors import ConfigError, StoreError
 from ingest.geometry import Ellipsoid, FixedGrid, GeosProjection
-from serve.gridfile import GridMeta
-from serve.store import GRID_ID, parse_grid_id
+from ingest.ncio import iso_utc, parse_utc
+from serve.gridfile import GridMeta, pack_percent, unpack_percent
+from serve.store import GRID_ID, check_sector, parse_grid_id
 
 log = logging.getLogger(__name__)
 
-SECTORS = ("C", "F", "M1", "M2")
 _FIELDS = ("probability", "encoding", "shape", "geometry", "meta")
-_MISSING_U8 = 255
 
 # KEYS: grid hash, history zset, latest hash.
 # ARGV: grid id, scan (epoch s), model version, TTL (ms), window (s), then field/value pairs of the grid hash.
@@ -179,17 +179,15 @@ class RedisSettings:
 
 def _split_address(address: str) -> tuple[str, int] | None:
     """``(host, port)`` of a ``host:port`` address, ``None`` for a URL; :class:`ConfigError` otherwise."""
+    msg = f"Redis address must be host:port or a redis://, rediss:// or unix:// URL; found {address!r}"
     if "://" in address:
-        scheme = address.partition("://")[0]
-        if scheme not in ("redis", "rediss", "unix"):
-            msg = f"Redis address must be host:port or a redis://, rediss:// or unix:// URL; found {address!r}"
+        if address.partition("://")[0] not in ("redis", "rediss", "unix"):
             raise ConfigError(msg)
         return None
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        msg = f"Redis address must be host:port or a redis://, rediss:// or unix:// URL; found {address!r}"
-        raise ConfigError(msg)
-    return host, int(port)
+    try:
+        return parse_address(address, "Redis address")
+    except ConfigError:
+        raise ConfigError(msg) from None
 
 
 @dataclass(frozen=True)
@@ -228,6 +226,12 @@ class GridNotification:
     model_version: int
     latest: bool
 
+    @classmethod
+    def of(cls, meta: GridMeta, latest: bool) -> GridNotification:
+        """The notification of a put of ``meta``; ``latest``: whether the put moved the sector's latest."""
+        return cls(meta.grid_id, meta.satellite, meta.sector, meta.scan_start, meta.valid_time,
+                   meta.model_name, meta.model_version, latest)  # fmt: skip
+
     def to_json(self) -> bytes:
         """UTF-8 JSON, times as ISO 8601 UTC."""
         body = asdict(self)
@@ -239,7 +243,7 @@ class GridNotification:
         """Parse :meth:`to_json` output; ``ValueError`` naming what is wrong otherwise."""
         try:
             body = json.loads(data)
-            body["scan_start"], body["valid_time"] = _parse_iso(body["scan_start"]), _parse_iso(body["valid_time"])
+            body["scan_start"], body["valid_time"] = parse_utc(body["scan_start"]), parse_utc(body["valid_time"])
             parse_grid_id(body["grid_id"])
             return cls(**body)
         except (KeyError, TypeError, ValueError) as exc:
@@ -255,15 +259,11 @@ _Codec = tuple[_Encoder, _Decoder]
 
 
 def _encode_uint8(p: NDArray[np.float32]) -> bytes:
-    packed = np.where(np.isfinite(p), np.rint(np.clip(p, 0, 1) * 100), _MISSING_U8).astype(np.uint8)
-    return packed.tobytes()
+    return pack_percent(p).tobytes()
 
 
 def _decode_uint8(raw: bytes, shape: tuple[int, int]) -> NDArray[np.float32]:
-    packed = np.frombuffer(raw, np.uint8).reshape(shape)
-    out = packed.astype(np.float32) / np.float32(100)
-    out[packed == _MISSING_U8] = np.nan
-    return out
+    return unpack_percent(np.frombuffer(raw, np.uint8).reshape(shape))
 
 
 def _float_codec(dtype: str) -> _Codec:
@@ -330,18 +330,11 @@ def grid_from_json(text: str | bytes) -> FixedGrid:
 
 
 def _iso(when: datetime) -> str:
+    """:func:`ingest.ncio.iso_utc` (millisecond ``...Z``) of an aware time; ``ValueError`` for a naive one."""
     if when.tzinfo is None:
         msg = f"times must be timezone-aware UTC; found naive {when.isoformat()}"
         raise ValueError(msg)
-    return when.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _parse_iso(text: str) -> datetime:
-    when = datetime.fromisoformat(text)
-    if when.tzinfo is None:
-        msg = f"expected an ISO 8601 time with a zone; found {text!r}"
-        raise ValueError(msg)
-    return when.astimezone(UTC)
+    return iso_utc(when)
 
 
 def meta_json(meta: GridMeta) -> str:
@@ -355,16 +348,9 @@ def meta_json(meta: GridMeta) -> str:
 def meta_from_json(text: str | bytes) -> dict[str, Any]:
     """Inverse of :func:`meta_json`: ``GridMeta(**meta_from_json(...))`` rebuilds the meta."""
     body: dict[str, Any] = json.loads(text)
-    body["scan_start"], body["valid_time"] = _parse_iso(body["scan_start"]), _parse_iso(body["valid_time"])
+    body["scan_start"], body["valid_time"] = parse_utc(body["scan_start"]), parse_utc(body["valid_time"])
     body["glm_files"] = tuple(body.get("glm_files", ()))
     return body
-
-
-def _check_sector(sector: str) -> str:
-    if sector not in SECTORS:
-        msg = f"sector must be one of {', '.join(SECTORS)}; found {sector!r}"
-        raise ValueError(msg)
-    return sector
 
 
 # -- the store ----------------------------------------------------------------------------
@@ -439,9 +425,7 @@ class RedisGridStore:
         args += [item for pair in fields.items() for item in pair]
         with self.translated(f"put {meta.grid_id}"):
             moved = bool(self._run_put(keys, args))
-            notice = GridNotification(meta.grid_id, meta.satellite, meta.sector, meta.scan_start, meta.valid_time,
-                                      meta.model_name, meta.model_version, moved)  # fmt: skip
-            self._client.publish(self.settings.channel_name, notice.to_json())
+            self._client.publish(self.settings.channel_name, GridNotification.of(meta, moved).to_json())
         log.debug("stored %s in Redis (%d bytes, latest moved: %s)", meta.grid_id, len(blob), moved)
         return RedisStoredGrid(meta.grid_id, key, parts["satellite"], parts["sector"], parts["scan_start"],
                                parts["model"], parts["version"], len(blob), moved)  # fmt: skip
@@ -490,14 +474,14 @@ class RedisGridStore:
 
     def latest(self, sector: str) -> str | None:
         """The id of the newest grid of a sector (see the module rules), or ``None``."""
-        key = self.key("latest", _check_sector(sector))
+        key = self.key("latest", check_sector(sector))
         with self.translated(f"latest {sector}"):
             value = cast(bytes | None, self._client.hget(key, "grid_id"))
         return None if value is None else value.decode()
 
     def history(self, sector: str, since: datetime) -> list[str]:
         """Ids of the grids of a sector scanned at or after ``since`` and still stored, oldest first."""
-        key = self.key("history", _check_sector(sector))
+        key = self.key("history", check_sector(sector))
         _iso(since)  # ValueError for a naive time
         start = since.timestamp()
         with self.translated(f"history {sector}"):

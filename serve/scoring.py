@@ -45,6 +45,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from featurize.channels import FeatureSet, get_feature_set, with_halo
+from ingest.errors import ConfigError
 from monitor.metrics import SCORER_CIRCUIT, SCORER_ERRORS
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ F32 = NDArray[np.float32]
 HALO = 32
 PATCH = 2 * HALO
 EMBEDDED = "embedded"  # the ``backend`` label of the in-process scorers
+#: TF Serving's gRPC ``host:port`` when none is given (settings, ``--tfserving``, ``LTGCAST_TFSERVING``).
+DEFAULT_TFSERVING = "127.0.0.1:8500"
 #: ``reason`` values of ``ltgcast_scorer_errors_total`` (monitor.metrics).
 ERROR_REASONS = (
     "unavailable", "deadline_exceeded", "resource_exhausted", "invalid_argument", "circuit_open", "bad_output", "other"
@@ -86,7 +89,7 @@ class ScorerSettings:
     backend: str = "embedded"
     tile: int = 512  # output pixels per tile side; 0 = the whole frame at once
     threads: int = 0  # TensorFlow intra-op threads; 0 = TensorFlow's default
-    target: str = "127.0.0.1:8500"  # TF Serving gRPC host:port
+    target: str = DEFAULT_TFSERVING  # TF Serving gRPC host:port
     rest: str = ""  # TF Serving REST base URL (e.g. http://127.0.0.1:8501) for the fallback; "" = none
     label: str = ""  # version label (stable, canary) instead of the version folder's number
     timeout_s: float = 10.0  # deadline of one request
@@ -94,13 +97,14 @@ class ScorerSettings:
     transport: str = "float32"  # tile dtype on the wire; float16 only where the model card allows it
 
 
-def _card(version_path: Path) -> dict[str, Any]:
+def read_card(version_path: Path) -> dict[str, Any]:
+    """A version folder's ``model_card.json``; :class:`~ingest.errors.ConfigError` (a ``ValueError``) naming it."""
     path = version_path / "model_card.json"
     try:
         card: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         msg = f"{version_path}: cannot read model_card.json: {exc}"
-        raise ValueError(msg) from exc
+        raise ConfigError(msg) from exc
     return card
 
 
@@ -201,7 +205,7 @@ class EmbeddedScorer:
                 tf.config.threading.set_intra_op_parallelism_threads(self.settings.threads)
             except RuntimeError:  # TensorFlow already started; its pool is fixed for this process
                 log.warning("TensorFlow is already running; threads=%d cannot apply", self.settings.threads)
-        card = _card(version_path)
+        card = read_card(version_path)
         self.name, self.version = str(card.get("name", version_path.parent.name)), int(version_path.name)
         self.feature_set = get_feature_set(card["feature_set"])
         self.card = card
@@ -243,7 +247,7 @@ class PatchScorer:
     def __init__(self, version_path: Path, batch: int = 1024) -> None:
         import tensorflow as tf
 
-        card = _card(version_path)
+        card = read_card(version_path)
         self.name, self.version = str(card.get("name", version_path.parent.name)), int(version_path.name)
         self.feature_set = get_feature_set(card["feature_set"])
         self.batch = batch

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ingest.geometry import FixedGrid
+from ingest.sources import ABI_SECTORS
 from serve.gridfile import FlashArrays, GridMeta, write_grid
 
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -28,7 +29,7 @@ GRID_ID = re.compile(
     r"^(?P<satellite>G\d{2})_(?P<sector>C|F|M1|M2)_(?P<stamp>\d{8}T\d{6}Z)_(?P<model>[A-Za-z0-9._-]+)-v(?P<version>\d+)$"
 )
 #: The ABI scan sectors a grid id may name.
-SECTORS = ("C", "F", "M1", "M2")
+SECTORS = ABI_SECTORS
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,20 @@ class StoredGrid:
     scan_start: datetime
     model: str
     version: int
+
+
+def check_sector(sector: str) -> str:
+    """``sector`` when it is an ABI sector; ``ValueError`` listing the valid ones otherwise.
+
+    >>> check_sector("M3")
+    Traceback (most recent call last):
+    ...
+    ValueError: sector must be one of C, F, M1, M2; found 'M3'
+    """
+    if sector not in SECTORS:
+        msg = f"sector must be one of {', '.join(SECTORS)}; found {sector!r}"
+        raise ValueError(msg)
+    return sector
 
 
 def parse_grid_id(grid_id: str) -> dict[str, Any]:

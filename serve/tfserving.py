@@ -69,7 +69,7 @@ Errors::
                    target and what failed, chained with ``from``); or a label moved
                    to a version whose card (when in the local repository) names
                    another feature set; or the answer is not a finite
-                   probability of the tile's shape (cause: ``ValueError``)
+                   probability of the tile's shape (cause: ``serve.scoring.BadOutput``)
     ModelRejected  set_version_labels: the server refused the new labels, or a
                    version did not become AVAILABLE in time (its own boundary)
 
@@ -112,12 +112,15 @@ from featurize.channels import FeatureSet, get_feature_set, with_halo
 from ingest.errors import ConfigError, LtgcastError, ModelRejected, ScoringError
 from monitor.metrics import SCORER_CIRCUIT
 from serve.scoring import (
+    DEFAULT_TFSERVING,
     HALO,
     BadInput,
+    BadOutput,
     ScorerSettings,
     check_input,
     check_output,
     counting_failures,
+    read_card,
     tile_windows,
     zero_error_counts,
 )
@@ -152,7 +155,7 @@ _PROTO_DTYPES: dict[int, np.dtype[Any]] = {types_pb2.DT_FLOAT: np.dtype("<f4"), 
 class TFServingSettings:
     """Where TF Serving is and how the scorer talks to it."""
 
-    target: str = "127.0.0.1:8500"  # gRPC host:port
+    target: str = DEFAULT_TFSERVING  # gRPC host:port
     rest: str = ""  # REST base URL for the fallback, e.g. http://127.0.0.1:8501; "" = no fallback
     model: str = ""  # model name on the server; "" = the card's name (the repository folder)
     label: str = ""  # version label; "" = the version folder's number
@@ -220,16 +223,19 @@ def from_tensor_proto(proto: Any) -> NDArray[Any]:
 
     Raises
     ------
-    ValueError
-        Another dtype, or a value count that does not fit the shape.
+    serve.scoring.BadOutput
+        Another dtype, or a value count that does not fit the shape (a ``ValueError``).
     """
     if proto.dtype not in _PROTO_DTYPES:
         msg = f"expected a DT_FLOAT or DT_HALF tensor, found dtype enum {proto.dtype}"
-        raise ValueError(msg)
+        raise BadOutput(msg)
     dtype = _PROTO_DTYPES[proto.dtype]
     shape = tuple(int(d.size) for d in proto.tensor_shape.dim)
     size = int(np.prod(shape, dtype=np.int64))
     if proto.tensor_content:
+        if len(proto.tensor_content) % dtype.itemsize:
+            msg = f"tensor_content of {len(proto.tensor_content)} bytes is not whole {dtype.itemsize}-byte values"
+            raise BadOutput(msg)
         values = np.frombuffer(proto.tensor_content, dtype)
     elif proto.dtype == types_pb2.DT_FLOAT:
         values = np.asarray(proto.float_val, dtype)
@@ -239,7 +245,7 @@ def from_tensor_proto(proto: Any) -> NDArray[Any]:
         values = np.concatenate([values, np.full(size - values.size, values[-1], dtype)])
     if values.size != size:
         msg = f"tensor of shape {shape} holds {values.size} values"
-        raise ValueError(msg)
+        raise BadOutput(msg)
     return values.reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -429,7 +435,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-class LabelUnresolved(ValueError):
+class LabelUnresolved(ScoringError):
     """A version label REST cannot send: only gRPC answers say which version a label reached."""
 
 
@@ -441,7 +447,8 @@ def error_reason(exc: BaseException) -> str:
     ``INVALID_ARGUMENT`` (REST: 503, 504, 429, 400) give their names in lower
     case; an open breaker ``circuit_open``; refused input ``invalid_argument``;
     an answer that does not decode or has the wrong shape, version or values
-    ``bad_output``; a REST transport that timed out ``deadline_exceeded``, one
+    (:class:`~serve.scoring.BadOutput`, and any other ``ValueError`` that is not
+    an :class:`~ingest.errors.LtgcastError`) ``bad_output``; a REST transport that timed out ``deadline_exceeded``, one
     that failed otherwise (refused, reset) ``unavailable``; anything else
     (another code or status, a label moved to an incompatible version) ``other``.
 
@@ -458,9 +465,9 @@ def error_reason(exc: BaseException) -> str:
         return "circuit_open"
     if isinstance(cause, BadInput):
         return "invalid_argument"
-    if isinstance(cause, LabelUnresolved):  # the client's own state, not the model's answer
-        return "other"
-    if isinstance(cause, ValueError) and not isinstance(cause, LtgcastError):  # ConfigError is a ValueError too
+    if isinstance(cause, BadOutput):
+        return "bad_output"
+    if isinstance(cause, ValueError) and not isinstance(cause, LtgcastError):  # a decode error; ConfigError: other
         return "bad_output"
     if isinstance(cause, TimeoutError) or isinstance(getattr(cause, "reason", None), TimeoutError):
         return "deadline_exceeded"  # urllib wraps a connect time-out in URLError(reason=TimeoutError)
@@ -507,7 +514,7 @@ class _Grpc:
     def decode(response: Any) -> tuple[NDArray[Any], int | None]:
         if "probability" not in response.outputs:
             msg = f"the response has no 'probability' output; outputs: {sorted(response.outputs)}"
-            raise ValueError(msg)
+            raise BadOutput(msg)
         version = response.model_spec.version.value if response.model_spec.HasField("version") else None
         return from_tensor_proto(response.outputs["probability"]), version
 
@@ -531,14 +538,22 @@ class _Rest:
 
     @staticmethod
     def decode(data: bytes) -> NDArray[Any]:
-        doc = json.loads(data)
+        try:
+            doc = json.loads(data)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            msg = f"the REST answer is not JSON: {exc}"
+            raise BadOutput(msg) from exc
         outputs = doc.get("outputs") if isinstance(doc, dict) else None
         if isinstance(outputs, dict):  # several named outputs come as an object
             outputs = outputs.get("probability")
         if outputs is None:
             msg = "the REST answer has no columnar 'outputs' probability"
-            raise ValueError(msg)
-        return np.asarray(outputs, np.float32)
+            raise BadOutput(msg)
+        try:
+            return np.asarray(outputs, np.float32)
+        except ValueError as exc:  # ragged lists, strings
+            msg = f"the REST 'outputs' are not an array of numbers: {exc}"
+            raise BadOutput(msg) from exc
 
 
 def _error_text(exc: urllib.error.HTTPError) -> str:
@@ -552,7 +567,7 @@ def _error_text(exc: urllib.error.HTTPError) -> str:
 def _probability(values: NDArray[Any], rows: int, cols: int) -> F32:
     if values.shape != (1, rows, cols):
         msg = f"expected probability of shape (1, {rows}, {cols}), found {values.shape}"
-        raise ValueError(msg)
+        raise BadOutput(msg)
     return check_output(values[0], rows, cols)
 
 
@@ -562,15 +577,6 @@ def _probability(values: NDArray[Any], rows: int, cols: int) -> F32:
 def _grpc_options(max_message_mb: int) -> list[tuple[str, int]]:
     size = max_message_mb * 2**20
     return [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)]
-
-
-def _read_card(version_path: Path) -> dict[str, Any]:
-    try:
-        card: dict[str, Any] = json.loads((version_path / "model_card.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        msg = f"{version_path}: cannot read model_card.json: {exc}"
-        raise ConfigError(msg) from exc
-    return card
 
 
 class TFServingScorer:
@@ -587,7 +593,7 @@ class TFServingScorer:
     ) -> None:
         self.settings = settings or TFServingSettings()
         self._repository = version_path.parent
-        self.card = _read_card(version_path)
+        self.card = read_card(version_path)
         self.name = self.settings.model or str(self.card.get("name", version_path.parent.name))
         self.version = int(version_path.name)
         self.feature_set: FeatureSet = get_feature_set(self.card["feature_set"])
@@ -635,7 +641,7 @@ class TFServingScorer:
         """Check a version the label resolved to against our feature set and transport (when its card is here)."""
         path = self._repository / str(version)
         if version != self.version and (path / "model_card.json").is_file():
-            card = _read_card(path)
+            card = read_card(path)
             if card.get("feature_set") != self.feature_set.key:
                 msg = (
                     f"{self.name} label {self.settings.label!r} now points at v{version}, whose feature set "
@@ -704,7 +710,7 @@ class TFServingScorer:
                 values, version = self._over_rest(ask)
                 via = "rest"
             return _probability(values, rows, cols), version, via
-        except (grpc.RpcError, OSError, HTTPException, CircuitOpen, ValueError) as exc:
+        except (grpc.RpcError, OSError, HTTPException, CircuitOpen, LabelUnresolved, ValueError) as exc:
             asked = f"version {pin}" if pin is not None else f"label {self.settings.label!r}"
             msg = f"{self.name} {asked} at {where}: {_describe(exc)}"
             raise ScoringError(msg) from exc
@@ -717,10 +723,10 @@ class TFServingScorer:
         values, version = _Grpc.decode(response)
         if version is None and ask.version is None:
             msg = f"the response does not say which version label {ask.label!r} resolved to"
-            raise ValueError(msg)
+            raise BadOutput(msg)
         if version is not None and ask.version is not None and version != ask.version:
             msg = f"asked for version {ask.version}, version {version} answered"
-            raise ValueError(msg)
+            raise BadOutput(msg)
         return values, version if version is not None else ask.version  # type: ignore[return-value]
 
     def _over_rest(self, ask: _Ask) -> tuple[NDArray[Any], int]:
