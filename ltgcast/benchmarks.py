@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from featurize.channels import ir_channel
+from featurize.examples import Flashes
 from featurize.features import dense_features, patch_features
 from featurize.glm_grid import ltg_channel
 from featurize.patches import extract_patches
@@ -35,9 +36,7 @@ from ingest.readers import read_product
 from ingest.synthetic import ScenarioConfig, simulate
 
 
-def simulated_inputs(
-    sector: str, flashes: int, seed: int
-) -> tuple[AbiImage, np.ndarray, np.ndarray, np.ndarray, float]:
+def simulated_inputs(sector: str, flashes: int, seed: int) -> tuple[AbiImage, Flashes, float]:
     """The last band-13 frame of a 16-minute simulated scenario, its flashes plus random ones up to ``flashes``."""
     start = datetime(2024, 6, 15, 20, 0, tzinfo=UTC)
     with tempfile.TemporaryDirectory() as folder:
@@ -46,20 +45,20 @@ def simulated_inputs(
         image = read_product(frames[-1])
         granules = [read_product(p) for p in paths if "_GLM-" in p.name]
     assert isinstance(image, AbiImage)
-    lat = np.concatenate([g.flashes.lat for g in granules if isinstance(g, GlmGranule)])
-    lon = np.concatenate([g.flashes.lon for g in granules if isinstance(g, GlmGranule)])
-    times = np.concatenate([g.flashes.time for g in granules if isinstance(g, GlmGranule)])
+    found = Flashes.concat([g.flashes for g in granules if isinstance(g, GlmGranule)])
     frame_time = image.scan_start.timestamp()
-    extra = max(flashes - lat.size, 0)
+    extra = max(flashes - found.time.size, 0)
     if extra:
         rng = np.random.default_rng(seed)
         earth = np.argwhere(np.isfinite(image.values))
         chosen = earth[rng.integers(0, len(earth), extra)]
         x, y = image.grid.scan_angles_of(chosen[:, 0], chosen[:, 1])
         more_lon, more_lat = image.grid.projection.on_ellipsoid(LIGHTNING_ELLIPSOID).lonlat(x, y)
-        lat, lon = np.concatenate([lat, more_lat]), np.concatenate([lon, more_lon])
-        times = np.concatenate([times, frame_time - rng.uniform(0, 900, extra)])
-    return image, lat, lon, times, frame_time
+        more = Flashes(
+            more_lat.astype(np.float32), more_lon.astype(np.float32), frame_time - rng.uniform(0, 900, extra)
+        )
+        found = Flashes.concat([found, more])
+    return image, found, frame_time
 
 
 def featurize_frame(image: AbiImage, lat: np.ndarray, lon: np.ndarray, times: np.ndarray, t: float) -> int:
@@ -71,7 +70,8 @@ def featurize_frame(image: AbiImage, lat: np.ndarray, lon: np.ndarray, times: np
 def bench_featurize(args: argparse.Namespace) -> int:
     """Time :func:`featurize_frame`; print the numbers and write them as JSON."""
     began = time.perf_counter()
-    image, lat, lon, times, t = simulated_inputs(args.sector, args.flashes, args.seed)
+    image, flashes, t = simulated_inputs(args.sector, args.flashes, args.seed)
+    lat, lon, times = flashes.lat, flashes.lon, flashes.time
     sys.stdout.write(f"inputs ready in {time.perf_counter() - began:.1f} s: {image.values.shape}, {lat.size} flashes\n")
     featurize_frame(image, lat, lon, times, t)  # warm up
     timings = []

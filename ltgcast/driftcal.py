@@ -43,12 +43,9 @@ from ingest.errors import ConfigError, FrameDecodeError, IngestError
 from ingest.ncio import iso_utc
 from ltgcast.datasets import FlashCache
 from ltgcast.leadtimes import previous_values, read_image
-from monitor.drift import DEFAULT_PSI_THRESHOLD, MAX_GAP_S, RollingDrift, calibrated_thresholds, scene_of
+from monitor.drift import DEFAULT_PSI_THRESHOLD, RollingDrift, calibrated_thresholds, scene_of
 
 log = logging.getLogger(__name__)
-
-#: Frames further apart than this start a new run (and window): a day's end, an outage.
-MAX_GAP = timedelta(seconds=MAX_GAP_S)
 
 
 @dataclass(frozen=True)
@@ -74,53 +71,40 @@ class DriftCalibration:
             raise ConfigError(msg)
 
 
-def _runs(frames: list[ArchiveItem]) -> list[list[ArchiveItem]]:
-    """Frames in time order, cut where two are more than :data:`MAX_GAP` apart."""
-    runs: list[list[ArchiveItem]] = []
-    for item in frames:
-        if runs and item.name.scan_start - runs[-1][-1].name.scan_start <= MAX_GAP:
-            runs[-1].append(item)
-        else:
-            runs.append([item])
-    return runs
-
-
 class _Replay:
-    """The PSI of every full window over runs of frames, as the live worker would have exported them."""
+    """The PSI of every full window over the frames, as the live worker would have exported them."""
 
     def __init__(self, archive: Any, reference: dict[str, Any], feature_set: FeatureSet, ltg_window: timedelta,
                  window: int, frames: list[ArchiveItem]) -> None:  # fmt: skip
-        self.archive, self.reference, self.window = archive, reference, window
-        self.feature_set = feature_set
-        self.ltg_window = ltg_window
+        self.archive, self.feature_set, self.ltg_window = archive, feature_set, ltg_window
         self.by_time = {item.name.scan_start: item for item in frames}
         self.cache = FlashCache(archive)
+        self.rolling = RollingDrift(reference, window)
         self.seen: dict[str, list[float]] = {name: [] for name in reference}
         self.skipped: Counter[str] = Counter()
         self.used = 0
+        self.runs = 0  # windows started: the first frame, and each restart after a gap or a move
 
-    def run(self, run: list[ArchiveItem]) -> None:
-        """One run of frames: the GLM flashes of its span read once, a new window at its start."""
-        satellite, first = run[0].name.satellite, run[0].name.scan_start
-        listed = self.archive.granules(first - self.ltg_window, run[-1].name.scan_start)
-        same = [g for g in listed if g.name.satellite == satellite]
-        flashes = self.cache.flashes(self.cache.read(same, keep_after=first - self.ltg_window))
-        rolling = RollingDrift(self.reference, self.window)
-        for item in run:
-            try:
-                image = read_image(self.archive, item)
-                previous = self._previous(item)
-            except (FrameDecodeError, IngestError, LookupError) as exc:
-                self.skipped[type(exc).__name__] += 1
-                log.warning("drift calibration: leaving out %s: %s", item.name.name, exc)
-                continue
-            t = item.name.scan_start.timestamp()
-            channels = frame_channels(image.values, image.grid, flashes, t, self.feature_set, previous)
-            found = rolling.add(channels, t, scene_of(image.grid))  # restarts where the sector moved
-            self.used += 1
-            if rolling.full:
-                for name, (p, _) in found.items():
-                    self.seen[name].append(p)
+    def frame(self, item: ArchiveItem) -> None:
+        """Read one frame and the GLM granules of its ``ltg`` window, as the worker does, and add it."""
+        try:
+            image = read_image(self.archive, item)
+            previous = self._previous(item)
+        except (FrameDecodeError, IngestError, LookupError) as exc:
+            self.skipped[type(exc).__name__] += 1
+            log.warning("drift calibration: leaving out %s: %s", item.name.name, exc)
+            return
+        t = item.name.scan_start
+        since = t - self.ltg_window
+        listed = [g for g in self.archive.granules(since, t) if g.name.satellite == item.name.satellite]
+        flashes = self.cache.flashes(self.cache.read(listed, keep_after=since))  # older granules are dropped
+        channels = frame_channels(image.values, image.grid, flashes, t.timestamp(), self.feature_set, previous)
+        found = self.rolling.add(channels, t.timestamp(), scene_of(image.grid))  # restarts after a gap or a move
+        self.used += 1
+        self.runs += len(self.rolling.frames) == 1
+        if self.rolling.full:
+            for name, (p, _) in found.items():
+                self.seen[name].append(p)
 
     def _previous(self, item: ArchiveItem) -> Any:
         if "ir_trend" not in self.feature_set.channels:
@@ -142,8 +126,8 @@ def calibrate_drift(card: dict[str, Any], c: DriftCalibration) -> dict[str, Any]
         msg = f"{c.archive} holds no {c.sector} band {c.band} frames in {iso_utc(c.start)}..{iso_utc(c.end)}"
         raise ConfigError(msg)
     replay = _Replay(archive, reference, feature_set, window, c.window, frames)
-    for run in _runs(frames):
-        replay.run(run)
+    for item in frames:
+        replay.frame(item)
     seen, used, skipped = replay.seen, replay.used, replay.skipped
     windows = max((len(v) for v in seen.values()), default=0)
     if windows == 0:
@@ -169,7 +153,7 @@ def calibrate_drift(card: dict[str, Any], c: DriftCalibration) -> dict[str, Any]
             "band": c.band,
             "frames": used,
             "frames_skipped": dict(skipped),
-            "runs": len(_runs(frames)),
+            "runs": replay.runs,
             "windows": windows,
             "created": iso_utc(datetime.now(UTC)),
         },

@@ -89,10 +89,7 @@ class ModelRepository:
             msg = f"model card field {key!r} cannot be changed after add; changeable: {', '.join(sorted(ANNOTATIONS))}"
             raise ModelRejected(msg)
         card = {**self.card(name, version), key: value}
-        path = self.path(name, version) / "model_card.json"
-        staging = path.with_name(".model_card.json.tmp")
-        staging.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
-        os.replace(staging, path)
+        _write_json(self.path(name, version) / "model_card.json", card)
 
     def state(self, name: str) -> dict[str, Any]:
         """``serving.json``: the current version and the promotion history."""
@@ -142,10 +139,7 @@ class ModelRepository:
         return previous
 
     def _write_state(self, name: str, state: dict[str, Any]) -> None:
-        path = self.base / name / "serving.json"
-        temporary = path.with_suffix(".json.tmp")
-        temporary.write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
-        temporary.replace(path)
+        _write_json(self.base / name / "serving.json", state)
         self._write_tfserving_config()
 
     def _write_tfserving_config(self) -> None:
@@ -161,3 +155,10 @@ class ModelRepository:
                 "  }\n"
             )
         (self.base / "models.config").write_text("model_config_list {\n" + "".join(entries) + "}\n", encoding="utf-8")
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Replace ``path`` with ``doc`` atomically: readers see the old file or the new one, never a part."""
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    os.replace(staging, path)

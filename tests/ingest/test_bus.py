@@ -175,8 +175,7 @@ def test_kafka_lag_is_published_minus_committed_per_partition(kafka_bus: Bus) ->
         done[partition] = last.offset + 1
     expected = {(topic, p): published[p] - done[p] for p in range(3)}
     assert first.lag() == expected
-    assert 0 in expected.values()
-    assert any(v > 0 for v in expected.values())
+    assert any(v > 0 for v in expected.values())  # some partition still has work left
     first.close()
 
     again = kafka_bus.subscribe([topic], group)  # a new member reads the group's commits from the broker

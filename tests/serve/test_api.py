@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -234,8 +235,14 @@ def test_over_a_real_socket_with_metrics(store: FileGridStore) -> None:
             urllib.request.urlopen(f"http://{host}:{port}/v1/grids/latest?sector=Q", timeout=10)
         assert refused.value.code == 400
         assert "sector must be one of" in json.loads(refused.value.read())["error"]
-        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as reply:
-            text = reply.read().decode()
+        wanted = 'ltgcast_http_requests_total{route="latest",status="4xx"}'
+        deadline = time.monotonic() + 10
+        while True:  # a request is counted once its answer is written: the client may read /metrics first
+            with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as reply:
+                text = reply.read().decode()
+            if wanted in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert 'ltgcast_http_requests_total{route="latest",status="2xx"}' in text
         assert 'ltgcast_http_requests_total{route="latest",status="4xx"}' in text
     finally:
