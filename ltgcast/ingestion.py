@@ -90,7 +90,7 @@ class IngestSettings:
             once=args.once,
             poll_interval_s=args.poll_interval,
             retention=timedelta(hours=args.retention_hours),
-            metrics=parse_address(args.metrics, "--metrics") if args.metrics else None,
+            metrics=parse_address(args.metrics, "--metrics", listen=True) if args.metrics else None,
             validate=not args.no_validate,
         )
 

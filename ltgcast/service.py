@@ -109,7 +109,7 @@ class ServiceSettings:
             store=Path(pick("store", "LTGCAST_STORE", str(d.store))),
             model_base=Path(pick("model_base", "LTGCAST_MODELS", str(d.model_base))),
             model_name=args.model_name,
-            http=parse_address(pick("http", "LTGCAST_HTTP", ":".join(map(str, d.http))), "--http"),
+            http=parse_address(pick("http", "LTGCAST_HTTP", ":".join(map(str, d.http))), "--http", listen=True),
             redis=pick("redis", "LTGCAST_REDIS_URL", d.redis),
             admin_token=env.get("LTGCAST_ADMIN_TOKEN", d.admin_token),
             shadow=args.shadow,
