@@ -5,12 +5,23 @@ Contract of every bus
 * :meth:`Bus.publish` returns only once the message is durable (Kafka: acknowledged
   by all in-sync replicas, ``acks=all``); it raises :class:`~ingest.errors.IngestError`
   otherwise, and the caller keeps its work to retry.
-* Messages with the same key keep their order.
+* Messages with the same key keep their order, unless published with
+  ``spread=True``: then the bus places each message on the topic's next
+  partition in turn (Kafka; the in-process bus has one partition), so the
+  members of a consumer group share the messages by count, whatever their keys.
 * A :class:`Subscription` belongs to a consumer group. :meth:`Subscription.poll`
   hands out messages; :meth:`Subscription.commit` records that one message (and
   every earlier one on its partition) was processed. A consumer commits only after
   its work succeeded, so a crash re-delivers the work instead of losing it
   (at-least-once; consumers make their effects idempotent).
+* Partitions move between the members of a group (a member joins, leaves or
+  dies). A :class:`RebalanceListener` given to :meth:`Bus.subscribe` hears, inside
+  :meth:`Subscription.poll`, which partitions were taken away (before they move:
+  drop what is not committed; the new owner reads it again from the committed
+  offset) and which were given. A member may be given back a partition it had
+  (kafka-python keeps its fetch position then): :meth:`Subscription.rewind`
+  makes it deliver such a partition again from the committed offset. A commit for a partition the member no
+  longer holds raises :class:`~ingest.errors.RebalancedError` and changes nothing.
 * :meth:`Subscription.lag` is the group's backlog on each partition this member
   reads: the log end offset (the next offset to be written) minus the group's
   committed offset, where a partition the group never committed counts from the
@@ -18,6 +29,13 @@ Contract of every bus
   a commit older than that (the log dropped what it pointed at). Messages polled
   but not committed are still lag. An empty answer means the member reads no
   partition right now (a Kafka rebalance); it is not "no lag".
+* :meth:`Bus.broadcast` reads one topic whole, every partition, outside any
+  group and without commits: each reader starts at the first message the bus
+  took in the last ``lookback_s`` seconds (by the bus's own clock and
+  timestamps: Kafka's record timestamps), or at the oldest message kept. A
+  restarted reader recovers its position from the clock alone.
+  :meth:`Reader.caught_up` says when it has read everything the topic held when
+  it started.
 
 Implementations: ``inproc://`` (:class:`InProcessBus`, the embedded default, one
 process, nothing durable across restarts) and ``kafka://host:port[,host:port]``
@@ -32,11 +50,15 @@ process, nothing durable across restarts) and ``kafka://host:port[,host:port]``
 [b'{}']
 >>> sub.lag()  # polled, not committed
 {('ltgcast.frames.v1', 0): 1}
+>>> reader = bus.broadcast("ltgcast.frames.v1", lookback_s=None)
+>>> [m.value for m in reader.poll(timeout_s=0)], reader.caught_up()
+([b'{}'], True)
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -44,16 +66,37 @@ from urllib.parse import urlsplit
 
 from ingest.errors import ConfigError
 
+#: A topic and partition number.
+TopicPartition = tuple[str, int]
+
 
 @dataclass(frozen=True)
 class Message:
-    """One message as delivered to a consumer."""
+    """One message as delivered to a consumer; ``timestamp``: when the bus took it (seconds since 1970)."""
 
     topic: str
     key: str
     value: bytes
     partition: int
     offset: int
+    timestamp: float = 0.0
+
+    @property
+    def origin(self) -> str:
+        """``topic/partition@offset``: where this message sits on the bus."""
+        return f"{self.topic}/{self.partition}@{self.offset}"
+
+
+class RebalanceListener(Protocol):
+    """Told by :meth:`Subscription.poll` when the group moves partitions to or from this member."""
+
+    def revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        """These partitions are about to go to another member: commit what is done, drop the rest."""
+        ...
+
+    def assigned(self, partitions: Sequence[TopicPartition]) -> None:
+        """These partitions are now read by this member, from the group's committed offsets."""
+        ...
 
 
 class Subscription(Protocol):
@@ -67,7 +110,7 @@ class Subscription(Protocol):
         """Mark ``message`` and everything before it on its partition as processed."""
         ...
 
-    def lag(self) -> dict[tuple[str, int], int]:
+    def lag(self) -> dict[TopicPartition, int]:
         """Messages after the group's committed offset, per ``(topic, partition)`` this member reads.
 
         May ask the broker (Kafka: one round trip per partition): call it every
@@ -76,20 +119,49 @@ class Subscription(Protocol):
         """
         ...
 
+    def pause(self, paused: bool) -> None:
+        """Stop (``True``) or restart fetching; a paused member still polls, so it stays in the group."""
+        ...
+
+    def rewind(self, partitions: Sequence[TopicPartition]) -> None:
+        """Deliver these partitions again from the group's committed offsets (those this member still reads)."""
+        ...
+
     def close(self) -> None:
-        """Leave the group; uncommitted messages will be delivered again."""
+        """Leave the group at once (its partitions move now); uncommitted messages will be delivered again."""
+        ...
+
+
+class Reader(Protocol):
+    """Every partition of one topic, outside any group (:meth:`Bus.broadcast`)."""
+
+    def poll(self, timeout_s: float, max_records: int = 500) -> list[Message]:
+        """Up to ``max_records`` messages, waiting at most ``timeout_s`` for the first."""
+        ...
+
+    def caught_up(self) -> bool:
+        """Whether everything the topic held when the reader started has been handed out."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
         ...
 
 
 class Bus(Protocol):
-    """Publish durable keyed messages; subscribe as a consumer group."""
+    """Publish durable keyed messages; subscribe as a consumer group; read a topic whole."""
 
-    def publish(self, topic: str, key: str, value: bytes) -> None:
-        """Send one message and return once it is durable."""
+    def publish(self, topic: str, key: str, value: bytes, *, spread: bool = False) -> None:
+        """Send one message and return once it is durable (``spread``: on the topic's next partition)."""
         ...
 
-    def subscribe(self, topics: Sequence[str], group: str) -> Subscription:
+    def subscribe(self, topics: Sequence[str], group: str, *,
+                  listener: RebalanceListener | None = None) -> Subscription:  # fmt: skip
         """Join ``group`` reading ``topics`` from its committed offsets (or the start)."""
+        ...
+
+    def broadcast(self, topic: str, lookback_s: float | None) -> Reader:
+        """Read ``topic`` whole from the first message taken in the last ``lookback_s`` seconds (``None``: all)."""
         ...
 
     def close(self) -> None:
@@ -103,15 +175,16 @@ class InProcessBus:
     Each consumer group has one committed offset per topic; a new subscription of
     the group starts there, so a consumer that failed before committing sees the
     message again. Two live subscriptions of one group each see every message
-    (there is no partition assignment in one process).
+    (there is no partition assignment in one process, so no rebalance either).
 
     Like a Kafka topic, each topic keeps only its last ``retention`` messages
     (offsets go on counting), so a service that runs for months holds a bounded
     log; a consumer more than ``retention`` messages behind skips to the oldest kept.
     """
 
-    def __init__(self, retention: int = 20_000) -> None:
+    def __init__(self, retention: int = 20_000, clock: Callable[[], float] = time.time) -> None:
         self.retention = retention
+        self._clock = clock
         self._base: dict[str, int] = {}  # offset of the first message kept, per topic
         self._logs: dict[str, list[Message]] = {}
         self._committed: dict[tuple[str, str], int] = {}
@@ -126,21 +199,31 @@ class InProcessBus:
             raise ConfigError(msg)
         return cls()
 
-    def publish(self, topic: str, key: str, value: bytes) -> None:
-        """Append to the topic's log and wake waiting consumers."""
+    def publish(self, topic: str, key: str, value: bytes, *, spread: bool = False) -> None:
+        """Append to the topic's log (its one partition, whatever ``spread``) and wake waiting consumers."""
         with self._changed:
             log = self._logs.setdefault(topic, [])
             base = self._base.setdefault(topic, 0)
-            log.append(Message(topic=topic, key=key, value=value, partition=0, offset=base + len(log)))
+            log.append(Message(topic, key, value, 0, base + len(log), self._clock()))
             if len(log) > self.retention:
                 dropped = len(log) - self.retention
                 del log[:dropped]
                 self._base[topic] = base + dropped
             self._changed.notify_all()
 
-    def subscribe(self, topics: Sequence[str], group: str) -> InProcessSubscription:
-        """A subscription positioned at the group's committed offsets."""
+    def subscribe(self, topics: Sequence[str], group: str, *,
+                  listener: RebalanceListener | None = None) -> InProcessSubscription:  # fmt: skip
+        """A subscription positioned at the group's committed offsets (``listener`` is never called)."""
         return InProcessSubscription(self, tuple(topics), group)
+
+    def broadcast(self, topic: str, lookback_s: float | None) -> InProcessReader:
+        """A reader of ``topic`` from the first message published in the last ``lookback_s`` seconds."""
+        since = None if lookback_s is None else self._clock() - lookback_s
+        with self._changed:
+            log = self._logs.get(topic, [])
+            base = self._base.get(topic, 0)
+            first = next((m.offset for m in log if since is None or m.timestamp >= since), base + len(log))
+            return InProcessReader(self, topic, first, base + len(log))
 
     def close(self) -> None:
         """Nothing to release."""
@@ -150,13 +233,13 @@ class InProcessBus:
         with self._changed:
             return list(self._logs.get(topic, []))
 
-    # -- used by InProcessSubscription -------------------------------------------------
+    # -- used by the subscriptions and readers --------------------------------------------
 
     def _committed_offset(self, group: str, topic: str) -> int:
         with self._changed:
             return self._committed.get((group, topic), 0)
 
-    def _lag(self, group: str, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+    def _lag(self, group: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
         with self._changed:
             out = {}
             for topic in topics:
@@ -193,21 +276,55 @@ class InProcessSubscription:
         self._bus = bus
         self._group = group
         self._positions = {t: bus._committed_offset(group, t) for t in topics}
+        self._paused = False
 
     def poll(self, timeout_s: float, max_records: int = 100) -> list[Message]:
-        """Messages after this subscription's position."""
+        """Messages after this subscription's position (none while paused)."""
+        if self._paused:
+            return self._bus._take({}, timeout_s, max_records)
         return self._bus._take(self._positions, timeout_s, max_records)
 
     def commit(self, message: Message) -> None:
         """Record the group's offset past ``message``."""
         self._bus._commit(self._group, message)
 
-    def lag(self) -> dict[tuple[str, int], int]:
+    def lag(self) -> dict[TopicPartition, int]:
         """Per topic (partition 0): messages the topic holds after the group's committed offset."""
         return self._bus._lag(self._group, tuple(self._positions))
 
+    def pause(self, paused: bool) -> None:
+        """Hand out nothing while paused."""
+        self._paused = paused
+
+    def rewind(self, partitions: Sequence[TopicPartition]) -> None:
+        """Go back to the group's committed offsets of these topics."""
+        for topic, _ in partitions:
+            if topic in self._positions:
+                self._positions[topic] = self._bus._committed_offset(self._group, topic)
+
     def close(self) -> None:
         """Nothing to release; uncommitted messages stay for the next subscription."""
+
+
+class InProcessReader:
+    """A :meth:`InProcessBus.broadcast` reader."""
+
+    def __init__(self, bus: InProcessBus, topic: str, position: int, end_at_start: int) -> None:
+        self._bus = bus
+        self._positions = {topic: position}
+        self._target = end_at_start
+        self._topic = topic
+
+    def poll(self, timeout_s: float, max_records: int = 500) -> list[Message]:
+        """The next messages of the topic."""
+        return self._bus._take(self._positions, timeout_s, max_records)
+
+    def caught_up(self) -> bool:
+        """Read up to where the topic ended when the reader started."""
+        return self._positions[self._topic] >= self._target
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def _kafka(uri: str) -> Bus:

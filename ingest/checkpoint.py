@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from ingest.atomic import atomic_write_text
 from ingest.errors import IngestError
 from ingest.ncio import iso_utc, parse_utc
 
@@ -160,18 +160,8 @@ class Checkpoint:
             "watermark": iso_utc(self.watermark) if self.watermark else None,
             "files": {name: vars(e) for name, e in sorted(self.entries.items())},
         }
-        temporary = self.path.with_suffix(".json.tmp")
         try:
-            with temporary.open("w", encoding="utf-8") as out:
-                json.dump(doc, out, indent=0)
-                out.flush()
-                os.fsync(out.fileno())
-            temporary.replace(self.path)
-            folder = os.open(self.state, os.O_RDONLY)
-            try:
-                os.fsync(folder)
-            finally:
-                os.close(folder)
+            atomic_write_text(self.path, json.dumps(doc, indent=0))
         except OSError as exc:
             msg = f"cannot save checkpoint {self.path}: {exc}"
             raise IngestError(msg) from exc

@@ -11,9 +11,11 @@ One poll, for every listed file not yet in the checkpoint, in scan-start order
    after ``max_fetch_failures`` the file is dead-lettered (stage ``download``);
 5. decode it with its product reader — a truncated, non-NetCDF or wrong-product
    file is refused (stage ``decode``);
-6. publish a :class:`~ingest.events.FrameEvent` (keyed by sector) and, once the
-   bus acknowledged it, record it in the checkpoint and observe the lag
-   (ingest time − scan end).
+6. publish a :class:`~ingest.events.FrameEvent` — an ABI frame on
+   ``ltgcast.frames.v1``, spread over the partitions so the workers share the
+   frames by load; a GLM granule on ``ltgcast.glm.v1``, keyed by satellite, which
+   every worker reads whole — and, once the bus acknowledged it, record it in the
+   checkpoint and observe the lag (ingest time − scan end).
 
 A refused file is copied to quarantine with a reason file, a
 :class:`~ingest.events.DeadLetterEvent` is published, the source drops its own
@@ -28,9 +30,10 @@ data.
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import threading
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +44,7 @@ from ingest.bus import Bus
 from ingest.checkpoint import Checkpoint
 from ingest.clock import Clock
 from ingest.errors import FilenameError, FrameDecodeError, IngestError
-from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GLM_KEY, DeadLetterEvent, FrameEvent
+from ingest.events import DEADLETTER_TOPIC, GLM_KEY, DeadLetterEvent, FrameEvent
 from ingest.filenames import GoesFilename, is_goes_product_name, parse_filename
 from ingest.ncio import iso_utc
 from ingest.quarantine import Quarantine
@@ -74,6 +77,36 @@ class PollReport:
     error: str | None = None
 
 
+class LagStats:
+    """Announcement lags of one kind of file: count, min and max over the run, median of the last ``keep``.
+
+    Bounded: a daemon that runs for months keeps ``keep`` floats per kind, not one per file.
+
+    >>> stats = LagStats(keep=3)
+    >>> for lag in (9.0, 1.0, 2.0, 3.0):
+    ...     stats.add(lag)
+    >>> stats.to_dict()
+    {'count': 4, 'min_s': 1.0, 'median_s': 2.0, 'max_s': 9.0}
+    """
+
+    def __init__(self, keep: int = 1000) -> None:
+        self.count = 0
+        self.low = math.inf
+        self.high = -math.inf
+        self.recent: deque[float] = deque(maxlen=keep)
+
+    def add(self, lag: float) -> None:
+        """Count one lag (seconds)."""
+        self.count += 1
+        self.low, self.high = min(self.low, lag), max(self.high, lag)
+        self.recent.append(lag)
+
+    def to_dict(self) -> dict[str, float | int]:
+        """JSON-ready, seconds rounded to the millisecond (the median is over the last ``keep`` lags)."""
+        return {"count": self.count, "min_s": round(self.low, 3), "median_s": round(statistics.median(self.recent), 3),
+                "max_s": round(self.high, 3)}  # fmt: skip
+
+
 @dataclass
 class RunSummary:
     """Totals over a run, and the announcement lag per sector and band."""
@@ -81,26 +114,17 @@ class RunSummary:
     polls: int = 0
     failed_polls: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
-    lags: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    lags: dict[str, LagStats] = field(default_factory=lambda: defaultdict(LagStats))
     last_error: str | None = None
     gave_up: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: counts and lag statistics in seconds."""
-        lag = {
-            key: {
-                "count": len(v),
-                "min_s": round(min(v), 3),
-                "median_s": round(statistics.median(v), 3),
-                "max_s": round(max(v), 3),
-            }
-            for key, v in sorted(self.lags.items())
-        }
         return {
             "polls": self.polls,
             "failed_polls": self.failed_polls,
             "outcomes": dict(sorted(self.outcomes.items())),
-            "lag": lag,
+            "lag": {key: stats.to_dict() for key, stats in sorted(self.lags.items())},
             "last_error": self.last_error,
             "gave_up": self.gave_up,
         }
@@ -220,11 +244,11 @@ class IngestDaemon:
         event = FrameEvent.of(
             name, uri=local.resolve().as_uri(), source_uri=candidate.source_uri, size=candidate.size, ingest_time=now
         )
-        self.bus.publish(FRAMES_TOPIC, event.key, event.to_json())
+        self.bus.publish(event.topic, event.key, event.to_json(), spread=not event.is_glm)
         self._final(name.name, "announced", name.scan_start, report, now)
         lag = (now - name.scan_end).total_seconds()
         metrics.LAG.labels(product=name.product, sector=name.sector or GLM_KEY, band=_band(name)).observe(lag)
-        self.summary.lags[lag_key(name)].append(lag)
+        self.summary.lags[lag_key(name)].add(lag)
         log.info("announced %s (lag %.1f s)", name.name, lag)
 
     def _refuse(

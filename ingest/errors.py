@@ -7,10 +7,12 @@ programming errors::
     LtgcastError
     ├── ConfigError            bad flags or environment: crash at start-up
     ├── IngestError            a source, bus or checkpoint failed
+    │   └── RebalancedError    a commit for a partition the group gave to another member
     ├── EventError             a bus message is not a known, valid event
     ├── FrameDecodeError       a file is not the GOES-R product it claims to be
     │   └── FilenameError      a file name does not follow the product grammar
     ├── ScoringError           the scorer failed (timeouts, transport, shapes)
+    │   └── ScoringUnavailable the scorer could not be reached or was overloaded: try the frame again later
     ├── StoreError             the grid store (Redis) failed or holds an undecodable grid
     ├── TrainingError          training diverged or met non-finite input
     └── ModelRejected          a model version failed validation
@@ -34,6 +36,10 @@ class ConfigError(LtgcastError, ValueError):
 
 class IngestError(LtgcastError):
     """A frame source, the bus or the checkpoint failed."""
+
+
+class RebalancedError(IngestError):
+    """A commit was refused: the consumer group moved the partition to another member meanwhile."""
 
 
 class EventError(LtgcastError, ValueError):
@@ -63,6 +69,10 @@ class FilenameError(FrameDecodeError, ValueError):
 
 class ScoringError(LtgcastError):
     """The scorer failed to produce probabilities."""
+
+
+class ScoringUnavailable(ScoringError):
+    """The scorer could not answer now (unreachable, timed out, overloaded, breaker open): a transient failure."""
 
 
 class StoreError(LtgcastError):

@@ -1,38 +1,70 @@
-"""Events on the bus: small, versioned JSON documents (claim check, never arrays).
+"""Events on the bus: small, typed, versioned JSON records (claim check, never arrays).
 
 Every event is one JSON object with ``schema`` (which kind of event) and
-``version`` (an integer bumped on any incompatible change). A consumer refuses a
-schema or version it does not know with :class:`~ingest.errors.EventError`
-instead of guessing. Times are ISO 8601 UTC strings with a ``Z`` suffix. Arrays
-never travel on the bus: a :class:`FrameEvent` carries the URI of a verified
-local copy of the file, and the file name, which is unique per NOAA product
-file and therefore the idempotency key of the event.
+``version`` (an integer bumped on any incompatible change), then the fields of
+its record. Records are ``msgspec`` structs, and :func:`decode_event` is the one
+place bytes from the bus become a record: any schema or version it does not
+know, any missing field, any value of the wrong type or out of range raises
+:class:`~ingest.errors.EventError` naming what was expected and what was found,
+so a consumer dead-letters the message and moves on instead of guessing (or
+crashing on ``"family": 1``). Times are ISO 8601 UTC strings with a ``Z``
+suffix (:func:`ingest.ncio.iso_utc`). Arrays never travel on the bus: a
+:class:`FrameEvent` carries the URI of a verified local copy of the file, and
+the file name, which is unique per NOAA product file and therefore the
+idempotency key of the event; the name must parse and agree with the event's
+satellite, product, sector, band and times.
 
-Topics (:data:`TOPICS`) and message keys: frame and dead-letter events are keyed
-by sector (``C``, ``F``, ``M1``, ``M2``; ``GLM`` for lightning granules), so one
-sector's frames stay ordered on one partition.
+Topics (:data:`TOPICS`) and message keys
+----------------------------------------
+* ``ltgcast.frames.v1`` — ABI frames, keyed by file name and **spread** over the
+  partitions in turn (:meth:`ingest.bus.Bus.publish` with ``spread=True``), so
+  the workers of one consumer group share every sector's frames by load. There
+  is no per-sector order: grids are idempotent and "latest" only moves forward,
+  so a frame scored before an older one changes nothing.
+* ``ltgcast.glm.v1`` — GLM granules, keyed by satellite (in time order per
+  satellite). Lightning is context every frame needs, so every worker reads
+  this topic whole (:meth:`ingest.bus.Bus.broadcast`), never as a group.
+* ``ltgcast.grids.v1`` — :class:`GridEvent`, keyed by sector.
+* ``ltgcast.deadletter.v1`` — :class:`DeadLetterEvent`, keyed like the refused input.
+
+A grid's identity is one record, :class:`GridKey` (satellite, sector, scan start,
+model name and version); its text form is the grid id
+``<satellite>_<sector>_<YYYYmmddTHHMMSSZ>_<model>-v<version>``, made and parsed
+only there. Every other grid type is a view of it.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
-from datetime import datetime
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from ingest.errors import EventError
-from ingest.filenames import GoesFilename
+import msgspec
+
+from ingest.errors import EventError, FilenameError
+from ingest.filenames import GoesFilename, parse_filename
 from ingest.ncio import iso_utc, parse_utc
 
 FRAMES_TOPIC = "ltgcast.frames.v1"
+GLM_TOPIC = "ltgcast.glm.v1"
 GRIDS_TOPIC = "ltgcast.grids.v1"
 DEADLETTER_TOPIC = "ltgcast.deadletter.v1"
-TOPICS = (FRAMES_TOPIC, GRIDS_TOPIC, DEADLETTER_TOPIC)
+TOPICS = (FRAMES_TOPIC, GLM_TOPIC, GRIDS_TOPIC, DEADLETTER_TOPIC)
 
-#: Message key of events about GLM granules, which have no sector.
+#: The ABI scan sectors (CONUS, full disk, the two mesoscale sectors).
+SECTORS = ("C", "F", "M1", "M2")
+#: The label of GLM granules where a sector is expected (lag metrics, dead letters).
 GLM_KEY = "GLM"
+#: Why a message can be refused: its name, download or contents (ingest), a broken event or scoring (worker).
+DEAD_LETTER_STAGES = ("name", "download", "decode", "event", "score")
+
+_GRID_ID = re.compile(
+    r"^(?P<satellite>G\d{2})_(?P<sector>C|F|M1|M2)_(?P<stamp>\d{8}T\d{6}Z)_(?P<model>[A-Za-z0-9._-]+)-v(?P<version>\d+)$"
+)
+_STAMP = "%Y%m%dT%H%M%SZ"
 
 
 def local_path(uri: str) -> Path:
@@ -52,37 +84,152 @@ def local_path(uri: str) -> Path:
     raise EventError(msg)
 
 
-def _decode(payload: bytes | str, schema: str, version: int) -> dict[str, Any]:
+def _utc(record: str, field: str, value: str) -> datetime:
     try:
-        doc = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        msg = f"expected a JSON {schema} event, found undecodable bytes: {exc}"
-        raise EventError(msg) from exc
-    if not isinstance(doc, dict):
-        msg = f"expected a JSON object ({schema} event), found {type(doc).__name__}"
-        raise EventError(msg)
-    found = (doc.get("schema"), doc.get("version"))
-    if found != (schema, version):
-        msg = f"expected schema {schema!r} version {version}, found schema {found[0]!r} version {found[1]!r}"
-        raise EventError(msg)
-    return doc
-
-
-def _encode(event: Any) -> bytes:
-    return json.dumps({"schema": event.SCHEMA, "version": event.VERSION, **asdict(event)}).encode()
-
-
-def _fields_of(cls: type[Any], doc: dict[str, Any]) -> dict[str, Any]:
-    names = [f.name for f in fields(cls)]
-    missing = [n for n in names if n not in doc]
-    if missing:
-        msg = f"{cls.__name__} is missing {', '.join(missing)}; found keys {sorted(doc)}"
-        raise EventError(msg)
-    return {n: doc[n] for n in names}
+        return parse_utc(value)
+    except (TypeError, ValueError) as exc:
+        msg = f"{record}.{field}: expected ISO 8601 UTC, found {value!r}"
+        raise ValueError(msg) from exc
 
 
 @dataclass(frozen=True)
-class FrameEvent:
+class GridKey:
+    """What names a grid: one scan of one sector by one model version (the idempotency key of a grid).
+
+    The scan start is kept to the second, as the id spells it.
+
+    >>> key = GridKey.parse("G19_M1_20240615T200024Z_lightning-v3")
+    >>> key.sector, key.model_version, key.scan_start.isoformat()
+    ('M1', 3, '2024-06-15T20:00:24+00:00')
+    >>> key.grid_id
+    'G19_M1_20240615T200024Z_lightning-v3'
+    >>> GridKey.parse("../../etc/passwd")
+    Traceback (most recent call last):
+    ...
+    ValueError: grid id must look like G19_C_20240615T200024Z_lightning-v3; found '../../etc/passwd'
+    """
+
+    satellite: str
+    sector: str
+    scan_start: datetime
+    model_name: str
+    model_version: int
+
+    def __post_init__(self) -> None:
+        """Refuse a key whose id would not parse back (the id is a path component and a Redis key)."""
+        if self.scan_start.utcoffset() is None:
+            msg = f"GridKey.scan_start must be timezone-aware; found {self.scan_start.isoformat()}"
+            raise ValueError(msg)
+        object.__setattr__(self, "scan_start", self.scan_start.astimezone(UTC).replace(microsecond=0))
+        if _GRID_ID.match(self._text()) is None:
+            msg = f"not a valid grid key: {self!r}"
+            raise ValueError(msg)
+
+    @property
+    def order(self) -> tuple[datetime, int, str]:
+        """How grids sort: scan start, then model version, then id ("latest" is the greatest)."""
+        return (self.scan_start, self.model_version, self.grid_id)
+
+    def _text(self) -> str:
+        stamp = self.scan_start.astimezone(UTC).strftime(_STAMP)
+        return f"{self.satellite}_{self.sector}_{stamp}_{self.model_name}-v{self.model_version}"
+
+    @property
+    def grid_id(self) -> str:
+        """``<satellite>_<sector>_<YYYYmmddTHHMMSSZ>_<model>-v<version>`` (scan start to the second)."""
+        return self._text()
+
+    @classmethod
+    def parse(cls, grid_id: str) -> GridKey:
+        """The key a grid id names; ``ValueError`` naming the expected form otherwise."""
+        match = _GRID_ID.match(grid_id)
+        if match is None:
+            msg = f"grid id must look like G19_C_20240615T200024Z_lightning-v3; found {grid_id!r}"
+            raise ValueError(msg)
+        scan = datetime.strptime(match["stamp"], _STAMP).replace(tzinfo=UTC)
+        return cls(match["satellite"], match["sector"], scan, match["model"], int(match["version"]))
+
+
+class GridView:
+    """The parts of a grid's key, for a record that holds one as ``grid`` (stored grids, notifications)."""
+
+    grid: GridKey
+
+    @property
+    def grid_id(self) -> str:
+        """The grid id."""
+        return self.grid.grid_id
+
+    @property
+    def satellite(self) -> str:
+        """The platform (``G19``)."""
+        return self.grid.satellite
+
+    @property
+    def sector(self) -> str:
+        """The ABI sector."""
+        return self.grid.sector
+
+    @property
+    def model_name(self) -> str:
+        """The model's name."""
+        return self.grid.model_name
+
+    @property
+    def model_version(self) -> int:
+        """The model's version."""
+        return self.grid.model_version
+
+    model = model_name
+    version = model_version
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="schema"):
+    """The envelope every event shares: ``schema`` (the record's tag) and ``version``."""
+
+    VERSION: ClassVar[int] = 1
+
+    version: int = 1
+
+    def to_json(self) -> bytes:
+        """UTF-8 JSON with ``schema`` and ``version`` first."""
+        return msgspec.json.encode(self)
+
+    @classmethod
+    def from_json(cls: type[E], payload: bytes | str) -> E:
+        """Parse and check an event of this type; :class:`EventError` names what is wrong."""
+        return decode_event(payload, cls)
+
+
+E = TypeVar("E", bound=Event)
+
+
+class _Envelope(msgspec.Struct):
+    schema: str
+    version: int
+
+
+def decode_event(payload: bytes | str, record: type[E]) -> E:
+    """The one decoder of bus messages: bytes → a checked ``record``, or :class:`EventError` saying why not."""
+    schema = record.__struct_config__.tag
+    try:
+        envelope = msgspec.json.decode(payload, type=_Envelope)
+    except msgspec.DecodeError as exc:
+        problem = "undecodable bytes" if not isinstance(exc, msgspec.ValidationError) else "an invalid envelope"
+        msg = f"expected a JSON {schema} event (an object with schema and version), found {problem}: {exc}"
+        raise EventError(msg) from exc
+    if (envelope.schema, envelope.version) != (schema, record.VERSION):
+        msg = (f"expected schema {schema!r} version {record.VERSION}, "
+               f"found schema {envelope.schema!r} version {envelope.version!r}")  # fmt: skip
+        raise EventError(msg)
+    try:
+        return msgspec.json.decode(payload, type=record)
+    except msgspec.DecodeError as exc:
+        msg = f"{record.__name__}: {exc}"
+        raise EventError(msg) from exc
+
+
+class FrameEvent(Event, frozen=True, kw_only=True, tag="ltgcast.frame"):
     """A new GOES-R file, verified and ready to read at ``uri``.
 
     ``product`` is NOAA's folder name (``ABI-L1b-RadC``), ``family`` the reader
@@ -90,9 +237,6 @@ class FrameEvent:
     ``source_uri`` is where the file was found (``s3://bucket/key`` or a spool
     path); ``uri`` is the local copy that was checked and may be read.
     """
-
-    SCHEMA: ClassVar[str] = "ltgcast.frame"
-    VERSION: ClassVar[int] = 1
 
     name: str
     satellite: str
@@ -108,6 +252,31 @@ class FrameEvent:
     source_uri: str
     size: int
     ingest_time: str
+
+    def __post_init__(self) -> None:
+        """The name must be a GOES-R name that agrees with the fields; times UTC; size a byte count."""
+        try:
+            parsed = parse_filename(self.name)
+        except FilenameError as exc:
+            msg = f"FrameEvent.name: {exc.reason}"
+            raise ValueError(msg) from exc
+        claimed = (self.satellite, self.family, self.product, self.sector, self.band, self.mode)
+        named = (parsed.satellite, parsed.family, parsed.product, parsed.sector, parsed.band, parsed.mode)
+        if claimed != named:
+            msg = f"FrameEvent fields {claimed} disagree with its name {self.name!r}, which says {named}"
+            raise ValueError(msg)
+        for field in ("scan_start", "scan_end", "created", "ingest_time"):
+            _utc("FrameEvent", field, getattr(self, field))
+        if (self.start, self.end) != (parsed.scan_start, parsed.scan_end):
+            msg = f"FrameEvent times {self.scan_start}..{self.scan_end} disagree with its name {self.name!r}"
+            raise ValueError(msg)
+        if self.size < 0:
+            msg = f"FrameEvent.size: expected a byte count >= 0, found {self.size}"
+            raise ValueError(msg)
+        try:
+            local_path(self.uri)
+        except EventError as exc:
+            raise ValueError(str(exc)) from exc
 
     @classmethod
     def of(cls, name: GoesFilename, *, uri: str, source_uri: str, size: int, ingest_time: datetime) -> FrameEvent:
@@ -130,40 +299,45 @@ class FrameEvent:
         )
 
     @property
+    def is_glm(self) -> bool:
+        """A GLM granule (no sector), not an ABI frame."""
+        return self.family.startswith("GLM")
+
+    @property
+    def topic(self) -> str:
+        """Where the event goes: GLM granules to ``ltgcast.glm.v1``, frames to ``ltgcast.frames.v1``."""
+        return GLM_TOPIC if self.is_glm else FRAMES_TOPIC
+
+    @property
     def key(self) -> str:
-        """The message key: the sector, or ``GLM``."""
+        """The message key: the satellite for a GLM granule (time order per satellite), else the file name."""
+        return self.satellite if self.is_glm else self.name
+
+    @property
+    def label(self) -> str:
+        """The sector, or ``GLM`` (bounded metric labels, dead-letter keys)."""
         return self.sector or GLM_KEY
 
-    def to_json(self) -> bytes:
-        """UTF-8 JSON with ``schema`` and ``version`` first."""
-        return _encode(self)
+    @property
+    def start(self) -> datetime:
+        """``scan_start`` as an aware datetime."""
+        return parse_utc(self.scan_start)
 
-    @classmethod
-    def from_json(cls, payload: bytes | str) -> FrameEvent:
-        """Parse and check an event; :class:`EventError` names what is wrong."""
-        values = _fields_of(cls, _decode(payload, cls.SCHEMA, cls.VERSION))
-        for stamp in ("scan_start", "scan_end", "created", "ingest_time"):
-            try:
-                parse_utc(values[stamp])
-            except (TypeError, ValueError) as exc:
-                msg = f"FrameEvent.{stamp}: expected ISO 8601 UTC, found {values[stamp]!r}"
-                raise EventError(msg) from exc
-        if not isinstance(values["size"], int) or values["size"] < 0:
-            msg = f"FrameEvent.size: expected a byte count >= 0, found {values['size']!r}"
-            raise EventError(msg)
-        return cls(**values)
+    @property
+    def end(self) -> datetime:
+        """``scan_end`` as an aware datetime."""
+        return parse_utc(self.scan_end)
 
 
-@dataclass(frozen=True)
-class DeadLetterEvent:
-    """A file that was not announced, why, and where its bytes were kept.
+class DeadLetterEvent(Event, frozen=True, kw_only=True, tag="ltgcast.deadletter"):
+    """A file or message that was not processed, why, and where its bytes were kept.
 
     ``stage`` is one of :data:`DEAD_LETTER_STAGES`. ``quarantine_uri`` is the
-    quarantined copy (``None`` when nothing could be downloaded).
+    quarantined copy (``None`` when nothing could be downloaded or the input was
+    a bus message). ``origin`` names the message a worker refused
+    (``topic/partition@offset``), so letters about one message from several
+    workers (a GLM event every worker reads) can be told apart and de-duplicated.
     """
-
-    SCHEMA: ClassVar[str] = "ltgcast.deadletter"
-    VERSION: ClassVar[int] = 1
 
     name: str
     key: str
@@ -172,31 +346,22 @@ class DeadLetterEvent:
     source_uri: str
     quarantine_uri: str | None
     ingest_time: str
+    origin: str | None = None
 
-    def to_json(self) -> bytes:
-        """UTF-8 JSON with ``schema`` and ``version`` first."""
-        return _encode(self)
-
-    @classmethod
-    def from_json(cls, payload: bytes | str) -> DeadLetterEvent:
-        """Parse and check an event; :class:`EventError` names what is wrong."""
-        values = _fields_of(cls, _decode(payload, cls.SCHEMA, cls.VERSION))
-        if values["stage"] not in DEAD_LETTER_STAGES:
-            msg = f"DeadLetterEvent.stage: expected one of {DEAD_LETTER_STAGES}, found {values['stage']!r}"
-            raise EventError(msg)
-        return cls(**values)
+    def __post_init__(self) -> None:
+        """Known stage, UTC time."""
+        if self.stage not in DEAD_LETTER_STAGES:
+            msg = f"DeadLetterEvent.stage: expected one of {DEAD_LETTER_STAGES}, found {self.stage!r}"
+            raise ValueError(msg)
+        _utc("DeadLetterEvent", "ingest_time", self.ingest_time)
 
 
-@dataclass(frozen=True)
-class GridEvent:
-    """A probability grid was stored: which frame, which model, where it is.
+class GridEvent(Event, frozen=True, kw_only=True, tag="ltgcast.grid"):
+    """A probability grid was stored: which frame, which model, where it is (a view of its :class:`GridKey`).
 
-    ``grid_id`` (satellite, sector, scan start, model version) is the
-    idempotency key: a replayed frame announces the same id again.
+    ``grid_id`` must be the id of the event's own satellite, sector, scan start
+    and model: a replayed frame announces the same id again.
     """
-
-    SCHEMA: ClassVar[str] = "ltgcast.grid"
-    VERSION: ClassVar[int] = 1
 
     grid_id: str
     satellite: str
@@ -211,20 +376,50 @@ class GridEvent:
     glm_missing: int
     created: str
 
+    def __post_init__(self) -> None:
+        """The id is the key of the fields; times UTC; counts non-negative."""
+        for field in ("scan_start", "valid_time", "created"):
+            _utc("GridEvent", field, getattr(self, field))
+        own = GridKey(self.satellite, self.sector, self.start, self.model_name, self.model_version).grid_id
+        if own != self.grid_id:
+            msg = f"GridEvent.grid_id {self.grid_id!r} is not the id of its fields ({own!r})"
+            raise ValueError(msg)
+        if self.glm_used < 0 or self.glm_missing < 0:
+            msg = f"GridEvent granule counts must be >= 0; found used {self.glm_used}, missing {self.glm_missing}"
+            raise ValueError(msg)
+
+    @classmethod
+    def of(cls, key: GridKey, *, valid_time: datetime, uri: str, frame: str, glm_used: int, glm_missing: int,
+           created: datetime, scan_start: datetime | None = None) -> GridEvent:  # fmt: skip
+        """The event of a stored grid; ``scan_start`` to the millisecond when known (the key keeps seconds)."""
+        return cls(
+            grid_id=key.grid_id, satellite=key.satellite, sector=key.sector,
+            scan_start=iso_utc(scan_start or key.scan_start), valid_time=iso_utc(valid_time),
+            model_name=key.model_name, model_version=key.model_version, uri=uri, frame=frame,
+            glm_used=glm_used, glm_missing=glm_missing, created=iso_utc(created),
+        )  # fmt: skip
+
     @property
     def key(self) -> str:
         """The message key: the sector."""
         return self.sector
 
-    def to_json(self) -> bytes:
-        """UTF-8 JSON with ``schema`` and ``version`` first."""
-        return _encode(self)
+    @property
+    def start(self) -> datetime:
+        """``scan_start`` as an aware datetime."""
+        return parse_utc(self.scan_start)
 
-    @classmethod
-    def from_json(cls, payload: bytes | str) -> GridEvent:
-        """Parse and check an event; :class:`EventError` names what is wrong."""
-        return cls(**_fields_of(cls, _decode(payload, cls.SCHEMA, cls.VERSION)))
+    @property
+    def grid(self) -> GridKey:
+        """The grid this event is about."""
+        return GridKey.parse(self.grid_id)
 
 
-#: Why a file can be refused: its name, its download or its contents (ingest), a broken event or scoring (worker).
-DEAD_LETTER_STAGES = ("name", "download", "decode", "event", "score")
+#: The record each topic carries.
+RECORDS: dict[str, type[Event]] = {FRAMES_TOPIC: FrameEvent, GLM_TOPIC: FrameEvent, GRIDS_TOPIC: GridEvent,
+                                   DEADLETTER_TOPIC: DeadLetterEvent}  # fmt: skip
+
+
+def describe(topic: str, payload: bytes) -> Event:
+    """Decode a message of a known topic into its record (``EventError`` if it is not one)."""
+    return decode_event(payload, RECORDS[topic])

@@ -1,28 +1,54 @@
 """The Kafka bus (kafka-python): the one place Kafka exceptions are translated.
 
-``kafka://127.0.0.1:9092[,host:port…][?partitions=3&replication=1&timeout_s=10]``
+``kafka://127.0.0.1:9092[,host:port…][?partitions=12&replication=1&timeout_s=10&namespace=staging
+&session_timeout_s=8&heartbeat_s=2]``
 
 * Producer: ``acks=all``, retries inside kafka-python, and :meth:`KafkaBus.publish`
   waits for the broker's acknowledgement, so a returned publish is durable.
-* Topics are created on first use with ``partitions`` partitions (default 3:
-  CONUS, full disk and the mesoscale sectors spread over them by key) and
-  ``replication`` replicas (default 1, the single-node broker).
+  ``spread=True`` puts each message on the topic's next partition in turn (the
+  key still travels with it): frame events are shared by count between the
+  workers of a group, not pinned to one by their sector.
+* Topics are created on first use with ``partitions`` partitions (default 12:
+  2, 3, 4 or 6 workers each get the same number) and ``replication`` replicas
+  (default 1, the single-node broker). A topic that exists with fewer
+  partitions is grown to ``partitions`` (new partitions only ever add room;
+  keys of ``spread`` topics carry no meaning for placement).
+* ``namespace`` prefixes every topic name (``<namespace>.ltgcast.frames.v1``):
+  several deployments (staging and production, or test runs) share one
+  cluster without seeing each other's events. Messages handed out carry the
+  topic names without the prefix.
 * Consumers never auto-commit: :meth:`KafkaSubscription.commit` commits the offset
   after a processed message, and a consumer that dies before committing has its
-  messages re-delivered to the group.
+  messages re-delivered to the group. The group's session times out after
+  ``session_timeout_s`` (default 8 s, heartbeats every ``heartbeat_s``, 2 s), so
+  the partitions of a member killed with ``kill -9`` move within seconds; a
+  member that closes leaves the group at once.
+* Rebalances are eager (the range assignor): every member hears, inside its
+  poll, that all its partitions were revoked, then which ones it was given
+  (:class:`~ingest.bus.RebalanceListener`). The listener runs on kafka-python's
+  I/O thread while the polling thread waits, so it must not call the consumer.
+* :meth:`KafkaBus.broadcast` assigns every partition of a topic by hand (no
+  group, no commits), seeks each to the first record whose timestamp (the
+  producer's create time) is within ``lookback_s`` of this machine's clock,
+  and looks for new partitions every minute (a new one is read from its start).
 * :meth:`KafkaSubscription.lag` asks the brokers for the log end and start
   offsets of the partitions assigned to this member and the group's committed
   offsets (a few round trips, each bounded by ``timeout_s``); nothing while a
   rebalance has left the member without partitions.
 
 Every ``kafka.errors.KafkaError`` (and the ``OSError`` of a refused connection)
-becomes :class:`~ingest.errors.IngestError`, naming the brokers and what failed.
+becomes :class:`~ingest.errors.IngestError`, naming the brokers and what failed;
+a commit the group refused after a rebalance becomes
+:class:`~ingest.errors.RebalancedError`.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -30,28 +56,61 @@ from urllib.parse import parse_qs, urlsplit
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    InvalidPartitionsError,
+    KafkaError,
+    RebalanceInProgressError,
+    TopicAlreadyExistsError,
+    UnknownMemberIdError,
+)
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from ingest.addresses import parse_address
-from ingest.bus import Message
-from ingest.errors import ConfigError, IngestError
+from ingest.bus import Message, RebalanceListener
+from ingest.bus import TopicPartition as Partition
+from ingest.errors import ConfigError, IngestError, RebalancedError
 
 log = logging.getLogger(__name__)
 
-_OPTIONS: dict[str, type[int] | type[float]] = {"partitions": int, "replication": int, "timeout_s": float}
+_OPTIONS: dict[str, type[int] | type[float] | type[str]] = {
+    "partitions": int, "replication": int, "timeout_s": float, "namespace": str, "session_timeout_s": float,
+    "heartbeat_s": float,
+}  # fmt: skip
+#: Commit errors that mean "the group moved on": the partition belongs to another member now.
+_REBALANCED = (CommitFailedError, IllegalGenerationError, RebalanceInProgressError, UnknownMemberIdError)
+PARTITION_CHECK_S = 60.0  # how often a broadcast reader looks for new partitions
 
 
 class KafkaBus:
     """A :class:`~ingest.bus.Bus` on an Apache Kafka cluster."""
 
-    def __init__(self, brokers: str, *, partitions: int = 3, replication: int = 1, timeout_s: float = 10.0) -> None:
+    def __init__(self, brokers: str, *, partitions: int = 12, replication: int = 1, timeout_s: float = 10.0,
+                 namespace: str = "", session_timeout_s: float = 8.0, heartbeat_s: float = 2.0) -> None:  # fmt: skip
+        if partitions < 1 or replication < 1 or timeout_s <= 0:
+            msg = f"Kafka bus: partitions and replication must be >= 1 and timeout_s > 0; found {partitions}, " \
+                  f"{replication}, {timeout_s}"  # fmt: skip
+            raise ConfigError(msg)
+        if not 0 < heartbeat_s * 3 <= session_timeout_s:
+            msg = (f"Kafka bus: heartbeat_s must be at most a third of session_timeout_s; found heartbeat_s "
+                   f"{heartbeat_s}, session_timeout_s {session_timeout_s}")  # fmt: skip
+            raise ConfigError(msg)
+        if namespace and not all(c.isalnum() or c in "._-" for c in namespace):
+            msg = f"Kafka bus namespace may hold letters, digits, '.', '_' and '-' only; found {namespace!r}"
+            raise ConfigError(msg)
         self.brokers = brokers
         self.partitions = partitions
         self.replication = replication
         self.timeout_s = timeout_s
+        self.namespace = namespace
+        self.session_timeout_s = session_timeout_s
+        self.heartbeat_s = heartbeat_s
         self._producer: KafkaProducer | None = None
         self._known_topics: set[str] = set()
+        self._turns: dict[str, Iterator[int]] = {}
+        self._lock = threading.Lock()
 
     @classmethod
     def from_uri(cls, uri: str) -> KafkaBus:
@@ -72,6 +131,17 @@ class KafkaBus:
                 raise ConfigError(msg) from exc
         return cls(parts.netloc, **options)
 
+    # -- names -----------------------------------------------------------------------------
+
+    def full(self, topic: str) -> str:
+        """The topic's name on the cluster (with the namespace)."""
+        return f"{self.namespace}.{topic}" if self.namespace else topic
+
+    def short(self, topic: str) -> str:
+        """The topic's name as ltgcast knows it (without the namespace)."""
+        prefix = f"{self.namespace}." if self.namespace else ""
+        return topic[len(prefix) :] if prefix and topic.startswith(prefix) else topic
+
     def _timeouts(self) -> dict[str, int]:
         """Client time-outs: an unreachable cluster fails within ``timeout_s``, not kafka-python's 30 s."""
         millis = int(self.timeout_s * 1000)
@@ -82,6 +152,9 @@ class KafkaBus:
         """Turn Kafka and socket errors raised inside into :class:`IngestError`."""
         try:
             yield
+        except _REBALANCED as exc:
+            msg = f"Kafka at {self.brokers}: {what} refused, the group has rebalanced: {type(exc).__name__}: {exc}"
+            raise RebalancedError(msg) from exc
         except (KafkaError, OSError) as exc:
             msg = f"Kafka at {self.brokers}: {what} failed: {type(exc).__name__}: {exc}"
             raise IngestError(msg) from exc
@@ -101,63 +174,96 @@ class KafkaBus:
         raise IngestError(msg)
 
     def ensure_topics(self, topics: Sequence[str]) -> None:
-        """Create the topics that do not exist yet (idempotent)."""
-        missing = [t for t in topics if t not in self._known_topics]
+        """Create the topics that do not exist yet and grow those with fewer partitions (idempotent)."""
+        missing = [self.full(t) for t in topics if self.full(t) not in self._known_topics]
         if not missing:
             return
         self._check_reachable()
         with self.translated(f"creating topics {missing}"):
             admin = KafkaAdminClient(bootstrap_servers=self.brokers, **self._timeouts())
             try:
-                existing = set(admin.list_topics())
+                existing = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(missing)
+                            if t.get("error_code", 0) == 0}  # fmt: skip
                 new = [NewTopic(t, self.partitions, self.replication) for t in missing if t not in existing]
                 if new:
-                    admin.create_topics(new)
-                    log.info("created Kafka topics %s", ", ".join(t.name for t in new))
-            except TopicAlreadyExistsError:
-                log.debug("topics %s were created meanwhile by another client", missing)
+                    try:
+                        admin.create_topics(new)
+                        log.info("created Kafka topics %s", ", ".join(t.name for t in new))
+                    except TopicAlreadyExistsError:
+                        log.debug("topics %s were created meanwhile by another client", missing)
+                # 0: just created elsewhere, metadata not yet everywhere; never shrink, never race to grow twice
+                small = {t: self.partitions for t, count in existing.items() if 0 < count < self.partitions}
+                if small:
+                    try:
+                        admin.create_partitions(small)
+                        log.info("grew Kafka topics %s to %d partitions", ", ".join(small), self.partitions)
+                    except InvalidPartitionsError as exc:
+                        log.info("Kafka topics %s were grown meanwhile by another client: %s", ", ".join(small), exc)
             finally:
                 admin.close()
         self._known_topics.update(missing)
 
     def _producer_for(self, topic: str) -> KafkaProducer:
         self.ensure_topics([topic])
-        if self._producer is None:
-            with self.translated("connecting the producer"):
-                self._producer = KafkaProducer(
-                    bootstrap_servers=self.brokers,
-                    acks="all",
-                    retries=5,
-                    linger_ms=0,
-                    max_block_ms=int(self.timeout_s * 1000),
-                    # A record not acknowledged within timeout_s fails instead of staying
-                    # queued: otherwise a slow broker would deliver it after publish()
-                    # gave up, and the retry on the next poll would be a duplicate.
-                    delivery_timeout_ms=int(self.timeout_s * 1000),
-                    **self._timeouts(),
-                )
-        return self._producer
+        with self._lock:
+            if self._producer is None:
+                with self.translated("connecting the producer"):
+                    self._producer = KafkaProducer(
+                        bootstrap_servers=self.brokers,
+                        acks="all",
+                        retries=5,
+                        linger_ms=0,
+                        max_block_ms=int(self.timeout_s * 1000),
+                        # A record not acknowledged within timeout_s fails instead of staying
+                        # queued: otherwise a slow broker would deliver it after publish()
+                        # gave up, and the retry on the next poll would be a duplicate.
+                        delivery_timeout_ms=int(self.timeout_s * 1000),
+                        **self._timeouts(),
+                    )
+            return self._producer
 
-    def publish(self, topic: str, key: str, value: bytes) -> None:
+    def _next_partition(self, producer: KafkaProducer, topic: str) -> int:
+        """The partition after the last one this bus spread a message of ``topic`` to."""
+        partitions = sorted(producer.partitions_for(topic))
+        with self._lock:
+            turn = self._turns.setdefault(topic, itertools.count())
+            return int(partitions[next(turn) % len(partitions)])
+
+    def publish(self, topic: str, key: str, value: bytes, *, spread: bool = False) -> None:
         """Send and wait for the acknowledgement of every in-sync replica."""
         producer = self._producer_for(topic)
-        with self.translated(f"publishing to {topic}"):
+        name = self.full(topic)
+        with self.translated(f"publishing to {name}"):
+            partition = self._next_partition(producer, name) if spread else None
             # Waits past delivery_timeout_ms, so the future has its final answer.
-            producer.send(topic, key=key.encode(), value=value).get(timeout=2 * self.timeout_s + 5)
+            producer.send(name, key=key.encode(), value=value, partition=partition).get(timeout=2 * self.timeout_s + 5)
 
-    def subscribe(self, topics: Sequence[str], group: str) -> KafkaSubscription:
+    def _consumer(self, group: str | None) -> KafkaConsumer:
+        return KafkaConsumer(
+            bootstrap_servers=self.brokers,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(self.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(self.heartbeat_s * 1000),
+            bootstrap_timeout_ms=int(self.timeout_s * 1000),
+        )
+
+    def subscribe(self, topics: Sequence[str], group: str, *,
+                  listener: RebalanceListener | None = None) -> KafkaSubscription:  # fmt: skip
         """Join ``group``; a group new to a topic starts at its earliest message."""
         self.ensure_topics(topics)
         with self.translated(f"joining consumer group {group!r}"):
-            consumer = KafkaConsumer(
-                *topics,
-                bootstrap_servers=self.brokers,
-                group_id=group,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                bootstrap_timeout_ms=int(self.timeout_s * 1000),
-            )
+            consumer = self._consumer(group)
+            consumer.subscribe([self.full(t) for t in topics], listener=_Listener(self, listener))
         return KafkaSubscription(self, consumer)
+
+    def broadcast(self, topic: str, lookback_s: float | None) -> KafkaReader:
+        """Read every partition of ``topic`` from the first record of the last ``lookback_s`` seconds (no group)."""
+        self.ensure_topics([topic])
+        since = None if lookback_s is None else time.time() - lookback_s
+        with self.translated(f"reading {self.full(topic)} from every partition"):
+            return KafkaReader(self, self.full(topic), since)
 
     def close(self) -> None:
         """Flush and close the producer."""
@@ -165,6 +271,38 @@ class KafkaBus:
         if producer is not None:
             with self.translated("closing the producer"):
                 producer.close(timeout=self.timeout_s)
+
+    def message(self, record: Any) -> Message:
+        """A kafka-python record as a :class:`~ingest.bus.Message` (topic without the namespace)."""
+        return Message(
+            topic=self.short(record.topic),
+            key=record.key.decode(errors="replace") if record.key is not None else "",
+            value=record.value,
+            partition=record.partition,
+            offset=record.offset,
+            timestamp=record.timestamp / 1000.0 if record.timestamp is not None and record.timestamp >= 0 else 0.0,
+        )
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """kafka-python's listener interface in front of ours (topic names without the namespace)."""
+
+    def __init__(self, bus: KafkaBus, listener: RebalanceListener | None) -> None:
+        self._bus = bus
+        self._listener = listener
+
+    def _names(self, partitions: Any) -> list[Partition]:
+        return sorted((self._bus.short(tp.topic), tp.partition) for tp in partitions)
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        log.info("Kafka: partitions revoked: %s", self._names(revoked))
+        if self._listener is not None:
+            self._listener.revoked(self._names(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("Kafka: partitions assigned: %s", self._names(assigned))
+        if self._listener is not None:
+            self._listener.assigned(self._names(assigned))
 
 
 class KafkaSubscription:
@@ -178,25 +316,15 @@ class KafkaSubscription:
         """Fetched records, partition by partition in offset order."""
         with self._bus.translated("polling"):
             batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
-        return [
-            Message(
-                topic=r.topic,
-                key=r.key.decode() if r.key is not None else "",
-                value=r.value,
-                partition=r.partition,
-                offset=r.offset,
-            )
-            for records in batches.values()
-            for r in records
-        ]
+        return [self._bus.message(r) for records in batches.values() for r in records]
 
     def commit(self, message: Message) -> None:
         """Commit the offset after ``message`` on its partition (synchronously)."""
-        position = {TopicPartition(message.topic, message.partition): OffsetAndMetadata(message.offset + 1, "", -1)}
-        with self._bus.translated(f"committing {message.topic}[{message.partition}]@{message.offset}"):
-            self._consumer.commit(position)
+        tp = TopicPartition(self._bus.full(message.topic), message.partition)
+        with self._bus.translated(f"committing {message.origin}"):
+            self._consumer.commit({tp: OffsetAndMetadata(message.offset + 1, "", -1)})
 
-    def lag(self) -> dict[tuple[str, int], int]:
+    def lag(self) -> dict[Partition, int]:
         """Per assigned partition: log end offset − the group's committed offset (the log start if none)."""
         timeout_ms = int(self._bus.timeout_s * 1000)
         with self._bus.translated("reading the consumer lag"):
@@ -208,9 +336,98 @@ class KafkaSubscription:
             committed = {tp: self._consumer.committed(tp, timeout_ms=timeout_ms) for tp in assigned}
         done = {tp: max(committed[tp] if committed[tp] is not None else 0, starts[tp]) for tp in assigned}
         # never below 0: a commit past the log end (a recreated topic, a truncated log) is no backlog
-        return {(tp.topic, tp.partition): max(0, ends[tp] - done[tp]) for tp in assigned}
+        return {(self._bus.short(tp.topic), tp.partition): max(0, ends[tp] - done[tp]) for tp in assigned}
+
+    def pause(self, paused: bool) -> None:
+        """Stop or restart fetching every assigned partition (polls go on, so the member stays in the group)."""
+        with self._bus.translated("pausing" if paused else "resuming"):
+            assigned = list(self._consumer.assignment() or ())
+            if paused:
+                self._consumer.pause(*assigned)
+            else:
+                self._consumer.resume(*self._consumer.paused())
+
+    def rewind(self, partitions: Sequence[Partition]) -> None:
+        """Seek each partition still assigned to the group's committed offset (its start if none)."""
+        timeout_ms = int(self._bus.timeout_s * 1000)
+        with self._bus.translated(f"rewinding {len(partitions)} partition(s) to the committed offsets"):
+            assigned = set(self._consumer.assignment() or ())
+            for topic, number in partitions:
+                tp = TopicPartition(self._bus.full(topic), number)
+                if tp not in assigned:
+                    continue
+                committed = self._consumer.committed(tp, timeout_ms=timeout_ms)
+                if committed is None:
+                    self._consumer.seek_to_beginning(tp)
+                else:
+                    self._consumer.seek(tp, committed)
 
     def close(self) -> None:
-        """Leave the group without committing anything more."""
+        """Leave the group now (its partitions move at once) without committing anything more."""
         with self._bus.translated("closing the consumer"):
+            self._consumer.close(autocommit=False)
+
+
+class KafkaReader:
+    """Every partition of one topic, assigned by hand, from a point in time (:meth:`KafkaBus.broadcast`)."""
+
+    def __init__(self, bus: KafkaBus, topic: str, since: float | None) -> None:
+        self._bus = bus
+        self._topic = topic
+        self._since = since
+        self._consumer = bus._consumer(None)
+        self._targets: dict[TopicPartition, int] = {}
+        self._caught_up = False
+        self._next_check = 0.0
+        self._add_partitions()
+
+    def _add_partitions(self) -> None:
+        """Assign partitions not assigned yet, each from ``since`` (new ones after the first: from the start)."""
+        known = set(self._consumer.assignment() or ())
+        partitions = self._consumer.partitions_for_topic(self._topic) or set()
+        fresh = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        fresh = [tp for tp in fresh if tp not in known]
+        self._next_check = time.monotonic() + PARTITION_CHECK_S
+        if not fresh:
+            return
+        self._consumer.assign(sorted(known) + fresh)
+        timeout_ms = int(self._bus.timeout_s * 1000)
+        ends = self._consumer.end_offsets(fresh, timeout_ms=timeout_ms)
+        found = {}
+        if self._since is not None and not known:
+            found = self._consumer.offsets_for_times({tp: int(self._since * 1000) for tp in fresh},
+                                                     timeout_ms=timeout_ms)  # fmt: skip
+        for tp in fresh:
+            if self._since is None or known:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                at = found.get(tp)
+                self._consumer.seek(tp, at.offset if at is not None else ends[tp])
+        self._targets.update(ends)
+        self._caught_up = False
+        log.info(
+            "Kafka: reading %d partition(s) of %s from %s",
+            len(fresh),
+            self._topic,
+            "the start" if self._since is None or known else time.strftime("%H:%M:%S", time.gmtime(self._since)),
+        )
+
+    def poll(self, timeout_s: float, max_records: int = 500) -> list[Message]:
+        """The next records of any partition."""
+        with self._bus.translated(f"reading {self._topic}"):
+            if time.monotonic() >= self._next_check:
+                self._add_partitions()
+            batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        return [self._bus.message(r) for records in batches.values() for r in records]
+
+    def caught_up(self) -> bool:
+        """Whether every partition's position reached the end it had when it was assigned."""
+        if not self._caught_up:
+            with self._bus.translated(f"reading positions on {self._topic}"):
+                self._caught_up = all(self._consumer.position(tp) >= end for tp, end in self._targets.items())
+        return self._caught_up
+
+    def close(self) -> None:
+        """Release the connection."""
+        with self._bus.translated(f"closing the reader of {self._topic}"):
             self._consumer.close(autocommit=False)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from ingest.atomic import atomic_write_text
 from ingest.errors import IngestError
 from ingest.ncio import iso_utc
 
@@ -47,7 +48,7 @@ class Quarantine:
                     shutil.copy2(local, target)
             reason_file = folder / f"{safe}.reason.json"
             record = {"name": name, "stage": stage, "reason": reason, "source_uri": source_uri, "at": iso_utc(at)}
-            reason_file.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+            atomic_write_text(reason_file, json.dumps(record, indent=1) + "\n")
         except OSError as exc:
             msg = f"cannot quarantine {name} into {folder}: {exc}"
             raise IngestError(msg) from exc

@@ -28,13 +28,13 @@ from ingest.checkpoint import Checkpoint
 from ingest.clock import SystemClock
 from ingest.daemon import DaemonSettings, IngestDaemon, RunSummary
 from ingest.errors import ConfigError, EventError
-from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GRIDS_TOPIC, DeadLetterEvent, FrameEvent
+from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GLM_TOPIC, GRIDS_TOPIC, describe
 from ingest.quarantine import Quarantine
 from ingest.sources import ABI_SECTORS, FrameFilter, SourceContext, get_source
 
 log = logging.getLogger(__name__)
 
-TOPIC_NAMES = {"frames": FRAMES_TOPIC, "grids": GRIDS_TOPIC, "deadletter": DEADLETTER_TOPIC}
+TOPIC_NAMES = {"frames": FRAMES_TOPIC, "glm": GLM_TOPIC, "grids": GRIDS_TOPIC, "deadletter": DEADLETTER_TOPIC}
 
 
 def split_list(text: str, flag: str) -> tuple[str, ...]:
@@ -174,11 +174,8 @@ def ingest_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _describe(topic: str, value: bytes) -> str:
-    """Validate the event (if its schema is known) and return it as one JSON line."""
-    parsers = {FRAMES_TOPIC: FrameEvent.from_json, DEADLETTER_TOPIC: DeadLetterEvent.from_json}
-    parse = parsers.get(topic)
-    if parse is not None:
-        parse(value)
+    """Validate the event (:func:`ingest.events.describe`) and return it as one JSON line."""
+    describe(topic, value)
     return value.decode()
 
 

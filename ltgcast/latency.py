@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ingest.atomic import atomic_path
 from ingest.errors import ConfigError
 from ingest.synthetic import ScenarioConfig, simulate
 from ltgcast.nowcasting import DEFAULT_BASE
@@ -55,9 +56,8 @@ def _latest(host: str, port: int, sector: str) -> str | None:
 
 def deliver(path: Path, spool: Path) -> None:
     """Put ``path`` into ``spool`` as LDM does: written under a hidden temporary name, then renamed."""
-    temporary = spool / f".{path.name}.tmp"
-    shutil.copyfile(path, temporary)
-    os.replace(temporary, spool / path.name)
+    with atomic_path(spool / path.name, durable=False) as temporary:
+        shutil.copyfile(path, temporary)
 
 
 def _measure(service: Service, frame: Path, spool: Path, sector: str, limit_s: float = 300.0) -> float:

@@ -5,7 +5,15 @@ nowcast worker (frames → grids in the file store, plus Redis when configured),
 the model slot's watcher (hot-swap), and the HTTP API with the viewer and
 ``/metrics``. The main thread waits for SIGINT/SIGTERM and then stops them in
 order: ingest first (no new frames), the worker after its current frame, the
-HTTP server last.
+HTTP server last. The worker object is only ever touched by the worker thread:
+on the in-process bus that thread itself takes what the ingest daemon
+announced last and scores it before leaving, and it closes the worker (leaving
+the Kafka group at once, so the other workers take its partitions without
+waiting for a session time-out).
+
+With ``--source none`` the service is a worker (and API) of the distributed
+mode: there is no ingest thread, and ``/readyz`` asks only that the worker loop
+comes round.
 
 Settings come from flags, then ``LTGCAST_*`` environment variables, then the
 embedded defaults, and are checked before anything starts.
@@ -42,6 +50,7 @@ log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 600.0
 WORKER_STALL_S = 60.0  # /readyz fails when the worker loop has not come round for this long
+STOP_TIMEOUT_S = 60.0  # how long stop() waits for each thread
 NO_SOURCE = "none"  # --source none: a worker (and API) of the distributed mode; frames come from Kafka
 
 
@@ -238,18 +247,42 @@ class Service:
             log.info("run: removed %d day folder(s) of grids older than %g days", removed, self.settings.keep_days)
 
     def _work(self) -> None:
-        while not self.stop_event.is_set():
-            try:
-                self._prune()
-                received = self.worker.step()
-            except Exception:  # one bad frame or a bus hiccup must not end the service
-                self.worker_errors += 1
-                log.exception("worker: a step failed; going on")
-                self.clock.sleep(1.0)
-                continue
-            if self.settings.exit_when_idle and self.ingest_done.is_set() and not received and self.worker.idle():
-                log.info("run: the source is exhausted and every frame is scored; stopping")
-                self.stop_event.set()
+        try:
+            while not self.stop_event.is_set():
+                self._work_once()
+            self._finish()
+        finally:
+            self.worker.close()
+
+    def _work_once(self) -> None:
+        try:
+            self._prune()
+            received = self.worker.step()
+        except Exception:  # one bad frame or a bus hiccup must not end the service
+            self.worker_errors += 1
+            log.exception("worker: a step failed; going on")
+            self.clock.sleep(1.0)
+            return
+        if self.settings.exit_when_idle and self.ingest_done.is_set() and not received and self.worker.idle():
+            log.info("run: the source is exhausted and every frame is scored; stopping")
+            self.stop_event.set()
+
+    def _finish(self) -> None:
+        """On the in-process bus, score what ingest announced last (kept nowhere else) before stopping.
+
+        Runs on the worker thread, after the ingest thread has stopped. On Kafka, uncommitted frames come again
+        (to another worker or after a restart), with their GLM.
+        """
+        if not isinstance(self.bus, InProcessBus):
+            return
+        if not self.ingest_done.wait(STOP_TIMEOUT_S):
+            log.warning("run: the ingest thread did not stop within %.0f s; scoring what is on the bus", STOP_TIMEOUT_S)
+        while self.worker.step(timeout_s=0.0):
+            pass
+        waiting = len(self.worker.pending)
+        self.worker.drain()
+        if waiting:
+            log.info("run: scored %d frame(s) that were still waiting for GLM before stopping", waiting)
 
     def problems(self) -> dict[str, str]:
         """What keeps the service from being ready (empty when ready): for ``/readyz``."""
@@ -267,7 +300,12 @@ class Service:
         self.http.start()
         if self.settings.watch_s > 0:
             self.models.start()
-        for name, target in (("ingest", self._ingest), ("worker", self._work)):
+        targets = [("worker", self._work)]
+        if self.daemon is not None:
+            targets.insert(0, ("ingest", self._ingest))
+        else:
+            self.ingest_done.set()  # a worker of the distributed mode: no ingest here
+        for name, target in targets:
             self.threads[name] = threading.Thread(target=target, name=f"ltgcast-{name}", daemon=True)
             self.threads[name].start()
         return self
@@ -278,25 +316,18 @@ class Service:
             pass
 
     def stop(self) -> None:
-        """Stop in order: ingest, worker, model watcher, HTTP; then close the bus and checkpoint.
+        """Stop in order: ingest, worker (which finishes and closes itself), model watcher, HTTP; then the bus.
 
-        On the in-process bus, whatever the daemon announced is not kept anywhere else (its checkpoint says
-        "announced"), so the worker first takes what is still on the bus and scores every frame waiting for
-        GLM with what there is. On Kafka, uncommitted frames come again after a restart, with their GLM.
+        The main thread never calls the worker: if the worker thread does not finish within ``STOP_TIMEOUT_S``
+        (a frame stuck in the scorer), the process exits with it still running, and on Kafka its frames come again.
         """
         self.stop_event.set()
-        for thread in self.threads.values():
-            thread.join(timeout=60)
-        if isinstance(self.bus, InProcessBus):
-            while self.worker.step(timeout_s=0.0):
-                pass
-            waiting = len(self.worker.pending)
-            self.worker.drain()
-            if waiting:
-                log.info("run: scored %d frame(s) that were still waiting for GLM before stopping", waiting)
+        for name, thread in self.threads.items():
+            thread.join(timeout=STOP_TIMEOUT_S)
+            if thread.is_alive():
+                log.error("run: the %s thread did not stop within %.0f s; leaving it", name, STOP_TIMEOUT_S)
         self.models.stop()
         self.http.stop()
-        self.worker.close()
         if self.checkpoint is not None:
             self.checkpoint.close()
         self.bus.close()

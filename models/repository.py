@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from ingest.atomic import atomic_write_text
 from ingest.errors import ModelRejected
 from ingest.ncio import iso_utc
 from models.architectures import HALO
@@ -154,11 +155,10 @@ class ModelRepository:
                 f"    model_version_policy {{ specific {{ versions: {current} }} }}\n"
                 "  }\n"
             )
-        (self.base / "models.config").write_text("model_config_list {\n" + "".join(entries) + "}\n", encoding="utf-8")
+        # TF Serving polls this file: it must never see a half-written one
+        atomic_write_text(self.base / "models.config", "model_config_list {\n" + "".join(entries) + "}\n")
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
     """Replace ``path`` with ``doc`` atomically: readers see the old file or the new one, never a part."""
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    os.replace(staging, path)
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")

@@ -52,8 +52,14 @@ def record_input(satellite: str, sector: str, band: int, quality: InputQuality) 
         metrics.INPUT_NAN.labels(satellite, sector, str(band), reason).set(value)
 
 
+_MEAN_VERSION: dict[str, int] = {}  # sector -> the model version of its ltgcast_prediction_mean series
+
+
 def record_prediction(sector: str, model_version: int, probability: NDArray[np.float32]) -> float:
     """Set the mean probability and the fraction at or above each contour level; return the mean.
+
+    ``ltgcast_prediction_mean`` keeps one series per sector, labelled with the version that made the last grid:
+    a swap withdraws the old version's series (a service hot-swapping for months does not grow a series per version).
 
     NaN pixels (no input) are left out; a grid with no value records nothing and returns NaN.
     """
@@ -61,6 +67,10 @@ def record_prediction(sector: str, model_version: int, probability: NDArray[np.f
     if values.size == 0:
         return float("nan")
     mean = float(values.mean())
+    previous = _MEAN_VERSION.get(sector)
+    if previous is not None and previous != model_version:  # one series per sector: the version now serving
+        metrics.PREDICTION_MEAN.remove(sector, str(previous))
+    _MEAN_VERSION[sector] = model_version
     metrics.PREDICTION_MEAN.labels(sector, str(model_version)).set(mean)
     for level in LEVELS:
         metrics.PREDICTION_ABOVE.labels(sector, f"{level:.2f}").set(float((values >= level).mean()))

@@ -17,7 +17,7 @@ status name what was expected and what was found)::
     /healthz  /readyz  /metrics
 
 Grid ids are parsed against their grammar before any file is touched
-(:func:`serve.store.parse_grid_id`), so no request can reach outside the store.
+(:meth:`ingest.events.GridKey.parse`), so no request can reach outside the store.
 ``crs=pixel`` gives coordinates as ``[column, row]`` on the grid (what the
 viewer draws over the PNG); the default is GeoJSON's lon/lat.
 
@@ -46,13 +46,14 @@ import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ingest.errors import ModelRejected
+from ingest.events import SECTORS
 from ingest.geometry import LIGHTNING_ELLIPSOID
 from ingest.ncio import iso_utc
 from monitor.quality import LEVELS
 from serve import metrics
 from serve.gridfile import read_attributes, read_flashes, read_geometry, read_grid
 from serve.outputs import MAX_LEVELS, check_levels, contours, overlay_png, point_series
-from serve.store import SECTORS, FileGridStore, StoredGrid, check_sector
+from serve.store import FileGridStore, StoredGrid, check_sector
 
 log = logging.getLogger(__name__)
 

@@ -21,15 +21,16 @@ so "no flashes recorded" and "no flashes seen" stay apart.
 Besides whole-grid :func:`read_grid`, :class:`GridFile` reads parts of a grid
 cheaply (geometry, one pixel, valid time, flashes) for point time series.
 
-Writes go to ``PATH.tmp`` and are renamed into place, so readers never see half
-a file, and writing the same grid again replaces it (idempotent). Every netCDF4
+Writes go through :func:`ingest.atomic.atomic_path` (a uniquely named
+temporary, ``fsync``, rename), so readers never see half a file, two workers
+writing one grid leave one whole file, and writing the same grid again replaces
+it (idempotent). Every netCDF4
 call here holds :data:`ingest.ncio.NETCDF_LOCK` (HDF5 is not thread-safe).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +42,8 @@ import netCDF4
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ingest.atomic import atomic_path
+from ingest.events import GridKey
 from ingest.geometry import FixedGrid, GeosProjection
 from ingest.ncio import NETCDF_LOCK, iso_utc
 
@@ -98,10 +101,14 @@ class GridMeta:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def key(self) -> GridKey:
+        """The grid's identity (satellite, sector, scan start, model version)."""
+        return GridKey(self.satellite, self.sector, self.scan_start, self.model_name, self.model_version)
+
+    @property
     def grid_id(self) -> str:
-        """The idempotency key: satellite, sector, scan start and model version."""
-        stamp = self.scan_start.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-        return f"{self.satellite}_{self.sector}_{stamp}_{self.model_name}-v{self.model_version}"
+        """The idempotency key as text (:attr:`GridKey.grid_id <ingest.events.GridKey.grid_id>`)."""
+        return self.key.grid_id
 
 
 def write_grid(path: Path, probability: NDArray[np.floating[Any]], grid: FixedGrid, meta: GridMeta, *,
@@ -120,10 +127,8 @@ def write_grid(path: Path, probability: NDArray[np.floating[Any]], grid: FixedGr
     if probability.shape != grid.shape:
         msg = f"probability shape {probability.shape} does not match the grid {grid.shape}"
         raise ValueError(msg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
     p = np.asarray(probability, np.float32)
-    with NETCDF_LOCK, netCDF4.Dataset(temporary, "w", format="NETCDF4") as ds:
+    with atomic_path(path) as temporary, NETCDF_LOCK, netCDF4.Dataset(temporary, "w", format="NETCDF4") as ds:
         ds.setncatts(
             {
                 "Conventions": "CF-1.8",
@@ -203,7 +208,6 @@ def write_grid(path: Path, probability: NDArray[np.floating[Any]], grid: FixedGr
                 "coordinates": "time forecast_reference_time",
             }
         )
-    os.replace(temporary, path)
     return path
 
 
@@ -371,6 +375,32 @@ class GridFile:
         )
         return attrs
 
+    def meta(self) -> GridMeta:
+        """The :class:`GridMeta` the grid was written with (its ``extra`` from the provenance attribute)."""
+        attrs = self.attributes()
+        try:
+            key = GridKey.parse(str(attrs["grid_id"]))
+            glm = str(attrs.get("input_glm_files", ""))
+            return GridMeta(
+                satellite=key.satellite, sector=key.sector,
+                scan_start=datetime.fromtimestamp(float(self._var("forecast_reference_time").getValue()), UTC),
+                valid_time=self.valid_time(), model_name=key.model_name, model_version=key.model_version,
+                abi_file=str(attrs["input_abi_file"]), glm_files=tuple(glm.split()) if glm else (),
+                glm_missing=int(attrs["input_glm_granules_missing"]), extra=json.loads(attrs.get("provenance", "{}")),
+            )  # fmt: skip
+        except (KeyError, ValueError, TypeError) as exc:
+            msg = f"{self.path}: not a grid file ltgcast wrote ({type(exc).__name__}: {exc})"
+            raise ValueError(msg) from exc
+
+    def probability(self) -> NDArray[np.float32]:
+        """The whole probability grid ``[H, W]``, NaN where missing."""
+        var = self._var("probability")
+        var.set_auto_maskandscale(True)
+        try:
+            return np.ma.filled(var[:].astype(np.float32), np.nan)
+        finally:
+            var.set_auto_maskandscale(False)
+
     def flashes(self) -> dict[str, NDArray[np.float64]]:
         """The GLM flashes stored with the grid; empty arrays when it has none."""
         variables = self._ds.variables
@@ -378,6 +408,16 @@ class GridFile:
             key: np.asarray(variables[name][:], np.float64) if name in variables else np.zeros(0, np.float64)
             for key, name in FLASH_VARIABLES.items()
         }
+
+
+def load_grid(path: Path) -> tuple[NDArray[np.float32], FixedGrid, GridMeta]:
+    """A written grid whole: probability ``[H, W]`` (NaN where missing), its fixed grid and its metadata.
+
+    What a grid store needs to put the grid again elsewhere (the Redis back-fill).
+    ``OSError`` or ``ValueError`` when the file is not a grid ltgcast wrote.
+    """
+    with GridFile(path) as grid:
+        return grid.probability(), grid.geometry(), grid.meta()
 
 
 def read_geometry(path: Path) -> FixedGrid:

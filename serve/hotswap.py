@@ -31,6 +31,12 @@ What one :meth:`ModelSlot.check` (the watcher thread's scan) does:
    ``saved_model.pb``). An explicit :meth:`ModelSlot.promote` always runs the
    gate again for a version that has not passed it.
 
+A scorer that a change leaves out (the old stable, a replaced shadow) is
+**retired**: closed (a TF Serving scorer's channel and request threads) once
+``retire_after_s`` has passed, long enough for a frame scored with it to end,
+at the next scan or change, and at :meth:`ModelSlot.stop`. A version served
+again later is loaded afresh.
+
 Every change of models (scan, promote, rollback) happens under one lock, so two
 promotions never interleave; :meth:`ModelSlot.current` and
 :meth:`ModelSlot.status` never wait for it.
@@ -94,6 +100,7 @@ class HotSwapSettings:
     holdout: Path | None = None  # the default gate's held-out dataset (skill check); None: no skill check
     margin: float = 0.02  # the default gate's allowed loss of Brier skill against the current version
     stop_timeout_s: float = 30.0  # how long stop() waits for a scan in progress
+    retire_after_s: float = 120.0  # a replaced scorer is closed this long after the swap (a frame may still use it)
 
 
 @dataclass(frozen=True)
@@ -200,6 +207,7 @@ class ModelSlot:
         self._rejected: dict[int, _Rejection] = {}  # replaced, never mutated: status() reads it without the lock
         self._passed: dict[int, tuple[int, ...]] = {}  # versions that passed the gate, with their folder signature
         self._last_check: datetime | None = None
+        self._retired: list[tuple[float, Scorer]] = []  # (when to close it, the scorer a swap left out)
         self._checks = self._errors = self._swaps = 0
         self._repository_current = self.repository.current(name)
         self._seen = max(self.repository.versions(name), default=0)
@@ -253,6 +261,7 @@ class ModelSlot:
                 events.append(self._adopt(version))
             self._last_check = self._clock.now()
             self._checks += 1
+            self._close_retired()
         metrics.MODEL_LAST_CHECK.set(self._last_check.timestamp())
         return events
 
@@ -359,13 +368,15 @@ class ModelSlot:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the watcher thread; a scan in progress is finished first (up to ``stop_timeout_s``)."""
+        """Stop the watcher thread (a scan in progress is finished first, up to ``stop_timeout_s``); close retirees."""
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(self.settings.stop_timeout_s)
             if thread.is_alive():
                 log.warning("hot-swap: the %s watcher did not stop within %ss", self.name, self.settings.stop_timeout_s)
+        with self._lock:
+            self._close_retired(everything=True)
 
     def _watch(self) -> None:
         while not self._stop.wait(self.settings.interval_s):
@@ -440,10 +451,31 @@ class ModelSlot:
             self._rejected = {v: r for v, r in self._rejected.items() if v != version}
 
     def _swap(self, models: ServingModels, outcome: str) -> None:
-        self._models = models  # the one write the worker can observe
+        old, self._models = self._models, models  # the one write the worker can observe
+        kept = {id(models.stable), id(models.shadow)}
+        close_at = self._clock.monotonic() + self.settings.retire_after_s
+        self._retired += [(close_at, s) for s in (old.stable, old.shadow) if s is not None and id(s) not in kept]
+        self._close_retired()
         self._swaps += 1
         metrics.MODEL_SWAPS.labels(outcome).inc()
         self._publish_versions()
+
+    def _close_retired(self, *, everything: bool = False) -> None:
+        """Close the retired scorers whose grace has passed (all of them with ``everything``); hold the lock."""
+        now, keep = self._clock.monotonic(), []
+        for close_at, scorer in self._retired:
+            if not everything and now < close_at:
+                keep.append((close_at, scorer))
+                continue
+            close = getattr(scorer, "close", None)
+            try:
+                if close is not None:
+                    close()
+            except Exception:  # a scorer that fails to close must not stop the slot
+                log.exception("hot-swap: closing retired %s v%d failed", scorer.name, scorer.version)
+            else:
+                log.info("hot-swap: closed retired %s v%d", scorer.name, scorer.version)
+        self._retired = keep
 
     def _publish_versions(self) -> None:
         models = self._models

@@ -20,7 +20,25 @@ GRID_LATENCY = Histogram(
 )
 LAST_GRID = Gauge("ltgcast_grid_last_scan_timestamp_seconds", "Scan start (Unix time) of the newest grid.", ["sector"])
 PENDING = Gauge("ltgcast_worker_pending_frames", "Frames waiting for their GLM granules.")
-SINK_ERRORS = Counter("ltgcast_worker_sink_errors_total", "Failed writes to a secondary grid sink (e.g. Redis).")
+SINK_ERRORS = Counter(
+    "ltgcast_worker_sink_errors_total", "Failed writes to a secondary grid sink (e.g. Redis); each is retried."
+)
+SINK_QUEUE = Gauge("ltgcast_worker_sink_queue", "Grids stored in files and waiting to be put into the secondary sink.")
+SINK_BACKFILLED = Counter(
+    "ltgcast_worker_sink_backfilled_total",
+    "Grids put back into a secondary sink from the file store after the sink restarted empty.",
+)
+SINK_DROPPED = Counter(
+    "ltgcast_worker_sink_dropped_total", "Grids left out of a secondary sink (queue full, file gone, or refused by it)."
+)
+STORE_RETRIES = Counter("ltgcast_worker_retries_total",
+                        "Frames put back to be tried again after a transient failure (grid store or scorer).",
+                        ["reason"])  # fmt: skip
+RELEASED = Counter(
+    "ltgcast_worker_released_frames_total",
+    "Frames let go unfinished because a rebalance gave their partition to another worker.",
+)
+BAD_GLM = Counter("ltgcast_worker_bad_glm_events_total", "GLM events refused (dead-lettered) by this worker.")
 SHADOW_GRIDS = Counter("ltgcast_worker_shadow_grids_total", "Grids scored by the shadow model beside the stable one.")
 
 REQUESTS = Counter("ltgcast_http_requests_total", "HTTP requests answered, by route and status class.",

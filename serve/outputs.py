@@ -31,11 +31,12 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
+from ingest.events import SECTORS
 from ingest.geometry import FixedGrid
 from ingest.ncio import iso_utc
 from monitor.quality import LEVELS  # LightningCast's contour levels, the default of contours()
 from serve.gridfile import GridFile
-from serve.store import SECTORS, FileGridStore, StoredGrid
+from serve.store import FileGridStore, StoredGrid
 
 logger = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ Rules:
 * **Errors.** Every ``redis.exceptions.RedisError`` (and ``OSError``) becomes
   :class:`~ingest.errors.StoreError` here, naming the server and the operation;
   a stored grid that does not decode is a ``StoreError`` too. Grid ids are
-  parsed with :func:`serve.store.parse_grid_id` before any key is built.
+  parsed with :meth:`ingest.events.GridKey.parse` before any key is built.
 
 Keys are not hash-tagged: one put touches three keys, which suits a single
 server or Sentinel; Redis Cluster would need a ``{sector}`` hash tag in them.
@@ -71,10 +71,11 @@ from redis.retry import Retry
 
 from ingest.addresses import parse_address
 from ingest.errors import ConfigError, StoreError
+from ingest.events import GridKey, GridView
 from ingest.geometry import Ellipsoid, FixedGrid, GeosProjection
 from ingest.ncio import iso_utc, parse_utc
 from serve.gridfile import GridMeta, pack_percent, unpack_percent
-from serve.store import GRID_ID, check_sector, parse_grid_id
+from serve.store import check_sector
 
 log = logging.getLogger(__name__)
 
@@ -191,18 +192,18 @@ def _split_address(address: str) -> tuple[str, int] | None:
 
 
 @dataclass(frozen=True)
-class RedisStoredGrid:
-    """A grid written to Redis: its id, key, the parts of its id and what the put did."""
+class RedisStoredGrid(GridView):
+    """A grid written to Redis (a view of its :class:`~ingest.events.GridKey`): its Redis key, what the put did."""
 
-    grid_id: str
-    key: str
-    satellite: str
-    sector: str
-    scan_start: datetime
-    model: str
-    version: int
+    grid: GridKey
+    key: str  # the Redis key of the grid's hash
     nbytes: int
     latest: bool
+
+    @property
+    def scan_start(self) -> datetime:
+        """The frame's scan start (to the second)."""
+        return self.grid.scan_start
 
 
 class RedisGrid(NamedTuple):
@@ -214,28 +215,28 @@ class RedisGrid(NamedTuple):
 
 
 @dataclass(frozen=True)
-class GridNotification:
-    """The pub/sub message of one put (small JSON; fetch the grid with ``get``)."""
+class GridNotification(GridView):
+    """The pub/sub message of one put (small JSON; fetch the grid with ``get``): a view of the grid's key.
 
-    grid_id: str
-    satellite: str
-    sector: str
+    ``scan_start`` is the frame's, to the millisecond (the key keeps whole seconds).
+    """
+
+    grid: GridKey
     scan_start: datetime
     valid_time: datetime
-    model_name: str
-    model_version: int
     latest: bool
 
     @classmethod
     def of(cls, meta: GridMeta, latest: bool) -> GridNotification:
         """The notification of a put of ``meta``; ``latest``: whether the put moved the sector's latest."""
-        return cls(meta.grid_id, meta.satellite, meta.sector, meta.scan_start, meta.valid_time,
-                   meta.model_name, meta.model_version, latest)  # fmt: skip
+        return cls(meta.key, meta.scan_start, meta.valid_time, latest)
 
     def to_json(self) -> bytes:
-        """UTF-8 JSON, times as ISO 8601 UTC."""
-        body = asdict(self)
-        body["scan_start"], body["valid_time"] = _iso(self.scan_start), _iso(self.valid_time)
+        """UTF-8 JSON: the id, its parts, times as ISO 8601 UTC."""
+        key = self.grid
+        body = {"grid_id": key.grid_id, "satellite": key.satellite, "sector": key.sector,
+                "scan_start": _iso(self.scan_start), "valid_time": _iso(self.valid_time),
+                "model_name": key.model_name, "model_version": key.model_version, "latest": self.latest}  # fmt: skip
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -243,9 +244,16 @@ class GridNotification:
         """Parse :meth:`to_json` output; ``ValueError`` naming what is wrong otherwise."""
         try:
             body = json.loads(data)
-            body["scan_start"], body["valid_time"] = parse_utc(body["scan_start"]), parse_utc(body["valid_time"])
-            parse_grid_id(body["grid_id"])
-            return cls(**body)
+            key = GridKey.parse(body["grid_id"])
+            latest = body["latest"]
+            if not isinstance(latest, bool):
+                msg = f"latest must be true or false, found {latest!r}"
+                raise TypeError(msg)
+            scan_start = parse_utc(body["scan_start"])
+            if scan_start.replace(microsecond=0) != key.scan_start:
+                msg = f"scan_start {body['scan_start']} is not the scan of {key.grid_id}"
+                raise ValueError(msg)
+            return cls(key, scan_start, parse_utc(body["valid_time"]), latest)
         except (KeyError, TypeError, ValueError) as exc:
             msg = f"not a grid notification ({type(exc).__name__}: {exc}): {data[:200]!r}"
             raise ValueError(msg) from exc
@@ -395,7 +403,7 @@ class RedisGridStore:
 
     def grid_key(self, grid_id: str) -> str:
         """The key of a grid; ``ValueError`` for an id that is not a grid id."""
-        parse_grid_id(grid_id)
+        GridKey.parse(grid_id)
         return self.key("grid", grid_id)
 
     # -- writes --------------------------------------------------------------------------
@@ -403,7 +411,7 @@ class RedisGridStore:
     def put(self, probability: NDArray[np.floating[Any]], grid: FixedGrid, meta: GridMeta, *,
             encoding: str = "uint8") -> RedisStoredGrid:  # fmt: skip
         """Write (or rewrite) the grid of ``meta`` atomically, then publish a notification."""
-        parts = parse_grid_id(meta.grid_id)
+        grid_key = meta.key
         encode, _ = _codec(encoding)
         if probability.shape != grid.shape:
             msg = f"probability shape {probability.shape} does not match the grid {grid.shape}"
@@ -418,7 +426,7 @@ class RedisGridStore:
         }
         key = self.key("grid", meta.grid_id)
         scan = meta.scan_start.timestamp()
-        keys = [key, self.key("history", parts["sector"]), self.key("latest", parts["sector"])]
+        keys = [key, self.key("history", grid_key.sector), self.key("latest", grid_key.sector)]
         args: list[str | bytes | int] = [meta.grid_id, repr(scan), meta.model_version,
                                          math.ceil(self.settings.grid_ttl.total_seconds() * 1000),
                                          repr(self.settings.history_window.total_seconds())]  # fmt: skip
@@ -427,8 +435,7 @@ class RedisGridStore:
             moved = bool(self._run_put(keys, args))
             self._client.publish(self.settings.channel_name, GridNotification.of(meta, moved).to_json())
         log.debug("stored %s in Redis (%d bytes, latest moved: %s)", meta.grid_id, len(blob), moved)
-        return RedisStoredGrid(meta.grid_id, key, parts["satellite"], parts["sector"], parts["scan_start"],
-                               parts["model"], parts["version"], len(blob), moved)  # fmt: skip
+        return RedisStoredGrid(grid_key, key, len(blob), moved)
 
     def _run_put(self, keys: list[str], args: list[str | bytes | int]) -> int:
         """EVALSHA the put script, loading it on first use or after a server restart."""
@@ -486,13 +493,23 @@ class RedisGridStore:
         start = since.timestamp()
         with self.translated(f"history {sector}"):
             members = cast(list[bytes], self._client.zrangebyscore(key, start, "+inf"))
-            ids = [m.decode() for m in members if GRID_ID.match(m.decode())]
+            ids = [m.decode() for m in members if _is_grid_id(m.decode())]
             pipe = self._client.pipeline(transaction=False)
             for grid_id in ids:
                 pipe.exists(self.key("grid", grid_id))
             alive = pipe.execute() if ids else []
         found = [grid_id for grid_id, exists in zip(ids, alive, strict=True) if exists]
         return sorted(found, key=_order)
+
+    def missing(self, grid_ids: list[str]) -> list[str]:
+        """Those of ``grid_ids`` that are not stored (never put, expired, or lost in a restart); one round trip."""
+        keys = [self.grid_key(grid_id) for grid_id in grid_ids]
+        with self.translated(f"looking up {len(keys)} grids"):
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipe.exists(key)
+            found = pipe.execute() if keys else []
+        return [grid_id for grid_id, exists in zip(grid_ids, found, strict=True) if not exists]
 
     def ttl(self, grid_id: str) -> float | None:
         """Seconds the grid has left, or ``None`` when it is not stored."""
@@ -505,6 +522,15 @@ class RedisGridStore:
         """Round trip to the server; :class:`StoreError` when it does not answer."""
         with self.translated("ping"):
             self._client.ping()
+
+    def instance(self) -> str:
+        """The server's run id: a new one means the server restarted (and, without persistence, forgot every grid)."""
+        with self.translated("reading the server's run id"):
+            info = self._client.info("server")
+        return str(info.get("run_id", ""))
+
+    def __str__(self) -> str:
+        return f"Redis at {self.settings.display_address}"
 
     # -- notifications -------------------------------------------------------------------
 
@@ -528,8 +554,15 @@ class RedisGridStore:
 
 
 def _order(grid_id: str) -> tuple[datetime, int, str]:
-    parts = parse_grid_id(grid_id)
-    return parts["scan_start"], parts["version"], grid_id
+    return GridKey.parse(grid_id).order
+
+
+def _is_grid_id(text: str) -> bool:
+    try:
+        GridKey.parse(text)
+    except ValueError:
+        return False
+    return True
 
 
 class GridSubscription:

@@ -20,29 +20,24 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ingest.events import SECTORS, GridKey, GridView
 from ingest.geometry import FixedGrid
-from ingest.sources import ABI_SECTORS
 from serve.gridfile import FlashArrays, GridMeta, write_grid
 
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-GRID_ID = re.compile(
-    r"^(?P<satellite>G\d{2})_(?P<sector>C|F|M1|M2)_(?P<stamp>\d{8}T\d{6}Z)_(?P<model>[A-Za-z0-9._-]+)-v(?P<version>\d+)$"
-)
-#: The ABI scan sectors a grid id may name.
-SECTORS = ABI_SECTORS
 
 
 @dataclass(frozen=True)
-class StoredGrid:
-    """A grid in the store: its id, file and the parts of its id."""
+class StoredGrid(GridView):
+    """A grid in the store: its key and its file (a view of :class:`~ingest.events.GridKey`)."""
 
-    grid_id: str
+    grid: GridKey
     path: Path
-    satellite: str
-    sector: str
-    scan_start: datetime
-    model: str
-    version: int
+
+    @property
+    def scan_start(self) -> datetime:
+        """The frame's scan start (to the second)."""
+        return self.grid.scan_start
 
 
 def check_sector(sector: str) -> str:
@@ -59,24 +54,13 @@ def check_sector(sector: str) -> str:
     return sector
 
 
-def parse_grid_id(grid_id: str) -> dict[str, Any]:
-    """The parts of a grid id; ``ValueError`` naming the expected form otherwise.
+def parse_grid_id(grid_id: str) -> GridKey:
+    """The key a grid id names; ``ValueError`` naming the expected form otherwise (:meth:`GridKey.parse`).
 
-    >>> parse_grid_id("G19_M1_20240615T200024Z_lightning-v3")["version"]
+    >>> parse_grid_id("G19_M1_20240615T200024Z_lightning-v3").model_version
     3
-    >>> parse_grid_id("../../etc/passwd")
-    Traceback (most recent call last):
-    ...
-    ValueError: grid id must look like G19_C_20240615T200024Z_lightning-v3; found '../../etc/passwd'
     """
-    match = GRID_ID.match(grid_id)
-    if match is None:
-        msg = f"grid id must look like G19_C_20240615T200024Z_lightning-v3; found {grid_id!r}"
-        raise ValueError(msg)
-    parts: dict[str, Any] = match.groupdict()
-    parts["scan_start"] = datetime.strptime(parts.pop("stamp"), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    parts["version"] = int(parts["version"])
-    return parts
+    return GridKey.parse(grid_id)
 
 
 def _day_within(name: str, first: date, last: date | None) -> bool:
@@ -94,27 +78,23 @@ class FileGridStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def _path(self, parts: dict[str, Any], grid_id: str) -> Path:
-        day: datetime = parts["scan_start"]
-        return self.root / str(parts["sector"]) / f"{day:%Y-%m-%d}" / f"{grid_id}.nc"
+    def _path(self, key: GridKey) -> Path:
+        return self.root / key.sector / f"{key.scan_start:%Y-%m-%d}" / f"{key.grid_id}.nc"
 
     def put(self, probability: NDArray[np.floating[Any]], grid: FixedGrid, meta: GridMeta, *,
             encoding: str = "uint8", flashes: FlashArrays | None = None) -> StoredGrid:  # fmt: skip
         """Write (or rewrite) the grid of ``meta``, with the GLM ``flashes`` it was made from when given."""
-        parts = parse_grid_id(meta.grid_id)
-        path = write_grid(self._path(parts, meta.grid_id), probability, grid, meta, encoding=encoding,
-                          flashes=flashes)  # fmt: skip
-        return StoredGrid(meta.grid_id, path, parts["satellite"], parts["sector"], parts["scan_start"],
-                          parts["model"], parts["version"])  # fmt: skip
+        key = meta.key
+        path = write_grid(self._path(key), probability, grid, meta, encoding=encoding, flashes=flashes)
+        return StoredGrid(key, path)
 
     def get(self, grid_id: str) -> StoredGrid | None:
         """The stored grid with this id, or ``None``; ``ValueError`` for an id that is not one."""
-        parts = parse_grid_id(grid_id)
-        path = self._path(parts, grid_id)
+        key = GridKey.parse(grid_id)
+        path = self._path(key)
         if not path.is_file():
             return None
-        return StoredGrid(grid_id, path, parts["satellite"], parts["sector"], parts["scan_start"], parts["model"],
-                          parts["version"])  # fmt: skip
+        return StoredGrid(key, path)
 
     def grids(self, sector: str) -> list[StoredGrid]:
         """Every grid of a sector, oldest scan first (ties: lower model version first)."""
@@ -148,12 +128,11 @@ class FileGridStore:
         found = []
         for path in paths:
             try:
-                parts = parse_grid_id(path.stem)
+                key = GridKey.parse(path.stem)
             except ValueError:
-                continue  # not ours (a .tmp, a stray file)
-            found.append(StoredGrid(path.stem, path, parts["satellite"], parts["sector"], parts["scan_start"],
-                                    parts["model"], parts["version"]))  # fmt: skip
-        return sorted(found, key=lambda g: (g.scan_start, g.version, g.grid_id))
+                continue  # not ours (a temporary, a stray file)
+            found.append(StoredGrid(key, path))
+        return sorted(found, key=lambda g: g.grid.order)
 
     def _days(self, sector: str) -> list[Path]:
         folder = self.root / sector

@@ -109,7 +109,7 @@ from tensorflow_serving.apis import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from featurize.channels import FeatureSet, get_feature_set, with_halo
-from ingest.errors import ConfigError, LtgcastError, ModelRejected, ScoringError
+from ingest.errors import ConfigError, LtgcastError, ModelRejected, ScoringError, ScoringUnavailable
 from monitor.metrics import SCORER_CIRCUIT
 from serve.scoring import (
     DEFAULT_TFSERVING,
@@ -135,6 +135,8 @@ SIGNATURES = {"float32": "serving_default", "float16": "serving_float16"}
 #: The model card key listing the transports a version allows; absent means float32 only.
 CARD_TRANSPORT_KEY = "transport"
 RETRYABLE_GRPC = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})
+#: Failure reasons that say "not now" rather than "never" (:class:`~ingest.errors.ScoringUnavailable`).
+TRANSIENT_REASONS = frozenset({"unavailable", "deadline_exceeded", "resource_exhausted", "circuit_open"})
 RETRYABLE_HTTP = frozenset({429, 503, 504})
 TFSERVING = "tfserving"  # the ``backend`` label of this scorer's metrics
 #: Breaker state → the value of ``ltgcast_scorer_circuit_state``.
@@ -392,6 +394,11 @@ class _Retrying:
                 log.warning("%s failed (%s); retrying in %.3g s", what, _describe(exc), self._delays[attempt])
                 self._sleep(self._delays[attempt])
                 attempt += 1
+            except BaseException:
+                # Anything else (a closed channel's ValueError, an interrupt) is a failure too: the call ends
+                # here, and a half-open breaker must never wait forever for the outcome of its trial call.
+                self.breaker.failure()
+                raise
             else:
                 self.breaker.success()
                 return result
@@ -713,7 +720,8 @@ class TFServingScorer:
         except (grpc.RpcError, OSError, HTTPException, CircuitOpen, LabelUnresolved, ValueError) as exc:
             asked = f"version {pin}" if pin is not None else f"label {self.settings.label!r}"
             msg = f"{self.name} {asked} at {where}: {_describe(exc)}"
-            raise ScoringError(msg) from exc
+            transient = error_reason(exc) in TRANSIENT_REASONS  # the worker tries such a frame again later
+            raise (ScoringUnavailable if transient else ScoringError)(msg) from exc
 
     def _falls_back(self, exc: BaseException) -> bool:
         return self._rest is not None and (isinstance(exc, CircuitOpen) or _grpc_retryable(exc))

@@ -34,9 +34,11 @@ from urllib.parse import parse_qs
 
 from ingest.clock import Clock
 from ingest.errors import ConfigError
+from ingest.events import SECTORS
 from ingest.filenames import GoesFilename
 
-ABI_SECTORS = ("C", "F", "M1", "M2")
+#: The ABI scan sectors a source may be asked for (:data:`ingest.events.SECTORS`).
+ABI_SECTORS = SECTORS
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ingest.atomic import atomic_path
 from ingest.clock import Clock
 from ingest.errors import ConfigError, IngestError
 from ingest.retry import Retry
@@ -173,22 +174,21 @@ class NoaaS3Source:
 
     def _download(self, candidate: Candidate, target: Path) -> None:
         key = candidate.source_uri.split("/", 3)[3]
-        partial = target.with_name(target.name + ".part")
         response = self.client.get_object(Bucket=self.bucket, Key=key)
         declared = int(response.get("ContentLength", -1))
         written = 0
-        with partial.open("wb") as out:
-            for chunk in response["Body"].iter_chunks(_CHUNK):
-                out.write(chunk)
-                written += len(chunk)
-        if not written == declared == candidate.size:
-            partial.unlink(missing_ok=True)
-            msg = (
-                f"short download of {candidate.source_uri}: listed {candidate.size} bytes, "
-                f"Content-Length {declared}, received {written}"
-            )
-            raise _ShortDownloadError(msg)
-        partial.replace(target)
+        # not durable: a download lost in a crash is fetched again (the checkpoint has not recorded it)
+        with atomic_path(target, durable=False) as partial:
+            with partial.open("wb") as out:
+                for chunk in response["Body"].iter_chunks(_CHUNK):
+                    out.write(chunk)
+                    written += len(chunk)
+            if not written == declared == candidate.size:
+                msg = (
+                    f"short download of {candidate.source_uri}: listed {candidate.size} bytes, "
+                    f"Content-Length {declared}, received {written}"
+                )
+                raise _ShortDownloadError(msg)
 
     def fetch(self, candidate: Candidate) -> Path:
         """Download into the cache (or reuse a complete cached copy) and check the size."""

@@ -20,7 +20,9 @@ def test_get_bus_lists_valid_schemes() -> None:
         get_bus("amqp://x")
     with pytest.raises(ConfigError, match="expected the bare URI inproc://"):
         get_bus("inproc://somewhere")
-    with pytest.raises(ConfigError, match=r"unknown Kafka bus option 'acks'.*valid: partitions, replication"):
+    with pytest.raises(
+        ConfigError, match=r"unknown Kafka bus option 'acks'.*valid: heartbeat_s, namespace, partitions"
+    ):
         get_bus("kafka://127.0.0.1:9092?acks=1")
     with pytest.raises(ConfigError, match="expected a int, found 'many'"):
         get_bus("kafka://127.0.0.1:9092?partitions=many")
@@ -133,18 +135,50 @@ def test_kafka_bus_contract(kafka_bus: Bus) -> None:
     check_contract(kafka_bus, f"ltgcast.test.contract.{uuid.uuid4().hex[:8]}")
 
 
-@pytest.mark.kafka
-def test_kafka_topics_have_three_partitions(kafka_address: str, kafka_bus: Bus) -> None:
+def partition_counts(address: str, topics: list[str]) -> dict[str, int]:
+    """Partitions per topic, once the metadata of a topic just created or grown has settled."""
     from kafka import KafkaAdminClient
 
-    assert isinstance(kafka_bus, KafkaBus)
-    kafka_bus.ensure_topics(TOPICS)  # what the first publish or subscribe does
-    admin = KafkaAdminClient(bootstrap_servers=kafka_address)
+    admin = KafkaAdminClient(bootstrap_servers=address)
     try:
-        described = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(list(TOPICS))}
+        for _ in range(50):
+            counts = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(topics)}
+            if all(counts.values()):
+                break
+            time.sleep(0.2)
+        return counts
     finally:
         admin.close()
-    assert described == dict.fromkeys(TOPICS, 3)
+
+
+@pytest.mark.kafka
+def test_kafka_topics_have_twelve_partitions_in_their_namespace(kafka_address: str) -> None:
+    namespace = f"ns{uuid.uuid4().hex[:8]}"
+    bus = get_bus(f"kafka://{kafka_address}?namespace={namespace}")
+    assert isinstance(bus, KafkaBus)
+    bus.ensure_topics(TOPICS)  # what the first publish or subscribe does
+    names = [f"{namespace}.{t}" for t in TOPICS]
+    assert partition_counts(kafka_address, names) == dict.fromkeys(names, 12)  # 2, 3, 4 or 6 workers: equal shares
+
+
+@pytest.mark.kafka
+def test_a_topic_with_fewer_partitions_is_grown(kafka_address: str) -> None:
+    topic = f"ltgcast.test.grow.{uuid.uuid4().hex[:8]}"
+    KafkaBus(kafka_address, partitions=3).ensure_topics([topic])
+    assert partition_counts(kafka_address, [topic]) == {topic: 3}
+    KafkaBus(kafka_address, partitions=12).ensure_topics([topic])
+    assert partition_counts(kafka_address, [topic]) == {topic: 12}
+
+
+def test_kafka_bus_options_are_checked() -> None:
+    with pytest.raises(ConfigError, match="heartbeat_s must be at most a third of session_timeout_s"):
+        get_bus("kafka://127.0.0.1:9092?session_timeout_s=6&heartbeat_s=3")
+    with pytest.raises(ConfigError, match="namespace may hold letters"):
+        get_bus("kafka://127.0.0.1:9092?namespace=a/b")
+    bus = get_bus("kafka://127.0.0.1:9092?namespace=staging")
+    assert isinstance(bus, KafkaBus)
+    assert (bus.full("ltgcast.frames.v1"), bus.short("staging.ltgcast.frames.v1")) == (
+        "staging.ltgcast.frames.v1", "ltgcast.frames.v1")  # fmt: skip
 
 
 def poll_all(sub: Subscription, count: int) -> list[Message]:
@@ -166,14 +200,14 @@ def test_kafka_lag_is_published_minus_committed_per_partition(kafka_bus: Bus) ->
     got = poll_all(first, 12)
     published = Counter(m.partition for m in got)
     assert len(published) >= 2  # the keys spread over the partitions
-    assert first.lag() == {(topic, p): published[p] for p in range(3)}  # nothing committed: all of it
+    assert first.lag() == {(topic, p): published[p] for p in range(12)}  # nothing committed: all of it
     done = Counter[int]()
     for partition in sorted(published):  # commit the first message of each partition, all of the first one
         mine = [m for m in got if m.partition == partition]
         last = mine[-1] if not done else mine[0]
         first.commit(last)
         done[partition] = last.offset + 1
-    expected = {(topic, p): published[p] - done[p] for p in range(3)}
+    expected = {(topic, p): published[p] - done[p] for p in range(12)}
     assert first.lag() == expected
     assert any(v > 0 for v in expected.values())  # some partition still has work left
     first.close()
@@ -193,3 +227,99 @@ def test_kafka_outage_is_an_ingest_error() -> None:
     bus = get_bus(f"kafka://127.0.0.1:{port}?timeout_s=2")
     with pytest.raises(IngestError, match=rf"Kafka at 127.0.0.1:{port}: no broker reachable .*refused"):
         bus.publish("ltgcast.frames.v1", "C", b"{}")
+
+
+def test_in_process_broadcast_reads_the_last_seconds_whole_and_says_when_it_caught_up() -> None:
+    now = [1000.0]
+    bus = InProcessBus(clock=lambda: now[0])
+    for i in range(3):
+        bus.publish("glm", "G19", f"old-{i}".encode())
+    now[0] = 2000.0
+    bus.publish("glm", "G19", b"new-0")
+    recent = bus.broadcast("glm", lookback_s=60.0)
+    assert not recent.caught_up()
+    assert [m.value for m in recent.poll(timeout_s=0)] == [b"new-0"]
+    assert recent.caught_up()
+    everything = bus.broadcast("glm", lookback_s=None)
+    assert len(everything.poll(timeout_s=0)) == 4
+    bus.publish("glm", "G19", b"new-1")
+    assert [m.value for m in recent.poll(timeout_s=0)] == [b"new-1"]  # each reader has its own position
+    assert [m.timestamp for m in bus.messages("glm")] == [1000.0] * 3 + [2000.0] * 2
+
+
+def test_in_process_spread_is_accepted_and_pause_holds_messages_back() -> None:
+    bus = InProcessBus()
+    bus.publish("t", "a-name.nc", b"x", spread=True)
+    sub = bus.subscribe(["t"], "g")
+    sub.pause(True)
+    assert sub.poll(timeout_s=0) == []
+    sub.pause(False)
+    assert [m.value for m in sub.poll(timeout_s=0)] == [b"x"]
+
+
+@pytest.mark.kafka
+def test_kafka_spread_shares_messages_evenly_over_the_partitions_whatever_the_key(kafka_bus: Bus) -> None:
+    topic = f"ltgcast.test.spread.{uuid.uuid4().hex[:8]}"
+    for i in range(36):
+        kafka_bus.publish(topic, "M1", f"{i}".encode(), spread=True)  # one key: hashing would pin them to one
+    sub = kafka_bus.subscribe([topic], f"spread-{uuid.uuid4().hex[:8]}")
+    got = poll_all(sub, 36)
+    sub.close()
+    assert Counter(m.partition for m in got) == dict.fromkeys(range(12), 3)
+
+
+@pytest.mark.kafka
+def test_kafka_broadcast_reads_every_partition_from_a_point_in_time(kafka_bus: Bus) -> None:
+    topic = f"ltgcast.test.broadcast.{uuid.uuid4().hex[:8]}"
+    for i in range(6):
+        kafka_bus.publish(topic, f"G{i % 2}", f"early-{i}".encode())
+    time.sleep(2.0)
+    for i in range(6):
+        kafka_bus.publish(topic, f"G{i % 2}", f"late-{i}".encode(), spread=True)
+    readers = [kafka_bus.broadcast(topic, lookback_s=1.5), kafka_bus.broadcast(topic, lookback_s=None)]
+    seen: list[list[bytes]] = [[], []]
+    deadline = time.monotonic() + 30
+    while (len(seen[0]) < 6 or len(seen[1]) < 12) and time.monotonic() < deadline:
+        for reader, values in zip(readers, seen, strict=True):
+            values.extend(m.value for m in reader.poll(timeout_s=0.2))
+    assert sorted(seen[0]) == sorted(f"late-{i}".encode() for i in range(6))  # the last 1.5 s only
+    assert len(seen[1]) == 12  # everything, from every partition
+    assert all(r.caught_up() for r in readers)
+    for reader in readers:
+        reader.close()
+
+
+@pytest.mark.kafka
+def test_kafka_rebalance_listener_and_a_commit_after_the_partition_moved(kafka_bus: Bus) -> None:
+    from ingest.errors import RebalancedError
+
+    topic, group = f"ltgcast.test.rebalance.{uuid.uuid4().hex[:8]}", f"rb-{uuid.uuid4().hex[:8]}"
+    for i in range(12):
+        kafka_bus.publish(topic, "k", f"{i}".encode(), spread=True)
+    heard: dict[str, list[list[tuple[str, int]]]] = {"revoked": [], "assigned": []}
+
+    class Listener:
+        def revoked(self, partitions: list[tuple[str, int]]) -> None:
+            heard["revoked"].append(list(partitions))
+
+        def assigned(self, partitions: list[tuple[str, int]]) -> None:
+            heard["assigned"].append(list(partitions))
+
+    first = kafka_bus.subscribe([topic], group, listener=Listener())
+    got = poll_all(first, 12)
+    assert sorted(heard["assigned"][-1]) == [(topic, p) for p in range(12)]
+    second = kafka_bus.subscribe([topic], group)
+    deadline = time.monotonic() + 40
+    while len(heard["assigned"][-1]) == 12 and time.monotonic() < deadline:  # both poll: the group rebalances
+        first.poll(timeout_s=0.2)
+        second.poll(timeout_s=0.2)
+    assert heard["revoked"][-1] == [(topic, p) for p in range(12)]  # eager: everything, then a new share
+    mine = set(heard["assigned"][-1])
+    assert len(mine) == 6  # two members, twelve partitions: half each
+    lost = next(m for m in got if (m.topic, m.partition) not in mine)
+    try:
+        first.commit(lost)  # the group may take it from a member of the current generation; never an IngestError
+    except RebalancedError:
+        pass
+    second.close()
+    first.close()

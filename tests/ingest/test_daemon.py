@@ -7,10 +7,11 @@ tests/ltgcast/test_ingest_cli.py.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from ingest.bus import InProcessBus
 from ingest.checkpoint import Checkpoint
 from ingest.daemon import DaemonSettings, IngestDaemon
 from ingest.errors import IngestError
-from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, DeadLetterEvent, FrameEvent
+from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GLM_TOPIC, DeadLetterEvent, FrameEvent
 from ingest.quarantine import Quarantine
 from ingest.sources import Candidate, FrameFilter
 from ingest.sources.spool import DirSpool
@@ -39,7 +40,7 @@ class Rig:
         self.spool = tmp / "spool"
         self.state = tmp / "state"
         self.spool.mkdir()
-        self.bus = InProcessBus()
+        self.bus = InProcessBus(clock=publish_order())  # timestamps count publishes: one order over every topic
         self.clock = FakeClock(NOW)
         self.checkpoint: Checkpoint | None = None
 
@@ -58,7 +59,9 @@ class Rig:
         )
 
     def frames(self) -> list[FrameEvent]:
-        return [FrameEvent.from_json(m.value) for m in self.bus.messages(FRAMES_TOPIC)]
+        """ABI frames and GLM granules as announced, in publish order (they travel on two topics)."""
+        messages = self.bus.messages(FRAMES_TOPIC) + self.bus.messages(GLM_TOPIC)
+        return [FrameEvent.from_json(m.value) for m in sorted(messages, key=lambda m: m.timestamp)]
 
     def letters(self) -> list[DeadLetterEvent]:
         return [DeadLetterEvent.from_json(m.value) for m in self.bus.messages(DEADLETTER_TOPIC)]
@@ -78,6 +81,10 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         rig.checkpoint.close()
 
 
+def publish_order() -> Callable[[], float]:
+    return itertools.count().__next__  # type: ignore[return-value]
+
+
 def scenario_files(meso_scenario: Path, abi: int, glm: int) -> list[Path]:
     return sorted(meso_scenario.glob("OR_ABI-*.nc"))[:abi] + sorted(meso_scenario.glob("OR_GLM-*.nc"))[:glm]
 
@@ -95,7 +102,11 @@ def test_each_file_is_announced_once_in_time_order(rig: Rig, meso_scenario: Path
     assert sorted(f.name for f in frames) == sorted(p.name for p in files)
     assert [f.scan_start for f in frames] == sorted(f.scan_start for f in frames)
     first = next(f for f in frames if f.family == "ABI-L1b-Rad")
-    assert (first.satellite, first.sector, first.band, first.mode, first.key) == ("G19", "M1", 13, 6, "M1")
+    assert (first.satellite, first.sector, first.band, first.mode, first.key) == ("G19", "M1", 13, 6, first.name)
+    on_topics = {m.topic for m in rig.bus.messages(GLM_TOPIC)} | {m.topic for m in rig.bus.messages(FRAMES_TOPIC)}
+    assert on_topics == {GLM_TOPIC, FRAMES_TOPIC}
+    assert all(FrameEvent.from_json(m.value).is_glm for m in rig.bus.messages(GLM_TOPIC))
+    assert not any(FrameEvent.from_json(m.value).is_glm for m in rig.bus.messages(FRAMES_TOPIC))
     assert first.uri == (rig.spool / first.name).resolve().as_uri()
     assert first.size == (rig.spool / first.name).stat().st_size
     assert first.ingest_time == "2024-06-15T18:40:03.000Z"
@@ -258,11 +269,11 @@ class FlakyBus(InProcessBus):
 
     down = True
 
-    def publish(self, topic: str, key: str, value: bytes) -> None:
+    def publish(self, topic: str, key: str, value: bytes, *, spread: bool = False) -> None:
         if self.down:
             msg = "broker unreachable"
             raise IngestError(msg)
-        super().publish(topic, key, value)
+        super().publish(topic, key, value, spread=spread)
 
 
 def test_a_bus_outage_loses_nothing(rig: Rig, meso_scenario: Path) -> None:

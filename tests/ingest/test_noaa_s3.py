@@ -19,7 +19,7 @@ from ingest.bus import InProcessBus
 from ingest.checkpoint import Checkpoint
 from ingest.daemon import IngestDaemon
 from ingest.errors import IngestError
-from ingest.events import FRAMES_TOPIC, FrameEvent
+from ingest.events import FRAMES_TOPIC, GLM_TOPIC, FrameEvent
 from ingest.filenames import parse_filename
 from ingest.quarantine import Quarantine
 from ingest.retry import Retry
@@ -100,7 +100,7 @@ def test_announces_across_an_hour_boundary(
         daemon.poll_once()  # a second poll lists the same keys and announces nothing new
     finally:
         checkpoint.close()
-    events = [FrameEvent.from_json(m.value) for m in bus.messages(FRAMES_TOPIC)]
+    events = [FrameEvent.from_json(m.value) for m in bus.messages(FRAMES_TOPIC) + bus.messages(GLM_TOPIC)]
     assert sorted(e.name for e in events) == sorted(p.name for p in files)
     for event in events:
         local = Path(event.uri.removeprefix("file://"))

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from ingest.bus import get_bus
-from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC
+from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GLM_TOPIC
 
 pytestmark = pytest.mark.kafka
 
@@ -30,9 +30,13 @@ def ltgcast(*args: str) -> list[str]:
 
 
 def events_of(address: str, topic: str, spool: Path, expect: int, timeout_s: float = 20) -> list[dict[str, object]]:
-    """Events on ``topic`` whose source is under ``spool``, read with a fresh consumer group."""
+    """Events on ``topic`` whose source is under ``spool``, read with a fresh consumer group.
+
+    The frame topic is read with the GLM topic: what the daemon announced, ABI frames and GLM granules.
+    """
     bus = get_bus(f"kafka://{address}")
-    subscription = bus.subscribe([topic], group=f"test-{uuid.uuid4().hex[:8]}")
+    topics = [FRAMES_TOPIC, GLM_TOPIC] if topic == FRAMES_TOPIC else [topic]
+    subscription = bus.subscribe(topics, group=f"test-{uuid.uuid4().hex[:8]}")
     prefix = spool.resolve().as_uri()
     found: list[dict[str, object]] = []
     deadline = time.monotonic() + timeout_s

@@ -343,7 +343,8 @@ def test_geometry_and_notification_round_trip_without_a_server() -> None:
     np.testing.assert_allclose(back.x, grid.x, rtol=0, atol=1e-15)
     np.testing.assert_allclose(back.y, grid.y, rtol=0, atol=1e-15)
     m = meta()
-    notice = GridNotification(m.grid_id, "G19", "M1", m.scan_start, m.valid_time, "lightning", 1, latest=True)
+    notice = GridNotification(m.key, m.scan_start, m.valid_time, latest=True)
+    assert (notice.grid_id, notice.sector, notice.model_version) == (m.grid_id, "M1", 1)
     assert GridNotification.from_json(notice.to_json()) == notice
     assert len(notice.to_json()) < 300
     with pytest.raises(ValueError, match="not a grid notification"):

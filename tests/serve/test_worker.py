@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from ingest.bus import InProcessBus
 from ingest.errors import IngestError
 from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GRIDS_TOPIC, DeadLetterEvent, FrameEvent, GridEvent
 from ingest.filenames import parse_filename
+from ingest.readers import read_product
 from ingest.synthetic import ScenarioConfig, simulate
 from ingest.testing import FakeClock
 from serve.gridfile import read_grid
@@ -30,10 +32,23 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def announce(bus: InProcessBus, path: Path) -> FrameEvent:
+    """What the ingest daemon does: frames spread on the frame topic, granules on the GLM topic."""
     event = FrameEvent.of(parse_filename(path), uri=str(path), source_uri=str(path), size=path.stat().st_size,
                           ingest_time=START)  # fmt: skip
-    bus.publish(FRAMES_TOPIC, event.key, event.to_json())
+    bus.publish(event.topic, event.key, event.to_json(), spread=not event.is_glm)
     return event
+
+
+def variant(event: FrameEvent, *, start: datetime | None = None, band: int | None = None,
+            sector: str | None = None, uri: str | None = None) -> FrameEvent:  # fmt: skip
+    """The event of another file: its name says the new band, sector or scan time, as a real name would."""
+    name = parse_filename(event.name)
+    when = start or name.scan_start
+    stamp = lambda t: f"{t:%Y%j%H%M%S}{t.microsecond // 100_000}"  # noqa: E731
+    text = (f"OR_ABI-L1b-Rad{sector or name.sector}-M6C{band or name.band:02d}_{name.satellite}_s{stamp(when)}"
+            f"_e{stamp(when + timedelta(seconds=6))}_c{stamp(when + timedelta(seconds=30))}.nc")  # fmt: skip
+    return FrameEvent.of(parse_filename(text), uri=uri or event.uri, source_uri=event.source_uri, size=event.size,
+                         ingest_time=START)  # fmt: skip
 
 
 def abi(paths: list[Path]) -> list[Path]:
@@ -106,17 +121,14 @@ def test_what_the_model_does_not_use_is_counted_and_let_go(scenario: list[Path],
     announce(bus, frame)
     announce(bus, frame)  # a duplicate
     event = FrameEvent.from_json(bus.messages(FRAMES_TOPIC)[-1].value)
-    other_band = FrameEvent(**{**event.__dict__, "band": 2, "name": event.name.replace("C13", "C02")})
-    bus.publish(FRAMES_TOPIC, "M1", other_band.to_json())
-    other_sector = FrameEvent(**{**event.__dict__, "sector": "M2"})
-    bus.publish(FRAMES_TOPIC, "M2", other_sector.to_json())
-    old = FrameEvent(**{**event.__dict__, "scan_start": "2024-06-15T17:00:24.000Z"})
-    bus.publish(FRAMES_TOPIC, "M1", old.to_json())
+    for other in (variant(event, band=2), variant(event, sector="M2"),
+                  variant(event, start=datetime(2024, 6, 15, 17, 0, 24, tzinfo=UTC))):  # fmt: skip
+        bus.publish(FRAMES_TOPIC, other.key, other.to_json())
     bus.publish(FRAMES_TOPIC, "M1", b'{"schema": "ltgcast.frame", "version": 1}')
     broken = tmp_path / frame.name
     broken.write_bytes(frame.read_bytes()[:5000])  # truncated
-    bad = FrameEvent(**{**event.__dict__, "uri": str(broken), "scan_start": "2024-06-15T20:15:24.000Z"})
-    bus.publish(FRAMES_TOPIC, "M1", bad.to_json())
+    bad = variant(event, uri=str(broken), start=datetime(2024, 6, 15, 20, 15, 24, tzinfo=UTC))
+    bus.publish(FRAMES_TOPIC, bad.key, bad.to_json())
     settings = WorkerSettings(sectors=frozenset({"M1"}), glm_deadline_s=0.0)
     worker = NowcastWorker(bus, scorer, store, clock, settings)
     drain(worker)
@@ -145,16 +157,23 @@ def test_a_replay_rewrites_the_same_grids(scenario: list[Path], setup: Setup) ->
     shutil.rmtree(store.root)
 
 
-class BrokenSink:
-    def __init__(self) -> None:
-        self.calls = 0
+class FlakySink:
+    """Fails its first ``failures`` puts (as Redis does while down), then takes every grid."""
 
-    def put(self, probability: object, grid: object, meta: object, *, encoding: str = "uint8") -> object:
+    def __init__(self, failures: int) -> None:
+        self.calls = 0
+        self.failures = failures
+        self.ids: list[str] = []
+
+    def put(self, probability: object, grid: object, meta: Any, *, encoding: str = "uint8") -> object:
         from ingest.errors import StoreError
 
         self.calls += 1
-        msg = "Redis at 127.0.0.1:1: put failed: ConnectionError"
-        raise StoreError(msg)
+        if self.calls <= self.failures:
+            msg = "Redis at 127.0.0.1:1: put failed: ConnectionError"
+            raise StoreError(msg)
+        self.ids.append(meta.grid_id)
+        return None
 
 
 def test_a_failing_sink_loses_nothing_and_a_shadow_model_scores_beside(scenario: list[Path], setup: Setup,
@@ -169,12 +188,15 @@ def test_a_failing_sink_loses_nothing_and_a_shadow_model_scores_beside(scenario:
         def current(self) -> ServingModels:
             return ServingModels(stable=scorer, shadow=shadow)
 
-    sink = BrokenSink()
+    sink = FlakySink(failures=2)
     for path in glm(scenario) + abi(scenario)[-2:]:
         announce(bus, path)
     worker = NowcastWorker(bus, Slot(), store, clock, sinks=(sink,))
     drain(worker)
-    assert (worker.outcomes["scored"], sink.calls) == (2, 2)  # the sink failed twice; both grids are stored
+    assert worker.outcomes["scored"] == 2  # the sink's failures never held a grid back
+    assert worker.sinks[0].wait_empty(30.0)  # retried (1 s, then 2 s) until the sink took both
+    assert (sink.calls, sink.ids) == (4, [g.grid_id for g in store.grids("M1")])
+    worker.close()
     assert [g.version for g in store.grids("M1")] == [1, 1]
     shadows = worker.shadow_store.grids("M1")
     assert [g.version for g in shadows] == [7, 7]
@@ -185,24 +207,19 @@ def test_a_failing_sink_loses_nothing_and_a_shadow_model_scores_beside(scenario:
     assert '"role": "shadow"' in attrs["provenance"]
 
 
-def test_an_unexpected_error_fails_one_frame_and_the_rest_go_on(scenario: list[Path], setup: Setup,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    import serve.worker
-
+def test_an_unexpected_error_fails_one_frame_and_the_rest_go_on(scenario: list[Path], setup: Setup) -> None:
     bus, clock, store, scorer = setup
     frames = abi(scenario)[-3:]
-    real = serve.worker.read_product
 
     def flaky(path: Path) -> object:
         if Path(path).name == frames[1].name:
             msg = "NetCDF: HDF error"
             raise RuntimeError(msg)
-        return real(path)
+        return read_product(path)
 
-    monkeypatch.setattr(serve.worker, "read_product", flaky)
     for path in glm(scenario) + frames:
         announce(bus, path)
-    worker = NowcastWorker(bus, scorer, store, clock)
+    worker = NowcastWorker(bus, scorer, store, clock, read=flaky)
     for _ in range(3):
         drain(worker)
     assert (worker.outcomes["scored"], worker.outcomes["failed"]) == (2, 1)
@@ -213,24 +230,19 @@ def test_an_unexpected_error_fails_one_frame_and_the_rest_go_on(scenario: list[P
     assert worker.idle()
 
 
-def test_file_uris_are_read_and_each_granule_once(scenario: list[Path], setup: Setup,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    import serve.worker
-
+def test_file_uris_are_read_and_each_granule_once(scenario: list[Path], setup: Setup) -> None:
     bus, clock, store, scorer = setup
     reads: list[str] = []
-    real = serve.worker.read_product
 
     def counting(path: Path) -> object:
         reads.append(Path(path).name)
-        return real(path)
+        return read_product(path)
 
-    monkeypatch.setattr(serve.worker, "read_product", counting)
     for path in glm(scenario) + abi(scenario)[-3:]:
         event = FrameEvent.of(parse_filename(path), uri=path.resolve().as_uri(), source_uri=path.as_uri(),
                               size=path.stat().st_size, ingest_time=START)  # fmt: skip
-        bus.publish(FRAMES_TOPIC, event.key, event.to_json())
-    worker = NowcastWorker(bus, scorer, store, clock)
+        bus.publish(event.topic, event.key, event.to_json())
+    worker = NowcastWorker(bus, scorer, store, clock, read=counting)
     drain(worker)
     assert worker.outcomes["scored"] == 3
     granules = [name for name in reads if "_GLM-" in name]
@@ -263,17 +275,17 @@ def test_the_lag_gauge_counts_what_is_not_committed_read_every_ten_seconds(scena
     for path in granules[:5]:
         announce(bus, path)
     worker.step(timeout_s=0)
-    assert (worker.outcomes["glm"], lag_gauge()) == (5, 6)  # handled, not committed
-    announce(bus, granules[5])
+    assert (worker.outcomes["glm"], lag_gauge()) == (5, 1)  # the granules are on their own topic, read whole
+    announce(bus, abi(scenario)[-2])  # an older frame, behind the waiting one on the partition
     clock.advance(5)
     worker.step(timeout_s=0)
-    assert lag_gauge() == 6  # not read again before 10 s
+    assert lag_gauge() == 1  # not read again before 10 s
     clock.advance(5)
     worker.step(timeout_s=0)
-    assert lag_gauge() == 7
-    clock.advance(60)  # the frame's GLM deadline: it is scored, and everything is committed
+    assert lag_gauge() == 2
+    clock.advance(60)  # the frames' GLM deadline: they are scored, and everything is committed
     worker.step(timeout_s=0)
-    assert (worker.outcomes["scored"], lag_gauge()) == (1, 0)
+    assert (worker.outcomes["scored"] + worker.outcomes["scored_out_of_order"], lag_gauge()) == (2, 0)
 
 
 def test_a_lag_read_that_fails_is_logged_and_the_worker_goes_on(setup: Setup, monkeypatch: pytest.MonkeyPatch,

@@ -1,0 +1,15 @@
+"""The nowcast worker, in named parts: frame events in, probability grids stored and announced.
+
+* :mod:`serve.worker.loop` — :class:`NowcastWorker`, the loop that drives the parts (its docstring is the
+  worker's contract), and :class:`WorkerSettings`;
+* :mod:`serve.worker.glm` — :class:`~serve.worker.glm.GlmIndex`, the lightning context every worker holds whole;
+* :mod:`serve.worker.ledger` — :class:`~serve.worker.ledger.OffsetLedger`, how far each partition may be committed;
+* :mod:`serve.worker.step` — :class:`~serve.worker.step.ScoringStep`, one frame read, scored and stored;
+* :mod:`serve.worker.followups` — live verification and drift, off the frame's path;
+* :mod:`serve.worker.sinks` — :class:`~serve.worker.sinks.SinkFeed`, extra sinks (Redis) retried and back-filled.
+"""
+
+from serve.worker.loop import FixedModels, ModelSource, NowcastWorker, WorkerSettings
+from serve.worker.sinks import GridSink
+
+__all__ = ["FixedModels", "GridSink", "ModelSource", "NowcastWorker", "WorkerSettings"]

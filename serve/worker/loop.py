@@ -1,0 +1,562 @@
+"""The nowcast worker: ``FrameEvent`` in, probability grid stored and ``GridEvent`` out.
+
+Named parts, each testable alone: the lightning context (:class:`~serve.worker.glm.GlmIndex`,
+fed from the GLM topic every worker reads whole), the offset ledger
+(:class:`~serve.worker.ledger.OffsetLedger`), the scoring step
+(:class:`~serve.worker.step.ScoringStep`), the follow-ups off the frame's path
+(:class:`~serve.worker.followups.VerificationQueue`, :class:`~serve.worker.followups.DriftQueue`)
+and the extra sinks (:class:`~serve.worker.sinks.SinkFeed`). This module is the
+loop that drives them.
+
+Each :meth:`NowcastWorker.step`:
+
+1. Reads what is new on ``ltgcast.glm.v1`` (a :meth:`broadcast <ingest.bus.Bus.broadcast>`
+   reader that starts ``glm_lookback_s`` back, so a restarted or new worker
+   rebuilds the lightning context its frames need) into the GLM index. A broken
+   or impossible GLM event is dead-lettered (with its ``origin``) and skipped.
+2. Polls ``ltgcast.frames.v1`` as a member of the consumer group; a rebalance
+   listener notes the partitions taken away, and their frames (waiting,
+   unannounced or done-but-uncommitted) are let go before the new messages are
+   handled: the new owner reads them again from the committed offset. Each
+   message is decoded in one place (:func:`ingest.events.decode_event`); any
+   decode failure is dead-lettered and marked done, so one bad event never
+   wedges a partition. ABI frames that are not the model's band, not a wanted
+   sector, or older than ``max_age_s`` are counted and let go; a frame already
+   scored or waiting here is a duplicate.
+3. A band-13 frame waits until its ``ltg`` window (the 15 minutes before the
+   scan) is complete (:class:`~serve.worker.glm.Window`: covered, and the GLM
+   stream has passed its end) and the GLM reader has caught up with what the
+   topic held at start, or until ``glm_deadline_s`` after it arrived; then it is
+   scored with what there is, and the grid records the granules used and how
+   many 20-second granules were missing.
+4. Ready frames are scored in scan order, at most ``step_budget_s`` of them per
+   step (the worker must poll again to stay in the group): read, featurize,
+   score, store (the grid id makes a replay rewrite the same grid). A transient
+   failure (the store cannot be written, the scorer is unreachable) puts the
+   frame back to be tried again after a back-off (1 s doubling to
+   ``retry_max_s``), uncommitted, for as long as it takes; anything else is
+   counted and dead-lettered. A stored grid goes to the extra sinks, the drift
+   and verification queues and the shadow model, and its ``GridEvent`` is
+   announced; an announcement that fails is retried alone (the grid is not
+   scored again) and its frame stays uncommitted until it succeeds.
+5. Offsets are committed per partition up to the first message not yet done
+   (:class:`~serve.worker.ledger.OffsetLedger`). A commit refused after a
+   rebalance is logged and changes nothing.
+6. At most every ``lag_interval_s`` the subscription's lag goes to
+   ``ltgcast_consumer_lag_messages{topic, partition}``; partitions no longer
+   read are withdrawn. Beyond ``max_pending`` frames in hand the worker stops
+   fetching (it still polls, so it stays in the group) until it catches up.
+
+Memory is bounded for a run of months: the GLM index and the set of scored
+frames keep ``glm_lookback_s`` behind the clock (with no age limit, a replay:
+two hours behind the newest granule), the flash cache ``flash_cache`` granules,
+the recent grid events 1000, verification ``max_awaiting`` grids.
+
+Models: one :class:`~serve.hotswap.ServingModels` snapshot per frame, so a
+hot-swap lands between two frames and a grid is never made by two versions.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from featurize.examples import LabelRule
+from ingest.bus import Bus, Message, TopicPartition
+from ingest.clock import Clock
+from ingest.errors import EventError, LtgcastError, RebalancedError
+from ingest.events import (
+    DEADLETTER_TOPIC,
+    FRAMES_TOPIC,
+    GLM_TOPIC,
+    GRIDS_TOPIC,
+    SECTORS,
+    DeadLetterEvent,
+    FrameEvent,
+    GridEvent,
+)
+from ingest.ncio import iso_utc, parse_utc
+from ingest.readers import read_product
+from monitor import metrics as monitoring
+from monitor.drift import DriftMonitor, scene_of
+from monitor.quality import record_age, record_prediction
+from serve import metrics
+from serve.hotswap import ServingModels
+from serve.nowcast import IR_BAND
+from serve.scoring import Scorer
+from serve.store import FileGridStore
+from serve.worker.followups import Awaiting, DriftQueue, VerificationQueue
+from serve.worker.glm import GlmIndex
+from serve.worker.ledger import OffsetLedger
+from serve.worker.sinks import GridSink, SinkFeed
+from serve.worker.step import FrameFailed, Scored, ScoringStep
+
+log = logging.getLogger(__name__)
+
+RECENT_GRIDS = 1000
+REPLAY_GLM_KEEP = timedelta(hours=2)  # with no age limit: GLM kept behind the newest granule
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What the worker scores, how long it waits, and how it bounds its work."""
+
+    sectors: frozenset[str] = frozenset(SECTORS)
+    glm_deadline_s: float = 90.0
+    max_age_s: float = 3600.0  # frames older than this on arrival are let go; inf: no limit (replays)
+    horizon: timedelta = timedelta(minutes=30)
+    encoding: str = "uint8"
+    group: str = "ltgcast-worker"
+    poll_timeout_s: float = 1.0
+    verify: bool = True  # score each grid against the flashes of its 30 minutes once they are in
+    verify_deadline_s: float = 600.0  # after the label window (or arrival, on replays) GLM may still complete it
+    verify_window: int = 12  # grids per sector in the rolling live scores
+    max_awaiting: int = 128  # grids held in memory for verification; the oldest beyond are dropped (counted)
+    lag_interval_s: float = 10.0  # seconds between two reads of the consumer lag (a broker round trip on Kafka)
+    glm_lookback_s: float = 0.0  # how far back the GLM topic is read at start; 0: max age + 25 min (6 h: no limit)
+    retry_first_s: float = 1.0  # first wait before a frame that failed transiently is tried again
+    retry_max_s: float = 60.0  # the longest wait between two tries
+    step_budget_s: float = 10.0  # scoring time per step before the worker polls again
+    max_pending: int = 256  # frames in hand beyond which fetching pauses
+    poll_records: int = 20  # frame messages per poll
+    flash_cache: int = 400  # granules whose flashes stay in memory
+
+    def lookback_s(self) -> float:
+        """Seconds of GLM topic read at start: the oldest frame scored needs its 15-minute window, plus margin."""
+        if self.glm_lookback_s > 0:
+            return self.glm_lookback_s
+        if math.isfinite(self.max_age_s):
+            return self.max_age_s + 25 * 60.0
+        return 6 * 3600.0
+
+
+@runtime_checkable
+class ModelSource(Protocol):
+    """Where the worker gets the models for the next frame (:class:`serve.hotswap.ModelSlot`)."""
+
+    def current(self) -> ServingModels:
+        """The stable model (and shadow) to use for one whole frame."""
+        ...
+
+
+class FixedModels:
+    """One scorer for the worker's whole life (no hot-swap)."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        self._models = ServingModels(stable=scorer)
+
+    def current(self) -> ServingModels:
+        """Always the same scorer."""
+        return self._models
+
+
+@dataclass
+class _Pending:
+    message: Message
+    event: FrameEvent
+    scan_start: datetime
+    arrived: datetime
+    attempts: int = 0
+    retry_at: float = 0.0  # monotonic time before which a transiently failed frame is not tried again
+
+    @property
+    def partition(self) -> TopicPartition:
+        return (self.message.topic, self.message.partition)
+
+    @property
+    def key(self) -> tuple[str, str, datetime]:
+        return (self.event.satellite, str(self.event.sector), self.scan_start)
+
+
+@dataclass
+class _Unannounced:
+    frame: _Pending
+    grid: GridEvent
+
+
+class NowcastWorker:
+    """Consumes frame events from ``bus``; stores grids in ``store``; announces them on ``bus``."""
+
+    def __init__(self, bus: Bus, models: Scorer | ModelSource, store: FileGridStore, clock: Clock,
+                 settings: WorkerSettings | None = None, *, sinks: Sequence[GridSink] = (),
+                 shadow_store: FileGridStore | None = None, drift: DriftMonitor | None = None,
+                 read: Callable[[Path], Any] = read_product) -> None:  # fmt: skip
+        self.bus, self.store, self.clock = bus, store, clock
+        self.settings = s = settings or WorkerSettings()
+        self.models: ModelSource = models if isinstance(models, ModelSource) else FixedModels(models)
+        self.shadow_store = shadow_store or FileGridStore(store.root / "shadow")
+        self.glm = GlmIndex(read, s.flash_cache)
+        self.scoring = ScoringStep(store, self.glm, read, clock.monotonic, horizon=s.horizon, encoding=s.encoding)
+        self.verification = VerificationQueue(self.glm, clock, window=s.verify_window, max_awaiting=s.max_awaiting,
+                                              deadline_s=s.verify_deadline_s)  # fmt: skip
+        self.drift = DriftQueue(drift or DriftMonitor(), clock)
+        self.sinks = [SinkFeed(sink, store, clock, encoding=s.encoding).start() for sink in sinks]
+        self.ledger = OffsetLedger()
+        self._revoked: list[TopicPartition] = []
+        self._revoked_lock = threading.Lock()
+        self.assignment: set[TopicPartition] = set()  # the frame partitions this worker reads (Kafka; empty in-process)
+        self._dropped: set[TopicPartition] = set()  # partitions let go after a rebalance (re-read if given back)
+        self.subscription = bus.subscribe([FRAMES_TOPIC], s.group, listener=self)
+        self.glm_reader = bus.broadcast(GLM_TOPIC, lookback_s=s.lookback_s())
+        self.pending: list[_Pending] = []
+        self.unannounced: list[_Unannounced] = []
+        self.scored: dict[tuple[str, str, datetime], datetime] = {}  # frame key -> when it was scored
+        self.newest: dict[str, datetime] = {}
+        self.outcomes: Counter[str] = Counter()
+        self.grids: deque[GridEvent] = deque(maxlen=RECENT_GRIDS)  # the last grids announced (bounded: runs for months)
+        self.grids_made = 0
+        self.last_step = clock.monotonic()
+        self._next_lag = clock.monotonic()  # the first step reads the lag
+        self._lag_labels: set[tuple[str, str]] = set()  # (topic, partition) this worker last exported
+        self.lag_errors = 0  # lag reads that raised (logged)
+        self._paused = False
+
+    # -- the rebalance listener (called inside subscription.poll) ----------------------------------------------------
+    def revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        """Note the partitions taken away; :meth:`step` lets their frames go right after the poll."""
+        with self._revoked_lock:
+            self._revoked.extend(partitions)
+            self.assignment = self.assignment - set(partitions)
+
+    def assigned(self, partitions: Sequence[TopicPartition]) -> None:
+        """Partitions given to this worker: their messages come from the group's committed offsets."""
+        with self._revoked_lock:
+            self.assignment = self.assignment | set(partitions)
+        log.info("worker: now reading %d partition(s) of %s", len(self.assignment), FRAMES_TOPIC)
+
+    # -- one step ---------------------------------------------------------------------------------------------------
+    def step(self, timeout_s: float | None = None) -> int:
+        """Poll once, handle what came and what is ready; return the number of frame and GLM messages received."""
+        received = self._read_glm()
+        poll_s = self.settings.poll_timeout_s if timeout_s is None else timeout_s
+        messages = self.subscription.poll(poll_s if not received else 0.0, self.settings.poll_records)
+        self._release_revoked()
+        for message in messages:
+            if self.ledger.track(message):
+                self._receive(message)
+        self._announce_waiting()
+        self._score_ready()
+        self.verification.run()
+        self._commit()
+        self._report_lag()
+        self._prune()
+        self._backpressure()
+        metrics.PENDING.set(len(self.pending))
+        self.last_step = self.clock.monotonic()
+        return received + len(messages)
+
+    def idle(self) -> bool:
+        """Nothing is waiting for GLM, a retry or an announcement."""
+        return not self.pending and not self.unannounced
+
+    def drain(self) -> None:
+        """Score every frame still waiting with what there is, announce, and commit (before a shutdown)."""
+        self._score_ready(force=True)
+        self._announce_waiting()
+        self._commit()
+
+    def close(self) -> None:
+        """Leave the consumer group now (uncommitted messages go to the others); finish the queued side work."""
+        try:
+            self.subscription.close()
+        finally:
+            self.glm_reader.close()
+            self.drift.close()
+            for feed in self.sinks:
+                feed.close()
+
+    def wait_monitoring(self, timeout_s: float | None = None) -> None:
+        """Wait until the drift monitor has taken every queued frame (tests, shutdown)."""
+        self.drift.wait(timeout_s)
+
+    @property
+    def awaiting(self) -> list[Awaiting]:
+        """Grids waiting for their verification window."""
+        return self.verification.awaiting
+
+    @property
+    def live(self) -> Any:
+        """The rolling live scores."""
+        return self.verification.live
+
+    # -- GLM ----------------------------------------------------------------------------------------------------
+    def _read_glm(self, rounds: int = 20) -> int:
+        """Everything new on the GLM topic (bounded per step), into the index."""
+        received = 0
+        for _ in range(rounds):
+            messages = self.glm_reader.poll(0.0, 500)
+            for message in messages:
+                self._receive_glm(message)
+            received += len(messages)
+            if len(messages) < 500:
+                break
+        return received
+
+    def _receive_glm(self, message: Message) -> None:
+        try:
+            event = FrameEvent.from_json(message.value)
+            fresh = self.glm.add(event)
+        except EventError as exc:
+            metrics.BAD_GLM.inc()
+            log.warning("worker: a broken GLM event at %s: %s", message.origin, exc)
+            self._dead_letter(f"message {message.origin}", message.key or "GLM", "event", str(exc),
+                              origin=message.origin)  # fmt: skip
+            return
+        if fresh:
+            self.outcomes["glm"] += 1
+            monitoring.GLM_RECEIVED.labels(event.satellite).inc()
+            self.verification.glm_arrived()
+
+    # -- frames ----------------------------------------------------------------------------------------------------
+    def _done(self, message: Message, outcome: str, sector: str | None = None) -> None:
+        self.outcomes[outcome] += 1
+        if outcome != "glm_on_frames":  # ltgcast_frames_total counts frames; granules have their own counter
+            monitoring.FRAMES.labels(sector if sector in SECTORS else "other", outcome).inc()
+        self.ledger.done(message)
+
+    def _receive(self, message: Message) -> None:
+        try:
+            event = FrameEvent.from_json(message.value)
+        except EventError as exc:
+            log.warning("worker: a broken event at %s: %s", message.origin, exc)
+            self._dead_letter(f"message {message.origin}", "unknown", "event", str(exc), origin=message.origin)
+            self._done(message, "bad_event")
+            return
+        try:
+            self._admit(message, event)
+        except Exception as exc:  # whatever an event holds, its message must end as done
+            log.exception("worker: unexpected failure on the event at %s", message.origin)
+            self._dead_letter(event.name, event.label, "event", f"unexpected {type(exc).__name__}: {exc}",
+                              event.source_uri, origin=message.origin)  # fmt: skip
+            self._done(message, "bad_event")
+
+    def _admit(self, message: Message, event: FrameEvent) -> None:
+        if event.is_glm:  # on the frame topic: an older ingest daemon (before ltgcast.glm.v1)
+            if self.glm.add(event):
+                self.verification.glm_arrived()
+            self._done(message, "glm_on_frames")
+            return
+        s, start, sector = self.settings, event.start, str(event.sector)
+        if event.band == IR_BAND and event.sector in s.sectors:
+            record_age(sector, "ingest", start, parse_utc(event.ingest_time))
+        if event.band != IR_BAND:
+            self._done(message, "other_band", sector)
+        elif event.sector not in s.sectors:
+            self._done(message, "other_sector", sector)
+        elif (self.clock.now() - start).total_seconds() > s.max_age_s:
+            self._done(message, "too_old", sector)
+        elif self._known((event.satellite, sector, start)):
+            self._done(message, "duplicate", sector)
+        else:
+            self.pending.append(_Pending(message, event, start, self.clock.now()))
+
+    def _known(self, key: tuple[str, str, datetime]) -> bool:
+        """Scored already, waiting to be, or waiting to be announced."""
+        return (key in self.scored or any(f.key == key for f in self.pending)
+                or any(u.frame.key == key for u in self.unannounced))  # fmt: skip
+
+    def _release_revoked(self) -> None:
+        """After a rebalance: let go of the frames of partitions now read by another worker; re-read regained ones.
+
+        Rebalances are eager (every partition is revoked, then the new share assigned), so only the partitions
+        revoked and not assigned back are lost. A partition this worker let go of and is given again (also a
+        rebalance that ended in a later poll) is read again from the committed offset: the consumer may keep its
+        old position, past the frames that were dropped. Offsets still tracked are never handled twice.
+        """
+        with self._revoked_lock:
+            revoked, self._revoked = set(self._revoked), []
+            assignment = set(self.assignment)
+        lost = revoked - assignment
+        regained = self._dropped & assignment
+        if regained:
+            self.subscription.rewind(sorted(regained))
+            self._dropped -= regained
+        if not lost:
+            return
+        self._dropped |= lost
+        released = [f for f in self.pending if f.partition in lost]
+        released += [u.frame for u in self.unannounced if u.frame.partition in lost]
+        self.pending = [f for f in self.pending if f.partition not in lost]
+        self.unannounced = [u for u in self.unannounced if u.frame.partition not in lost]
+        self.ledger.drop(lost)
+        if released:
+            metrics.RELEASED.inc(len(released))
+            log.info("worker: let %d unfinished frame(s) go with their partitions to the next owner: %s",
+                     len(released), ", ".join(f.event.name for f in released))  # fmt: skip
+
+    # -- scoring ----------------------------------------------------------------------------------------------------
+    def _score_ready(self, *, force: bool = False) -> None:
+        """Score ready frames in scan order, within ``step_budget_s`` (every waiting frame with ``force``)."""
+        now, began = self.clock.now(), self.clock.monotonic()
+        caught_up = self.glm_reader.caught_up()
+        for frame in sorted(self.pending, key=lambda f: f.scan_start):
+            if not force and self.clock.monotonic() - began > self.settings.step_budget_s:
+                break
+            if not force and self.clock.monotonic() < frame.retry_at:
+                continue
+            models = self.models.current()  # one snapshot per frame: a hot-swap lands between frames, never inside
+            lo = frame.scan_start - timedelta(minutes=models.stable.feature_set.window_minutes)
+            window = self.glm.window(frame.event.satellite, lo, frame.scan_start)
+            late = (now - frame.arrived).total_seconds() >= self.settings.glm_deadline_s
+            if force or late or (window.complete and caught_up):
+                self.pending.remove(frame)  # before scoring: a frame is never scored twice
+                self._score(frame, models, window)
+
+    def _score(self, frame: _Pending, models: ServingModels, window: Any) -> None:
+        """Score one frame; whatever goes wrong is counted, retried or dead-lettered, never raised to the loop."""
+        try:
+            scored = self.scoring.run(frame.event, frame.scan_start, models, window)
+        except FrameFailed as failure:
+            if failure.transient:
+                self._retry_later(frame, failure)
+            else:
+                log.warning("worker: could not score %s: %s", frame.event.name, failure.reason)
+                self._failed(frame, failure.reason)
+            return
+        except Exception as exc:  # the last boundary: a frame must end as scored, retried or failed
+            log.exception("worker: unexpected failure on %s", frame.event.name)
+            self._failed(frame, f"unexpected {type(exc).__name__}: {exc}")
+            return
+        self._after_store(frame, models, scored)
+
+    def _retry_later(self, frame: _Pending, failure: FrameFailed) -> None:
+        frame.attempts += 1
+        wait = min(self.settings.retry_max_s, self.settings.retry_first_s * 2.0 ** (frame.attempts - 1))
+        frame.retry_at = self.clock.monotonic() + wait
+        metrics.STORE_RETRIES.labels(failure.kind).inc()
+        log.warning("worker: %s failed (%s, attempt %d); trying again in %.0f s", frame.event.name, failure.reason,
+                    frame.attempts, wait)  # fmt: skip
+        self.pending.append(frame)
+
+    def _failed(self, frame: _Pending, reason: str) -> None:
+        event = frame.event
+        self._dead_letter(event.name, event.label, "score", reason, event.source_uri, origin=frame.message.origin)
+        self._done(frame.message, "failed", str(event.sector))
+
+    def _after_store(self, frame: _Pending, models: ServingModels, scored: Scored) -> None:
+        """A grid is in the file store: feed the sinks and side work, then announce it."""
+        meta, result = scored.meta, scored.result
+        monitoring.GLM_MISSING.labels(meta.satellite).inc(scored.missing)
+        record_prediction(meta.sector, meta.model_version, result.probability)
+        for feed in self.sinks:
+            feed.put(scored.path, result.probability, scored.image.grid, meta)
+        card = getattr(models.stable, "card", {})
+        self.drift.submit(meta, card, result.channels, scene_of(scored.image.grid))
+        if self.settings.verify:
+            self.verification.add(Awaiting(meta.satellite, meta.sector, frame.scan_start, frame.arrived,
+                                           scored.image.grid, result.probability,
+                                           LabelRule.of(card.get("label_rule"))))  # fmt: skip
+        if models.shadow is not None:
+            self._shadow(frame, models.shadow, scored)
+        grid = GridEvent.of(meta.key, valid_time=meta.valid_time, uri=str(scored.path), frame=frame.event.name,
+                            glm_used=len(scored.used), glm_missing=scored.missing, created=self.clock.now(),
+                            scan_start=frame.scan_start)  # fmt: skip
+        self.unannounced.append(_Unannounced(frame, grid))
+        self._announce_waiting()
+
+    def _shadow(self, frame: _Pending, scorer: Scorer, scored: Scored) -> None:
+        try:
+            self.scoring.shadow(scored, scorer, self.shadow_store, frame.scan_start, frame.event)
+        except Exception as exc:  # a candidate never disturbs the stable path
+            log.warning("worker: shadow model %s v%d failed on %s: %s", scorer.name, scorer.version,
+                        frame.event.name, exc)  # fmt: skip
+            return
+        metrics.SHADOW_GRIDS.inc()
+
+    def _announce_waiting(self) -> None:
+        """Publish the grid events not yet acknowledged, in order; the first failure waits for the next step."""
+        while self.unannounced:
+            waiting = self.unannounced[0]
+            try:
+                self.bus.publish(GRIDS_TOPIC, waiting.grid.key, waiting.grid.to_json())
+            except LtgcastError as exc:  # the grid is stored; only its announcement is tried again
+                log.warning("worker: grid %s stored but not announced yet (%d waiting): %s", waiting.grid.grid_id,
+                            len(self.unannounced), exc)  # fmt: skip
+                return
+            self.unannounced.pop(0)
+            self._announced(waiting.frame, waiting.grid)
+
+    def _announced(self, frame: _Pending, grid: GridEvent) -> None:
+        self.grids.append(grid)
+        self.grids_made += 1
+        self.scored[frame.key] = frame.scan_start
+        sector = grid.sector
+        newest = self.newest.get(sector)
+        outcome = "scored_out_of_order" if newest is not None and frame.scan_start < newest else "scored"
+        self.newest[sector] = max(frame.scan_start, newest or frame.scan_start)
+        now = self.clock.now()
+        metrics.LAST_GRID.labels(sector).set(self.newest[sector].timestamp())
+        metrics.GRID_LATENCY.labels(sector).observe((now - frame.arrived).total_seconds())
+        record_age(sector, "publish", frame.scan_start, now)
+        self._done(frame.message, outcome, sector)
+
+    def _dead_letter(self, name: str, key: str, stage: str, reason: str, source: str = "", *,
+                     origin: str | None = None) -> None:  # fmt: skip
+        letter = DeadLetterEvent(name=name, key=key, stage=stage, reason=reason, source_uri=source,
+                                 quarantine_uri=None, ingest_time=iso_utc(self.clock.now()), origin=origin)  # fmt: skip
+        try:
+            self.bus.publish(DEADLETTER_TOPIC, key, letter.to_json())
+        except LtgcastError as exc:  # the reason is in the log; the message is done either way
+            log.error("worker: could not dead-letter %s (%s): %s", name, reason, exc)
+
+    # -- bookkeeping ------------------------------------------------------------------------------------------------
+    def _commit(self) -> None:
+        for message in self.ledger.committable():
+            try:
+                self.subscription.commit(message)
+            except RebalancedError as exc:  # the partition moved: its new owner commits from now on
+                log.info("worker: commit of %s refused after a rebalance: %s", message.origin, exc)
+
+    def _report_lag(self) -> None:
+        """Export the subscription's lag if ``lag_interval_s`` has passed; a failure is logged, never raised."""
+        now = self.clock.monotonic()
+        if now < self._next_lag:
+            return
+        self._next_lag = now + self.settings.lag_interval_s
+        try:
+            lag = self.subscription.lag()
+        except Exception as exc:  # monitoring must never stop the worker
+            self.lag_errors += 1
+            monitoring.CONSUMER_LAG_ERRORS.inc()
+            log.warning("worker: could not read the consumer lag: %s", exc)
+            return
+        # No partitions (a rebalance, or more workers than partitions) withdraws every series: a partition read
+        # by another member must not keep this worker's last value (it would page twice, or forever).
+        labels = {(topic, str(partition)): messages for (topic, partition), messages in lag.items()}
+        for label in self._lag_labels - labels.keys():  # given to another worker of the group
+            monitoring.CONSUMER_LAG.remove(*label)
+        for label, messages in labels.items():
+            monitoring.CONSUMER_LAG.labels(*label).set(messages)
+        self._lag_labels = set(labels)
+
+    def _prune(self) -> None:
+        """Bound the GLM index and the scored set: by the clock, or (no age limit) behind the newest granule."""
+        if math.isfinite(self.settings.max_age_s):
+            horizon = self.clock.now() - timedelta(seconds=self.settings.lookback_s())
+        else:
+            newest = self.glm.newest()
+            if newest is None:
+                return
+            horizon = newest - REPLAY_GLM_KEEP
+        self.glm.prune(horizon)
+        self.scored = {k: v for k, v in self.scored.items() if v >= horizon}
+
+    def _backpressure(self) -> None:
+        """Pause fetching while ``max_pending`` frames are in hand; resume below half of it."""
+        held = len(self.pending) + len(self.unannounced)
+        pause = held >= self.settings.max_pending or (self._paused and held > self.settings.max_pending // 2)
+        if pause != self._paused:
+            try:
+                self.subscription.pause(pause)
+            except LtgcastError as exc:
+                log.warning("worker: could not %s fetching: %s", "pause" if pause else "resume", exc)
+                return
+            self._paused = pause
+            log.info("worker: %s fetching frames (%d in hand)", "paused" if pause else "resumed", held)

@@ -1,0 +1,128 @@
+"""One frame through the model: read, featurize, score, store. Failures say whether trying again can help.
+
+:class:`ScoringStep` is the worker's pure-ish core with its side effects named:
+it reads the frame named by the event and the flashes of its granules, scores
+it with one :class:`~serve.hotswap.ServingModels` snapshot and writes the grid
+into the file store (atomically, under its grid id). It raises
+:class:`FrameFailed`, which says whether the failure is **transient** — the grid
+store could not be written (a full or read-only disk, a network volume that
+went away) or the scorer could not answer now
+(:class:`~ingest.errors.ScoringUnavailable`) — so the worker keeps the frame and
+tries again later, or **permanent** — the file is not the product it claims to
+be, the model refused the input — so the worker dead-letters it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from featurize.examples import Flashes
+from ingest.abi import AbiImage
+from ingest.errors import EventError, FrameDecodeError, IngestError, ScoringError, ScoringUnavailable
+from ingest.events import FrameEvent, local_path
+from monitor import metrics as monitoring
+from monitor.quality import InputQuality, record_input
+from serve.gridfile import GridMeta
+from serve.hotswap import ServingModels
+from serve.nowcast import Nowcast, nowcast_frame
+from serve.scoring import Scorer
+from serve.store import FileGridStore
+from serve.worker.glm import GlmIndex, Window
+
+GRANULE_S = 20.0  # a GLM LCFA file spans 20 s
+
+
+class FrameFailed(Exception):
+    """A frame could not become a grid: ``transient`` failures are tried again, the others dead-lettered."""
+
+    def __init__(self, reason: str, *, transient: bool, kind: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.transient = transient
+        self.kind = kind  # what failed: read, score, store
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A stored grid and what it was made from."""
+
+    image: AbiImage
+    flashes: Flashes
+    used: tuple[str, ...]
+    missing: int
+    result: Nowcast
+    meta: GridMeta
+    path: Path
+
+
+class ScoringStep:
+    """Frame event + models + GLM window → a grid in the file store."""
+
+    def __init__(self, store: FileGridStore, glm: GlmIndex, read: Callable[[Path], Any], monotonic: Callable[[], float],
+                 *, horizon: timedelta, encoding: str) -> None:  # fmt: skip
+        self.store = store
+        self.glm = glm
+        self._read = read
+        self._monotonic = monotonic
+        self.horizon = horizon
+        self.encoding = encoding
+
+    def run(self, event: FrameEvent, scan_start: datetime, models: ServingModels, window: Window) -> Scored:
+        """Score one frame and store its grid; :class:`FrameFailed` when it cannot."""
+        began = self._monotonic()
+        image = self._image(event)
+        flashes, used, unreadable = self.glm.flashes(window.granules)
+        monitoring.STAGE_LATENCY.labels("read").observe(self._monotonic() - began)
+        record_input(event.satellite, str(event.sector), image.band, InputQuality.of(image.accounting))
+        window_s = models.stable.feature_set.window_minutes * 60.0
+        missing = int(round((1.0 - window.coverage) * window_s / GRANULE_S)) + unreadable
+        try:
+            result = nowcast_frame(image, flashes, models.stable)
+        except ScoringUnavailable as exc:
+            raise FrameFailed(str(exc), transient=True, kind="scorer") from exc
+        except (ScoringError, ValueError) as exc:
+            raise FrameFailed(str(exc), transient=False, kind="score") from exc
+        for name, seconds in result.seconds.items():
+            monitoring.STAGE_LATENCY.labels(name).observe(seconds)
+        meta = self.meta(event, scan_start, models.stable, result, tuple(used), missing)
+        began = self._monotonic()
+        try:
+            stored = self.store.put(result.probability, image.grid, meta, encoding=self.encoding, flashes=flashes)
+        except OSError as exc:
+            msg = f"cannot write {meta.grid_id} into {self.store.root}: {exc}"
+            raise FrameFailed(msg, transient=True, kind="store") from exc
+        except ValueError as exc:
+            raise FrameFailed(str(exc), transient=False, kind="store") from exc
+        monitoring.STAGE_LATENCY.labels("store").observe(self._monotonic() - began)
+        return Scored(image, flashes, tuple(used), missing, result, meta, stored.path)
+
+    def _image(self, event: FrameEvent) -> AbiImage:
+        try:
+            image = self._read(local_path(event.uri))
+        except (FrameDecodeError, IngestError, EventError, OSError) as exc:
+            raise FrameFailed(str(exc), transient=False, kind="read") from exc
+        if not isinstance(image, AbiImage):
+            msg = f"{event.uri}: expected an ABI image"
+            raise FrameFailed(msg, transient=False, kind="read")
+        return image
+
+    def meta(self, event: FrameEvent, scan_start: datetime, scorer: Scorer, result: Nowcast,
+             used: tuple[str, ...], missing: int, **extra: Any) -> GridMeta:  # fmt: skip
+        """The grid's metadata: frame, model, GLM used and missing, provenance."""
+        return GridMeta(
+            satellite=event.satellite, sector=str(event.sector), scan_start=scan_start,
+            valid_time=scan_start + self.horizon, model_name=scorer.name, model_version=scorer.version,
+            abi_file=event.name, glm_files=used, glm_missing=missing,
+            extra={"filled": result.filled, "seconds": result.seconds, **extra},
+        )  # fmt: skip
+
+    def shadow(self, scored: Scored, scorer: Scorer, shadow_store: FileGridStore, scan_start: datetime,
+               event: FrameEvent) -> None:  # fmt: skip
+        """Score the candidate on the same input into ``shadow_store`` (its metadata says ``role: shadow``)."""
+        result = nowcast_frame(scored.image, scored.flashes, scorer)
+        meta = self.meta(event, scan_start, scorer, result, scored.used, scored.missing, role="shadow")
+        shadow_store.put(result.probability, scored.image.grid, meta, encoding=self.encoding)
