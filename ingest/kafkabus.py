@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 import socket
 import threading
 import time
@@ -225,8 +226,8 @@ class KafkaBus:
     def _next_partition(self, producer: KafkaProducer, topic: str) -> int:
         """The partition after the last one this bus spread a message of ``topic`` to."""
         partitions = sorted(producer.partitions_for(topic))
-        with self._lock:
-            turn = self._turns.setdefault(topic, itertools.count())
+        with self._lock:  # from a random partition: restarted publishers do not all favour the first ones
+            turn = self._turns.setdefault(topic, itertools.count(random.randrange(len(partitions))))
             return int(partitions[next(turn) % len(partitions)])
 
     def publish(self, topic: str, key: str, value: bytes, *, spread: bool = False) -> None:

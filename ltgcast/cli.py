@@ -30,6 +30,7 @@ from ltgcast.ingestion import add_events_arguments, add_ingest_arguments, events
 from ltgcast.latency import add_bench_latency_arguments, bench_latency
 from ltgcast.modelcmd import add_models_arguments
 from ltgcast.nowcasting import add_bench_nowcast_arguments, add_nowcast_arguments, bench_nowcast, nowcast_command
+from ltgcast.scaleout import add_bench_scaleout_arguments, bench_scaleout
 from ltgcast.service import add_run_arguments, run_command
 from ltgcast.training import add_train_arguments, train_command
 
@@ -155,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_latency_parser = bench_kinds.add_parser("latency", help="a frame in the spool -> /v1/grids/latest")
     add_bench_latency_arguments(bench_latency_parser)
     bench_latency_parser.set_defaults(func=lambda a: bench_latency(a, os.environ))
+    bench_scaleout_parser = bench_kinds.add_parser(
+        "scaleout", help="grids per minute for 1, 2, 3 workers of the distributed mode (needs Kafka)"
+    )
+    add_bench_scaleout_arguments(bench_scaleout_parser)
+    bench_scaleout_parser.set_defaults(func=lambda a: bench_scaleout(a, os.environ))
 
     nowcast = sub.add_parser("nowcast", help="score one frame into a NetCDF probability grid")
     add_nowcast_arguments(nowcast)

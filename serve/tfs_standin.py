@@ -61,6 +61,7 @@ import logging
 import re
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -252,9 +253,10 @@ def _load(name: str, version: int, path: Path) -> _Servable:
 class ServerCore:
     """Loaded versions, labels and the config, behind one lock; answers with :class:`RpcFailure`."""
 
-    def __init__(self, base: Path, serving_root: str = "/models") -> None:
+    def __init__(self, base: Path, serving_root: str = "/models", delay_s: float = 0.0) -> None:
         self.base = base
         self.serving_root = PurePosixPath(serving_root)
+        self.delay_s = delay_s  # added to every Predict: a remote GPU server's network and queueing time
         self._lock = threading.RLock()
         self._reloading = threading.Lock()
         self._models: dict[str, _Model] = {}
@@ -374,7 +376,9 @@ class ServerCore:
         return servable
 
     def predict(self, request: Any) -> Any:
-        """``PredictionService/Predict``."""
+        """``PredictionService/Predict`` (after ``delay_s``, without holding a core: waiting costs no CPU)."""
+        if self.delay_s > 0:
+            time.sleep(self.delay_s)
         return _run(self.servable(request.model_spec), request)
 
     def input_specs(self, spec: Any, signature: str) -> Mapping[str, Any]:
@@ -668,9 +672,13 @@ def serve(
     host: str = "127.0.0.1",
     serving_root: str = "/models",
     threads: int = 8,
+    delay_s: float = 0.0,
 ) -> StandIn:
-    """Load ``base``'s configured versions and serve them on ``grpc_port`` and ``rest_port`` (0 = any free port)."""
-    core = ServerCore(base, serving_root)
+    """Load ``base``'s configured versions and serve them on ``grpc_port`` and ``rest_port`` (0 = any free port).
+
+    ``delay_s`` is added to every Predict (``--delay-ms``): how workers scale when scoring is remote.
+    """
+    core = ServerCore(base, serving_root, delay_s)
     core.reload(initial_config(base, serving_root))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="standin-grpc"),
@@ -701,6 +709,7 @@ class StandInSettings:
     rest_port: int = 8501
     host: str = "127.0.0.1"
     serving_root: str = "/models"
+    delay_s: float = 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -711,12 +720,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rest-port", type=int, default=8501)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     parser.add_argument("--serving-root", default="/models", help="where base_path values in models.config point")
-    args = parser.parse_args(argv)
-    settings = StandInSettings(args.base, args.grpc_port, args.rest_port, args.host, args.serving_root)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handle = serve(
-        settings.base, settings.grpc_port, settings.rest_port, host=settings.host, serving_root=settings.serving_root
+    parser.add_argument(
+        "--delay-ms",
+        type=float,
+        default=0.0,
+        help="added to every Predict, as a remote GPU server's network and queueing time (default 0)",
     )
+    parser.add_argument("--threads", type=int, default=8, help="gRPC requests answered at once (default 8)")
+    args = parser.parse_args(argv)
+    if args.delay_ms < 0 or args.threads < 1:
+        parser.error(f"--delay-ms must be >= 0 and --threads >= 1; found {args.delay_ms} and {args.threads}")
+    settings = StandInSettings(args.base, args.grpc_port, args.rest_port, args.host, args.serving_root,
+                               args.delay_ms / 1000.0)  # fmt: skip
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handle = serve(settings.base, settings.grpc_port, settings.rest_port, host=settings.host,
+                   serving_root=settings.serving_root, threads=args.threads, delay_s=settings.delay_s)  # fmt: skip
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())

@@ -130,8 +130,8 @@ class GlmIndex:
                     log.warning("worker: leaving out GLM granule %s: %s", event.name, exc)
                     unreadable += 1
                     continue
-                if not isinstance(granule, GlmGranule):
-                    log.warning("worker: leaving out %s: not a GLM granule", event.name)
+                if not isinstance(granule, GlmGranule) or granule.name.name != event.name:
+                    log.warning("worker: leaving out %s: %s holds no such GLM granule", event.name, event.uri)
                     unreadable += 1
                     continue
                 cached = granule.flashes

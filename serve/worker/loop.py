@@ -22,7 +22,10 @@ Each :meth:`NowcastWorker.step`:
    decode failure is dead-lettered and marked done, so one bad event never
    wedges a partition. ABI frames that are not the model's band, not a wanted
    sector, or older than ``max_age_s`` are counted and let go; a frame already
-   scored or waiting here is a duplicate.
+   scored and announced here is a duplicate. A second copy of a frame still in
+   hand waits beside the first and is let go as a duplicate once the first is
+   announced, or scored if the first fails (an event naming a real frame with
+   a bogus URI never hides the real one).
 3. A band-13 frame waits until its ``ltg`` window (the 15 minutes before the
    scan) is complete (:class:`~serve.worker.glm.Window`: covered, and the GLM
    stream has passed its end) and the GLM reader has caught up with what the
@@ -352,15 +355,10 @@ class NowcastWorker:
             self._done(message, "other_sector", sector)
         elif (self.clock.now() - start).total_seconds() > s.max_age_s:
             self._done(message, "too_old", sector)
-        elif self._known((event.satellite, sector, start)):
+        elif (event.satellite, sector, start) in self.scored:
             self._done(message, "duplicate", sector)
-        else:
+        else:  # a second copy of a frame in hand waits too: if the first fails (a bad URI), this one is scored
             self.pending.append(_Pending(message, event, start, self.clock.now()))
-
-    def _known(self, key: tuple[str, str, datetime]) -> bool:
-        """Scored already, waiting to be, or waiting to be announced."""
-        return (key in self.scored or any(f.key == key for f in self.pending)
-                or any(u.frame.key == key for u in self.unannounced))  # fmt: skip
 
     def _release_revoked(self) -> None:
         """After a rebalance: let go of the frames of partitions now read by another worker; re-read regained ones.
@@ -405,7 +403,12 @@ class NowcastWorker:
             lo = frame.scan_start - timedelta(minutes=models.stable.feature_set.window_minutes)
             window = self.glm.window(frame.event.satellite, lo, frame.scan_start)
             late = (now - frame.arrived).total_seconds() >= self.settings.glm_deadline_s
-            if force or late or (window.complete and caught_up):
+            if not (force or late or (window.complete and caught_up)):
+                continue
+            if frame.key in self.scored:  # another copy was scored and announced meanwhile
+                self.pending.remove(frame)
+                self._done(frame.message, "duplicate", str(frame.event.sector))
+            elif not any(u.frame.key == frame.key for u in self.unannounced):  # else: wait for its announcement
                 self.pending.remove(frame)  # before scoring: a frame is never scored twice
                 self._score(frame, models, window)
 

@@ -108,6 +108,9 @@ class ScoringStep:
         if not isinstance(image, AbiImage):
             msg = f"{event.uri}: expected an ABI image"
             raise FrameFailed(msg, transient=False, kind="read")
+        if image.name.name != event.name:  # the event names one file, its URI holds another
+            msg = f"{event.uri}: expected the file {event.name}, found {image.name.name}"
+            raise FrameFailed(msg, transient=False, kind="read")
         return image
 
     def meta(self, event: FrameEvent, scan_start: datetime, scorer: Scorer, result: Nowcast,

@@ -447,3 +447,32 @@ def test_real_versions_a_good_one_is_swapped_in_and_a_nan_one_rejected(model_bas
     assert 0 <= new.min() <= new.max() <= 1
     assert float(np.abs(new - old).max()) > 1e-3  # a different model is served, not the old one renamed
     assert slot.check() == []
+
+
+def test_a_replaced_scorer_is_closed_after_its_grace_and_every_retiree_at_stop(tmp_path: Path) -> None:
+    make_repo(tmp_path)
+    closed: list[int] = []
+
+    class Closable(FakeScorer):
+        def close(self) -> None:  # a TF Serving scorer closes its channel and request threads here
+            closed.append(self.version)
+
+    clock = FakeClock(START)
+
+    def load(path: Path) -> FakeScorer:
+        return Closable(NAME, int(path.name), 0.3)
+
+    slot = ModelSlot(tmp_path, NAME, load, HotSwapSettings(retire_after_s=60.0), Doubles().gate, clock=clock)
+    add_version(tmp_path, 0.5)
+    slot.check()
+    assert (slot.current().stable.version, closed) == (2, [])  # a frame may still be scored with v1
+    clock.advance(30)
+    slot.check()
+    assert closed == []
+    clock.advance(31)
+    slot.check()
+    assert closed == [1]
+    add_version(tmp_path, 0.6)
+    slot.check()
+    slot.stop()  # closes what is retired, whatever the grace left
+    assert closed == [1, 2]
