@@ -299,45 +299,32 @@ class Cluster:
             bus.close()
         return values
 
+    def decoded(self, topic: str, record: type[Any], result: Account) -> list[Any]:
+        """The records on a topic; what does not decode (injected by a scenario) is counted in the notes."""
+        out = []
+        for value in self.events(topic):
+            try:
+                out.append(record.from_json(value))
+            except EventError:
+                key = f"undecodable_on_{topic}"
+                result.notes[key] = result.notes.get(key, 0) + 1
+        return out
+
     def account(self, scenario: str, feed: Feed, *, workers: Iterable[str]) -> Account:
         """Count what the scenario left in the store, Redis and on the bus; check every worker is ready."""
         result = Account(scenario, frames_fed=len(feed.frames), grids_expected=len(feed.frames))
         stored = self.stored()
         result.grids_stored = sum(1 for f in feed.frames if f.name in stored)
         result.grids_lost = result.grids_expected - result.grids_stored
-        grids, undecodable = [], 0
-        for value in self.events(GRIDS_TOPIC):
-            try:
-                grids.append(GridEvent.from_json(value))
-            except EventError:  # injected by a scenario; nobody may trip on it
-                undecodable += 1
+        grids = self.decoded(GRIDS_TOPIC, GridEvent, result)
         contents: dict[str, set[tuple[str, int, int]]] = defaultdict(set)
         for event in grids:
             contents[event.grid_id].add((event.frame, event.glm_used, event.glm_missing))
         conflicting = {grid_id for grid_id, seen in contents.items() if len(seen) > 1}
-        differing = []
-        for name, path in stored.items():
-            values, attrs = read_grid(path)
-            reference = feed.reference.get(name)
-            used = set(str(attrs.get("input_glm_files", "")).split())
-            if not feed.window_granules(name) <= used:
-                result.without_glm += 1
-            if reference is not None:
-                delta = np.abs(pack_percent(values).astype(np.int16) - reference.astype(np.int16))
-                if int(delta.max()) > 1:
-                    differing.append(name)
-                    conflicting.add(str(attrs["grid_id"]))
-        result.conflicting = len(conflicting)
         result.notes["grid_events"] = len(grids)
-        if undecodable:
-            result.notes["undecodable_grid_events"] = undecodable
-        result.notes["differing_from_reference"] = differing
-        letters = []
-        for value in self.events(DEADLETTER_TOPIC):
-            try:
-                letters.append(DeadLetterEvent.from_json(value))
-            except EventError:
-                result.notes["undecodable_dead_letters"] = result.notes.get("undecodable_dead_letters", 0) + 1
+        result.notes["differing_from_reference"] = self.check_contents(stored, feed, result, conflicting)
+        result.conflicting = len(conflicting)
+        letters = self.decoded(DEADLETTER_TOPIC, DeadLetterEvent, result)
         result.dead_letters = len(letters)
         result.notes["dead_letter_stages"] = sorted({f"{d.stage}:{d.reason[:60]}" for d in letters})[:12]
         client = self.redis()
@@ -350,6 +337,24 @@ class Cluster:
         result.recovered = result.recovered and self.processes["ingest"].alive()
         result.seconds = round(time.monotonic() - self.began, 1)
         return result
+
+    @staticmethod
+    def check_contents(stored: dict[str, Path], feed: Feed, result: Account, conflicting: set[str]) -> list[str]:
+        """Count grids made without their window's granules; add grids that differ from the reference."""
+        differing = []
+        for name, path in stored.items():
+            values, attrs = read_grid(path)
+            used = set(str(attrs.get("input_glm_files", "")).split())
+            if not feed.window_granules(name) <= used:
+                result.without_glm += 1
+            reference = feed.reference.get(name)
+            if reference is None:
+                continue
+            delta = np.abs(pack_percent(values).astype(np.int16) - reference.astype(np.int16))
+            if int(delta.max()) > 1:
+                differing.append(name)
+                conflicting.add(str(attrs["grid_id"]))
+        return differing
 
     def logs(self) -> str:
         """The tail of every process log (for a failing assertion's message)."""

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -127,7 +126,8 @@ def test_rebalance_join_and_leave(cluster: Cluster, feed: Feed, report: list[dic
     w1 = cluster.processes["w1"].popen
     settle(cluster, feed, ("w2", "w3"), "a third worker joins mid-stream, then one leaves", report,
            w1_exit=w1.returncode if w1 else None)  # fmt: skip
-    assert w1 is not None and w1.returncode == 0
+    assert w1 is not None
+    assert w1.returncode == 0
 
 
 def test_ingest_killed_mid_feed(cluster: Cluster, feed: Feed, report: list[dict[str, Any]]) -> None:
@@ -189,8 +189,11 @@ def test_store_unwritable_for_one_frame(cluster: Cluster, feed: Feed, report: li
     blocker = cluster.store / str(name.sector) / f"{name.scan_start:%Y-%m-%d}" / f"{grid_id}.nc"
     blocker.mkdir(parents=True)  # a directory where the grid's file must go: the rename into place fails
     cluster.feed(feed.steps(), PACE_S)
-    retries = lambda: sum(cluster.metric(cluster.processes[w], "ltgcast_worker_retries_total", {"reason": "store"})
-                          for w in ("w1", "w2"))  # noqa: E731  # fmt: skip
+
+    def retries() -> float:
+        return sum(cluster.metric(cluster.processes[w], "ltgcast_worker_retries_total", {"reason": "store"})
+                   for w in ("w1", "w2"))  # fmt: skip
+
     wait_until(lambda: retries() >= 1, f"the store failure seen\n{cluster.logs()}", SETTLE_S)
     blocker.rmdir()  # writable again
     account = settle(cluster, feed, ("w1", "w2"), "grid store unwritable for one frame", report)

@@ -94,7 +94,8 @@ def test_the_worker_runs_as_a_distributed_worker_on_tf_serving_with_probes_the_a
     assert settings.tfserving == f"{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
     redis = find("Service", "ltgcast-redis")
     assert settings.redis.startswith(f"redis://{redis['metadata']['name']}:{redis['spec']['ports'][0]['port']}/")
-    assert str(settings.store).startswith("/var/lib/ltgcast/") and mounts("ltgcast-worker")["/var/lib/ltgcast"]
+    assert str(settings.store).startswith("/var/lib/ltgcast/")
+    assert mounts("ltgcast-worker")["/var/lib/ltgcast"] == "shared"
     assert mounts("ltgcast-worker")[str(settings.model_base)] == "models"
     assert settings.admin_token  # from the Secret
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -106,10 +107,10 @@ def test_the_worker_runs_as_a_distributed_worker_on_tf_serving_with_probes_the_a
 
 def test_one_ingest_daemon_writes_where_the_workers_read() -> None:
     deployment = find("Deployment", "ltgcast-ingest")
-    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert (deployment["spec"]["replicas"], deployment["spec"]["strategy"]["type"]) == (1, "Recreate")
     args = build_parser().parse_args(container("ltgcast-ingest")["args"])
     settings = IngestSettings.from_args(args, environment())
-    assert settings.source == "s3://noaa-goes19" and settings.bus == environment()["LTGCAST_BUS"]
+    assert (settings.source, settings.bus) == ("s3://noaa-goes19", environment()["LTGCAST_BUS"])
     assert str(settings.cache).startswith("/var/lib/ltgcast/")  # the frame events' URIs point here
     assert mounts("ltgcast-ingest")["/var/lib/ltgcast"] == mounts("ltgcast-worker")["/var/lib/ltgcast"] == "shared"
     shared = find("PersistentVolumeClaim", "ltgcast-shared")
@@ -135,7 +136,8 @@ def test_the_autoscaler_follows_the_lag_the_workers_export_within_the_partitions
     (rule,) = rules["externalRules"]
     assert rule["name"]["as"] == metric
     exported = CONSUMER_LAG._name  # noqa: SLF001 - the name prometheus-client exports
-    assert exported in rule["metricsQuery"] and f'topic="{FRAMES_TOPIC}"' in rule["metricsQuery"]
+    assert exported in rule["metricsQuery"]
+    assert f'topic="{FRAMES_TOPIC}"' in rule["metricsQuery"]
 
 
 def test_compose_runs_the_same_roles_the_same_way() -> None:

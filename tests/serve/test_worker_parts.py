@@ -75,12 +75,14 @@ def test_a_window_is_complete_once_covered_and_the_stream_has_passed_its_end(sce
         if granule.end <= hi - timedelta(seconds=30):
             assert index.add(granule)
     early = index.window(frame.satellite, lo, hi)
-    assert early.coverage > 0.9 and not early.reached and not early.complete  # the last half minute is missing
+    assert early.coverage > 0.9  # the last half minute is missing: not complete
+    assert (early.reached, early.complete) == (False, False)
     for granule in granules:
         index.add(granule)
     assert not index.add(granules[0])  # known already
     window = index.window(frame.satellite, lo, hi)
-    assert window.complete and window.coverage == pytest.approx(1.0)
+    assert window.complete
+    assert window.coverage == pytest.approx(1.0)
     assert len(window.granules) in (45, 46)
     assert index.window("G18", lo, hi).granules == ()  # another satellite's window is its own
 
@@ -136,7 +138,7 @@ def test_the_ledger_commits_only_done_prefixes_and_forgets_dropped_partitions() 
     assert ledger.open() == 3
     assert ledger.drop([("t", 1)]) == 2
     ledger.done(messages[4])  # its partition went: nothing happens
-    assert ledger.open() == 1 and ledger.committable() == []
+    assert (ledger.open(), ledger.committable()) == (1, [])
 
 
 # -- the loop's fault handling ----------------------------------------------------------------------------------------
@@ -168,7 +170,7 @@ def test_a_rebalance_releases_the_frames_of_partitions_that_went(scenario: list[
     before = REGISTRY.get_sample_value("ltgcast_worker_released_frames_total") or 0.0
     worker.revoked([(FRAMES_TOPIC, 0)])  # what the listener hears inside a poll
     worker.step(timeout_s=0)
-    assert worker.pending == [] and worker.ledger.open() == 0  # let go, never committed
+    assert (worker.pending, worker.ledger.open()) == ([], 0)  # let go, never committed
     assert REGISTRY.get_sample_value("ltgcast_worker_released_frames_total") == before + 1
     assert bus.subscribe([FRAMES_TOPIC], "ltgcast-worker").poll(0) != []  # the next owner finds it
 
@@ -253,7 +255,7 @@ def test_a_failed_announcement_is_retried_alone_and_the_frame_waits_for_it(scena
     worker.step(timeout_s=0)
     while worker.step(timeout_s=0):
         pass
-    assert bus.failed and len(worker.unannounced) == 0 and worker.outcomes["scored"] == 1
+    assert (bus.failed, len(worker.unannounced), worker.outcomes["scored"]) == (True, 0, 1)
     assert sum(1 for name in reads if "_ABI-" in name) == 1  # read and scored once; only the announcement again
     assert len(bus.messages(GRIDS_TOPIC)) == 1
     assert bus.subscribe([FRAMES_TOPIC], "ltgcast-worker").poll(0) == []
@@ -317,7 +319,8 @@ def test_a_sink_feed_retries_and_puts_back_what_a_restarted_sink_lost(scenario: 
         while len(sink.grids) < 3 and time.monotonic() < wait:
             time.sleep(0.05)
         assert sorted(sink.grids) == [g.grid_id for g in grids]
-        assert feed.failures >= 1 and feed.backfills >= 2
+        assert feed.failures >= 1
+        assert feed.backfills >= 2
     finally:
         feed.close(timeout_s=1.0)
 
@@ -375,8 +378,13 @@ def test_concurrent_writers_of_one_file_leave_one_whole_file(tmp_path: Path) -> 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
     target = atomic_write_text(tmp_path / "serving.json", "old")
-    with pytest.raises(RuntimeError), atomic_path(target) as temporary:
-        temporary.write_text("half")
-        raise RuntimeError
+
+    def interrupted() -> None:
+        with atomic_path(target) as temporary:
+            temporary.write_text("half")
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        interrupted()
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["serving.json"]
