@@ -43,6 +43,13 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return simulate(ScenarioConfig(out=tmp_path_factory.mktemp("sim"), sector="M1", start=START, minutes=24, seed=8))
 
 
+@pytest.fixture(scope="module")
+def second_sector(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The same minutes of M2 elsewhere on the disk (the satellite's GLM comes with the M1 scenario)."""
+    return simulate(ScenarioConfig(out=tmp_path_factory.mktemp("m2"), sector="M2", start=START, minutes=24, seed=9,
+                                   meso_center=(41.0, -88.0), glm=False))  # fmt: skip
+
+
 def frames_of(paths: list[Path], count: int) -> list[Path]:
     return sorted(p for p in paths if "_ABI-" in p.name)[-count:]
 
@@ -58,7 +65,7 @@ def bus(kafka_address: str) -> Iterator[Bus]:
     shared.close()
 
 
-def announce(bus: Bus, paths: list[Path], spool: Path) -> None:
+def announce(bus: Bus, paths: list[Path], spool: Path, sectors: tuple[str, ...] = ("M1",)) -> None:
     """Copy ``paths`` into ``spool`` and let the real ingest daemon announce them (two polls 3 s apart)."""
     spool.mkdir(exist_ok=True)
     for path in paths:
@@ -67,7 +74,7 @@ def announce(bus: Bus, paths: list[Path], spool: Path) -> None:
     checkpoint = Checkpoint.open(spool.parent / f"state-{spool.name}")
     try:
         daemon = IngestDaemon(DirSpool(spool, clock, settle_s=2.0), bus, checkpoint, Quarantine(spool.parent / "q"),
-                              clock, frame_filter=FrameFilter(sectors=("M1",), bands=(13,)))  # fmt: skip
+                              clock, frame_filter=FrameFilter(sectors=sectors, bands=(13,)))  # fmt: skip
         daemon.poll_once()
         clock.advance(3)
         daemon.poll_once()
@@ -102,19 +109,20 @@ def grid_events(bus: Bus) -> list[GridEvent]:
     return events
 
 
-def test_two_workers_share_the_frames_and_each_has_all_the_lightning(bus: Bus, model_base: Path, scenario: list[Path],
-                                                                      tmp_path: Path) -> None:  # fmt: skip
-    frames = frames_of(scenario, 8)
-    pair = [worker(bus, model_base, tmp_path / "grids"), worker(bus, model_base, tmp_path / "grids")]
-    run_until(pair, lambda: [len(w.assignment) for w in pair] == [6, 6])  # both in the group, six partitions each
-    announce(bus, granules_of(scenario) + frames, tmp_path / "spool")
-    run_until(pair, lambda: scored(*pair) >= 8)
-    for w in pair:
+def test_three_workers_share_two_sectors_and_each_has_all_the_lightning(bus: Bus, model_base: Path,
+                                                                         scenario: list[Path], second_sector: list[Path],
+                                                                         tmp_path: Path) -> None:  # fmt: skip
+    frames = frames_of(scenario, 8) + frames_of(second_sector, 8)
+    trio = [worker(bus, model_base, tmp_path / "grids") for _ in range(3)]
+    run_until(trio, lambda: [len(w.assignment) for w in trio] == [4, 4, 4])  # all in the group, 4 partitions each
+    announce(bus, granules_of(scenario) + frames, tmp_path / "spool", sectors=("M1", "M2"))
+    run_until(trio, lambda: scored(*trio) >= 16)
+    for w in trio:
         w.close()
-    assert all(scored(w) >= 1 for w in pair), [dict(w.outcomes) for w in pair]  # shared by load, not by sector
+    assert all(scored(w) >= 2 for w in trio), [dict(w.outcomes) for w in trio]  # shared by load, not by sector
     events = grid_events(bus)
     assert sorted(e.frame for e in events) == sorted(p.name for p in frames)  # each frame once
-    assert [e.glm_missing for e in events] == [0] * 8  # no worker scored without the lightning on the bus
+    assert [e.glm_missing for e in events] == [0] * 16  # no worker scored without the lightning on the bus
     assert min(e.glm_used for e in events) >= 45
 
 
