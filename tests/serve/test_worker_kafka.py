@@ -109,9 +109,9 @@ def grid_events(bus: Bus) -> list[GridEvent]:
     return events
 
 
-def test_three_workers_share_two_sectors_and_each_has_all_the_lightning(bus: Bus, model_base: Path,
-                                                                         scenario: list[Path], second_sector: list[Path],
-                                                                         tmp_path: Path) -> None:  # fmt: skip
+def test_three_workers_share_two_sectors_and_each_has_all_the_lightning(
+    bus: Bus, model_base: Path, scenario: list[Path], second_sector: list[Path], tmp_path: Path
+) -> None:
     frames = frames_of(scenario, 8) + frames_of(second_sector, 8)
     trio = [worker(bus, model_base, tmp_path / "grids") for _ in range(3)]
     run_until(trio, lambda: [len(w.assignment) for w in trio] == [4, 4, 4])  # all in the group, 4 partitions each
