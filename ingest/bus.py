@@ -5,10 +5,12 @@ Contract of every bus
 * :meth:`Bus.publish` returns only once the message is durable (Kafka: acknowledged
   by all in-sync replicas, ``acks=all``); it raises :class:`~ingest.errors.IngestError`
   otherwise, and the caller keeps its work to retry.
-* Messages with the same key keep their order, unless published with
-  ``spread=True``: then the bus places each message on the topic's next
-  partition in turn (Kafka; the in-process bus has one partition), so the
-  members of a consumer group share the messages by count, whatever their keys.
+* Messages with the same key keep their order, unless published with a
+  ``slot``: then the message goes to partition ``slot`` modulo the topic's
+  partitions (Kafka; the in-process bus has one partition), whatever its key.
+  Consecutive slots take consecutive partitions, so the members of a consumer
+  group share such messages by count, and a message published again with the
+  same slot lands on the same partition.
 * A :class:`Subscription` belongs to a consumer group. :meth:`Subscription.poll`
   hands out messages; :meth:`Subscription.commit` records that one message (and
   every earlier one on its partition) was processed. A consumer commits only after
@@ -151,8 +153,8 @@ class Reader(Protocol):
 class Bus(Protocol):
     """Publish durable keyed messages; subscribe as a consumer group; read a topic whole."""
 
-    def publish(self, topic: str, key: str, value: bytes, *, spread: bool = False) -> None:
-        """Send one message and return once it is durable (``spread``: on the topic's next partition)."""
+    def publish(self, topic: str, key: str, value: bytes, *, slot: int | None = None) -> None:
+        """Send one message and return once it is durable (``slot``: on partition ``slot`` mod the partitions)."""
         ...
 
     def subscribe(self, topics: Sequence[str], group: str, *,
@@ -199,8 +201,8 @@ class InProcessBus:
             raise ConfigError(msg)
         return cls()
 
-    def publish(self, topic: str, key: str, value: bytes, *, spread: bool = False) -> None:
-        """Append to the topic's log (its one partition, whatever ``spread``) and wake waiting consumers."""
+    def publish(self, topic: str, key: str, value: bytes, *, slot: int | None = None) -> None:
+        """Append to the topic's log (its one partition, whatever ``slot``) and wake waiting consumers."""
         with self._changed:
             log = self._logs.setdefault(topic, [])
             base = self._base.setdefault(topic, 0)

@@ -12,7 +12,7 @@ One poll, for every listed file not yet in the checkpoint, in scan-start order
 5. decode it with its product reader — a truncated, non-NetCDF or wrong-product
    file is refused (stage ``decode``);
 6. publish a :class:`~ingest.events.FrameEvent` — an ABI frame on
-   ``ltgcast.frames.v1``, spread over the partitions so the workers share the
+   ``ltgcast.frames.v1``, placed by its scan's slot so the workers share the
    frames by load; a GLM granule on ``ltgcast.glm.v1``, keyed by satellite, which
    every worker reads whole — and, once the bus acknowledged it, record it in the
    checkpoint and observe the lag (ingest time − scan end).
@@ -244,7 +244,7 @@ class IngestDaemon:
         event = FrameEvent.of(
             name, uri=local.resolve().as_uri(), source_uri=candidate.source_uri, size=candidate.size, ingest_time=now
         )
-        self.bus.publish(event.topic, event.key, event.to_json(), spread=not event.is_glm)
+        self.bus.publish(event.topic, event.key, event.to_json(), slot=event.slot)
         self._final(name.name, "announced", name.scan_start, report, now)
         lag = (now - name.scan_end).total_seconds()
         metrics.LAG.labels(product=name.product, sector=name.sector or GLM_KEY, band=_band(name)).observe(lag)

@@ -16,11 +16,13 @@ satellite, product, sector, band and times.
 
 Topics (:data:`TOPICS`) and message keys
 ----------------------------------------
-* ``ltgcast.frames.v1`` — ABI frames, keyed by file name and **spread** over the
-  partitions in turn (:meth:`ingest.bus.Bus.publish` with ``spread=True``), so
-  the workers of one consumer group share every sector's frames by load. There
-  is no per-sector order: grids are idempotent and "latest" only moves forward,
-  so a frame scored before an older one changes nothing.
+* ``ltgcast.frames.v1`` — ABI frames, keyed by file name and placed by
+  :attr:`FrameEvent.slot` (consecutive scans of a sector on consecutive
+  partitions, :meth:`ingest.bus.Bus.publish` with ``slot``), so the workers of
+  one consumer group share every sector's frames by load, and a frame announced
+  twice (an ingest restart) lands on the same partition, where it is known.
+  There is no per-sector order: grids are idempotent and "latest" only moves
+  forward, so a frame scored before an older one changes nothing.
 * ``ltgcast.glm.v1`` — GLM granules, keyed by satellite (in time order per
   satellite). Lightning is context every frame needs, so every worker reads
   this topic whole (:meth:`ingest.bus.Bus.broadcast`), never as a group.
@@ -58,6 +60,10 @@ TOPICS = (FRAMES_TOPIC, GLM_TOPIC, GRIDS_TOPIC, DEADLETTER_TOPIC)
 SECTORS = ("C", "F", "M1", "M2")
 #: The label of GLM granules where a sector is expected (lag metrics, dead letters).
 GLM_KEY = "GLM"
+#: Seconds between two scans of a sector (ABI mode 6) and each sector's first slot: consecutive scans of a
+#: sector take consecutive partition slots, and the sectors start apart.
+CADENCE_S = {"C": 300, "F": 600, "M1": 60, "M2": 60}
+SLOT_OFFSET = {"C": 0, "F": 3, "M1": 6, "M2": 9}
 #: Why a message can be refused: its name, download or contents (ingest), a broken event or scoring (worker).
 DEAD_LETTER_STAGES = ("name", "download", "decode", "event", "score")
 
@@ -87,7 +93,7 @@ def local_path(uri: str) -> Path:
 def _utc(record: str, field: str, value: str) -> datetime:
     try:
         return parse_utc(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         msg = f"{record}.{field}: expected ISO 8601 UTC, found {value!r}"
         raise ValueError(msg) from exc
 
@@ -214,7 +220,7 @@ def decode_event(payload: bytes | str, record: type[E]) -> E:
     schema = record.__struct_config__.tag
     try:
         envelope = msgspec.json.decode(payload, type=_Envelope)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, TypeError) as exc:  # TypeError: not bytes or str at all
         problem = "undecodable bytes" if not isinstance(exc, msgspec.ValidationError) else "an invalid envelope"
         msg = f"expected a JSON {schema} event (an object with schema and version), found {problem}: {exc}"
         raise EventError(msg) from exc
@@ -226,6 +232,9 @@ def decode_event(payload: bytes | str, record: type[E]) -> E:
         return msgspec.json.decode(payload, type=record)
     except msgspec.DecodeError as exc:
         msg = f"{record.__name__}: {exc}"
+        raise EventError(msg) from exc
+    except Exception as exc:  # a check that met a value no check foresaw (an overflowing date): still bad input
+        msg = f"{record.__name__}: {type(exc).__name__}: {exc}"
         raise EventError(msg) from exc
 
 
@@ -312,6 +321,13 @@ class FrameEvent(Event, frozen=True, kw_only=True, tag="ltgcast.frame"):
     def key(self) -> str:
         """The message key: the satellite for a GLM granule (time order per satellite), else the file name."""
         return self.satellite if self.is_glm else self.name
+
+    @property
+    def slot(self) -> int | None:
+        """The frame's place in its sector's sequence of scans (its partition slot); ``None`` for a granule."""
+        if self.sector is None:
+            return None
+        return int(self.start.timestamp() // CADENCE_S[self.sector]) + SLOT_OFFSET[self.sector]
 
     @property
     def label(self) -> str:

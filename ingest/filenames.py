@@ -90,8 +90,12 @@ def parse_goes_time(stamp: str) -> datetime:
     if not (1 <= doy <= 366 and hour < 24 and minute < 60 and second < 61):
         msg = f"time stamp {stamp!r} is out of range (expected YYYYJJJHHMMSSt)"
         raise ValueError(msg)
-    base = datetime(year, 1, 1, tzinfo=UTC)
-    return base + timedelta(days=doy - 1, hours=hour, minutes=minute, seconds=second, milliseconds=100 * tenth)
+    try:
+        base = datetime(year, 1, 1, tzinfo=UTC)
+        return base + timedelta(days=doy - 1, hours=hour, minutes=minute, seconds=second, milliseconds=100 * tenth)
+    except OverflowError as exc:  # year 9999, day 366 and later: no datetime holds it
+        msg = f"time stamp {stamp!r} is out of range (past the year 9999)"
+        raise ValueError(msg) from exc
 
 
 def format_goes_time(when: datetime) -> str:

@@ -5,18 +5,21 @@
 
 * Producer: ``acks=all``, retries inside kafka-python, and :meth:`KafkaBus.publish`
   waits for the broker's acknowledgement, so a returned publish is durable.
-  ``spread=True`` puts each message on the topic's next partition in turn (the
-  key still travels with it): frame events are shared by count between the
-  workers of a group, not pinned to one by their sector.
+  A ``slot`` puts the message on partition ``slot`` modulo the topic's
+  partitions (the key still travels with it): frame events take their scan's
+  place in their sector's sequence, so they are shared by count between the
+  workers of a group, not pinned to one by their sector, and a frame announced
+  twice lands on the same partition.
 * Topics are created on first use with ``partitions`` partitions (default 12:
   2, 3, 4 or 6 workers each get the same number) and ``replication`` replicas
   (default 1, the single-node broker). A topic that exists with fewer
   partitions is grown to ``partitions`` (new partitions only ever add room;
-  keys of ``spread`` topics carry no meaning for placement).
-* ``namespace`` prefixes every topic name (``<namespace>.ltgcast.frames.v1``):
-  several deployments (staging and production, or test runs) share one
-  cluster without seeing each other's events. Messages handed out carry the
-  topic names without the prefix.
+  growing moves where keys and slots land, which costs nothing but order).
+* ``namespace`` prefixes every topic name (``<namespace>.ltgcast.frames.v1``)
+  and consumer group: several deployments (staging and production, or test
+  runs) share one cluster without seeing each other's events or rebalancing
+  each other's groups. Messages handed out carry the topic names without the
+  prefix.
 * Consumers never auto-commit: :meth:`KafkaSubscription.commit` commits the offset
   after a processed message, and a consumer that dies before committing has its
   messages re-delivered to the group. The group's session times out after
@@ -44,9 +47,7 @@ a commit the group refused after a rebalance becomes
 
 from __future__ import annotations
 
-import itertools
 import logging
-import random
 import socket
 import threading
 import time
@@ -110,7 +111,6 @@ class KafkaBus:
         self.heartbeat_s = heartbeat_s
         self._producer: KafkaProducer | None = None
         self._known_topics: set[str] = set()
-        self._turns: dict[str, Iterator[int]] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -223,24 +223,21 @@ class KafkaBus:
                     )
             return self._producer
 
-    def _next_partition(self, producer: KafkaProducer, topic: str) -> int:
-        """The partition after the last one this bus spread a message of ``topic`` to."""
-        partitions = sorted(producer.partitions_for(topic))
-        with self._lock:  # from a random partition: restarted publishers do not all favour the first ones
-            turn = self._turns.setdefault(topic, itertools.count(random.randrange(len(partitions))))
-            return int(partitions[next(turn) % len(partitions)])
-
-    def publish(self, topic: str, key: str, value: bytes, *, spread: bool = False) -> None:
+    def publish(self, topic: str, key: str, value: bytes, *, slot: int | None = None) -> None:
         """Send and wait for the acknowledgement of every in-sync replica."""
         producer = self._producer_for(topic)
         name = self.full(topic)
         with self.translated(f"publishing to {name}"):
-            partition = self._next_partition(producer, name) if spread else None
+            partition = None
+            if slot is not None:
+                partitions = sorted(producer.partitions_for(name))
+                partition = int(partitions[slot % len(partitions)])
             # Waits past delivery_timeout_ms, so the future has its final answer.
             producer.send(name, key=key.encode(), value=value, partition=partition).get(timeout=2 * self.timeout_s + 5)
 
-    def _consumer(self, group: str | None) -> KafkaConsumer:
+    def _consumer(self, group: str | None, **extra: Any) -> KafkaConsumer:
         return KafkaConsumer(
+            **extra,
             bootstrap_servers=self.brokers,
             group_id=group,
             enable_auto_commit=False,
@@ -254,6 +251,7 @@ class KafkaBus:
                   listener: RebalanceListener | None = None) -> KafkaSubscription:  # fmt: skip
         """Join ``group``; a group new to a topic starts at its earliest message."""
         self.ensure_topics(topics)
+        group = self.full(group)  # deployments sharing a cluster never rebalance each other's groups
         with self.translated(f"joining consumer group {group!r}"):
             consumer = self._consumer(group)
             consumer.subscribe([self.full(t) for t in topics], listener=_Listener(self, listener))
@@ -376,7 +374,8 @@ class KafkaReader:
         self._bus = bus
         self._topic = topic
         self._since = since
-        self._consumer = bus._consumer(None)
+        # metadata refreshed every minute: new partitions are seen within a minute
+        self._consumer = bus._consumer(None, metadata_max_age_ms=int(PARTITION_CHECK_S * 1000))
         self._targets: dict[TopicPartition, int] = {}
         self._caught_up = False
         self._next_check = 0.0
@@ -388,7 +387,8 @@ class KafkaReader:
         partitions = self._consumer.partitions_for_topic(self._topic) or set()
         fresh = [TopicPartition(self._topic, p) for p in sorted(partitions)]
         fresh = [tp for tp in fresh if tp not in known]
-        self._next_check = time.monotonic() + PARTITION_CHECK_S
+        # no partitions yet (metadata of a topic just created): look again on the next poll
+        self._next_check = time.monotonic() + (PARTITION_CHECK_S if known or fresh else 0.0)
         if not fresh:
             return
         self._consumer.assign(sorted(known) + fresh)
@@ -422,7 +422,9 @@ class KafkaReader:
         return [self._bus.message(r) for records in batches.values() for r in records]
 
     def caught_up(self) -> bool:
-        """Whether every partition's position reached the end it had when it was assigned."""
+        """Whether every partition's position reached the end it had when it was assigned (never with none)."""
+        if not self._targets:
+            return False
         if not self._caught_up:
             with self._bus.translated(f"reading positions on {self._topic}"):
                 self._caught_up = all(self._consumer.position(tp) >= end for tp, end in self._targets.items())

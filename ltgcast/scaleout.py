@@ -130,16 +130,14 @@ class _Run:
                                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))  # fmt: skip
 
     def settled(self) -> bool:
-        """Every worker ready, and the 12 partitions held between them (each exports its partitions' lag)."""
-        held = 0
+        """Every worker ready and holding a share, the 12 partitions held between them: the group is stable."""
+        held = []
         for port in self.ports:
-            status, _ = _get(port, "/readyz")
+            status, text = _get(port, "/readyz")
             if status != 200:
                 return False
-            _, text = _get(port, "/metrics")
-            lag = [line for line in text.splitlines() if line.startswith("ltgcast_consumer_lag_messages{")]
-            held += sum(1 for line in lag if "ltgcast.frames.v1" in line)
-        return held == PARTITIONS
+            held.append(_metric(_get(port, "/metrics")[1], "ltgcast_worker_assigned_partitions"))
+        return min(held) > 0 and sum(held) == PARTITIONS
 
     def grids(self) -> int:
         return sum(1 for p in self.store.glob("*/*/*.nc") if not p.name.startswith("."))
@@ -161,7 +159,7 @@ class _Run:
 
 def _publish(bus: Bus, events: list[FrameEvent]) -> None:
     for event in events:
-        bus.publish(event.topic, event.key, event.to_json(), spread=not event.is_glm)
+        bus.publish(event.topic, event.key, event.to_json(), slot=event.slot)
 
 
 def _measure(work: Path, bus_uri: str, count: int, events: list[FrameEvent], model_base: Path,
@@ -171,6 +169,8 @@ def _measure(work: Path, bus_uri: str, count: int, events: list[FrameEvent], mod
     frames = sum(1 for e in events if not e.is_glm)
     try:
         _until(run.settled, f"{count} worker(s) ready and holding the 12 partitions (logs in {work})", SETTLE_LIMIT_S)
+        time.sleep(3.0)  # and still stable a moment later (a late joiner would have started a rebalance)
+        _until(run.settled, f"{count} worker(s) still holding the 12 partitions", SETTLE_LIMIT_S)
         bus = get_bus(namespaced)
         began = time.monotonic()
         try:

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 600.0
 WORKER_STALL_S = 60.0  # /readyz fails when the worker loop has not come round for this long
-STOP_TIMEOUT_S = 60.0  # how long stop() waits for each thread
+STOP_TIMEOUT_S = 60.0  # how long stop() waits for the worker thread (deploy/k8s gives a pod 120 s to stop)
 NO_SOURCE = "none"  # --source none: a worker (and API) of the distributed mode; frames come from Kafka
 
 
@@ -293,6 +293,9 @@ class Service:
         for name, thread in self.threads.items():
             if not thread.is_alive() and not (name == "ingest" and self.settings.exit_when_idle):
                 found[name] = f"the {name} thread has stopped"
+        for feed in self.worker.sinks:
+            if not feed.alive() and not self.stop_event.is_set():
+                found["sink"] = f"the thread feeding {feed.sink} has stopped"
         return found
 
     def start(self) -> Service:

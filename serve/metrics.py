@@ -38,6 +38,11 @@ RELEASED = Counter(
     "ltgcast_worker_released_frames_total",
     "Frames let go unfinished because a rebalance gave their partition to another worker.",
 )
+ASSIGNED = Gauge(
+    "ltgcast_worker_assigned_partitions",
+    "Partitions of the frame topic this worker reads now (0 while the group rebalances, or with more workers "
+    "than partitions).",
+)
 BAD_GLM = Counter("ltgcast_worker_bad_glm_events_total", "GLM events refused (dead-lettered) by this worker.")
 SHADOW_GRIDS = Counter("ltgcast_worker_shadow_grids_total", "Grids scored by the shadow model beside the stable one.")
 

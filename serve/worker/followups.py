@@ -103,7 +103,7 @@ class VerificationQueue:
 
     def _verify(self, entry: Awaiting, granules: Any) -> None:
         try:
-            flashes, _, _ = self.glm.flashes(granules)
+            flashes = self.glm.flashes(granules).flashes
             labels = frame_labels(entry.grid, flashes.lat, flashes.lon, flashes.time, entry.scan_start.timestamp(),
                                   entry.rule)  # fmt: skip
             self.live.add(entry.sector, score_grid(entry.probability, labels))

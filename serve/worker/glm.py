@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from featurize.examples import Flashes
 from ingest.errors import EventError, FrameDecodeError, IngestError
@@ -35,6 +35,15 @@ log = logging.getLogger(__name__)
 
 #: A GLM LCFA file spans 20 s; an event claiming more than this is refused (it would "cover" whole windows).
 MAX_GRANULE_S = 60.0
+
+
+class GranuleFlashes(NamedTuple):
+    """The flashes of some granules, the granules they came from, and those that could not be read."""
+
+    flashes: Flashes
+    used: list[str]
+    unreadable: int
+    io_errors: int  # of the unreadable: an I/O error (trying again may help), not a broken file
 
 
 @dataclass(frozen=True)
@@ -117,10 +126,10 @@ class GlmIndex:
             self._flashes.pop(name, None)
         return len(gone)
 
-    def flashes(self, granules: Iterable[FrameEvent]) -> tuple[Flashes, list[str], int]:
-        """Flashes of the readable granules, their names, and how many could not be read."""
+    def flashes(self, granules: Iterable[FrameEvent]) -> GranuleFlashes:
+        """Flashes of the readable granules, their names, how many could not be read (and of those, by I/O)."""
         parts, used = [], []
-        unreadable = 0
+        unreadable = io_errors = 0
         for event in granules:
             cached = self._flashes.get(event.name)
             if cached is None:
@@ -129,6 +138,7 @@ class GlmIndex:
                 except (FrameDecodeError, IngestError, EventError, OSError) as exc:
                     log.warning("worker: leaving out GLM granule %s: %s", event.name, exc)
                     unreadable += 1
+                    io_errors += isinstance(exc, OSError)  # a shared volume's hiccup may pass
                     continue
                 if not isinstance(granule, GlmGranule) or granule.name.name != event.name:
                     log.warning("worker: leaving out %s: %s holds no such GLM granule", event.name, event.uri)
@@ -142,7 +152,7 @@ class GlmIndex:
                 self._flashes.move_to_end(event.name)
             parts.append(cached)
             used.append(event.name)
-        return Flashes.concat(parts), used, unreadable
+        return GranuleFlashes(Flashes.concat(parts), used, unreadable, io_errors)
 
     @property
     def cached(self) -> int:

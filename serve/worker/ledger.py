@@ -20,7 +20,7 @@ reads them again from the committed offset.
 []
 >>> ledger.done(a); [m.offset for m in ledger.committable()]
 [8]
->>> ledger.open()
+>>> ledger.committed(b); ledger.open()  # forgotten only once the commit went through
 1
 """
 
@@ -56,16 +56,25 @@ class OffsetLedger:
             entries[message.offset] = (entries[message.offset][0], True)
 
     def committable(self) -> list[Message]:
-        """Per partition, the last message of the done prefix (forgotten here): what to commit now."""
+        """Per partition, the last message of the done prefix: what to commit now (see :meth:`committed`)."""
         out = []
         for slot, offsets in self._offsets.items():
             entries = self._entries[slot]
             last = None
-            while offsets and entries[offsets[0]][1]:
-                last = entries.pop(offsets.pop(0))[0]
+            for offset in offsets:
+                if not entries[offset][1]:
+                    break
+                last = entries[offset][0]
             if last is not None:
                 out.append(last)
         return out
+
+    def committed(self, message: Message) -> None:
+        """The commit of ``message`` went through: forget it and everything before it on its partition."""
+        slot = (message.topic, message.partition)
+        offsets, entries = self._offsets.get(slot, []), self._entries.get(slot, {})
+        while offsets and offsets[0] <= message.offset:
+            entries.pop(offsets.pop(0), None)
 
     def drop(self, partitions: Iterable[TopicPartition]) -> int:
         """Forget every message of ``partitions``; return how many were still open (not done)."""

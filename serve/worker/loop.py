@@ -32,13 +32,17 @@ Each :meth:`NowcastWorker.step`:
    topic held at start, or until ``glm_deadline_s`` after it arrived; then it is
    scored with what there is, and the grid records the granules used and how
    many 20-second granules were missing.
-4. Ready frames are scored in scan order, at most ``step_budget_s`` of them per
-   step (the worker must poll again to stay in the group): read, featurize,
+4. Ready frames are scored in scan order, for at most ``step_budget_s`` per
+   step (then the worker polls again: it stays in the group, and a rebalance,
+   which waits for every member to poll, is not held up by a backlog): read, featurize,
    score, store (the grid id makes a replay rewrite the same grid). A transient
    failure (the store cannot be written, the scorer is unreachable) puts the
    frame back to be tried again after a back-off (1 s doubling to
-   ``retry_max_s``), uncommitted, for as long as it takes; anything else is
-   counted and dead-lettered. A stored grid goes to the extra sinks, the drift
+   ``retry_max_s``), uncommitted, for as long as it takes; a file that cannot
+   be read for an I/O reason (a shared volume's hiccup) is tried ``read_tries``
+   times; anything else (a broken file, a refused input) is counted and
+   dead-lettered. Side work that fails (a sink, drift, the shadow) is logged
+   and never holds a stored grid back. A stored grid goes to the extra sinks, the drift
    and verification queues and the shadow model, and its ``GridEvent`` is
    announced; an announcement that fails is retried alone (the grid is not
    scored again) and its frame stays uncommitted until it succeeds.
@@ -74,7 +78,7 @@ from typing import Any, Protocol, runtime_checkable
 from featurize.examples import LabelRule
 from ingest.bus import Bus, Message, TopicPartition
 from ingest.clock import Clock
-from ingest.errors import EventError, LtgcastError, RebalancedError
+from ingest.errors import LtgcastError, RebalancedError
 from ingest.events import (
     DEADLETTER_TOPIC,
     FRAMES_TOPIC,
@@ -126,7 +130,8 @@ class WorkerSettings:
     glm_lookback_s: float = 0.0  # how far back the GLM topic is read at start; 0: max age + 25 min (6 h: no limit)
     retry_first_s: float = 1.0  # first wait before a frame that failed transiently is tried again
     retry_max_s: float = 60.0  # the longest wait between two tries
-    step_budget_s: float = 10.0  # scoring time per step before the worker polls again
+    step_budget_s: float = 2.0  # scoring time per step before polling again (a rebalance waits for every member)
+    read_tries: int = 4  # tries of a frame whose file (or a granule's) cannot be read (a shared volume's hiccup)
     max_pending: int = 256  # frames in hand beyond which fetching pauses
     poll_records: int = 20  # frame messages per poll
     flash_cache: int = 400  # granules whose flashes stay in memory
@@ -227,11 +232,13 @@ class NowcastWorker:
         with self._revoked_lock:
             self._revoked.extend(partitions)
             self.assignment = self.assignment - set(partitions)
+            metrics.ASSIGNED.set(len(self.assignment))
 
     def assigned(self, partitions: Sequence[TopicPartition]) -> None:
         """Partitions given to this worker: their messages come from the group's committed offsets."""
         with self._revoked_lock:
             self.assignment = self.assignment | set(partitions)
+            metrics.ASSIGNED.set(len(self.assignment))
         log.info("worker: now reading %d partition(s) of %s", len(self.assignment), FRAMES_TOPIC)
 
     # -- one step ---------------------------------------------------------------------------------------------------
@@ -240,8 +247,10 @@ class NowcastWorker:
         received = self._read_glm()
         poll_s = self.settings.poll_timeout_s if timeout_s is None else timeout_s
         messages = self.subscription.poll(poll_s if not received else 0.0, self.settings.poll_records)
-        self._release_revoked()
+        rewound = self._release_revoked()
         for message in messages:
+            if (message.topic, message.partition) in rewound:
+                continue  # read again from the committed offset: this copy may lie past frames let go
             if self.ledger.track(message):
                 self._receive(message)
         self._announce_waiting()
@@ -306,7 +315,7 @@ class NowcastWorker:
         try:
             event = FrameEvent.from_json(message.value)
             fresh = self.glm.add(event)
-        except EventError as exc:
+        except Exception as exc:  # EventError or anything a hostile event provokes: skip this one, never the rest
             metrics.BAD_GLM.inc()
             log.warning("worker: a broken GLM event at %s: %s", message.origin, exc)
             self._dead_letter(f"message {message.origin}", message.key or "GLM", "event", str(exc),
@@ -327,7 +336,7 @@ class NowcastWorker:
     def _receive(self, message: Message) -> None:
         try:
             event = FrameEvent.from_json(message.value)
-        except EventError as exc:
+        except Exception as exc:  # EventError, or anything else: the message ends as done, never wedges its partition
             log.warning("worker: a broken event at %s: %s", message.origin, exc)
             self._dead_letter(f"message {message.origin}", "unknown", "event", str(exc), origin=message.origin)
             self._done(message, "bad_event")
@@ -360,24 +369,32 @@ class NowcastWorker:
         else:  # a second copy of a frame in hand waits too: if the first fails (a bad URI), this one is scored
             self.pending.append(_Pending(message, event, start, self.clock.now()))
 
-    def _release_revoked(self) -> None:
-        """After a rebalance: let go of the frames of partitions now read by another worker; re-read regained ones.
+    def _release_revoked(self) -> set[TopicPartition]:
+        """After a rebalance: let go of the frames of partitions read by another worker now; re-read regained ones.
 
-        Rebalances are eager (every partition is revoked, then the new share assigned), so only the partitions
-        revoked and not assigned back are lost. A partition this worker let go of and is given again (also a
-        rebalance that ended in a later poll) is read again from the committed offset: the consumer may keep its
-        old position, past the frames that were dropped. Offsets still tracked are never handled twice.
+        Rebalances are eager: every partition is revoked, then the new share assigned, and the join may span
+        several polls (then the assignment is empty in between and everything is let go). A partition let go
+        and given back is read again from the committed offset: the consumer may keep its old position, past
+        the frames that were dropped. Returns the partitions rewound (or still to be, if the rewind failed):
+        their messages in the batch just polled are skipped, as they may lie past frames let go.
         """
         with self._revoked_lock:
             revoked, self._revoked = set(self._revoked), []
             assignment = set(self.assignment)
         lost = revoked - assignment
+        if lost:
+            self._let_go(lost)
         regained = self._dropped & assignment
         if regained:
-            self.subscription.rewind(sorted(regained))
-            self._dropped -= regained
-        if not lost:
-            return
+            try:
+                self.subscription.rewind(sorted(regained))
+            except LtgcastError as exc:  # tried again next step; until then nothing of theirs is handled
+                log.warning("worker: could not rewind %d regained partition(s): %s", len(regained), exc)
+            else:
+                self._dropped -= regained
+        return regained
+
+    def _let_go(self, lost: set[TopicPartition]) -> None:
         self._dropped |= lost
         released = [f for f in self.pending if f.partition in lost]
         released += [u.frame for u in self.unannounced if u.frame.partition in lost]
@@ -415,9 +432,10 @@ class NowcastWorker:
     def _score(self, frame: _Pending, models: ServingModels, window: Any) -> None:
         """Score one frame; whatever goes wrong is counted, retried or dead-lettered, never raised to the loop."""
         try:
-            scored = self.scoring.run(frame.event, frame.scan_start, models, window)
+            scored = self.scoring.run(frame.event, frame.scan_start, models, window, attempt=frame.attempts,
+                                      read_tries=self.settings.read_tries)  # fmt: skip
         except FrameFailed as failure:
-            if failure.transient:
+            if failure.transient and not (failure.kind == "read" and frame.attempts + 1 >= self.settings.read_tries):
                 self._retry_later(frame, failure)
             else:
                 log.warning("worker: could not score %s: %s", frame.event.name, failure.reason)
@@ -431,7 +449,7 @@ class NowcastWorker:
 
     def _retry_later(self, frame: _Pending, failure: FrameFailed) -> None:
         frame.attempts += 1
-        wait = min(self.settings.retry_max_s, self.settings.retry_first_s * 2.0 ** (frame.attempts - 1))
+        wait = min(self.settings.retry_max_s, self.settings.retry_first_s * 2.0 ** min(frame.attempts - 1, 30))
         frame.retry_at = self.clock.monotonic() + wait
         metrics.STORE_RETRIES.labels(failure.kind).inc()
         log.warning("worker: %s failed (%s, attempt %d); trying again in %.0f s", frame.event.name, failure.reason,
@@ -444,7 +462,19 @@ class NowcastWorker:
         self._done(frame.message, "failed", str(event.sector))
 
     def _after_store(self, frame: _Pending, models: ServingModels, scored: Scored) -> None:
-        """A grid is in the file store: feed the sinks and side work, then announce it."""
+        """A grid is in the file store: feed the sinks and the side work (whose failures never hold it), announce."""
+        try:
+            self._side_work(frame, models, scored)
+        except Exception:  # monitoring, sinks and the shadow must never keep a stored grid from being announced
+            log.exception("worker: side work failed for %s; announcing the grid all the same", scored.meta.grid_id)
+        meta = scored.meta
+        grid = GridEvent.of(meta.key, valid_time=meta.valid_time, uri=str(scored.path), frame=frame.event.name,
+                            glm_used=len(scored.used), glm_missing=scored.missing, created=self.clock.now(),
+                            scan_start=frame.scan_start)  # fmt: skip
+        self.unannounced.append(_Unannounced(frame, grid))
+        self._announce_waiting()
+
+    def _side_work(self, frame: _Pending, models: ServingModels, scored: Scored) -> None:
         meta, result = scored.meta, scored.result
         monitoring.GLM_MISSING.labels(meta.satellite).inc(scored.missing)
         record_prediction(meta.sector, meta.model_version, result.probability)
@@ -458,11 +488,6 @@ class NowcastWorker:
                                            LabelRule.of(card.get("label_rule"))))  # fmt: skip
         if models.shadow is not None:
             self._shadow(frame, models.shadow, scored)
-        grid = GridEvent.of(meta.key, valid_time=meta.valid_time, uri=str(scored.path), frame=frame.event.name,
-                            glm_used=len(scored.used), glm_missing=scored.missing, created=self.clock.now(),
-                            scan_start=frame.scan_start)  # fmt: skip
-        self.unannounced.append(_Unannounced(frame, grid))
-        self._announce_waiting()
 
     def _shadow(self, frame: _Pending, scorer: Scorer, scored: Scored) -> None:
         try:
@@ -511,11 +536,16 @@ class NowcastWorker:
 
     # -- bookkeeping ------------------------------------------------------------------------------------------------
     def _commit(self) -> None:
+        """Commit each partition's done prefix; a failed commit stays committable for the next step."""
         for message in self.ledger.committable():
             try:
                 self.subscription.commit(message)
             except RebalancedError as exc:  # the partition moved: its new owner commits from now on
                 log.info("worker: commit of %s refused after a rebalance: %s", message.origin, exc)
+            except LtgcastError as exc:  # the broker is away: the next step commits it
+                log.warning("worker: commit of %s failed, trying again next step: %s", message.origin, exc)
+            else:
+                self.ledger.committed(message)
 
     def _report_lag(self) -> None:
         """Export the subscription's lag if ``lag_interval_s`` has passed; a failure is logged, never raised."""
@@ -555,6 +585,12 @@ class NowcastWorker:
         """Pause fetching while ``max_pending`` frames are in hand; resume below half of it."""
         held = len(self.pending) + len(self.unannounced)
         pause = held >= self.settings.max_pending or (self._paused and held > self.settings.max_pending // 2)
+        if pause and self._paused:  # again each step: partitions assigned since were not paused yet
+            try:
+                self.subscription.pause(True)
+            except LtgcastError as exc:
+                log.warning("worker: could not pause fetching: %s", exc)
+            return
         if pause != self._paused:
             try:
                 self.subscription.pause(pause)

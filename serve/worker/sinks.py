@@ -4,9 +4,10 @@ The file store is a grid's home: the worker writes it there, commits the frame,
 and hands the grid to each extra sink through a :class:`SinkFeed`, which never
 blocks the worker and never loses the grid:
 
-* **Retried.** A put that fails (Redis down, a time-out) stays at the head of the
-  queue and is tried again after a back-off (1 s doubling to 30 s) until it
-  succeeds. The queue is bounded (``max_queue`` grids; beyond that the oldest
+* **Retried.** A put that fails (Redis down, a time-out, anything) stays at the
+  head of the queue and is tried again after a back-off (1 s doubling to 30 s)
+  until it succeeds; a grid the sink refuses as such (a ``ValueError``) is left
+  out and counted. The queue is bounded (``max_queue`` grids; beyond that the oldest
   are dropped, counted, and come back with the next back-fill).
 * **Back-filled.** A sink that can say which grids it lacks
   (:meth:`~serve.redis_store.RedisGridStore.missing`) is reconciled with the
@@ -150,6 +151,10 @@ class SinkFeed:
             log.warning("sink %s: %d grid(s) not delivered at shutdown (the next start puts them back)",
                         self.sink, len(self._queue))  # fmt: skip
 
+    def alive(self) -> bool:
+        """Whether the feeding thread runs (readiness)."""
+        return self._thread.is_alive()
+
     def wait_empty(self, timeout_s: float) -> bool:
         """Wait until every queued grid was delivered (tests); ``False`` on time-out."""
         with self._changed:
@@ -172,11 +177,11 @@ class SinkFeed:
                     self._reconcile()
                 if item is not None:
                     self._deliver(item)
-            except (LtgcastError, OSError) as exc:
+            except Exception as exc:  # Redis away, or anything else: this thread must never die (it would stop feeding)
                 failures += 1
                 self.failures += 1
                 metrics.SINK_ERRORS.inc()
-                wait = min(self.max_retry_s, self.first_retry_s * 2.0 ** (failures - 1))
+                wait = min(self.max_retry_s, self.first_retry_s * 2.0 ** min(failures - 1, 30))
                 log.warning("sink %s: %s; trying again in %.0f s (%d queued)", self.sink, exc, wait, len(self))
                 with self._changed:
                     self._changed.wait_for(lambda: self._stop, timeout=wait)
@@ -187,8 +192,9 @@ class SinkFeed:
             failures = 0
 
     def _deliver(self, item: _Item) -> None:
+        arrays = item.arrays  # once: the worker thread may drop them meanwhile
         try:
-            probability, grid, meta = item.arrays if item.arrays is not None else load_grid(item.path)
+            probability, grid, meta = arrays if arrays is not None else load_grid(item.path)
         except (OSError, ValueError) as exc:  # the file went (pruned, replaced): nothing to deliver
             log.warning("sink %s: cannot read %s back (%s); left out", self.sink, item.path, exc)
             self._pop(item)
@@ -223,15 +229,20 @@ class SinkFeed:
         self._instance = instance
 
     def _reconcile(self) -> None:
-        """Queue the file store's grids the sink lacks, within ``backfill`` of each sector's newest scan."""
+        """Queue the file store's grids the sink lacks, within ``backfill`` of their sector's newest scan.
+
+        Only grids written within ``backfill`` of now (the sink's own lifetime for them): a sector that stopped
+        long ago is not brought back.
+        """
         if self._missing_of is None:
             self._reconcile_due = False
             return
-        grids = []
+        grids, written_since = [], self.clock.now().timestamp() - self.backfill.total_seconds()
         for sector in SECTORS:
             newest = self.store.latest(sector)
             if newest is not None:
-                grids += self.store.grids_between(sector, newest.scan_start - self.backfill)
+                grids += [g for g in self.store.grids_between(sector, newest.scan_start - self.backfill)
+                          if _mtime(g.path) >= written_since]  # fmt: skip
         grids.sort(key=lambda g: g.grid.order)
         with self._changed:
             queued = {item.grid_id for item in self._queue}
@@ -247,3 +258,10 @@ class SinkFeed:
         with self._changed:
             self._queue.extendleft(reversed(fresh))  # before the live grids, in scan order
             metrics.SINK_QUEUE.set(len(self._queue))
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

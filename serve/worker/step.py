@@ -71,11 +71,20 @@ class ScoringStep:
         self.horizon = horizon
         self.encoding = encoding
 
-    def run(self, event: FrameEvent, scan_start: datetime, models: ServingModels, window: Window) -> Scored:
-        """Score one frame and store its grid; :class:`FrameFailed` when it cannot."""
+    def run(self, event: FrameEvent, scan_start: datetime, models: ServingModels, window: Window, *,
+            attempt: int = 0, read_tries: int = 4) -> Scored:  # fmt: skip
+        """Score one frame and store its grid; :class:`FrameFailed` when it cannot.
+
+        A file that cannot be read for an I/O reason (the frame's, or one of its window's granules) is a
+        transient failure on the first ``read_tries - 1`` attempts; after that the frame is scored without the
+        granule (recorded as missing), or refused.
+        """
         began = self._monotonic()
         image = self._image(event)
-        flashes, used, unreadable = self.glm.flashes(window.granules)
+        flashes, used, unreadable, io_errors = self.glm.flashes(window.granules)
+        if io_errors and attempt + 1 < read_tries:
+            msg = f"{io_errors} GLM granule(s) of the window could not be read"
+            raise FrameFailed(msg, transient=True, kind="read")
         monitoring.STAGE_LATENCY.labels("read").observe(self._monotonic() - began)
         record_input(event.satellite, str(event.sector), image.band, InputQuality.of(image.accounting))
         window_s = models.stable.feature_set.window_minutes * 60.0
@@ -103,7 +112,9 @@ class ScoringStep:
     def _image(self, event: FrameEvent) -> AbiImage:
         try:
             image = self._read(local_path(event.uri))
-        except (FrameDecodeError, IngestError, EventError, OSError) as exc:
+        except OSError as exc:  # not there yet on a shared volume, or it went away: tried again a few times
+            raise FrameFailed(str(exc), transient=True, kind="read") from exc
+        except (FrameDecodeError, IngestError, EventError) as exc:
             raise FrameFailed(str(exc), transient=False, kind="read") from exc
         if not isinstance(image, AbiImage):
             msg = f"{event.uri}: expected an ABI image"

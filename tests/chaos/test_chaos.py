@@ -87,8 +87,13 @@ def stored_at_least(cluster: Cluster, count: int, what: str) -> None:
     wait_until(lambda: cluster.grids_stored() >= count, f"{count} grids stored ({what})\n{cluster.logs()}", SETTLE_S)
 
 
+def assigned(cluster: Cluster, name: str) -> float:
+    return cluster.metric(cluster.processes[name], "ltgcast_worker_assigned_partitions")
+
+
 def test_none(cluster: Cluster, feed: Feed, report: list[dict[str, Any]]) -> None:
     start(cluster)
+    wait_until(lambda: [assigned(cluster, w) for w in ("w1", "w2")] == [6, 6], "both workers in the group", SETTLE_S)
     cluster.feed(feed.steps(), PACE_S)
     account = settle(cluster, feed, ("w1", "w2"), "none (2 workers)", report)
     shares = [frames_scored(cluster, name) for name in ("w1", "w2")]
@@ -209,6 +214,7 @@ def bad_events(feed: Feed) -> tuple[dict[str, list[bytes]], int]:
                              ingest_time=parse_filename(feed.granules[0]).scan_end)  # fmt: skip
     frame_doc, glm_doc = json.loads(good_frame.to_json()), json.loads(good_glm.to_json())
     kinds = [
+        json.dumps({**frame_doc, "ingest_time": "9999-12-31T23:59:59-01:00"}).encode(),  # overflows a datetime
         b"\xff\xfe not json",
         b"[1, 2, 3]",
         b'{"schema": "ltgcast.frame"}',
@@ -229,8 +235,8 @@ def test_malformed_events_on_every_topic(cluster: Cluster, feed: Feed, report: l
     bus = get_bus(cluster.bus_uri)
     try:
         for topic, payloads in events.items():
-            for payload in payloads:
-                bus.publish(topic, "bad", payload, spread=topic == FRAMES_TOPIC)
+            for i, payload in enumerate(payloads):
+                bus.publish(topic, "bad", payload, slot=i if topic == FRAMES_TOPIC else None)
     finally:
         bus.close()
     start(cluster)
@@ -258,12 +264,14 @@ def test_moved_away_and_back_while_waiting_for_glm(cluster: Cluster, feed: Feed,
     waiting_at_join = waiting()
     cluster.worker("w2")  # joins: half the partitions (and their waiting frames) move to it
     cluster.ready(cluster.processes["w2"])
-    time.sleep(5.0)
+    released = lambda: cluster.metric(cluster.processes["w1"], "ltgcast_worker_released_frames_total")  # noqa: E731
+    wait_until(lambda: assigned(cluster, "w2") == 6 and released() >= 1, "frames moved to the newcomer", SETTLE_S)
+    moved = released()
     cluster.kill("w2", signal.SIGTERM)  # leaves: they move back
-    time.sleep(5.0)
+    wait_until(lambda: assigned(cluster, "w1") == 12, "every partition back with the first worker", SETTLE_S)
     cluster.kill("w1")  # and the holder dies before the GLM comes
     cluster.worker("w1")
     cluster.ready(cluster.processes["w1"])
     cluster.deliver(held)  # the late GLM
     settle(cluster, feed, ("w1",), "a partition moves away and back while frames wait for GLM, then its holder dies",
-           report, frames_waiting_when_w2_joined=waiting_at_join)  # fmt: skip
+           report, frames_waiting_when_w2_joined=waiting_at_join, frames_moved_to_w2=moved)  # fmt: skip

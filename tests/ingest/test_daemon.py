@@ -269,11 +269,11 @@ class FlakyBus(InProcessBus):
 
     down = True
 
-    def publish(self, topic: str, key: str, value: bytes, *, spread: bool = False) -> None:
+    def publish(self, topic: str, key: str, value: bytes, *, slot: int | None = None) -> None:
         if self.down:
             msg = "broker unreachable"
             raise IngestError(msg)
-        super().publish(topic, key, value, spread=spread)
+        super().publish(topic, key, value, slot=slot)
 
 
 def test_a_bus_outage_loses_nothing(rig: Rig, meso_scenario: Path) -> None:

@@ -35,7 +35,7 @@ def announce(bus: InProcessBus, path: Path) -> FrameEvent:
     """What the ingest daemon does: frames spread on the frame topic, granules on the GLM topic."""
     event = FrameEvent.of(parse_filename(path), uri=str(path), source_uri=str(path), size=path.stat().st_size,
                           ingest_time=START)  # fmt: skip
-    bus.publish(event.topic, event.key, event.to_json(), spread=not event.is_glm)
+    bus.publish(event.topic, event.key, event.to_json(), slot=event.slot)
     return event
 
 

@@ -47,7 +47,7 @@ def event_of(path: Path, uri: str | None = None) -> FrameEvent:
 
 def announce(bus: InProcessBus, path: Path, uri: str | None = None) -> FrameEvent:
     event = event_of(path, uri)
-    bus.publish(event.topic, event.key, event.to_json(), spread=not event.is_glm)
+    bus.publish(event.topic, event.key, event.to_json(), slot=event.slot)
     return event
 
 
@@ -113,14 +113,14 @@ def test_flashes_are_read_once_cached_within_a_bound_and_a_wrong_file_is_left_ou
     events = [event_of(p) for p in glm(scenario)[:8]]
     for event in events:
         index.add(event)
-    _, used, unreadable = index.flashes(events)
+    _, used, unreadable, _ = index.flashes(events)
     assert (len(used), unreadable, index.cached) == (8, 0, 5)
     index.flashes(events[-5:])
     assert len(reads) == 8  # the last five were still in the cache
     liar = FrameEvent.from_json(events[0].to_json().replace(events[0].uri.encode(), events[1].uri.encode()))
     fresh = GlmIndex(read_product)
-    _, used, unreadable = fresh.flashes([liar])
-    assert (used, unreadable) == ([], 1)  # the URI holds another granule than the one named
+    _, used, unreadable, io_errors = fresh.flashes([liar])
+    assert (used, unreadable, io_errors) == ([], 1, 0)  # the URI holds another granule than the one named
 
 
 # -- the offset ledger ------------------------------------------------------------------------------------------------
@@ -134,7 +134,9 @@ def test_the_ledger_commits_only_done_prefixes_and_forgets_dropped_partitions() 
     ledger.done(messages[3])
     assert [(m.partition, m.offset) for m in ledger.committable()] == [(1, 0)]
     ledger.done(messages[0])
-    assert [(m.partition, m.offset) for m in ledger.committable()] == [(0, 1)]
+    assert [(m.partition, m.offset) for m in ledger.committable()] == [(0, 1), (1, 0)]  # until committed
+    ledger.committed(messages[1])  # the commit of partition 1's failed: it stays committable
+    assert [(m.partition, m.offset) for m in ledger.committable()] == [(1, 0)]
     assert ledger.open() == 3
     assert ledger.drop([("t", 1)]) == 2
     ledger.done(messages[4])  # its partition went: nothing happens
@@ -173,6 +175,27 @@ def test_a_rebalance_releases_the_frames_of_partitions_that_went(scenario: list[
     assert (worker.pending, worker.ledger.open()) == ([], 0)  # let go, never committed
     assert REGISTRY.get_sample_value("ltgcast_worker_released_frames_total") == before + 1
     assert bus.subscribe([FRAMES_TOPIC], "ltgcast-worker").poll(0) != []  # the next owner finds it
+
+
+def test_a_partition_given_back_after_a_split_join_is_read_again_and_its_polled_copy_skipped(
+    scenario: list[Path], setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bus, clock, store, scorer = setup
+    worker = NowcastWorker(bus, scorer, store, clock, WorkerSettings(glm_deadline_s=600))
+    rewound: list[list[tuple[str, int]]] = []
+    monkeypatch.setattr(worker.subscription, "rewind", lambda partitions: rewound.append(list(partitions)))
+    announce(bus, abi(scenario)[-2])
+    worker.step(timeout_s=0)
+    assert len(worker.pending) == 1
+    worker.revoked([(FRAMES_TOPIC, 0)])  # a join that spans polls: revoked now, nothing assigned yet
+    worker.step(timeout_s=0)
+    assert (worker.pending, rewound) == ([], [])  # let go
+    announce(bus, abi(scenario)[-1])  # the consumer kept its position: this one comes next, past the dropped one
+    worker.assigned([(FRAMES_TOPIC, 0)])  # the join ends: the partition comes back
+    worker.step(timeout_s=0)
+    assert rewound == [[(FRAMES_TOPIC, 0)]]  # read again from the committed offset
+    assert (worker.pending, worker.ledger.open()) == ([], 0)  # the copy polled past the dropped frame is skipped
+    assert worker.outcomes["scored"] == 0
 
 
 def test_a_bogus_copy_of_a_real_frame_never_hides_it(scenario: list[Path], setup: Setup, tmp_path: Path) -> None:
@@ -231,12 +254,12 @@ class GridsDownOnce(InProcessBus):
 
     failed = False
 
-    def publish(self, topic: str, key: str, value: bytes, *, spread: bool = False) -> None:
+    def publish(self, topic: str, key: str, value: bytes, *, slot: int | None = None) -> None:
         if topic == GRIDS_TOPIC and not self.failed:
             self.failed = True
             msg = "Kafka at 127.0.0.1:9092: publishing to ltgcast.grids.v1 failed: KafkaTimeoutError"
             raise IngestError(msg)
-        super().publish(topic, key, value, spread=spread)
+        super().publish(topic, key, value, slot=slot)
 
 
 def test_a_failed_announcement_is_retried_alone_and_the_frame_waits_for_it(scenario: list[Path], setup: Setup,
@@ -313,7 +336,9 @@ def test_a_sink_feed_retries_and_puts_back_what_a_restarted_sink_lost(scenario: 
         assert sorted(sink.grids) == [g.grid_id for g in grids]
         sink.down = True
         sink.restart_empty()
-        time.sleep(0.3)
+        wait = time.monotonic() + 10
+        while feed.failures < 1 and time.monotonic() < wait:  # the feed notices (its instance check fails)
+            time.sleep(0.05)
         sink.down = False  # back, empty, with a new run id
         wait = time.monotonic() + 10
         while len(sink.grids) < 3 and time.monotonic() < wait:
