@@ -299,6 +299,10 @@ class Cluster:
             bus.close()
         return values
 
+    def dead_letters(self) -> int:
+        """How many dead letters (that decode) the workers wrote so far."""
+        return len(self.decoded(DEADLETTER_TOPIC, DeadLetterEvent, Account("count")))
+
     def decoded(self, topic: str, record: type[Any], result: Account) -> list[Any]:
         """The records on a topic; what does not decode (injected by a scenario) is counted in the notes."""
         out = []

@@ -22,7 +22,7 @@ import pytest
 
 from ingest.bus import get_bus
 from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GLM_TOPIC, GRIDS_TOPIC, FrameEvent
-from ingest.filenames import parse_filename
+from ingest.filenames import format_goes_time, parse_filename
 from tests.chaos.harness import ROOT, Account, Cluster, Feed, service_pid, services_script, wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
@@ -56,6 +56,9 @@ def settle(cluster: Cluster, feed: Feed, workers: tuple[str, ...], scenario: str
                SETTLE_S, every_s=1.0)  # fmt: skip
     wait_until(lambda: redis_count(cluster) >= len(feed.frames), f"{scenario}: every grid in Redis\n{cluster.logs()}",
                120.0, every_s=1.0)  # fmt: skip
+    if dead_letters:  # a dead letter may follow the last grid (a file read is tried again first)
+        wait_until(lambda: cluster.dead_letters() >= dead_letters, f"{scenario}: {dead_letters} dead letters\n"
+                   f"{cluster.logs()}", 120.0, every_s=2.0)  # fmt: skip
     for name in workers:
         cluster.ready(cluster.processes[name], limit_s=60.0)
     account = cluster.account(scenario, feed, workers=workers)
@@ -207,8 +210,8 @@ def test_store_unwritable_for_one_frame(cluster: Cluster, feed: Feed, report: li
 
 def bad_events(feed: Feed) -> tuple[dict[str, list[bytes]], int]:
     """Malformed events of each kind for every topic, and how many dead letters two workers owe for them."""
-    good_frame = FrameEvent.of(parse_filename(feed.frames[0]), uri="file:///nowhere/x.nc", source_uri="x", size=1,
-                               ingest_time=parse_filename(feed.frames[0]).scan_end)  # fmt: skip
+    first = parse_filename(feed.frames[0])
+    good_frame = FrameEvent.of(first, uri="file:///nowhere/x.nc", source_uri="x", size=1, ingest_time=first.scan_end)
     good_glm = FrameEvent.of(parse_filename(feed.granules[0]), uri="file:///nowhere/g.nc", source_uri="x", size=1,
                              ingest_time=parse_filename(feed.granules[0]).scan_end)  # fmt: skip
     frame_doc, glm_doc = json.loads(good_frame.to_json()), json.loads(good_glm.to_json())
@@ -223,7 +226,14 @@ def bad_events(feed: Feed) -> tuple[dict[str, list[bytes]], int]:
         json.dumps({**frame_doc, "sector": "M2"}).encode(),
     ]
     glm_kinds = [*kinds, json.dumps({**glm_doc, "scan_end": "2099-01-01T00:00:00.000Z"}).encode()]
-    missing_file = [good_frame.to_json()]  # a valid event whose file is not there: fails in the worker, once
+    # A valid event whose file is not there fails in the worker, once. Its scan is one no fed frame has: one of
+    # the same scan would be let go as a duplicate if the real frame happened to be scored first.
+    shift = timedelta(seconds=30)
+    unfed = first.name
+    for tag, when in (("s", first.scan_start), ("e", first.scan_end)):
+        unfed = unfed.replace(f"_{tag}{format_goes_time(when)}", f"_{tag}{format_goes_time(when + shift)}")
+    missing_file = [FrameEvent.of(parse_filename(unfed), uri="file:///nowhere/x.nc", source_uri="x", size=1,
+                                  ingest_time=first.scan_end + shift).to_json()]  # fmt: skip
     events = {FRAMES_TOPIC: kinds + missing_file, GLM_TOPIC: glm_kinds, GRIDS_TOPIC: kinds,
               DEADLETTER_TOPIC: kinds}  # fmt: skip
     return events, len(kinds) + len(missing_file) + 2 * len(glm_kinds)
@@ -231,6 +241,8 @@ def bad_events(feed: Feed) -> tuple[dict[str, list[bytes]], int]:
 
 def test_malformed_events_on_every_topic(cluster: Cluster, feed: Feed, report: list[dict[str, Any]]) -> None:
     events, owed = bad_events(feed)  # dead letters: each bad frame event once, each bad GLM event by each worker
+    start(cluster)  # both in the group first: a rebalance could hand a bad frame event on before its commit
+    wait_until(lambda: [assigned(cluster, w) for w in ("w1", "w2")] == [6, 6], "both workers in the group", SETTLE_S)
     bus = get_bus(cluster.bus_uri)
     try:
         for topic, payloads in events.items():
@@ -238,7 +250,6 @@ def test_malformed_events_on_every_topic(cluster: Cluster, feed: Feed, report: l
                 bus.publish(topic, "bad", payload, slot=i if topic == FRAMES_TOPIC else None)
     finally:
         bus.close()
-    start(cluster)
     cluster.feed(feed.steps(), PACE_S)
     account = settle(cluster, feed, ("w1", "w2"), "a malformed event of each kind on each topic", report,
                      dead_letters=owed, injected={t: len(p) for t, p in events.items()})  # fmt: skip
