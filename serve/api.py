@@ -1,7 +1,8 @@
 """The HTTP API and viewer: what forecasters and operators read, over the file grid store.
 
-Routes (``GET`` unless said otherwise; JSON errors ``{"error": …}`` with a 4xx
-status name what was expected and what was found)::
+Routes (``GET`` unless said otherwise; JSON errors ``{"error": …, "code": …}``
+with a 4xx status name what was expected and what was found; the codes are
+stable, see :data:`ERROR_CODES`)::
 
     /                                       the viewer (static page + script)
     /v1/grids/latest?sector=C               metadata of the newest grid of a sector
@@ -15,6 +16,7 @@ status name what was expected and what was found)::
     POST /v1/admin/models/promote           {"version": N, "reason": "…"} with ``Authorization: Bearer TOKEN``
     POST /v1/admin/models/rollback          same token
     /healthz  /readyz  /metrics
+    /openapi.json  /docs                    the contract and its human docs (:mod:`serve.web`)
 
 Grid ids are parsed against their grammar before any file is touched
 (:meth:`ingest.events.GridKey.parse`), so no request can reach outside the store.
@@ -22,7 +24,12 @@ Grid ids are parsed against their grammar before any file is touched
 viewer draws over the PNG); the default is GeoJSON's lon/lat.
 
 :class:`GridApi` is the routing and the answers, with no socket (tested
-directly); :func:`start_http` puts it behind a threaded HTTP server.
+directly); :class:`serve.web.HttpService` serves it over HTTP (ASGI under
+uvicorn) with its OpenAPI contract. A grid file that cannot be read is skipped
+in listings and point series (``skipped`` counts them; the metric
+``ltgcast_grid_files_unreadable_total`` too; each file is logged once), and
+answers 500 only when asked for by id. NetCDF answers name the file to stream
+(:attr:`Response.file`) instead of holding it in memory.
 """
 
 from __future__ import annotations
@@ -31,14 +38,14 @@ import hmac
 import json
 import logging
 import math
+import re
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -66,6 +73,18 @@ PATHS = {
 #: ``/v1/grids/{id}<suffix>``: what a grid is served as, by suffix.
 GRID_FILES = {".nc": "netcdf", ".png": "png", "/contours.geojson": "contours", "/flashes.geojson": "flashes"}
 STATIC = {"viewer.js": "text/javascript; charset=utf-8", "viewer.css": "text/css; charset=utf-8"}
+#: The stable ``code`` of each error status (clients branch on it, not on the message).
+ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 408: "timeout", 409: "conflict", 413: "too_large", 431: "headers_too_large",
+               500: "internal", 503: "busy", 505: "http_version"}  # fmt: skip
+#: The grammar of a grid id as the contract states it (a regular expression cannot check the calendar).
+GRID_ID_PATTERN = (r"^G\d{2}_(C|F|M1|M2)_\d{4}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3])[0-5]\d[0-5]\dZ"
+                   r"_[A-Za-z0-9._-]+-v[1-9]\d*$")  # fmt: skip
+GRID_ID_SHAPE = re.compile(GRID_ID_PATTERN)
+#: What reading a broken grid file raises (netCDF4/HDF5: OSError, RuntimeError; a missing variable: KeyError...).
+UNREADABLE = (OSError, ValueError, RuntimeError, KeyError, IndexError)
+#: How many unreadable grid files are remembered (so each is logged once).
+_BROKEN_REMEMBERED = 10_000
 
 
 @dataclass(frozen=True)
@@ -89,6 +108,7 @@ class Response:
     body: bytes
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    file: Path | None = None  # a file to stream as the body (``body`` is then empty)
 
 
 class ApiError(Exception):
@@ -117,6 +137,11 @@ class ModelControl(Protocol):
 
 def _json(status: int, doc: Any) -> Response:
     return Response(status, (json.dumps(doc, allow_nan=False) + "\n").encode())
+
+
+def error_response(status: int, message: str) -> Response:
+    """The JSON answer of an error: the message about the request and the status's stable code."""
+    return _json(status, {"error": message, "code": ERROR_CODES.get(status, "error")})
 
 
 def _one(query: Mapping[str, list[str]], name: str, default: str | None = None) -> str:
@@ -184,6 +209,7 @@ class GridApi:
         self._lock = threading.Lock()
         self._rendering = threading.BoundedSemaphore(self.settings.renderers)
         self._attrs: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+        self._broken: OrderedDict[tuple[Any, ...], None] = OrderedDict()
         self._routes: dict[str, Callable[[Mapping[str, list[str]]], Response]] = {
             "viewer": lambda q: Response(200, _static("index.html"), "text/html; charset=utf-8"),
             "health": lambda q: _json(200, {"status": "ok"}),
@@ -207,7 +233,7 @@ class GridApi:
         """Answer one request; return the route name (for metrics) and the response."""
         parts = urlsplit(target)
         query = parse_qs(parts.query, keep_blank_values=True)
-        route = _route_name(parts.path)
+        route = route_name(parts.path)
         try:
             if parts.path.startswith("/v1/admin/"):
                 return route, self._admin(method, parts.path, headers or {}, body)
@@ -216,7 +242,7 @@ class GridApi:
                 raise ApiError(405, msg)
             return route, self._get(parts.path, query)
         except ApiError as exc:
-            return route, _json(exc.status, {"error": str(exc)})
+            return route, error_response(exc.status, str(exc))
 
     def _get(self, path: str, query: Mapping[str, list[str]]) -> Response:
         if path in PATHS:
@@ -234,6 +260,9 @@ class GridApi:
         try:
             stored = self.store.get(grid_id)
         except ValueError as exc:
+            if GRID_ID_SHAPE.match(grid_id):  # the grammar's shape with an impossible time: no such grid
+                msg = f"no grid {grid_id!r} in the store (its scan time is not a date)"
+                raise ApiError(404, msg) from exc
             raise ApiError(400, str(exc)) from exc
         if stored is None:
             msg = f"no grid {grid_id!r} in the store"
@@ -284,14 +313,49 @@ class GridApi:
         if stored is None:
             msg = f"no grid of sector {sector} yet"
             raise ApiError(404, msg)
-        return _json(200, self._summary(stored))
+        try:
+            return _json(200, self._summary(stored))
+        except UNREADABLE as exc:  # a broken newest file: answer with the newest one that reads
+            self.unreadable(stored, "latest", exc)
+        for older in reversed(self.store.grids_between(sector, stored.scan_start - timedelta(hours=6))):
+            if older.path == stored.path:
+                continue
+            try:
+                return _json(200, self._summary(older))
+            except UNREADABLE as exc:
+                self.unreadable(older, "latest", exc)
+        msg = f"no readable grid of sector {sector} in the 6 hours before its newest"
+        raise ApiError(404, msg)
 
     def _list(self, query: Mapping[str, list[str]]) -> Response:
         sector = _sector(query)
         hours = _number(query, "hours", 0.0, self.settings.max_hours, "3")
         since = self._reference((sector,)) - timedelta(hours=hours)
-        grids = self.store.grids_between(sector, since)
-        return _json(200, {"sector": sector, "since": iso_utc(since), "grids": [self._summary(g) for g in grids]})
+        summaries, skipped = [], 0
+        for stored in self.store.grids_between(sector, since):
+            try:
+                summaries.append(self._summary(stored))
+            except UNREADABLE as exc:  # one bad file on disk must not fail the listing
+                self.unreadable(stored, "list", exc)
+                skipped += 1
+        return _json(200, {"sector": sector, "since": iso_utc(since), "grids": summaries, "skipped": skipped})
+
+    def unreadable(self, stored: StoredGrid, route: str, exc: BaseException) -> None:
+        """Count a grid file that could not be read; log it once (per file version)."""
+        metrics.UNREADABLE_GRIDS.labels(route).inc()
+        try:
+            stat = stored.path.stat()
+            key: tuple[Any, ...] = (stored.grid_id, stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            key = (stored.grid_id,)
+        with self._lock:
+            if key in self._broken:
+                return
+            self._broken[key] = None
+            while len(self._broken) > _BROKEN_REMEMBERED:
+                self._broken.popitem(last=False)
+        log.warning("api: grid file %s cannot be read (%s: %s); skipped where it is listed", stored.grid_id,
+                    type(exc).__name__, str(exc)[:200])  # fmt: skip
 
     def _reference(self, sectors: tuple[str, ...]) -> datetime:
         """The end of "the last hours": the newest scan of these sectors, or now when the store is empty.
@@ -305,13 +369,19 @@ class GridApi:
     def _grid_file(self, rest: str, query: Mapping[str, list[str]]) -> Response:
         for suffix, name in GRID_FILES.items():
             if rest.endswith(suffix):
-                return self._grid_files[name](self._find(rest[: -len(suffix)]), query)
+                stored = self._find(rest[: -len(suffix)])
+                try:
+                    return self._grid_files[name](stored, query)
+                except UNREADABLE as exc:  # counted and logged once, answered without a traceback
+                    self.unreadable(stored, name, exc)
+                    msg = f"grid {stored.grid_id} cannot be read (a damaged file); listings skip it"
+                    raise ApiError(500, msg) from exc
         msg = f"expected /v1/grids/ID.nc, ID.png, ID/contours.geojson or ID/flashes.geojson; found {rest!r}"
         raise ApiError(404, msg)
 
     def _netcdf(self, stored: StoredGrid, query: Mapping[str, list[str]]) -> Response:
         disposition = {"Content-Disposition": f'attachment; filename="{stored.grid_id}.nc"'}
-        return Response(200, stored.path.read_bytes(), "application/x-netcdf", disposition)
+        return Response(200, b"", "application/x-netcdf", disposition, file=stored.path)
 
     def _cached(self, key: tuple[Any, ...], make: Callable[[], bytes]) -> bytes:
         with self._lock:
@@ -383,7 +453,7 @@ class GridApi:
         ]
         doc = {"type": "FeatureCollection", "features": features, "properties": {"grid_id": stored.grid_id,
                                                                                   "crs": crs}}  # fmt: skip
-        return _json(200, doc)
+        return Response(200, (json.dumps(doc, allow_nan=False) + "\n").encode(), "application/geo+json")
 
     def _points(self, query: Mapping[str, list[str]]) -> Response:
         lat = _number(query, "lat", -90.0, 90.0)
@@ -395,7 +465,8 @@ class GridApi:
             raise ApiError(400, msg)
         try:
             since = self._reference(sectors) - timedelta(hours=hours)
-            series = point_series(self.store, lat, lon, since=since, sectors=sectors)
+            series = point_series(self.store, lat, lon, since=since, sectors=sectors,
+                                  unreadable=lambda stored, exc: self.unreadable(stored, "points", exc))  # fmt: skip
         except ValueError as exc:
             raise ApiError(400, str(exc)) from exc
         return _json(200, series)
@@ -414,15 +485,19 @@ class GridApi:
         if method != "POST":
             msg = f"{path} answers POST; found {method}"
             raise ApiError(405, msg)
+        self.authorize(headers)
+        if self.models is None:
+            raise ApiError(404, "this service has no model slot (hot-swap is off)")
+        return self._admin_action(path, _body(body))
+
+    def authorize(self, headers: Mapping[str, str]) -> None:
+        """``ApiError`` 403 when the admin endpoints are off, 401 without the right bearer token."""
         token = self.settings.admin_token
         if not token:
             raise ApiError(403, "the admin endpoints are off: the service was started without an admin token")
         given = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             raise ApiError(401, "expected the header Authorization: Bearer <admin token>")
-        if self.models is None:
-            raise ApiError(404, "this service has no model slot (hot-swap is off)")
-        return self._admin_action(path, _body(body))
 
     def _admin_action(self, path: str, doc: dict[str, Any]) -> Response:
         assert self.models is not None
@@ -467,7 +542,7 @@ def _to_pixels(doc: dict[str, Any], grid: Any) -> dict[str, Any]:
     return doc
 
 
-def _route_name(path: str) -> str:
+def route_name(path: str) -> str:
     """The bounded ``route`` label of a path (from :data:`PATHS` and :data:`GRID_FILES`)."""
     if path in PATHS:
         return PATHS[path]
@@ -482,91 +557,3 @@ def _route_name(path: str) -> str:
 
 def _static(name: str) -> bytes:
     return resources.files("serve").joinpath("viewer", name).read_bytes()
-
-
-# -- the socket side ------------------------------------------------------------------------------------------------
-class _Handler(BaseHTTPRequestHandler):
-    api: GridApi
-    timeout = 30  # seconds a connection may sit idle or send slowly before it is closed
-    protocol_version = "HTTP/1.1"
-    server_version = "ltgcast"
-
-    def _body(self) -> bytes | Response:
-        text = self.headers.get("Content-Length") or "0"
-        if not text.isdigit():
-            return _json(400, {"error": f"Content-Length must be a non-negative integer; found {text!r}"})
-        if int(text) > MAX_BODY:
-            return _json(413, {"error": f"request bodies are at most {MAX_BODY} bytes; found {text}"})
-        return self.rfile.read(int(text)) if int(text) else b""
-
-    def _answer(self, method: str) -> None:
-        began = time.perf_counter()
-        route = _route_name(urlsplit(self.path).path)
-        body = self._body()
-        if isinstance(body, Response):
-            response = body
-            self.close_connection = True  # the unread body must not be taken for the next request
-        else:
-            try:
-                route, response = self.api.handle(method, self.path, dict(self.headers.items()), body)
-            except Exception as exc:  # a grid that vanished or broke under us: answer 500, keep serving
-                log.exception("http: %s %s failed", method, self.path)
-                response = _json(500, {"error": f"internal error: {type(exc).__name__}: {exc}"})
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if method != "HEAD":
-            self.wfile.write(response.body)
-        metrics.REQUESTS.labels(route, f"{response.status // 100}xx").inc()
-        metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - began)
-
-    def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
-        """Answer a GET."""
-        self._answer("GET")
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        """Answer a HEAD (headers only)."""
-        self._answer("HEAD")
-
-    def do_POST(self) -> None:  # noqa: N802
-        """Answer a POST (admin endpoints)."""
-        self._answer("POST")
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's signature)
-        """Access log through logging at DEBUG, not stderr."""
-        log.debug("http: " + format, *args)
-
-
-class HttpService:
-    """The API on a threaded HTTP server, in a background thread."""
-
-    def __init__(self, api: GridApi, host: str, port: int) -> None:
-        handler = type("Handler", (_Handler,), {"api": api})
-        try:
-            self.server = ThreadingHTTPServer((host, port), handler)
-        except OSError as exc:
-            msg = f"cannot listen on {host}:{port}: {exc}"
-            raise OSError(msg) from exc
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="ltgcast-http", daemon=True)
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """The host and port actually bound (port 0 picks a free one)."""
-        host, port = self.server.server_address[:2]
-        return str(host), int(port)
-
-    def start(self) -> HttpService:
-        """Start serving; return self."""
-        self.thread.start()
-        log.info("http: serving on http://%s:%d/", *self.address)
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)

@@ -48,6 +48,19 @@ SHADOW_GRIDS = Counter("ltgcast_worker_shadow_grids_total", "Grids scored by the
 
 REQUESTS = Counter("ltgcast_http_requests_total", "HTTP requests answered, by route and status class.",
                    ["route", "status"])  # fmt: skip
+HTTP_REFUSED = Counter(
+    "ltgcast_http_refused_total",
+    "Connections and requests the HTTP server refused or cut off, by why: connections (past the connection "
+    "limit), in_flight (past the requests in progress: answered 503), header_timeout (headers not complete in "
+    "time), body_timeout (answered 408), write_timeout (a client that stopped reading its answer), malformed "
+    "(not HTTP/1.1 the parser accepts, or dangerous framing), upgrade (h2c/websocket asked for, not served).",
+    ["reason"],
+)
+UNREADABLE_GRIDS = Counter(
+    "ltgcast_grid_files_unreadable_total",
+    "Stored grid files that could not be read when listed, sampled or served (each logged once), by route.",
+    ["route"],
+)
 REQUEST_SECONDS = Histogram(
     "ltgcast_http_request_seconds",
     "Seconds to answer an HTTP request, by route.",

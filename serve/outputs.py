@@ -23,7 +23,7 @@ from __future__ import annotations
 import io
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -447,21 +447,17 @@ def nearest_pixel(grid: FixedGrid, lat: float, lon: float) -> tuple[int, int] | 
 def _sample(
     stored: StoredGrid, lat: float, lon: float, located: dict[tuple[Any, ...], tuple[int, int] | None]
 ) -> dict[str, Any] | None:
-    """One series entry, or ``None`` when the grid does not cover the point or cannot be read."""
-    try:
-        with GridFile(stored.path) as grid_file:
-            key = grid_file.geometry_key()
-            if key not in located:  # sectors share geometry until a mesoscale sector moves
-                located[key] = nearest_pixel(grid_file.geometry(), lat, lon)
-            pixel = located[key]
-            if pixel is None:
-                logger.debug("grid %s does not cover (%s, %s)", stored.grid_id, lat, lon)
-                return None
-            probability = grid_file.point(*pixel)
-            valid = grid_file.valid_time()
-    except (OSError, ValueError) as exc:
-        logger.warning("point series skips unreadable grid %s: %s", stored.grid_id, exc)
-        return None
+    """One series entry, or ``None`` when the grid does not cover the point (raises when it cannot be read)."""
+    with GridFile(stored.path) as grid_file:
+        key = grid_file.geometry_key()
+        if key not in located:  # sectors share geometry until a mesoscale sector moves
+            located[key] = nearest_pixel(grid_file.geometry(), lat, lon)
+        pixel = located[key]
+        if pixel is None:
+            logger.debug("grid %s does not cover (%s, %s)", stored.grid_id, lat, lon)
+            return None
+        probability = grid_file.point(*pixel)
+        valid = grid_file.valid_time()
     return {
         "grid_id": stored.grid_id,
         "satellite": stored.satellite,
@@ -484,6 +480,7 @@ def point_series(
     since: datetime,
     until: datetime | None = None,
     sectors: Sequence[str] | None = None,
+    unreadable: Callable[[StoredGrid, Exception], None] | None = None,
 ) -> dict[str, Any]:
     """The probability at the pixel nearest a ground point in every stored grid scanned in ``[since, until]``.
 
@@ -498,6 +495,9 @@ def point_series(
         ``until`` is ``None``.
     sectors
         Sectors to look in (``C``, ``F``, ``M1``, ``M2``); all in the store by default.
+    unreadable
+        Told of each grid file that cannot be read (it is skipped either way;
+        without a callback each is logged).
 
     Returns
     -------
@@ -506,7 +506,8 @@ def point_series(
         that covers the point, by scan start (then sector, model version):
         ``grid_id``, ``satellite``, ``sector``, ``scan_start``, ``valid_time``
         (ISO 8601 UTC), ``probability`` (``None`` where the pixel is missing),
-        ``model_name``, ``model_version`` and the pixel's ``row``/``col``.
+        ``model_name``, ``model_version`` and the pixel's ``row``/``col``;
+        ``skipped``: how many grid files could not be read.
         Grids whose block does not contain the point, or whose satellite cannot
         see it, are left out. Only one pixel is read from each file, and the
         point is located once per distinct grid geometry.
@@ -522,9 +523,18 @@ def point_series(
     chosen = _check_sectors(store, sectors)
     located: dict[tuple[Any, ...], tuple[int, int] | None] = {}
     found: list[tuple[StoredGrid, dict[str, Any]]] = []
+    skipped = 0
     for sector in chosen:
         for stored in store.grids_between(sector, since, until):
-            entry = _sample(stored, lat, lon, located)
+            try:
+                entry = _sample(stored, lat, lon, located)
+            except (OSError, ValueError, RuntimeError, KeyError, IndexError) as exc:  # a broken file on disk
+                skipped += 1
+                if unreadable is None:
+                    logger.warning("point series skips unreadable grid %s: %s", stored.grid_id, exc)
+                else:
+                    unreadable(stored, exc)
+                continue
             if entry is not None:
                 found.append((stored, entry))
     found.sort(key=lambda pair: (pair[0].scan_start, pair[0].sector, pair[0].version, pair[0].grid_id))
@@ -534,4 +544,5 @@ def point_series(
         "since": iso_utc(since),
         "until": None if until is None else iso_utc(until),
         "series": [entry for _, entry in found],
+        "skipped": skipped,
     }

@@ -197,6 +197,11 @@ def test_the_viewer_shows_the_latest_grid_in_chromium(running: Service) -> None:
         assert browser.find_element(By.ID, "grid-id").text == first
         browser.find_element(By.CSS_SELECTOR, "#point-form button").click()
         WebDriverWait(browser, 30).until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-points"))
+        browser.get(f"http://{host}:{port}/docs")  # the API's docs render offline, every operation listed
+        WebDriverWait(browser, 30).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".opblock-summary")) >= 12
+                                         or "Unable to render" in b.page_source)  # fmt: skip
+        assert "Unable to render" not in browser.page_source
+        assert "/v1/points" in browser.find_element(By.TAG_NAME, "body").text
     finally:
         browser.quit()
 
