@@ -9,8 +9,10 @@ programming errors::
     ├── IngestError            a source, bus or checkpoint failed
     │   └── RebalancedError    a commit for a partition the group gave to another member
     ├── EventError             a bus message is not a known, valid event
-    ├── FrameDecodeError       a file is not the GOES-R product it claims to be
-    │   └── FilenameError      a file name does not follow the product grammar
+    ├── FrameDecodeError       a file is not the GOES-R product it claims to be (stage ``decode``)
+    │   ├── FilenameError      a file name does not follow the product grammar (stage ``name``)
+    │   ├── FrameShapeError    declared dimensions outside the product's known shapes (stage ``shape``)
+    │   └── FrameEmptyError    too few valid earth pixels to be worth publishing (stage ``empty``)
     ├── ScoringError           the scorer failed (timeouts, transport, shapes)
     │   └── ScoringUnavailable the scorer could not be reached or was overloaded: try the frame again later
     ├── StoreError             the grid store (Redis) failed or holds an undecodable grid
@@ -24,6 +26,8 @@ Messages say what was expected and what was found.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class LtgcastError(Exception):
@@ -49,15 +53,21 @@ class EventError(LtgcastError, ValueError):
 class FrameDecodeError(LtgcastError):
     """A file could not be decoded as the GOES-R product it claims to be.
 
+    ``stage`` names the check that refused the file (the quarantine and dead-letter
+    stage): ``decode`` here, narrower in the subclasses.
+
     Parameters
     ----------
     path
         The offending file.
     reason
-        What was expected and what was found.
+        What was expected and what was found (one line).
     """
 
+    stage: ClassVar[str] = "decode"
+
     def __init__(self, path: str, reason: str) -> None:
+        reason = " ".join(reason.splitlines())  # one line, whatever a foreign message held (quarantine, logs)
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
@@ -65,6 +75,20 @@ class FrameDecodeError(LtgcastError):
 
 class FilenameError(FrameDecodeError, ValueError):
     """A file name does not follow any known GOES-R product grammar."""
+
+    stage: ClassVar[str] = "name"
+
+
+class FrameShapeError(FrameDecodeError):
+    """A file declares dimensions its product cannot have; raised before any array is read."""
+
+    stage: ClassVar[str] = "shape"
+
+
+class FrameEmptyError(FrameDecodeError):
+    """A frame decodes but holds too few valid earth pixels to publish."""
+
+    stage: ClassVar[str] = "empty"
 
 
 class ScoringError(LtgcastError):

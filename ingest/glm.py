@@ -27,13 +27,43 @@ from the year in the file name:
 
 Positions are on GLM's lightning ellipsoid (see :mod:`ingest.geometry`).
 Times are float64 seconds since 1970-01-01T00:00:00Z.
+
+What the reader verifies
+------------------------
+Before any array is read (:class:`~ingest.errors.FrameShapeError`, stage ``shape``):
+
+* the event, group and flash dimensions hold at most :data:`MAX_GLM_COUNT`
+  (630 000, the upper bound of the ``valid_range`` NOAA gives ``event_count``,
+  ``group_count`` and ``flash_count``; the busiest sample holds 21 480 events in
+  20 s) and flashes ≤ groups ≤ events (a flash is one or more groups, a group one
+  or more events);
+* every variable read has exactly the shape of its dimension, and
+  ``product_time``, ``nominal_satellite_subpoint_lon`` and the counts are scalars.
+
+Of the granule as a whole (:class:`~ingest.errors.FrameDecodeError`, stage ``decode``):
+
+* ``platform_ID`` is the satellite of the name;
+* ``product_time`` is the granule start of the name (± :data:`PRODUCT_TIME_TOLERANCE_S`)
+  and every time offset counts from it (its ``units`` epoch), so a granule whose
+  clock says 2099 is refused, not read;
+* ``nominal_satellite_subpoint_lon`` is a longitude in [-180, 180];
+* area units are km² or m², and the packing attributes are sane (:mod:`ingest.ncio`).
+
+Of each flash: a flash with a non-finite position, a latitude outside
+[-90, 90] or a stored longitude outside [-360, 360] (one wrap at most); a time
+outside the granule window widened by :data:`WINDOW_MARGIN_S` or a last event
+before its first; or a non-finite, negative or larger than
+:data:`MAX_FLASH_ENERGY_J` energy is dropped, counted in
+``ltgcast_glm_flashes_dropped_total{reason}`` and in
+:attr:`GlmGranule.flashes_dropped`, with one log line per granule; the rest of
+the granule is kept. Groups and events are returned as stored (nothing draws them).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,9 +71,22 @@ import netCDF4
 import numpy as np
 from numpy.typing import NDArray
 
-from ingest.errors import FrameDecodeError
+from ingest import metrics
+from ingest.errors import FrameDecodeError, FrameShapeError
 from ingest.filenames import GoesFilename, parse_filename
-from ingest.ncio import attribute, declared_unsigned, decode, decode_int, decode_time, open_dataset, variable
+from ingest.ncio import (
+    attribute,
+    check_scalar,
+    check_shape,
+    declared_unsigned,
+    decode,
+    decode_int,
+    decode_time,
+    iso_utc,
+    open_dataset,
+    time_units,
+    variable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +99,33 @@ _DIMENSIONS = {"flash": "number_of_flashes", "group": "number_of_groups", "event
 
 #: Slack around the granule window [start, end] inside which decoded times must
 #: fall: a flash is reported in the granule where it ends, so its first event
-#: may precede the start (NOAA's newer packing reserves 5 s for that).
+#: may precede the start by the flash's duration (NOAA's newer packing reserves
+#: 5 s for that; in the samples first events precede the start by up to 1.73 s,
+#: flashes last up to 3.1 s, and nothing is later than the end).
 WINDOW_MARGIN_S = (5.5, 1.0)
+
+#: Most events, groups or flashes a granule may declare: the upper bound of the ``valid_range`` of NOAA's
+#: ``event_count``/``group_count``/``flash_count``. Reading that many of each adds about 75 MB (73 MiB measured).
+MAX_GLM_COUNT = 630_000
+#: Largest plausible flash energy, J: ten times what NOAA's packing can hold (65530 × 1.526e-15 J ≈ 1e-10 J);
+#: the brightest flash of the samples has 8.5e-12 J.
+MAX_FLASH_ENERGY_J = 1e-9
+#: How far ``product_time`` may be from the granule start of the file name (they are equal in every sample).
+PRODUCT_TIME_TOLERANCE_S = 1.0
+
+#: The variables the reader reads, by the dimension they must have.
+READ_VARIABLES = {
+    "number_of_flashes": (
+        "flash_id", "flash_lat", "flash_lon", "flash_time_offset_of_first_event",
+        "flash_time_offset_of_last_event", "flash_energy", "flash_area", "flash_quality_flag",
+    ),
+    "number_of_groups": (
+        "group_id", "group_lat", "group_lon", "group_time_offset", "group_energy", "group_area",
+        "group_quality_flag", "group_parent_flash_id",
+    ),
+    "number_of_events": ("event_id", "event_lat", "event_lon", "event_time_offset", "event_energy",
+                         "event_parent_group_id"),
+}  # fmt: skip
 
 #: Every packed time-offset variable of an LCFA file (all share one packing and one ``units`` epoch).
 TIME_OFFSET_VARIABLES = (
@@ -142,6 +210,7 @@ class GlmGranule:
     events: Events
     count_mismatches: dict[str, tuple[int | None, int]] = field(default_factory=dict)
     decode_notes: tuple[str, ...] = ()
+    flashes_dropped: dict[str, int] = field(default_factory=dict)
 
     @property
     def scan_start(self) -> datetime:
@@ -160,7 +229,8 @@ def wrap_longitude(lon: F64) -> F64:
     >>> wrap_longitude(np.array([-186.5, 173.5, 180.0])).tolist()
     [173.5, 173.5, -180.0]
     """
-    return np.asarray((lon + 180.0) % 360.0 - 180.0)
+    with np.errstate(invalid="ignore"):
+        return np.asarray((lon + 180.0) % 360.0 - 180.0)
 
 
 class GlmLcfaReader:
@@ -174,26 +244,30 @@ class GlmLcfaReader:
         if name.family != self.family:
             raise FrameDecodeError(str(path), f"expected a {self.family} file, the name says {name.family}")
         with open_dataset(path) as ds:
+            _check_shapes(ds)
             platform = str(attribute(ds, "platform_ID"))
             if platform != name.satellite:
                 raise FrameDecodeError(str(path), f"file name says {name.satellite}, platform_ID says {platform}")
-            product_time = decode_time(variable(ds, "product_time")).reshape(-1)[0]
+            product_time = _product_time(ds, name)
             times = _TimeDecoder(ds, name)
+            flashes, dropped = _sound_flashes(ds, times, name)
             granule = GlmGranule(
                 path=str(path),
                 name=name,
                 platform=platform,
                 orbital_slot=str(getattr(ds, "orbital_slot", "unknown")),
-                product_time=datetime.fromtimestamp(float(product_time), tz=UTC),
-                subpoint_lon=float(decode(variable(ds, "nominal_satellite_subpoint_lon")).reshape(-1)[0]),
-                flashes=_flashes(ds, times),
+                product_time=product_time,
+                subpoint_lon=_subpoint_lon(ds),
+                flashes=flashes,
                 groups=_groups(ds, times),
                 events=_events(ds, times),
                 count_mismatches=_count_mismatches(ds),
                 decode_notes=tuple(times.notes),
+                flashes_dropped=dropped,
             )
         if granule.decode_notes:
             log.warning("%s: time offsets decoded against their declaration: %s", path, "; ".join(times.notes))
+        report_dropped(path, dropped, len(granule.flashes))
         return granule
 
 
@@ -224,8 +298,85 @@ class _TimeDecoder:
         return bool(finite.size == 0 or (finite.min() >= self.low and finite.max() <= self.high))
 
 
+def _check_shapes(ds: netCDF4.Dataset) -> None:
+    """Dimension sizes against :data:`MAX_GLM_COUNT` and each other, variable shapes against them; reads nothing."""
+    sizes = {dim: len(ds.dimensions[dim]) if dim in ds.dimensions else 0 for dim in READ_VARIABLES}
+    flashes, groups, events = sizes["number_of_flashes"], sizes["number_of_groups"], sizes["number_of_events"]
+    if not (flashes <= groups <= events <= MAX_GLM_COUNT):
+        msg = (
+            f"declares {flashes} flashes, {groups} groups and {events} events; expected "
+            f"flashes <= groups <= events <= {MAX_GLM_COUNT}"
+        )
+        raise FrameShapeError(ds.filepath(), msg)
+    for dim, names in READ_VARIABLES.items():
+        for var_name in names:
+            check_shape(variable(ds, var_name), (sizes[dim],), f"{dim} = {sizes[dim]}")
+    for var_name in ("product_time", "nominal_satellite_subpoint_lon"):
+        check_scalar(variable(ds, var_name))
+    for var_name in ("flash_count", "group_count", "event_count"):  # optional: only compared with the dimensions
+        if var_name in ds.variables:
+            check_scalar(ds.variables[var_name])
+
+
+def _product_time(ds: netCDF4.Dataset, name: GoesFilename) -> datetime:
+    """``product_time``, which must be the name's granule start and the epoch of every time offset."""
+    stamp = float(decode_time(variable(ds, "product_time")).reshape(-1)[0])
+    start = name.scan_start.timestamp()
+    if not abs(stamp - start) <= PRODUCT_TIME_TOLERANCE_S:
+        found = iso_utc(stamp) if np.isfinite(stamp) and abs(stamp) < 1e11 else repr(stamp)
+        msg = f"product_time is {found}; expected the granule start {iso_utc(name.scan_start)} of the file name"
+        raise FrameDecodeError(ds.filepath(), msg)
+    read_offsets = ("flash_time_offset_of_first_event", "flash_time_offset_of_last_event", "group_time_offset",
+                    "event_time_offset")  # fmt: skip
+    for var_name in read_offsets:
+        epoch = time_units(variable(ds, var_name))[1]
+        if abs(epoch.timestamp() - stamp) > 1e-3:
+            msg = f"{var_name} counts from {iso_utc(epoch)}; expected the product_time {iso_utc(stamp)}"
+            raise FrameDecodeError(ds.filepath(), msg)
+    return datetime.fromtimestamp(stamp, tz=UTC)
+
+
+def _subpoint_lon(ds: netCDF4.Dataset) -> float:
+    """``nominal_satellite_subpoint_lon``: a longitude in [-180, 180]."""
+    lon = float(decode(variable(ds, "nominal_satellite_subpoint_lon")).reshape(-1)[0])
+    if not -180.0 <= lon <= 180.0:
+        msg = f"nominal_satellite_subpoint_lon should be a longitude in [-180, 180], found {lon!r}"
+        raise FrameDecodeError(ds.filepath(), msg)
+    return lon
+
+
+def _sound_flashes(ds: netCDF4.Dataset, times: _TimeDecoder, name: GoesFilename) -> tuple[Flashes, dict[str, int]]:
+    """The granule's flashes less those with an impossible position, time or energy, and how many of each went.
+
+    A flash failing several checks is counted once, under the first (position, time, energy).
+    """
+    flashes = _flashes(ds, times)
+    raw_lon = decode(variable(ds, "flash_lon"))
+    low = name.scan_start.timestamp() - WINDOW_MARGIN_S[0]
+    high = name.scan_end.timestamp() + WINDOW_MARGIN_S[1]
+    with np.errstate(invalid="ignore"):
+        bad = {
+            "position": ~(np.isfinite(flashes.lat) & np.isfinite(raw_lon) & (np.abs(flashes.lat) <= 90.0)
+                          & (np.abs(raw_lon) <= 360.0)),
+            "time": ~((flashes.time >= low) & (flashes.time <= flashes.time_last) & (flashes.time_last <= high)),
+            "energy": ~((flashes.energy >= 0.0) & (flashes.energy <= MAX_FLASH_ENERGY_J)),
+        }  # fmt: skip
+    dropped: dict[str, int] = {}
+    taken = np.zeros(len(flashes), dtype=bool)
+    for reason, mask in bad.items():
+        count = int((mask & ~taken).sum())
+        taken |= mask
+        if count:
+            dropped[reason] = count
+    if not dropped:
+        return flashes, dropped
+    keep = ~taken
+    return Flashes(**{f.name: getattr(flashes, f.name)[keep] for f in fields(Flashes)}), dropped
+
+
 def _f32(ds: netCDF4.Dataset, name: str) -> F32:
-    return decode(variable(ds, name)).astype(np.float32)
+    with np.errstate(over="ignore"):
+        return decode(variable(ds, name)).astype(np.float32)
 
 
 def _lon(ds: netCDF4.Dataset, name: str) -> F32:
@@ -237,7 +388,8 @@ def _area_km2(ds: netCDF4.Dataset, name: str) -> F32:
     units = str(attribute(var, "units"))
     if units not in _AREA_TO_KM2:
         raise FrameDecodeError(ds.filepath(), f"{name} units should be km2 or m2, found {units!r}")
-    return (decode(var) * _AREA_TO_KM2[units]).astype(np.float32)
+    with np.errstate(over="ignore"):
+        return (decode(var) * _AREA_TO_KM2[units]).astype(np.float32)
 
 
 def _flashes(ds: netCDF4.Dataset, times: _TimeDecoder) -> Flashes:
@@ -291,6 +443,21 @@ def _count_mismatches(ds: netCDF4.Dataset) -> dict[str, tuple[int | None, int]]:
     if mismatches:
         log.info("%s: count variables disagree with dimensions %s; trusting dimensions", ds.filepath(), mismatches)
     return mismatches
+
+
+def report_dropped(path: str | Path, dropped: dict[str, int], kept: int) -> None:
+    """Count the flashes dropped from one granule in ``ltgcast_glm_flashes_dropped_total`` and log one line.
+
+    ``dropped`` maps a reason (:data:`ingest.metrics.FLASH_DROP_REASONS`) to a count; ``kept`` is how many
+    flashes the granule kept. Nothing happens when nothing was dropped.
+    """
+    if not dropped:
+        return
+    for reason, count in dropped.items():
+        metrics.GLM_FLASHES_DROPPED.labels(reason=reason).inc(count)
+    detail = ", ".join(f"{reason} {n}" for reason, n in dropped.items())
+    total = sum(dropped.values())
+    log.warning("%s: dropped %d of %d flashes (%s)", path, total, kept + total, detail)
 
 
 #: Fraction of a time window the GLM granules must cover for the window to count as complete.

@@ -2,7 +2,8 @@
 
 Labels are bounded: ``product`` is a NOAA folder name of the handful the filter
 allows, ``sector`` one of C/F/M1/M2/GLM, ``band`` 1–16 or ``-``, ``outcome`` one of
-:data:`ingest.checkpoint.OUTCOMES`. No label ever carries a file name.
+:data:`ingest.checkpoint.OUTCOMES`, ``reason`` one of :data:`FLASH_DROP_REASONS`.
+No label ever carries a file name.
 """
 
 from __future__ import annotations
@@ -27,3 +28,14 @@ ERRORS = Counter(
 )
 PENDING = Gauge("ltgcast_ingest_pending_files", "Files seen but not complete or not fetched yet.")
 LAST_POLL = Gauge("ltgcast_ingest_last_poll_timestamp_seconds", "Unix time of the last successful poll.")
+
+#: Why the GLM reader drops a flash (see :mod:`ingest.glm`): the label values of :data:`GLM_FLASHES_DROPPED`.
+FLASH_DROP_REASONS = ("position", "time", "energy")
+GLM_FLASHES_DROPPED = Counter(
+    "ltgcast_glm_flashes_dropped_total",
+    "GLM flashes the reader dropped from a granule it kept (impossible position, time or energy); "
+    "counted at every read of a granule, so the daemon's check and the worker's read each count.",
+    ["reason"],
+)
+for _reason in FLASH_DROP_REASONS:  # every series exists from the start, at 0
+    GLM_FLASHES_DROPPED.labels(reason=_reason)

@@ -14,6 +14,14 @@ arrays, so the rules are visible and no masked array escapes:
    the same way: ``valid_range = [0, -6]`` means ``[0, 65530]``) as missing;
 4. apply ``scale_factor`` and ``add_offset``; missing becomes NaN.
 
+A hostile or broken file must cost no more memory than the product it claims
+to be: :func:`check_shape` compares a variable's *declared* shape (metadata
+only) with what the reader expects before anything is read, and every unpacking
+attribute (``scale_factor``, ``add_offset``, ``_FillValue``, ``valid_range``)
+and storage type is checked, so a wrong one is a
+:class:`~ingest.errors.FrameDecodeError` naming the variable, never a
+``ValueError`` from NumPy.
+
 HDF5, under netCDF4, is not thread-safe, and netCDF4 releases the GIL around
 its calls: two threads reading at once (the ingest daemon validating one file
 while the worker reads another, or the HTTP API reading a grid) crash the
@@ -35,7 +43,7 @@ import netCDF4
 import numpy as np
 from numpy.typing import NDArray
 
-from ingest.errors import FrameDecodeError
+from ingest.errors import FrameDecodeError, FrameShapeError
 
 #: Held around every use of netCDF4 in the process (HDF5 is not thread-safe); re-entrant.
 NETCDF_LOCK = threading.RLock()
@@ -91,60 +99,134 @@ def declared_unsigned(var: netCDF4.Variable[Any]) -> bool:
     return str(getattr(var, "_Unsigned", "false")).lower() == "true"
 
 
-def raw_integers(var: netCDF4.Variable[Any], unsigned: bool | None = None) -> tuple[NDArray[Any], NDArray[np.bool_]]:
-    """Stored integers of ``var`` and the missing mask.
+def check_shape(var: netCDF4.Variable[Any], expected: tuple[int, ...], what: str) -> None:
+    """Refuse ``var`` unless its declared shape is ``expected``; reads no data.
+
+    ``what`` says where the expectation comes from (``"a CONUS 2 km frame"``).
+
+    Raises
+    ------
+    FrameShapeError
+        Naming the variable, the expected and the declared shape.
+    """
+    found = tuple(int(n) for n in var.shape)
+    if found != expected:
+        msg = f"variable {var.name!r} declares shape {found}; expected {expected} for {what}"
+        raise FrameShapeError(_path_of(var), msg)
+
+
+def check_scalar(var: netCDF4.Variable[Any]) -> None:
+    """Refuse ``var`` unless it holds exactly one value (shape ``()`` or ``(1,)``); reads no data."""
+    found = tuple(int(n) for n in var.shape)
+    if found not in ((), (1,)):
+        msg = f"variable {var.name!r} declares shape {found}; expected a scalar, () or (1,)"
+        raise FrameShapeError(_path_of(var), msg)
+
+
+def _numeric_kind(var: netCDF4.Variable[Any], kinds: str) -> str:
+    """The NumPy kind of ``var``'s storage type, refused unless it is one of ``kinds``."""
+    kind = str(getattr(var.dtype, "kind", "O"))
+    if kind not in kinds:
+        names = {"iu": "an integer", "iuf": "a numeric"}[kinds]
+        msg = f"variable {var.name!r} should be stored as {names} type, found {var.dtype}"
+        raise FrameDecodeError(_path_of(var), msg)
+    return kind
+
+
+def _packing(var: netCDF4.Variable[Any]) -> tuple[float, float]:
+    """``scale_factor`` and ``add_offset`` of ``var``: finite numbers, the scale not zero."""
+    try:
+        scale = float(np.asarray(getattr(var, "scale_factor", 1.0), dtype=np.float64).reshape(-1)[0])
+        offset = float(np.asarray(getattr(var, "add_offset", 0.0), dtype=np.float64).reshape(-1)[0])
+    except (ValueError, TypeError, IndexError) as exc:
+        msg = f"variable {var.name!r}: scale_factor/add_offset should be numbers ({exc})"
+        raise FrameDecodeError(_path_of(var), msg) from exc
+    if not (np.isfinite(scale) and np.isfinite(offset) and scale != 0.0):
+        found = f"scale_factor {scale!r}, add_offset {offset!r}"
+        msg = f"variable {var.name!r}: expected a finite non-zero scale_factor and a finite add_offset, found {found}"
+        raise FrameDecodeError(_path_of(var), msg)
+    return scale, offset
+
+
+def raw_integers(
+    var: netCDF4.Variable[Any], unsigned: bool | None = None, index: Any = Ellipsis
+) -> tuple[NDArray[Any], NDArray[np.bool_]]:
+    """Stored integers of ``var`` (or of ``var[index]``) and the missing mask.
 
     ``unsigned`` overrides the variable's ``_Unsigned`` declaration when given.
+    A ``_FillValue`` or ``valid_range`` that is not a number (or a pair of numbers)
+    of the variable's type is a :class:`~ingest.errors.FrameDecodeError`.
     """
-    raw = np.asarray(var[...])
+    _numeric_kind(var, "iu")
+    raw = np.asarray(var[index])
     unsigned = (declared_unsigned(var) if unsigned is None else unsigned) and raw.dtype.kind == "i"
     target = raw.dtype.str.replace("i", "u") if unsigned else raw.dtype
 
     def as_stored(value: Any) -> NDArray[Any]:
-        return np.asarray(value, dtype=raw.dtype).astype(target, copy=False) if unsigned else np.asarray(value)
+        number = np.asarray(value, dtype=np.float64)
+        info = np.iinfo(raw.dtype)
+        if not (np.isfinite(number).all() and info.min <= number.min(initial=0) <= number.max(initial=0) <= info.max):
+            msg = f"{value!r} is not a {raw.dtype} value"
+            raise ValueError(msg)
+        stored = number.astype(raw.dtype)
+        return stored.astype(target, copy=False) if unsigned else stored
 
     values = raw.view(target) if unsigned else raw
     missing = np.zeros(values.shape, dtype=bool)
-    if "_FillValue" in var.ncattrs():
-        missing |= values == as_stored(var.getncattr("_FillValue"))
-    if "valid_range" in var.ncattrs():
-        low, high = as_stored(var.getncattr("valid_range"))
-        missing |= (values < low) | (values > high)
+    try:
+        if "_FillValue" in var.ncattrs():
+            missing |= values == as_stored(var.getncattr("_FillValue")).reshape(-1)[0]
+        if "valid_range" in var.ncattrs():
+            low, high = as_stored(var.getncattr("valid_range")).reshape(-1)
+            missing |= (values < low) | (values > high)
+    except (ValueError, TypeError, OverflowError, IndexError) as exc:
+        msg = f"variable {var.name!r}: _FillValue/valid_range do not fit its type {raw.dtype} ({exc})"
+        raise FrameDecodeError(_path_of(var), msg) from exc
     return values, missing
 
 
-def decode(var: netCDF4.Variable[Any], unsigned: bool | None = None) -> NDArray[np.float64]:
-    """Unpack ``var`` to float64 physical values; missing values are NaN.
+def decode(var: netCDF4.Variable[Any], unsigned: bool | None = None, index: Any = Ellipsis) -> NDArray[np.float64]:
+    """Unpack ``var`` (or ``var[index]``) to float64 physical values; missing values are NaN.
 
     ``unsigned`` overrides the ``_Unsigned`` declaration (see :func:`raw_integers`).
+    Values too large for float64 after scaling become ``inf``, never a warning.
     """
-    if var.dtype.kind == "f":
-        values = np.array(var[...], dtype=np.float64)
+    if _numeric_kind(var, "iuf") == "f":
+        values = np.array(var[index], dtype=np.float64)
         if "_FillValue" in var.ncattrs():
-            values[values == float(var.getncattr("_FillValue"))] = np.nan
+            try:
+                fill = float(np.asarray(var.getncattr("_FillValue"), dtype=np.float64).reshape(-1)[0])
+            except (ValueError, TypeError, IndexError) as exc:
+                msg = f"variable {var.name!r}: _FillValue should be a number ({exc})"
+                raise FrameDecodeError(_path_of(var), msg) from exc
+            values[values == fill] = np.nan
         return values
-    stored, missing = raw_integers(var, unsigned)
-    scale = float(getattr(var, "scale_factor", 1.0))
-    offset = float(getattr(var, "add_offset", 0.0))
-    out = stored.astype(np.float64) * scale + offset
+    scale, offset = _packing(var)
+    stored, missing = raw_integers(var, unsigned, index)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = stored.astype(np.float64)
+        out *= scale
+        out += offset
     out[missing] = np.nan
     return out
 
 
-def decode_int(var: netCDF4.Variable[Any]) -> NDArray[np.int64]:
-    """Integer variable (ids, flags) as int64 with the unsigned view applied; missing → -1."""
-    stored, missing = raw_integers(var)
+def decode_int(var: netCDF4.Variable[Any], index: Any = Ellipsis) -> NDArray[np.int64]:
+    """Integer variable (ids, flags) as int64 with the unsigned view applied; missing → -1.
+
+    A variable stored as floating point is a :class:`~ingest.errors.FrameDecodeError`.
+    """
+    stored, missing = raw_integers(var, index=index)
     out = stored.astype(np.int64)
     out[missing] = -1
     return out
 
 
 def scalar(ds: netCDF4.Dataset, name: str) -> float:
-    """A scalar variable as a float; its fill value becomes NaN."""
-    values = decode(variable(ds, name))
-    if values.size != 1:
-        raise FrameDecodeError(ds.filepath(), f"variable {name!r} should be a scalar, found shape {values.shape}")
-    return float(values.reshape(-1)[0])
+    """A scalar variable as a float; its fill value becomes NaN. The shape is checked before reading."""
+    var = variable(ds, name)
+    check_scalar(var)
+    return float(decode(var).reshape(-1)[0])
 
 
 _SINCE = re.compile(
@@ -168,13 +250,18 @@ def parse_time_units(units: str) -> tuple[float, datetime]:
     return _UNIT_SECONDS[match["unit"]], epoch
 
 
-def decode_time(var: netCDF4.Variable[Any], unsigned: bool | None = None) -> NDArray[np.float64]:
-    """Decode a CF time variable to float64 seconds since 1970-01-01T00:00:00Z."""
+def time_units(var: netCDF4.Variable[Any]) -> tuple[float, datetime]:
+    """(seconds per unit, aware epoch) of a CF time variable's ``units``; a bad one is a FrameDecodeError."""
     units = attribute(var, "units")
     try:
-        per_unit, epoch = parse_time_units(str(units))
+        return parse_time_units(str(units))
     except ValueError as exc:
         raise FrameDecodeError(_path_of(var), f"variable {var.name!r}: {exc}") from exc
+
+
+def decode_time(var: netCDF4.Variable[Any], unsigned: bool | None = None) -> NDArray[np.float64]:
+    """Decode a CF time variable to float64 seconds since 1970-01-01T00:00:00Z."""
+    per_unit, epoch = time_units(var)
     return decode(var, unsigned) * per_unit + epoch.timestamp()
 
 

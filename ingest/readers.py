@@ -1,5 +1,21 @@
 """Reader registry: one reader per product family, chosen from the file name.
 
+Every reader refuses a file it cannot vouch for with a
+:class:`~ingest.errors.FrameDecodeError` whose ``stage`` says which check
+refused it and whose ``reason`` is one line naming what was expected and what
+was found; nothing else escapes (the fuzz loop of :mod:`ltgcast.fuzzing` holds
+the readers to it). The checks, in the order they run:
+
+1. the name parses and is the reader's family (stage ``name``/``decode``);
+2. declared shapes and counts are the product's, before any array is read
+   (stage ``shape``; memory is bounded by the largest real product);
+3. identity, times, geometry and packing are the product's (stage ``decode``);
+4. an ABI frame holds enough valid earth pixels (stage ``empty``); GLM flashes
+   with impossible positions, times or energies are dropped and counted, and
+   the granule is kept.
+
+The lists are in the module docstrings of :mod:`ingest.abi` and :mod:`ingest.glm`.
+
 >>> sorted(READERS)
 ['ABI-L1b-Rad', 'ABI-L2-CMIP', 'GLM-L2-LCFA']
 >>> get_reader("ABI-L1b-Rad").__name__
@@ -13,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ingest.abi import AbiImage, AbiL1bRadReader, AbiL2CmipReader
+from ingest.abi import MIN_VALID_SHARE, AbiImage, AbiL1bRadReader, AbiL2CmipReader
 from ingest.filenames import parse_filename
 from ingest.glm import GlmGranule, GlmLcfaReader
 from ingest.ncio import iso_utc
@@ -34,9 +50,16 @@ def get_reader(family: str) -> type[AbiL1bRadReader] | type[AbiL2CmipReader] | t
         raise ValueError(msg) from None
 
 
-def read_product(path: str | Path) -> AbiImage | GlmGranule:
-    """Read any supported GOES-R file, choosing the reader from its name."""
-    return get_reader(parse_filename(path).family)().read(path)
+def read_product(path: str | Path, *, min_valid_share: float = MIN_VALID_SHARE) -> AbiImage | GlmGranule:
+    """Read any supported GOES-R file, choosing the reader from its name.
+
+    ``min_valid_share`` is the least share of valid earth pixels an ABI frame
+    must hold (ignored for GLM granules).
+    """
+    reader = get_reader(parse_filename(path).family)
+    if issubclass(reader, GlmLcfaReader):
+        return reader().read(path)
+    return reader(min_valid_share=min_valid_share).read(path)
 
 
 def describe(product: AbiImage | GlmGranule) -> dict[str, Any]:
@@ -96,5 +119,6 @@ def _describe_glm(granule: GlmGranule) -> dict[str, Any]:
         "lon_min": bound(flashes.lon, np.min),
         "lon_max": bound(flashes.lon, np.max),
         "count_mismatches": {k: list(v) for k, v in granule.count_mismatches.items()},
+        "flashes_dropped": dict(granule.flashes_dropped),
         "subpoint_lon": granule.subpoint_lon,
     }
