@@ -18,9 +18,11 @@ Rules
   forgotten, which bounds the file. A file that shows up that late is not
   announced (outcome ``late``), since it could no longer be told apart from one
   announced and forgotten. Entries without a usable scan start (unparseable
-  names, late files, anything before the first announcement) are kept for
-  ``retention`` of wall-clock time instead. The watermark never runs ahead of
-  the wall clock.
+  names, late files, files refused as from the future or as spool links,
+  anything before the first announcement) are kept for ``retention`` of
+  wall-clock time instead. The watermark never runs ahead of the wall clock,
+  and the daemon refuses a file from the future before it is recorded here
+  (:mod:`ingest.daemon`), so it never moves the watermark at all.
 * A file refused at decode is recorded with its size; the same name with
   another size (the writer finished it, or a good copy was resent) is tried
   again.

@@ -3,6 +3,13 @@
 Production code uses :class:`SystemClock`; tests use
 :class:`ingest.testing.FakeClock`, which moves only when told to, so polling,
 settling, back-off and lag are tested without sleeping.
+
+:func:`too_far_ahead` is the one rule for input from the future: a file or an
+event whose scan starts more than a tolerance (``--future-tolerance-s``,
+default :data:`FUTURE_TOLERANCE_S`) after the clock is refused by the ingest
+daemon, the worker and the GLM index, and ignored by the grid store, so one
+mislabelled or forged file can neither take over "latest" nor make real files
+look old.
 """
 
 from __future__ import annotations
@@ -11,6 +18,9 @@ import threading
 import time
 from datetime import UTC, datetime
 from typing import Protocol
+
+#: How far (seconds) a scan start may lie ahead of the clock before the input is refused as from the future.
+FUTURE_TOLERANCE_S = 300.0
 
 
 class Clock(Protocol):
@@ -51,3 +61,23 @@ class SystemClock:
             time.sleep(seconds)
         else:
             self.interrupt.wait(seconds)
+
+
+def too_far_ahead(scan_start: datetime, now: datetime, tolerance_s: float) -> str | None:
+    """Why a scan starting at ``scan_start`` is refused as from the future at ``now``, or ``None``.
+
+    >>> from datetime import timedelta
+    >>> now = datetime(2024, 6, 15, 18, 0, tzinfo=UTC)
+    >>> too_far_ahead(now + timedelta(seconds=300), now, 300.0) is None
+    True
+    >>> print(too_far_ahead(now + timedelta(seconds=301), now, 300.0))  # doctest: +NORMALIZE_WHITESPACE
+    scan start 2024-06-15T18:05:01Z is 301 s ahead of the clock (2024-06-15T18:00:00Z);
+    expected at most 300 s ahead (--future-tolerance-s)
+    """
+    ahead = (scan_start - now).total_seconds()
+    if ahead <= tolerance_s:
+        return None
+    return (
+        f"scan start {scan_start:%Y-%m-%dT%H:%M:%SZ} is {ahead:.0f} s ahead of the clock ({now:%Y-%m-%dT%H:%M:%SZ}); "
+        f"expected at most {tolerance_s:g} s ahead (--future-tolerance-s)"
+    )

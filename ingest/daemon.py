@@ -6,18 +6,29 @@ One poll, for every listed file not yet in the checkpoint, in scan-start order
 1. parse the name — a GOES-R product without a reader here (ACHA, MCMIP…) is
    left alone; a name that is no GOES-R name at all is refused (stage ``name``);
 2. apply the :class:`~ingest.sources.FrameFilter` — unwanted files are left alone;
-3. a file older than the checkpoint's retention behind the watermark is ``late``;
-4. fetch a size-checked local copy — failures are retried on later polls, and
+3. a file its source will not hand over (a symbolic link in a spool) is refused
+   with its reason only, never opened (stage ``spool``);
+4. a file whose scan starts more than ``future_tolerance_s`` after the clock is
+   refused (stage ``future``) — before the checkpoint's watermark can learn of
+   it, so one file named in 2099 never makes the real files after it ``late``;
+5. a file older than the checkpoint's retention behind the watermark is ``late``;
+6. fetch a size-checked local copy — failures are retried on later polls, and
    after ``max_fetch_failures`` the file is dead-lettered (stage ``download``);
-5. decode it with its product reader — a truncated, non-NetCDF or wrong-product
-   file is refused (stage ``decode``);
-6. publish a :class:`~ingest.events.FrameEvent` — an ABI frame on
+7. decode it with its product reader — a file declaring shapes or counts its
+   product cannot have is refused before any array is read (stage ``shape``), a
+   truncated, non-NetCDF or wrong-product file (stage ``decode``), and an ABI frame
+   with fewer than ``min_valid_share`` valid earth pixels (stage ``empty``); the
+   file is read in a child process with a time limit and a memory cap
+   (:mod:`ingest.sandbox`), so a file that hangs or crashes the HDF5 library is
+   refused (stage ``decode``) instead of stopping the daemon;
+8. publish a :class:`~ingest.events.FrameEvent` — an ABI frame on
    ``ltgcast.frames.v1``, placed by its scan's slot so the workers share the
    frames by load; a GLM granule on ``ltgcast.glm.v1``, keyed by satellite, which
    every worker reads whole — and, once the bus acknowledged it, record it in the
    checkpoint and observe the lag (ingest time − scan end).
 
-A refused file is copied to quarantine with a reason file, a
+A refused file is copied to quarantine with a reason file (only the reason
+file for a refused link or a failed download), a
 :class:`~ingest.events.DeadLetterEvent` is published, the source drops its own
 copy (the S3 cache; a spool is left untouched), and the outcome is recorded with
 the file's size — in that order, so a crash part-way repeats the step instead of
@@ -40,9 +51,10 @@ from pathlib import Path
 from typing import Any
 
 from ingest import metrics
+from ingest.abi import MIN_VALID_SHARE
 from ingest.bus import Bus
 from ingest.checkpoint import Checkpoint
-from ingest.clock import Clock
+from ingest.clock import FUTURE_TOLERANCE_S, Clock, too_far_ahead
 from ingest.errors import FilenameError, FrameDecodeError, IngestError
 from ingest.events import DEADLETTER_TOPIC, GLM_KEY, DeadLetterEvent, FrameEvent
 from ingest.filenames import GoesFilename, is_goes_product_name, parse_filename
@@ -50,6 +62,7 @@ from ingest.ncio import iso_utc
 from ingest.quarantine import Quarantine
 from ingest.readers import read_product
 from ingest.retry import Retry
+from ingest.sandbox import Isolation, check_in_child
 from ingest.sources import Candidate, FrameFilter, FrameSource
 
 log = logging.getLogger(__name__)
@@ -63,6 +76,10 @@ class DaemonSettings:
     max_fetch_failures: int = 5
     max_poll_failures: int = 5
     validate: bool = True
+    min_valid_share: float = MIN_VALID_SHARE  # of an ABI frame's earth pixels, or it is refused (see ingest.abi)
+    # each file is checked in a bounded child process (ingest.sandbox); None reads it in this process
+    isolation: Isolation | None = field(default_factory=Isolation)
+    future_tolerance_s: float = FUTURE_TOLERANCE_S  # a scan starting further ahead of the clock is refused
     backoff: Retry = field(default_factory=lambda: Retry(base_s=2.0, max_s=60.0))
 
 
@@ -189,16 +206,15 @@ class IngestDaemon:
             self.summary.last_error = report.error
 
     def _handle(self, candidate: Candidate, report: PollReport) -> None:
-        try:
-            name = parse_filename(candidate.name)
-        except FilenameError as exc:
-            if is_goes_product_name(candidate.name):  # a GOES-R product we have no reader for: not ours
-                report.filtered += 1
-            else:
-                self._refuse(candidate, candidate.local, "name", exc.reason, None, report)
+        name = self._parse(candidate, report)
+        if name is None:
             return
-        if not self.frame_filter.accepts(name):
-            report.filtered += 1
+        if candidate.refusal is not None:  # the source will not hand it over: the reason only, never the bytes
+            self._refuse(candidate, None, *candidate.refusal, None, report)
+            return
+        ahead = too_far_ahead(name.scan_start, self.clock.now(), self.settings.future_tolerance_s)
+        if ahead is not None:  # refused before the checkpoint records its scan start: the watermark never sees it
+            self._refuse(candidate, candidate.local, "future", ahead, None, report)
             return
         if self.checkpoint.too_late(name.scan_start):
             log.warning("%s is older than the checkpoint retention behind the newest frame; not announced", name.name)
@@ -209,9 +225,26 @@ class IngestDaemon:
             return
         problem = self._decode_problem(local) if self.settings.validate else None
         if problem is not None:
-            self._refuse(candidate, local, "decode", problem, name.scan_start, report)
+            self._refuse(candidate, local, problem[0], problem[1], name.scan_start, report)
             return
         self._announce(candidate, name, local, report)
+
+    def _parse(self, candidate: Candidate, report: PollReport) -> GoesFilename | None:
+        """The parsed name of a wanted file, or ``None`` when the file was left alone or refused for its name."""
+        try:
+            name = parse_filename(candidate.name)
+        except FilenameError as exc:
+            if is_goes_product_name(candidate.name):  # a GOES-R product we have no reader for: not ours
+                report.filtered += 1
+            elif candidate.refusal is not None:  # a link named anything: refused for being a link
+                self._refuse(candidate, None, *candidate.refusal, None, report)
+            else:
+                self._refuse(candidate, candidate.local, "name", exc.reason, None, report)
+            return None
+        if not self.frame_filter.accepts(name):
+            report.filtered += 1
+            return None
+        return name
 
     def _fetch(self, candidate: Candidate, name: GoesFilename, report: PollReport) -> Path | None:
         try:
@@ -227,16 +260,18 @@ class IngestDaemon:
         self._fetch_failures.pop(candidate.name, None)
         return local
 
-    @staticmethod
-    def _decode_problem(local: Path) -> str | None:
-        """Why the file cannot be read as the product its name claims, or ``None``."""
+    def _decode_problem(self, local: Path) -> tuple[str, str] | None:
+        """The stage and reason the file cannot be read as the product its name claims, or ``None``."""
         try:
-            read_product(local)
+            if self.settings.isolation is None:
+                read_product(local, min_valid_share=self.settings.min_valid_share)
+            else:
+                check_in_child(local, min_valid_share=self.settings.min_valid_share, isolation=self.settings.isolation)
         except FrameDecodeError as exc:
-            return exc.reason
+            return exc.stage, exc.reason
         except Exception as exc:  # any reader failure on bad bytes must quarantine, not kill the daemon
             log.exception("unexpected failure decoding %s", local)
-            return f"unexpected {type(exc).__name__} while decoding: {exc}"
+            return "decode", f"unexpected {type(exc).__name__} while decoding: {exc}"
         return None
 
     def _announce(self, candidate: Candidate, name: GoesFilename, local: Path, report: PollReport) -> None:

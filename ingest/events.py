@@ -64,8 +64,10 @@ GLM_KEY = "GLM"
 #: sector take consecutive partition slots, and the sectors start apart.
 CADENCE_S = {"C": 300, "F": 600, "M1": 60, "M2": 60}
 SLOT_OFFSET = {"C": 0, "F": 3, "M1": 6, "M2": 9}
-#: Why a message can be refused: its name, download or contents (ingest), a broken event or scoring (worker).
-DEAD_LETTER_STAGES = ("name", "download", "decode", "event", "score")
+#: Why a message can be refused: its name, download or contents (ingest), a broken event or scoring (worker);
+#: a spool entry that is a link (``spool``); a scan from the future (``future``: ingest and worker); shapes or
+#: counts the product cannot have (``shape``) or too few valid earth pixels (``empty``: ingest).
+DEAD_LETTER_STAGES = ("name", "download", "decode", "event", "score", "spool", "future", "shape", "empty")
 
 _GRID_ID = re.compile(
     r"^(?P<satellite>G\d{2})_(?P<sector>C|F|M1|M2)_(?P<stamp>\d{8}T\d{6}Z)_(?P<model>[A-Za-z0-9._-]+)-v(?P<version>\d+)$"

@@ -26,6 +26,8 @@ from ingest.synthetic import SECTORS, SLOTS, ScenarioConfig, simulate
 from ltgcast.benchmarks import add_bench_arguments, bench_featurize
 from ltgcast.datasets import add_dataset_arguments, dataset_command
 from ltgcast.evaluation import add_evaluate_arguments, evaluate_command
+from ltgcast.fuzzing import add_bench_fuzz_arguments, bench_fuzz
+from ltgcast.httpbench import add_bench_http_arguments, bench_http
 from ltgcast.ingestion import add_events_arguments, add_ingest_arguments, events_command, ingest_command
 from ltgcast.latency import add_bench_latency_arguments, bench_latency
 from ltgcast.modelcmd import add_models_arguments
@@ -137,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", default="var/bench/read.json", help="where to write the JSON report")
     bench.set_defaults(func=_bench_read)
 
+    fuzz = sub.add_parser("bench-fuzz", help="read seeded mutations of real-format files; print and write JSON")
+    add_bench_fuzz_arguments(fuzz)
+    fuzz.set_defaults(func=bench_fuzz)
+
     ingest = sub.add_parser("ingest", help="announce each new GOES-R file on the bus, exactly once")
     add_ingest_arguments(ingest)
     ingest.set_defaults(func=lambda a: ingest_command(a, os.environ))
@@ -156,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_latency_parser = bench_kinds.add_parser("latency", help="a frame in the spool -> /v1/grids/latest")
     add_bench_latency_arguments(bench_latency_parser)
     bench_latency_parser.set_defaults(func=lambda a: bench_latency(a, os.environ))
+    bench_http_parser = bench_kinds.add_parser(
+        "http", help="the HTTP server of `ltgcast run` under a burst and slow clients"
+    )
+    add_bench_http_arguments(bench_http_parser)
+    bench_http_parser.set_defaults(func=lambda a: bench_http(a, os.environ))
     bench_scaleout_parser = bench_kinds.add_parser(
         "scaleout", help="grids per minute for 1, 2, 3 workers of the distributed mode (needs Kafka)"
     )

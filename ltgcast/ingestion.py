@@ -25,7 +25,7 @@ from prometheus_client import start_http_server
 from ingest.addresses import parse_address
 from ingest.bus import Bus, InProcessBus, get_bus
 from ingest.checkpoint import Checkpoint
-from ingest.clock import SystemClock
+from ingest.clock import FUTURE_TOLERANCE_S, SystemClock
 from ingest.daemon import DaemonSettings, IngestDaemon, RunSummary
 from ingest.errors import ConfigError, EventError
 from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GLM_TOPIC, GRIDS_TOPIC, describe
@@ -61,6 +61,7 @@ class IngestSettings:
     retention: timedelta
     metrics: tuple[str, int] | None
     validate: bool
+    future_tolerance_s: float = FUTURE_TOLERANCE_S
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, env: Mapping[str, str]) -> IngestSettings:
@@ -73,6 +74,9 @@ class IngestSettings:
             raise ConfigError(msg) from exc
         if args.poll_interval <= 0 or args.retention_hours <= 0:
             msg = "--poll-interval and --retention-hours must be positive"
+            raise ConfigError(msg)
+        if args.future_tolerance_s < 0:
+            msg = f"--future-tolerance-s: expected a number >= 0, found {args.future_tolerance_s}"
             raise ConfigError(msg)
         return cls(
             source=args.source or env.get("LTGCAST_SOURCE") or "s3://noaa-goes19",
@@ -92,6 +96,7 @@ class IngestSettings:
             retention=timedelta(hours=args.retention_hours),
             metrics=parse_address(args.metrics, "--metrics", listen=True) if args.metrics else None,
             validate=not args.no_validate,
+            future_tolerance_s=args.future_tolerance_s,
         )
 
 
@@ -112,6 +117,9 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retention-hours", type=float, default=6.0, help="checkpoint memory behind the newest frame")
     parser.add_argument("--metrics", help="serve Prometheus /metrics on HOST:PORT")
     parser.add_argument("--no-validate", action="store_true", help="announce without decoding each file first")
+    parser.add_argument("--future-tolerance-s", type=float, default=FUTURE_TOLERANCE_S,
+                        help="refuse files whose scan starts more than this many seconds after the clock "
+                        "(quarantine stage future; default %(default)g)")  # fmt: skip
 
 
 @contextmanager
@@ -153,7 +161,11 @@ def run_ingest(settings: IngestSettings) -> RunSummary:
             Quarantine(settings.quarantine),
             clock,
             frame_filter=settings.frame_filter,
-            settings=DaemonSettings(poll_interval_s=settings.poll_interval_s, validate=settings.validate),
+            settings=DaemonSettings(
+                poll_interval_s=settings.poll_interval_s,
+                validate=settings.validate,
+                future_tolerance_s=settings.future_tolerance_s,
+            ),
         )
         log.info("ingest: %s -> %s (state %s)", settings.source, settings.bus, settings.state)
         with stop_on_signals(stop):

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 from ingest.addresses import parse_address
 from ingest.bus import Bus, InProcessBus, get_bus
 from ingest.checkpoint import Checkpoint
-from ingest.clock import SystemClock
+from ingest.clock import FUTURE_TOLERANCE_S, SystemClock
 from ingest.daemon import DaemonSettings, IngestDaemon
 from ingest.errors import ConfigError
 from ingest.quarantine import Quarantine
@@ -77,7 +77,12 @@ class ServiceSettings:
     glm_deadline_s: float = 90.0
     max_age_s: float = 3600.0  # 0: no limit (replays)
     exit_when_idle: bool = False
-    keep_days: float = 7.0
+    keep_days: float = 7.0  # 0: never prune (replays of old archives)
+    future_tolerance_s: float = FUTURE_TOLERANCE_S  # scans starting further ahead of the clock are refused
+    cors_origins: tuple[str, ...] = ()  # origins a browser may read the API from (empty: CORS off)
+    http_max_connections: int = 512
+    http_max_in_flight: int = 64
+    http_header_timeout_s: float = 10.0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, env: Mapping[str, str]) -> ServiceSettings:
@@ -89,7 +94,8 @@ class ServiceSettings:
 
         d = cls()
         numbers = {"poll_interval": args.poll_interval, "glm_deadline": args.glm_deadline, "watch": args.watch,
-                   "max_age_minutes": args.max_age_minutes, "keep_days": args.keep_days}  # fmt: skip
+                   "max_age_minutes": args.max_age_minutes, "keep_days": args.keep_days,
+                   "future_tolerance_s": args.future_tolerance_s}  # fmt: skip
         for name, value in numbers.items():
             if value < 0:
                 msg = f"--{name.replace('_', '-')}: expected a number >= 0, found {value}"
@@ -130,6 +136,11 @@ class ServiceSettings:
             max_age_s=args.max_age_minutes * 60.0,
             exit_when_idle=args.exit_when_idle,
             keep_days=args.keep_days,
+            future_tolerance_s=args.future_tolerance_s,
+            cors_origins=tuple(args.cors_origin or _origins(env.get("LTGCAST_CORS_ORIGINS", ""))),
+            http_max_connections=args.http_max_connections,
+            http_max_in_flight=args.http_max_in_flight,
+            http_header_timeout_s=args.http_header_timeout,
         )
 
 
@@ -160,9 +171,40 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-age-minutes", type=float, default=d.max_age_s / 60.0,
                         help="skip frames older than this when they arrive (0: no limit, for replays)")  # fmt: skip
     parser.add_argument("--keep-days", type=float, default=d.keep_days,
-                        help="days of grids kept behind the newest (0: keep all)")  # fmt: skip
+                        help="days of grid folders kept behind the clock; the newest grid's day is always kept "
+                        "(0: never prune, for replays of old archives)")  # fmt: skip
+    parser.add_argument("--future-tolerance-s", type=float, default=d.future_tolerance_s,
+                        help="refuse frames and GLM granules whose scan starts more than this many seconds "
+                        "after the clock (stage future), and hide such grids (default %(default)g)")  # fmt: skip
     parser.add_argument("--exit-when-idle", action="store_true",
                         help="stop once the source is exhausted and every frame scored (replays)")  # fmt: skip
+    http = parser.add_argument_group("HTTP server limits")
+    http.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                      help="let a browser viewer at ORIGIN (e.g. https://wx.example.org) read the API; repeatable "
+                      "(env LTGCAST_CORS_ORIGINS, comma-separated; default: CORS off)")  # fmt: skip
+    http.add_argument("--http-max-connections", type=_positive_int, default=d.http_max_connections,
+                      help="open connections; more are answered 503 at once (default %(default)s)")  # fmt: skip
+    http.add_argument("--http-max-in-flight", type=_positive_int, default=d.http_max_in_flight,
+                      help="requests answered at once (probes aside); more are answered 503 with Retry-After "
+                      "(default %(default)s)")  # fmt: skip
+    http.add_argument("--http-header-timeout", type=float, default=d.http_header_timeout_s,
+                      help="seconds a client has to send a request's line and headers "
+                      "(default %(default)g)")  # fmt: skip
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    return split_list(text, "LTGCAST_CORS_ORIGINS") if text.strip() else ()
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"expected a positive integer, found {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def unreachable(source: str, timeout_s: float = 5.0) -> str | None:
@@ -182,10 +224,11 @@ class Service:
     """The embedded service: ingest, worker, model slot and HTTP API, wired from :class:`ServiceSettings`."""
 
     def __init__(self, settings: ServiceSettings) -> None:
-        from serve.api import ApiSettings, GridApi, HttpService
+        from serve.api import ApiSettings, GridApi
         from serve.hotswap import HotSwapSettings, ModelSlot
         from serve.scoring import ScorerSettings, get_scorer
         from serve.store import FileGridStore
+        from serve.web import HttpService, WebSettings
         from serve.worker import NowcastWorker, WorkerSettings
 
         self.settings = s = settings
@@ -202,17 +245,21 @@ class Service:
             context = SourceContext(cache=s.state / "cache", clock=self.clock, frame_filter=frame_filter)
             source = get_source(s.source, context)  # checked before anything holds a file open
             self.checkpoint = Checkpoint.open(s.state / "ingest")
+            daemon_settings = DaemonSettings(poll_interval_s=s.poll_interval_s, future_tolerance_s=s.future_tolerance_s)
             self.daemon = IngestDaemon(source, self.bus, self.checkpoint,
                                        Quarantine(s.state / "quarantine"), self.clock, frame_filter=frame_filter,
-                                       settings=DaemonSettings(poll_interval_s=s.poll_interval_s))  # fmt: skip
-        self.store = FileGridStore(s.store)
+                                       settings=daemon_settings)  # fmt: skip
+        self.store = FileGridStore(s.store, now=self.clock.now, future_tolerance_s=s.future_tolerance_s)
         worker_settings = WorkerSettings(sectors=frozenset(s.sectors), glm_deadline_s=s.glm_deadline_s,
-                                         max_age_s=s.max_age_s or float("inf"), poll_timeout_s=0.25)  # fmt: skip
+                                         max_age_s=s.max_age_s or float("inf"), poll_timeout_s=0.25,
+                                         future_tolerance_s=s.future_tolerance_s)  # fmt: skip
         self.worker = NowcastWorker(self.bus, self.models, self.store, self.clock, worker_settings,
                                     sinks=self._sinks())  # fmt: skip
         self.api = GridApi(self.store, ApiSettings(admin_token=s.admin_token), models=self.models,
                            ready=self.problems)  # fmt: skip
-        self.http = HttpService(self.api, *s.http)
+        web = WebSettings(max_connections=s.http_max_connections, max_in_flight=s.http_max_in_flight,
+                          header_timeout_s=s.http_header_timeout_s, cors_origins=s.cors_origins)  # fmt: skip
+        self.http = HttpService(self.api, *s.http, web)
         self.threads: dict[str, threading.Thread] = {}
         self.ingest_done = threading.Event()
         self.worker_errors = 0
@@ -236,7 +283,10 @@ class Service:
             self.ingest_done.set()
 
     def _prune(self) -> None:
-        """Every 10 minutes, remove grid day folders older than ``keep_days`` (stable and shadow)."""
+        """Every 10 minutes, remove grid day folders older than ``keep_days`` by the clock (stable and shadow).
+
+        ``keep_days`` 0 never prunes (a replay of an old archive keeps every grid).
+        """
         now = self.clock.monotonic()
         if self.settings.keep_days <= 0 or now < self._next_prune:
             return

@@ -8,7 +8,7 @@ features of a feature set, about ten); never a file name or a grid id. The label
 
 * ``ltgcast_input_nan_fraction`` ``reason``: all, fill, bad_dqf, nonphysical;
 * ``ltgcast_frames_total`` ``reason``: the worker's outcomes (scored, scored_out_of_order, duplicate,
-  too_old, other_band, other_sector, bad_event, failed);
+  too_old, future, other_band, other_sector, bad_event, failed);
 * ``ltgcast_stage_latency_seconds`` ``stage``: read, featurize, score, store, drift;
 * ``ltgcast_frame_age_seconds`` ``stage``: ingest (announced), publish (grid out);
 * ``ltgcast_scorer_errors_total`` ``reason``: unavailable, deadline_exceeded, resource_exhausted,

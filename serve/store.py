@@ -5,13 +5,22 @@ Grid ids are ``<satellite>_<sector>_<YYYYmmddTHHMMSSZ>_<model>-v<version>``
 replaces the file atomically, so replaying a frame never makes a second grid.
 Every lookup parses the id against that grammar first, so no request can name a
 path outside the store.
+
+The store has a clock (``now``; system time by default). A grid whose scan
+starts more than ``future_tolerance_s`` after it (made from a mislabelled or
+forged file before ingest refused such files) is ignored by every listing —
+:meth:`~FileGridStore.grids`, :meth:`~FileGridStore.grids_between` (the API's
+lists and point series) and :meth:`~FileGridStore.latest` — so it can never
+become "the latest grid"; :meth:`~FileGridStore.get` still finds it by id.
+Retention (:meth:`~FileGridStore.prune`) is measured from the clock and never
+removes the day folder of a sector's newest grid.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -20,6 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ingest.clock import FUTURE_TOLERANCE_S
 from ingest.events import SECTORS, GridKey, GridView
 from ingest.geometry import FixedGrid
 from serve.gridfile import FlashArrays, GridMeta, write_grid
@@ -63,20 +73,46 @@ def parse_grid_id(grid_id: str) -> GridKey:
     return GridKey.parse(grid_id)
 
 
+def _day_of(name: str) -> date | None:
+    """The day a ``YYYY-MM-DD`` folder name stands for, or ``None`` for any other name."""
+    try:
+        return datetime.strptime(name, "%Y-%m-%d").replace(tzinfo=UTC).date()
+    except ValueError:
+        return None
+
+
 def _day_within(name: str, first: date, last: date | None) -> bool:
     """Whether a ``YYYY-MM-DD`` day folder lies in ``[first, last]``; other names never do."""
-    try:
-        day = datetime.strptime(name, "%Y-%m-%d").replace(tzinfo=UTC).date()
-    except ValueError:
-        return False
-    return first <= day and (last is None or day <= last)
+    day = _day_of(name)
+    return day is not None and first <= day and (last is None or day <= last)
+
+
+def _system_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class FileGridStore:
-    """Grids as NetCDF files under one root."""
+    """Grids as NetCDF files under one root.
 
-    def __init__(self, root: Path) -> None:
+    Parameters
+    ----------
+    root
+        The store's folder.
+    now
+        The clock (a service passes its ``clock.now``; system time by default).
+    future_tolerance_s
+        Grids scanned more than this many seconds after ``now()`` are ignored by every listing.
+    """
+
+    def __init__(self, root: Path, *, now: Callable[[], datetime] | None = None,
+                 future_tolerance_s: float = FUTURE_TOLERANCE_S) -> None:  # fmt: skip
         self.root = root
+        self.now = now or _system_now
+        self.future_tolerance_s = future_tolerance_s
+
+    def horizon(self) -> datetime:
+        """The latest scan start the listings show: now plus the tolerance (later grids are from the future)."""
+        return self.now() + timedelta(seconds=self.future_tolerance_s)
 
     def _path(self, key: GridKey) -> Path:
         return self.root / key.sector / f"{key.scan_start:%Y-%m-%d}" / f"{key.grid_id}.nc"
@@ -97,25 +133,29 @@ class FileGridStore:
         return StoredGrid(key, path)
 
     def grids(self, sector: str) -> list[StoredGrid]:
-        """Every grid of a sector, oldest scan first (ties: lower model version first)."""
-        return self._scan((self.root / sector).glob("*/*.nc") if (self.root / sector).is_dir() else [])
+        """Every grid of a sector up to :meth:`horizon`, oldest scan first (ties: lower model version first)."""
+        horizon = self.horizon()
+        found = self._scan((self.root / sector).glob("*/*.nc") if (self.root / sector).is_dir() else [])
+        return [g for g in found if g.scan_start <= horizon]
 
     def grids_between(self, sector: str, since: datetime, until: datetime | None = None) -> list[StoredGrid]:
-        """The grids of a sector scanned in ``[since, until]`` (no upper bound when ``until`` is ``None``).
+        """The grids of a sector scanned in ``[since, until]`` (``until`` ``None``: up to :meth:`horizon`).
 
-        Only the day folders that can hold such scans are listed. ``ValueError``
-        for naive datetimes.
+        Only the day folders that can hold such scans are listed; grids beyond
+        :meth:`horizon` are left out whatever ``until`` says. ``ValueError`` for
+        naive datetimes.
         """
         for name, when in (("since", since), ("until", until)):
             if when is not None and when.utcoffset() is None:
                 msg = f"{name} must be a timezone-aware datetime; found naive {when.isoformat()}"
                 raise ValueError(msg)
         folder = self.root / sector
-        first = since.astimezone(UTC).date()
-        last = None if until is None else until.astimezone(UTC).date()
+        horizon = self.horizon()
+        until = horizon if until is None else min(until, horizon)
+        first, last = since.astimezone(UTC).date(), until.astimezone(UTC).date()
         days = [d for d in (folder.iterdir() if folder.is_dir() else []) if _day_within(d.name, first, last)]
         found = self._scan(path for day in days for path in day.glob("*.nc"))
-        return [g for g in found if since <= g.scan_start and (until is None or g.scan_start <= until)]
+        return [g for g in found if since <= g.scan_start <= until]
 
     def sectors(self) -> list[str]:
         """The sectors that have a folder in the store, in sector order (C, F, M1, M2)."""
@@ -141,26 +181,36 @@ class FileGridStore:
         return sorted(p for p in folder.iterdir() if p.is_dir() and DAY.match(p.name))
 
     def latest(self, sector: str) -> StoredGrid | None:
-        """The newest grid of a sector, or ``None`` (only the newest day folder holding a grid is listed)."""
+        """The newest grid of a sector up to :meth:`horizon`, or ``None``.
+
+        Only the newest day folders are listed, down to the first holding such a grid.
+        """
+        horizon = self.horizon()
         for day in reversed(self._days(sector)):
-            grids = self._scan(day.glob("*.nc"))
+            named = _day_of(day.name)
+            if named is None or named > horizon.date():
+                continue  # a day wholly in the future
+            grids = [g for g in self._scan(day.glob("*.nc")) if g.scan_start <= horizon]
             if grids:
                 return grids[-1]
         return None
 
     def prune(self, keep: timedelta) -> int:
-        """Remove each sector's day folders that end more than ``keep`` before its newest grid; return how many.
+        """Remove each sector's day folders that end more than ``keep`` before now; return how many.
 
-        Measured from the newest grid rather than the clock, so a replay of an old archive keeps its grids.
+        Measured from the clock, never from the newest grid (one grid named in 2099 would otherwise remove every
+        real day). The day folder holding a sector's newest grid (up to :meth:`horizon`) is always kept, so a
+        replay of an old archive keeps at least its newest day; to keep a whole replay, do not prune
+        (``ltgcast run --keep-days 0``). Day folders in the future are left alone (and ignored by the listings).
         """
+        cutoff = (self.now() - keep).date()
         removed = 0
         for sector in self.sectors():
             newest = self.latest(sector)
-            if newest is None:
-                continue
-            cutoff = (newest.scan_start - keep).date()
+            keep_day = None if newest is None else newest.path.parent
             for day in self._days(sector):
-                if date.fromisoformat(day.name) < cutoff:
+                named = _day_of(day.name)
+                if named is not None and named < cutoff and day != keep_day:
                     shutil.rmtree(day)
                     removed += 1
         return removed

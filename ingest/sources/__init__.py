@@ -11,6 +11,10 @@ Contract of every source
   the daemon tries again on its next poll.
 * :meth:`FrameSource.pending` counts files seen but not complete yet, so a
   one-shot run knows whether to wait.
+* A source may list a file it will not hand over (a spool entry that is a
+  symbolic link): its :class:`Candidate` carries ``refusal`` = ``(stage,
+  reason)`` and no ``local`` path; the daemon quarantines the reason alone and
+  never fetches, opens or copies it.
 * :meth:`FrameSource.fetch` returns a local path to a copy whose size was checked
   against the listing (a spool file is used in place; an S3 object is downloaded
   into the cache). It raises :class:`~ingest.errors.IngestError` on failure.
@@ -46,13 +50,16 @@ class Candidate:
     """One complete file a source can hand over.
 
     ``source_uri`` is where it lives (``s3://bucket/key`` or ``file:///…``);
-    ``size`` is the byte count the source listed.
+    ``size`` is the byte count the source listed. ``refusal`` is ``(stage,
+    reason)`` when the source will not hand the file over (it is then
+    quarantined with its reason only, never fetched).
     """
 
     name: str
     source_uri: str
     size: int
     local: Path | None = None
+    refusal: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)

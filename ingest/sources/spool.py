@@ -15,6 +15,14 @@ A file is listed only once it is complete:
 The spool belongs to its feeder (LDM and its scour): the daemon never deletes
 or moves anything in it; refused files are *copied* to quarantine.
 
+Only regular files inside the spool are read. Entries are examined with
+``lstat`` and links are never followed: a symbolic link named like a GOES-R file
+(to ``/etc/passwd``, or to a frame outside the spool) is listed with a
+``refusal`` at stage ``spool`` and quarantined with its reason only (the target
+is never opened or copied); a folder that is a symbolic link is not walked; and
+:meth:`DirSpool.fetch` checks again that the file is a regular file whose
+resolved path lies inside the spool.
+
 Options: ``dir:PATH?patterns=OR_ABI-*.nc,OR_GLM-*.nc&settle_s=2``.
 """
 
@@ -25,7 +33,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from stat import S_ISREG
+from stat import S_ISLNK, S_ISREG
 
 from ingest.clock import Clock
 from ingest.errors import ConfigError, IngestError
@@ -79,20 +87,35 @@ class DirSpool:
         return any(fnmatch.fnmatch(name, p) for p in self.patterns)
 
     def _files(self) -> list[tuple[Path, os.stat_result]]:
+        """Wanted regular files and symbolic links of the tree (never followed: ``lstat``, linked folders unwalked)."""
         found = []
-        for folder, dirs, names in os.walk(self.root):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for folder, dirs, names in os.walk(self.root, followlinks=False):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not Path(folder, d).is_symlink())
             for name in sorted(names):
                 if not self._wanted(name):
                     continue
                 path = Path(folder, name)
                 try:
-                    stat = path.stat()
+                    stat = path.lstat()
                 except FileNotFoundError:
                     continue  # renamed or removed between listing and stat
-                if S_ISREG(stat.st_mode):
+                if S_ISREG(stat.st_mode) or S_ISLNK(stat.st_mode):
                     found.append((path, stat))
         return found
+
+    def _candidate(self, path: Path, stat: os.stat_result) -> Candidate:
+        """A regular file as itself; a symbolic link as a refusal (stage ``spool``) with no local path."""
+        if not S_ISLNK(stat.st_mode):
+            return Candidate(path.name, path.as_uri(), stat.st_size, local=path)
+        try:
+            target = os.readlink(path)
+        except OSError as exc:
+            target = f"unreadable: {exc.strerror}"
+        reason = (
+            f"{path} is a symbolic link (to {target}); expected a regular file inside the spool {self.root} "
+            "(links are never followed, and the target was not read)"
+        )
+        return Candidate(path.name, path.as_uri(), stat.st_size, refusal=("spool", reason))
 
     def poll(self) -> list[Candidate]:
         """Complete files in the tree, oldest name first."""
@@ -109,7 +132,7 @@ class DirSpool:
             entry = previous if unchanged and previous is not None else _Seen(stat.st_size, stat.st_mtime_ns, now)
             seen[path] = entry
             if now - entry.since >= self.settle_s:
-                ready.append(Candidate(path.name, path.as_uri(), stat.st_size, local=path))
+                ready.append(self._candidate(path, stat))
             else:
                 log.debug("%s is still being written (%d bytes)", path, stat.st_size)
         self._seen = seen
@@ -121,13 +144,19 @@ class DirSpool:
         return sum(1 for s in self._seen.values() if now - s.since < self.settle_s)
 
     def fetch(self, candidate: Candidate) -> Path:
-        """The spool file itself, if it still has the listed size."""
+        """The spool file itself, if it is still a regular file inside the spool with the listed size."""
         path = candidate.local or Path(candidate.source_uri)
         try:
-            size = path.stat().st_size
+            stat = path.lstat()
+            inside = path.resolve().is_relative_to(self.root.resolve())
         except OSError as exc:
             msg = f"spool file {path} vanished before it was read: {exc}"
             raise IngestError(msg) from exc
+        if not S_ISREG(stat.st_mode) or not inside:
+            found = "a path leading outside it" if S_ISREG(stat.st_mode) else "a link or special file"
+            msg = f"spool entry {path}: expected a regular file inside {self.root}, found {found}"
+            raise IngestError(msg)
+        size = stat.st_size
         if size != candidate.size:
             msg = f"spool file {path} changed size since listed: expected {candidate.size} bytes, found {size}"
             raise IngestError(msg)

@@ -10,6 +10,11 @@ once the stream has passed the window nothing more will come for it (a real
 gap in NOAA's feed stays a gap): two workers that score the same frame, before
 and after a crash or a rebalance, use the same granules and make the same grid.
 
+A granule event whose scan starts more than ``future_tolerance_s`` after the
+clock is refused (:func:`ingest.clock.too_far_ahead`): it would mark the
+satellite's stream as having "reached" every window up to 2099, so frames
+would be scored before their real GLM arrived.
+
 Flashes are read from a granule's file when a frame first needs them and kept
 in a bounded least-recently-used cache (successive frames share 14 of their 15
 minutes). Granules older than the prune horizon are forgotten.
@@ -22,11 +27,12 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from featurize.examples import Flashes
+from ingest.clock import FUTURE_TOLERANCE_S, too_far_ahead
 from ingest.errors import EventError, FrameDecodeError, IngestError
 from ingest.events import FrameEvent, local_path
 from ingest.glm import MIN_COVERAGE, GlmGranule, span_coverage
@@ -69,11 +75,19 @@ class GlmIndex:
         How many granules' flashes are kept in memory (least recently used go first).
     read
         Reads a granule file (``ingest.readers.read_product``); a seam for tests.
+    now
+        The clock (the worker's ``clock.now``; system time by default).
+    future_tolerance_s
+        How far a granule's scan start may lie ahead of ``now()`` before it is refused.
     """
 
-    def __init__(self, read: Callable[[Path], Any], cache_granules: int = 400) -> None:
+    def __init__(self, read: Callable[[Path], Any], cache_granules: int = 400, *,
+                 now: Callable[[], datetime] | None = None,
+                 future_tolerance_s: float = FUTURE_TOLERANCE_S) -> None:  # fmt: skip
         self._read = read
         self._cache_size = cache_granules
+        self._now = now or (lambda: datetime.now(UTC))
+        self._future_tolerance_s = future_tolerance_s
         self._starts: dict[str, list[tuple[datetime, str]]] = {}  # satellite -> sorted (start, name)
         self._events: dict[str, FrameEvent] = {}
         self._reached: dict[str, datetime] = {}  # satellite -> latest granule end seen
@@ -83,13 +97,21 @@ class GlmIndex:
         return len(self._events)
 
     def add(self, event: FrameEvent) -> bool:
-        """Index a granule; ``False`` when it was already known. ``EventError`` for one that is not a granule."""
+        """Index a granule; ``False`` when it was already known.
+
+        ``EventError`` for one that is not a granule, spans more than :data:`MAX_GRANULE_S`, or starts more than
+        ``future_tolerance_s`` after the clock.
+        """
         if not event.is_glm:
             msg = f"expected a GLM granule event, found {event.family} {event.name}"
             raise EventError(msg)
         start, end = event.start, event.end
         if not 0.0 < (end - start).total_seconds() <= MAX_GRANULE_S:
             msg = f"a GLM granule spans up to {MAX_GRANULE_S:g} s; {event.name} claims {start}..{end}"
+            raise EventError(msg)
+        ahead = too_far_ahead(start, self._now(), self._future_tolerance_s)
+        if ahead is not None:
+            msg = f"GLM granule {event.name} is from the future: {ahead}"
             raise EventError(msg)
         if event.name in self._events:
             return False

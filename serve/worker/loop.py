@@ -20,7 +20,12 @@ Each :meth:`NowcastWorker.step`:
    handled: the new owner reads them again from the committed offset. Each
    message is decoded in one place (:func:`ingest.events.decode_event`); any
    decode failure is dead-lettered and marked done, so one bad event never
-   wedges a partition. ABI frames that are not the model's band, not a wanted
+   wedges a partition. A frame event whose scan starts more than
+   ``future_tolerance_s`` after the clock (a forged or mislabelled file: the
+   bus is a trust boundary) is counted as ``future``, dead-lettered (stage
+   ``future``) with its ``origin`` and let go; the GLM index refuses a granule
+   event from the future like any broken GLM event (step 1). ABI
+   frames that are not the model's band, not a wanted
    sector, or older than ``max_age_s`` are counted and let go; a frame already
    scored and announced here is a duplicate. A second copy of a frame still in
    hand waits beside the first and is let go as a duplicate once the first is
@@ -77,7 +82,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from featurize.examples import LabelRule
 from ingest.bus import Bus, Message, TopicPartition
-from ingest.clock import Clock
+from ingest.clock import FUTURE_TOLERANCE_S, Clock, too_far_ahead
 from ingest.errors import LtgcastError, RebalancedError
 from ingest.events import (
     DEADLETTER_TOPIC,
@@ -118,6 +123,7 @@ class WorkerSettings:
     sectors: frozenset[str] = frozenset(SECTORS)
     glm_deadline_s: float = 90.0
     max_age_s: float = 3600.0  # frames older than this on arrival are let go; inf: no limit (replays)
+    future_tolerance_s: float = FUTURE_TOLERANCE_S  # frames and granules starting further ahead of the clock: refused
     horizon: timedelta = timedelta(minutes=30)
     encoding: str = "uint8"
     group: str = "ltgcast-worker"
@@ -199,8 +205,9 @@ class NowcastWorker:
         self.bus, self.store, self.clock = bus, store, clock
         self.settings = s = settings or WorkerSettings()
         self.models: ModelSource = models if isinstance(models, ModelSource) else FixedModels(models)
-        self.shadow_store = shadow_store or FileGridStore(store.root / "shadow")
-        self.glm = GlmIndex(read, s.flash_cache)
+        self.shadow_store = shadow_store or FileGridStore(store.root / "shadow", now=store.now,
+                                                          future_tolerance_s=store.future_tolerance_s)  # fmt: skip
+        self.glm = GlmIndex(read, s.flash_cache, now=clock.now, future_tolerance_s=s.future_tolerance_s)
         self.scoring = ScoringStep(store, self.glm, read, clock.monotonic, horizon=s.horizon, encoding=s.encoding)
         self.verification = VerificationQueue(self.glm, clock, window=s.verify_window, max_awaiting=s.max_awaiting,
                                               deadline_s=s.verify_deadline_s)  # fmt: skip
@@ -349,7 +356,19 @@ class NowcastWorker:
                               event.source_uri, origin=message.origin)  # fmt: skip
             self._done(message, "bad_event")
 
+    def _from_the_future(self, message: Message, event: FrameEvent) -> bool:
+        """Let a frame event from the future go (counted, dead-lettered with its origin); ``False`` for any other."""
+        ahead = too_far_ahead(event.start, self.clock.now(), self.settings.future_tolerance_s)
+        if ahead is None:
+            return False
+        log.warning("worker: %s at %s is from the future: %s", event.name, message.origin, ahead)
+        self._dead_letter(event.name, event.label, "future", ahead, event.source_uri, origin=message.origin)
+        self._done(message, "future", str(event.sector))
+        return True
+
     def _admit(self, message: Message, event: FrameEvent) -> None:
+        if self._from_the_future(message, event):
+            return
         if event.is_glm:  # on the frame topic: an older ingest daemon (before ltgcast.glm.v1)
             if self.glm.add(event):
                 self.verification.glm_arrived()

@@ -15,13 +15,13 @@ from tests.chaos.harness import ROOT, Feed, dump, reference_grids
 REPORT = ROOT / "var" / "chaos" / "report.json"
 ROWS: list[dict[str, Any]] = []
 MESO_FRAMES = 12  # a whole turn of the 12 partition slots: two workers get 6 each, whatever the first slot
-CONUS_FRAMES = 3
+CONUS_FRAMES = 1  # a second satellite and sector; each CONUS frame costs every scenario seconds of scoring
 
 
 @pytest.fixture(scope="session")
 def feed(tmp_path_factory: pytest.TempPathFactory) -> Feed:
     """36 minutes ending about now: M1 every minute (G19, East) and CONUS every 5 minutes (G18, West), with GLM;
-    the last 12 M1 and 3 CONUS frames are fed.
+    the last 12 M1 frames and the last CONUS frame are fed.
 
     Frames are fed only once their whole 15-minute GLM window is in the feed; scan times are recent, so the
     workers run with their default age limit (60 minutes) for the whole suite.

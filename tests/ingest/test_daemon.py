@@ -24,11 +24,12 @@ from ingest.checkpoint import Checkpoint
 from ingest.daemon import DaemonSettings, IngestDaemon
 from ingest.errors import IngestError
 from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GLM_TOPIC, DeadLetterEvent, FrameEvent
+from ingest.filenames import parse_filename
 from ingest.quarantine import Quarantine
 from ingest.sources import Candidate, FrameFilter
 from ingest.sources.spool import DirSpool
 from ingest.testing import FakeClock
-from tests.goesfiles import write_abi_l1b
+from tests.goesfiles import write_abi_l1b, write_glm
 
 NOW = datetime(2024, 6, 15, 18, 40, tzinfo=UTC)
 
@@ -352,3 +353,86 @@ def test_a_one_shot_run_gives_up_after_repeated_failed_polls(rig: Rig, meso_scen
     assert backoff == [2.0, 4.0, 8.0, 16.0]
     assert rig.clock.slept[-len(backoff) :] == backoff  # after the settling waits, back-off between failures
     assert summary.to_dict()["outcomes"] == {}
+
+
+def test_a_file_from_the_future_is_refused_before_the_watermark_learns_of_it(rig: Rig) -> None:
+    radiance = np.full((4, 5), 100.0, np.float32)
+    frame = lambda start: write_abi_l1b(rig.spool, radiance, sector="M1", platform="G19", start=start)  # noqa: E731
+    replayed = frame(NOW - timedelta(hours=7, minutes=40))  # a replay: the archive is hours behind the clock
+    future = frame(datetime(2099, 6, 15, 18, 1, 17, tzinfo=UTC))
+    granule = write_glm(rig.spool, lat=[30.0], lon=[-90.0], offsets_s=[1.0], start=datetime(2099, 1, 1, tzinfo=UTC))
+    daemon = rig.daemon()
+    before = REGISTRY.get_sample_value("ltgcast_ingest_files_total", {"outcome": "quarantined"}) or 0
+    rig.settle(daemon)
+    next_one = frame(NOW - timedelta(hours=7, minutes=35))  # the replay goes on after the file from 2099
+    rig.clock.advance(5)
+    rig.settle(daemon)
+
+    assert [f.name for f in rig.frames()] == [replayed.name, next_one.name]  # the next one is not `late`
+    letters = {d.name: d for d in rig.letters()}
+    assert set(letters) == {future.name, granule.name}
+    for letter in letters.values():
+        assert (letter.stage, letter.key) == ("future", "M1" if letter.name == future.name else "GLM")
+        assert "ahead of the clock (2024-06-15T18:40:03Z)" in letter.reason
+        assert "expected at most 300 s ahead (--future-tolerance-s)" in letter.reason
+    assert "scan start 2099-06-15T18:01:17Z" in letters[future.name].reason
+    reason = json.loads((rig.state / "quarantine" / "2024-06-15" / f"{future.name}.reason.json").read_text())
+    assert reason["stage"] == "future"
+    assert rig.checkpoint is not None
+    assert rig.checkpoint.watermark == parse_filename(next_one.name).scan_start
+    assert rig.checkpoint.entries[future.name].outcome == "quarantined"
+    assert rig.checkpoint.entries[future.name].scan_start is None  # kept for the retention, by the wall clock
+    assert REGISTRY.get_sample_value("ltgcast_ingest_files_total", {"outcome": "quarantined"}) == before + 2
+
+
+def test_the_future_tolerance_is_a_setting(rig: Rig) -> None:
+    radiance = np.full((4, 5), 100.0, np.float32)
+    frame = lambda start: write_abi_l1b(rig.spool, radiance, sector="M1", platform="G19", start=start)  # noqa: E731
+    skewed = [frame(NOW + timedelta(minutes=m)) for m in (4, 20)]  # a feeder whose clock runs ahead of ours
+    too_far = frame(NOW + timedelta(minutes=40))
+    daemon = rig.daemon()
+    daemon.settings = DaemonSettings(future_tolerance_s=1800.0)
+    rig.settle(daemon)
+    assert [f.name for f in rig.frames()] == [p.name for p in skewed]
+    (letter,) = rig.letters()
+    assert (letter.name, letter.stage) == (too_far.name, "future")
+    assert "expected at most 1800 s ahead" in letter.reason
+    assert DaemonSettings().future_tolerance_s == 300.0
+
+
+def test_links_in_the_spool_are_quarantined_with_their_reason_only_and_never_followed(
+    rig: Rig, meso_scenario: Path, tmp_path: Path
+) -> None:
+    frames = scenario_files(meso_scenario, abi=4, glm=0)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(frames[0], outside / frames[0].name)
+    (rig.spool / frames[0].name).symlink_to(outside / frames[0].name)  # a real frame, outside the spool
+    (rig.spool / frames[1].name).symlink_to("/etc/passwd")  # named like a frame
+    (rig.spool / "passwd.nc").symlink_to("/etc/passwd")  # named like nothing: still refused as a link
+    (rig.spool / frames[2].name.replace("C13", "C08")).symlink_to("/etc/passwd")  # unwanted band: left alone
+    linked = tmp_path / "elsewhere"
+    linked.mkdir()
+    shutil.copy(frames[2], linked / frames[2].name)
+    (rig.spool / "linked").symlink_to(linked, target_is_directory=True)  # never walked
+    (rig.spool / "sub").mkdir()
+    shutil.copy(frames[3], rig.spool / "sub" / frames[3].name)  # a regular file in a subfolder: read as ever
+    daemon = rig.daemon()
+    rig.settle(daemon)
+
+    assert [f.name for f in rig.frames()] == [frames[3].name]
+    letters = {d.name: d for d in rig.letters()}
+    assert set(letters) == {frames[0].name, frames[1].name, "passwd.nc"}
+    for letter in letters.values():
+        assert (letter.stage, letter.quarantine_uri) == ("spool", None)
+        assert "is a symbolic link (to " in letter.reason
+        assert "expected a regular file inside the spool" in letter.reason
+    assert str(outside / frames[0].name) in letters[frames[0].name].reason
+    assert "/etc/passwd" in letters[frames[1].name].reason
+    kept = sorted(p.name for p in (rig.state / "quarantine").rglob("*") if p.is_file())
+    assert kept == sorted(f"{name}.reason.json" for name in letters)  # reasons only: no target was copied
+    reason = json.loads((rig.state / "quarantine" / "2024-06-15" / f"{frames[1].name}.reason.json").read_text())
+    assert reason["stage"] == "spool"
+    rig.clock.advance(5)
+    rig.settle(daemon)
+    assert len(rig.letters()) == 3  # refused once

@@ -1,4 +1,4 @@
-"""Source registry, options, filters and the synthetic feed's pacing."""
+"""Source registry, options, filters, the spool's refusal of links and the synthetic feed's pacing."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.errors import ConfigError
-from ingest.sources import FrameFilter, SourceContext, get_source
+from ingest.errors import ConfigError, IngestError
+from ingest.sources import Candidate, FrameFilter, SourceContext, get_source
 from ingest.sources.sim import SimSource
 from ingest.sources.spool import DirSpool
 from ingest.testing import FakeClock
@@ -63,3 +63,27 @@ def test_ingest_cli_refuses_bad_configuration_with_status_2(tmp_path: Path, caps
     code = main(["ingest", "--source", f"dir:{tmp_path}", "--bands", "thirteen", "--state", str(tmp_path)])
     assert code == 2
     assert "--bands: expected ABI band numbers" in capsys.readouterr().err
+
+
+def test_the_spool_lists_a_link_as_refused_and_never_hands_one_over(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    (spool / "sub").mkdir(parents=True)
+    secret = tmp_path / "secret"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    name = "OR_ABI-L1b-RadM1-M6C13_G19_s20241671801178_e20241671803563_c20241671804099.nc"
+    link = spool / name
+    link.symlink_to(secret)
+    regular = spool / "sub" / name.replace("s2024167180", "s2024167181")
+    regular.write_bytes(b"a regular file in a subfolder")
+    source = get_source(f"dir:{spool}?settle_s=0", context(tmp_path))
+    listed = {c.name: c for c in source.poll()}
+    assert listed[regular.name].local == regular.resolve()
+    assert listed[regular.name].refusal is None
+    refused = listed[name]
+    assert refused.local is None
+    assert refused.refusal is not None
+    assert refused.refusal[0] == "spool"
+    assert f"is a symbolic link (to {secret})" in refused.refusal[1]
+    with pytest.raises(IngestError, match="expected a regular file inside .*, found a link or special file"):
+        source.fetch(Candidate(name, link.as_uri(), link.lstat().st_size, local=link))
+    assert source.fetch(listed[regular.name]) == regular.resolve()

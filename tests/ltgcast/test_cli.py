@@ -79,11 +79,28 @@ def test_run_says_clearly_when_noaa_is_unreachable(monkeypatch, capsys):
         (["--scorer", "tfserving", "--shadow", "--watch", "0"], "--scorer tfserving: TF Serving loads versions"),
         (["--scorer", "tfserving"], "run with --watch 0 and without --shadow"),
         (["--source", "none"], "--source none (a worker without ingest) needs a shared bus"),
+        (["--future-tolerance-s", "-1"], "--future-tolerance-s: expected a number >= 0, found -1.0"),
     ],
 )
 def test_run_refuses_bad_settings_before_starting_anything(flags, message, capsys):
     assert main(["run", "--source", "sim:", *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_future_tolerance_is_a_flag_of_run_and_ingest(tmp_path, capsys):
+    import argparse
+
+    from ltgcast.ingestion import IngestSettings, add_ingest_arguments
+    from ltgcast.service import ServiceSettings, add_run_arguments
+
+    for add, settings in ((add_run_arguments, ServiceSettings), (add_ingest_arguments, IngestSettings)):
+        parser = argparse.ArgumentParser()
+        add(parser)
+        assert settings.from_args(parser.parse_args(["--source", "sim:"]), {}).future_tolerance_s == 300.0
+        tolerant = settings.from_args(parser.parse_args(["--source", "sim:", "--future-tolerance-s", "900"]), {})
+        assert tolerant.future_tolerance_s == 900.0
+    assert main(["ingest", "--source", f"dir:{tmp_path}", "--state", str(tmp_path), "--future-tolerance-s", "-5"]) == 2
+    assert "--future-tolerance-s: expected a number >= 0, found -5.0" in capsys.readouterr().err
 
 
 @pytest.mark.slow

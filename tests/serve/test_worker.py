@@ -13,8 +13,8 @@ from prometheus_client import REGISTRY
 
 from ingest.bus import InProcessBus
 from ingest.errors import IngestError
-from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GRIDS_TOPIC, DeadLetterEvent, FrameEvent, GridEvent
-from ingest.filenames import parse_filename
+from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GLM_TOPIC, GRIDS_TOPIC, DeadLetterEvent, FrameEvent, GridEvent
+from ingest.filenames import glm_filename, parse_filename
 from ingest.readers import read_product
 from ingest.synthetic import ScenarioConfig, simulate
 from ingest.testing import FakeClock
@@ -139,6 +139,41 @@ def test_what_the_model_does_not_use_is_counted_and_let_go(scenario: list[Path],
     assert sorted(letter.stage for letter in letters) == ["event", "score"]
     assert "missing" in next(letter.reason for letter in letters if letter.stage == "event")
     assert bus.subscribe([FRAMES_TOPIC], "ltgcast-worker").poll(0) == []
+
+
+def test_frames_and_granules_from_the_future_are_dead_lettered_and_let_go(scenario: list[Path], setup: Setup) -> None:
+    bus, clock, store, scorer = setup
+    for path in glm(scenario):
+        announce(bus, path)
+    event = announce(bus, abi(scenario)[-1])
+    future = variant(event, start=datetime(2099, 6, 15, 20, 0, 24, tzinfo=UTC))  # a bus is a trust boundary
+    bus.publish(FRAMES_TOPIC, future.key, future.to_json())
+    when = datetime(2099, 6, 15, 19, 50, tzinfo=UTC)
+    name = glm_filename(satellite="G19", scan_start=when, scan_end=when + timedelta(seconds=20),
+                        created=when + timedelta(seconds=20))  # fmt: skip
+    granule = FrameEvent.of(parse_filename(name), uri=event.uri, source_uri=event.uri, size=1, ingest_time=START)
+    bus.publish(GLM_TOPIC, granule.key, granule.to_json())
+    frames_before = REGISTRY.get_sample_value("ltgcast_frames_total", {"sector": "M1", "reason": "future"}) or 0
+    glm_before = REGISTRY.get_sample_value("ltgcast_worker_bad_glm_events_total") or 0
+    worker = NowcastWorker(bus, scorer, store, clock, WorkerSettings(glm_deadline_s=0.0))
+    drain(worker)
+
+    assert (worker.outcomes["future"], worker.outcomes["scored"]) == (1, 1)
+    assert [g.scan_start for g in store.grids("M1")] == [event.start.replace(microsecond=0)]
+    letters = {letter.name: letter for letter in (DeadLetterEvent.from_json(m.value)
+                                                  for m in bus.messages(DEADLETTER_TOPIC))}  # fmt: skip
+    frame_letter = letters[future.name]
+    assert (frame_letter.stage, frame_letter.key) == ("future", "M1")
+    assert frame_letter.origin is not None
+    assert frame_letter.origin.startswith(f"{FRAMES_TOPIC}/")
+    assert "scan start 2099-06-15T20:00:24Z is" in frame_letter.reason
+    assert "ahead of the clock (2024-06-15T20:20:00Z); expected at most 300 s ahead" in frame_letter.reason
+    (glm_letter,) = [letter for letter in letters.values() if letter.origin and letter.origin.startswith(GLM_TOPIC)]
+    assert glm_letter.stage == "event"
+    assert f"GLM granule {name} is from the future" in glm_letter.reason
+    assert REGISTRY.get_sample_value("ltgcast_frames_total", {"sector": "M1", "reason": "future"}) == frames_before + 1
+    assert REGISTRY.get_sample_value("ltgcast_worker_bad_glm_events_total") == glm_before + 1
+    assert bus.subscribe([FRAMES_TOPIC], "ltgcast-worker").poll(0) == []  # let go, and committed
 
 
 def test_a_replay_rewrites_the_same_grids(scenario: list[Path], setup: Setup) -> None:

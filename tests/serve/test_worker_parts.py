@@ -102,6 +102,19 @@ def test_impossible_granules_are_refused_and_old_ones_pruned(scenario: list[Path
     assert len(index) == total - 29
 
 
+def test_granules_from_the_future_are_refused_by_the_index_clock(scenario: list[Path]) -> None:
+    granules = [event_of(p) for p in glm(scenario)]
+    now = granules[0].start - timedelta(seconds=300)  # the first granule is exactly at the tolerance
+    index = GlmIndex(read_product, now=lambda: now)
+    assert index.add(granules[0])
+    with pytest.raises(EventError, match=r"is from the future: scan start 2024-06-15T20:00:20Z is 320 s ahead"):
+        index.add(granules[1])
+    assert len(index) == 1
+    assert index.newest() == granules[0].end  # the stream has not "reached" anything beyond what was accepted
+    roomy = GlmIndex(read_product, now=lambda: now, future_tolerance_s=3600.0)
+    assert all(roomy.add(g) for g in granules[:3])
+
+
 def test_flashes_are_read_once_cached_within_a_bound_and_a_wrong_file_is_left_out(scenario: list[Path]) -> None:
     reads: list[str] = []
 
