@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from featurize.channels import FeatureSet, ir_channel, ir_trend_channel
-from featurize.features import COLD_IR, patch_features
+from featurize.boxes import box_max
+from featurize.channels import FeatureSet, scene_channels
+from featurize.features import COLD_IR, CORE, patch_features
 from featurize.glm_grid import flash_pixels, ltg_channel
 from featurize.labels import label_grid
 from featurize.patches import extract_patches
@@ -78,7 +79,10 @@ class Examples:
     ``[N, 2]``; ``weights`` float32 ``[N]`` (pixels each example stands for,
     :class:`featurize.sampling.Sample`); ``lat``/``lon`` float32 ``[N]`` of the
     pixel centres (ground); ``positive_rate`` the frame's fraction of label-1
-    pixels on the Earth; ``channels`` the whole frame's channels ``[H, W]``.
+    pixels on the Earth; ``persistence`` (pixels whose 16×16 box held a flash
+    in the window before the frame, how many of them are labelled 1): the
+    frame's share of the training data's persistence rate; ``channels`` the
+    whole frame's channels ``[H, W]``.
     """
 
     patches: dict[str, F32]
@@ -91,6 +95,7 @@ class Examples:
     lon: F32
     positive_rate: float
     channels: dict[str, F32]
+    persistence: tuple[int, int] = (0, 0)
 
     def __len__(self) -> int:
         """Number of examples."""
@@ -122,16 +127,11 @@ def frame_channels(
     previous_bt_k
         Band 13 of the frame ``window`` earlier on the same grid (``ir_trend`` only).
     """
-    channels = {"ir": ir_channel(bt_k)}
+    counts = None
     if "ltg" in feature_set.channels:
         window = feature_set.window_minutes * 60.0
-        channels["ltg"], _ = ltg_channel(grid, flashes.lat, flashes.lon, flashes.time, frame_time, window)
-    if "ir_trend" in feature_set.channels:
-        if previous_bt_k is None:
-            msg = f"feature set {feature_set.key} needs the frame {feature_set.window_minutes:g} min earlier"
-            raise ValueError(msg)
-        channels["ir_trend"] = ir_trend_channel(bt_k, previous_bt_k)
-    return channels
+        counts, _ = ltg_channel(grid, flashes.lat, flashes.lon, flashes.time, frame_time, window)
+    return scene_channels(feature_set, bt_k, counts, previous_bt_k)
 
 
 def frame_labels(
@@ -175,9 +175,15 @@ def frame_examples(
     ltg = channels.get("ltg", np.zeros(grid.shape, np.float32))
     sample: Sample = sample_pixels(labels, channels["ir"], ltg, rng, cold_ir=float(COLD_IR), plan=plan)
     patches = {name: extract_patches(values, sample.centers, patch_size) for name, values in channels.items()}
-    features = patch_features(patches)
+    features = patch_features(patches)  # NaN beyond the frame: the box statistics of the in-frame pixels
+    if feature_set.edges == "mirror":  # the model's patches see beyond the frame as the dense halo does
+        patches = {
+            name: extract_patches(values, sample.centers, patch_size, edges="mirror")
+            for name, values in channels.items()
+        }
     lon, lat = grid.projection.lonlat(*grid.scan_angles_of(sample.centers[:, 0], sample.centers[:, 1]))
     earth = np.isfinite(channels["ir"])
+    active = (box_max(ltg, CORE) > 0) & earth  # lightning in the 16×16 box now
     return Examples(
         patches=patches,
         features=features,
@@ -189,4 +195,5 @@ def frame_examples(
         lon=np.asarray(lon, np.float32),
         positive_rate=float(labels[earth].mean()) if earth.any() else 0.0,
         channels=channels,
+        persistence=(int(active.sum()), int(labels[active].sum())),
     )

@@ -2,7 +2,9 @@
 
 A patch of even size *s* centred on ``(r, c)`` holds rows ``r - s/2 .. r + s/2 - 1``
 and columns likewise, so ``patch[s/2, s/2]`` is the pixel itself (the box
-convention of :mod:`featurize`). Pixels outside the frame are NaN.
+convention of :mod:`featurize`). Pixels outside the frame are NaN, or with
+``edges="mirror"`` the frame reflected at its border (the halo policy of
+:func:`featurize.channels.with_halo` for the bounded feature sets).
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from featurize.boxes import box_bounds
 F32 = NDArray[np.float32]
 
 
-def extract_patches(image: NDArray[np.floating], centers: ArrayLike, size: int = 64) -> F32:
-    """Cut a ``size × size`` patch around each centre, NaN beyond the frame edge.
+def extract_patches(image: NDArray[np.floating], centers: ArrayLike, size: int = 64, *, edges: str = "nan") -> F32:
+    """Cut a ``size × size`` patch around each centre, NaN (or the mirrored frame) beyond the frame edge.
 
     Parameters
     ----------
@@ -26,6 +28,8 @@ def extract_patches(image: NDArray[np.floating], centers: ArrayLike, size: int =
         ``[N, 2]`` integer ``(row, col)`` pixel centres inside the frame.
     size
         Patch side in pixels (64 by default).
+    edges
+        ``nan`` or ``mirror`` (``numpy.pad(mode="symmetric")``) beyond the frame.
 
     Returns
     -------
@@ -40,6 +44,9 @@ def extract_patches(image: NDArray[np.floating], centers: ArrayLike, size: int =
     <BLANKLINE>
            [[ 6.,  7.],
             [10., 11.]]], dtype=float32)
+    >>> extract_patches(image, [[0, 0]], size=2, edges="mirror")[0]
+    array([[0., 0.],
+           [0., 0.]], dtype=float32)
     """
     points = np.asarray(centers, np.int64).reshape(-1, 2)
     height, width = image.shape
@@ -48,8 +55,14 @@ def extract_patches(image: NDArray[np.floating], centers: ArrayLike, size: int =
         msg = f"patch centres must lie inside the {height}x{width} frame; found {points[outside][:3].tolist()}"
         raise ValueError(msg)
     before, _ = box_bounds(size)
-    padded = np.full((height + 2 * size, width + 2 * size), np.nan, np.float32)
-    padded[size : size + height, size : size + width] = image
+    if edges == "mirror":
+        padded = np.pad(np.asarray(image, np.float32), size, mode="symmetric")
+    elif edges == "nan":
+        padded = np.full((height + 2 * size, width + 2 * size), np.nan, np.float32)
+        padded[size : size + height, size : size + width] = image
+    else:
+        msg = f"edges must be 'nan' or 'mirror'; got {edges!r}"
+        raise ValueError(msg)
     offsets = np.arange(size) - before + size
     rows = points[:, 0, None] + offsets[None, :]
     cols = points[:, 1, None] + offsets[None, :]

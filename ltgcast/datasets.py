@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from featurize.channels import FeatureSet, get_feature_set
+from featurize.channels import DEFAULT_FEATURE_SET, FeatureSet, get_feature_set
 from featurize.examples import Examples, Flashes, LabelRule, frame_examples
 from featurize.features import dense_features, feature_names
 from featurize.sampling import SPLITS, SamplingPlan, split_of
@@ -205,6 +205,7 @@ class DatasetBuilder:
         self.counts: Counter[str] = Counter()
         self.positives: Counter[str] = Counter()
         self.frame_positive_rates: list[float] = []
+        self.persistence = (0, 0)  # train-split pixels with lightning in their box now, and how many got lightning
         self.flashes = FlashCache(self.archive)
 
     def run(self) -> dict[str, Any]:
@@ -291,6 +292,9 @@ class DatasetBuilder:
         self.counts[split] += len(examples)
         self.positives[split] += int(examples.labels.sum())
         self.frame_positive_rates.append(examples.positive_rate)
+        if split == "train":
+            active, hits = examples.persistence
+            self.persistence = (self.persistence[0] + active, self.persistence[1] + hits)
         if split == "train":  # the drift reference: whole frames, as the live service sees them
             self.stats.update({**examples.channels, **dense_features(examples.channels)})
 
@@ -320,6 +324,8 @@ class DatasetBuilder:
             "examples": total,
             "positive_rate": (sum(self.positives.values()) / total) if total else None,
             "pixel_positive_rate": float(np.mean(self.frame_positive_rates)) if self.frame_positive_rates else None,
+            # P(lightning in the next 30 min | lightning in the 16x16 box now), train-split pixels
+            "persistence_rate": (self.persistence[1] / self.persistence[0]) if self.persistence[0] else None,
             "splits": {
                 split: {
                     "examples": self.counts[split],
@@ -355,7 +361,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sector", choices=("C", "F", "M1", "M2"), default="M1")
     parser.add_argument("--band", type=int, default=13)
     parser.add_argument("--product", choices=("ABI-L1b-Rad", "ABI-L2-CMIP"), default="ABI-L1b-Rad")
-    parser.add_argument("--feature-set", default="ir-ltg/1")
+    parser.add_argument("--feature-set", default=DEFAULT_FEATURE_SET)
     parser.add_argument("--label-minutes", type=float, default=30.0)
     parser.add_argument("--label-box", type=int, default=16)
     parser.add_argument("--max-positives", type=int, default=1000, help="per frame")

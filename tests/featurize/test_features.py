@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from featurize.boxes import box_bounds, box_count, box_max, box_mean, box_min, box_sum
-from featurize.channels import get_feature_set, ir_channel, model_input
+from featurize.channels import get_feature_set, ir_channel, model_input, scene_channels, with_halo
 from featurize.features import dense_features, feature_names, patch_features
 from featurize.glm_grid import flash_pixels, ltg_channel
 from featurize.labels import label_grid, labels_at
@@ -137,10 +137,66 @@ def test_model_input_fills_nan_once_and_reports_it() -> None:
     assert np.isnan(channels["ir"][0, 1])  # the input was not changed
     with pytest.raises(ValueError, match=r"needs channels \['ir_trend'\]"):
         model_input(channels, get_feature_set("ir-ltg-trend/1"))
-    with pytest.raises(ValueError, match="unknown feature set 'ir/9'; valid: ir-ltg-trend/1, ir-ltg/1"):
+    valid = "ir-ltg-trend/1, ir-ltg-trend/2, ir-ltg/1, ir-ltg/2"
+    with pytest.raises(ValueError, match=f"unknown feature set 'ir/9'; valid: {valid}"):
         get_feature_set("ir/9")
 
 
 def test_patch_centres_outside_the_frame_are_refused() -> None:
     with pytest.raises(ValueError, match=r"inside the 4x5 frame; found \[\[4, 0\]\]"):
         extract_patches(np.zeros((4, 5), np.float32), [[1, 1], [4, 0]], size=2)
+
+
+@pytest.mark.parametrize("key", ["ir-ltg/2", "ir-ltg-trend/2"])
+def test_bounded_channels_are_monotone_and_stay_in_range_on_any_weather(key: str) -> None:
+    fs = get_feature_set(key)
+    bt = np.linspace(150.0, 340.0, 400)[None, :]  # colder than any top to hotter than any desert
+    flashes = np.geomspace(1e-3, 1e5, 400)[None, :]  # a fraction of a flash to far beyond the extreme tail
+    channels = scene_channels(fs, bt, flashes, previous_bt_k=bt[:, ::-1] if fs.temporal else None)
+    ir, ltg = channels["ir"][0], channels["ltg"][0]
+    assert (np.diff(ir) <= 0).all()  # colder is higher
+    assert (ir.min(), ir.max()) == (0.0, 1.0)  # and never beyond the range
+    assert (np.diff(ltg) >= 0).all()  # more flashes is higher
+    assert ltg.min() > 0.0
+    assert ltg.max() == 1.0
+    assert float(scene_channels(fs, np.array([[250.0]]), np.array([[0.0]]), np.array([[250.0]]))["ltg"][0, 0]) == 0.0
+    assert float(scene_channels(fs, np.array([[250.0]]), np.array([[1.0]]), np.array([[250.0]]))["ltg"][0, 0]) > 0.1
+    if fs.temporal:
+        trend = channels["ir_trend"][0]
+        assert (trend.min(), trend.max()) == (-1.0, 1.0)
+        cooling = scene_channels(fs, np.full((1, 5), 230.0), None, np.array([[230.0, 235.0, 245.0, 250.0, 300.0]]))
+        assert (np.diff(cooling["ir_trend"][0]) >= 0).all()
+
+
+def test_raw_sets_keep_their_old_scaling_for_old_model_cards() -> None:
+    fs = get_feature_set("ir-ltg/1")
+    channels = scene_channels(fs, np.array([[330.0, 170.0]]), np.array([[0.0, 250.0]]))
+    assert channels["ir"][0].tolist() == pytest.approx([-10 / 140, 150 / 140])
+    assert channels["ltg"].tolist() == [[0.0, 250.0]]
+    assert (fs.scaling, fs.edges) == ("raw", "fill")
+
+
+def test_mirrored_training_patches_equal_the_dense_halo_at_every_edge() -> None:
+    fs = get_feature_set("ir-ltg/2")
+    rng = np.random.default_rng(3)
+    channels = {name: rng.uniform(0, 1, (70, 90)).astype(np.float32) for name in ("ir", "ltg")}
+    stacked, _ = model_input(channels, fs)
+    tile = with_halo(stacked, fs, 32)
+    centres = np.array([[0, 0], [0, 89], [69, 0], [69, 89], [35, 0], [0, 45], [20, 30]])
+    patches = {name: extract_patches(values, centres, 64, edges="mirror") for name, values in channels.items()}
+    for k, (r, c) in enumerate(centres):
+        expected = np.stack([patches["ir"][k], patches["ltg"][k]], axis=-1)
+        np.testing.assert_array_equal(tile[r : r + 64, c : c + 64], expected)
+
+
+def test_the_mirrored_halo_makes_no_edge_where_the_frame_has_none() -> None:
+    """A uniform frame stays uniform beyond its border; a storm cut by the border continues beyond it."""
+    fs = get_feature_set("ir-ltg/2")
+    flat = np.full((40, 50, 2), 0.3, np.float32)
+    assert (with_halo(flat, fs, 32) == np.float32(0.3)).all()
+    old = get_feature_set("ir-ltg/1")
+    assert (with_halo(flat, old, 32)[0, 0] == 0).all()  # the raw sets' fill: a fake clear-sky edge
+    storm = np.zeros((40, 50, 2), np.float32)
+    storm[:6, 20:30] = 1.0  # a cold top touching the top edge
+    tile = with_halo(storm, fs, 32)
+    assert (tile[26:32, 52:62] == 1.0).all()  # mirrored above the border

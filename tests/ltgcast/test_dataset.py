@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featurize.channels import get_feature_set
+from featurize.channels import DEFAULT_FEATURE_SET, get_feature_set
 from featurize.examples import Flashes, frame_channels
 from featurize.features import dense_features
 from featurize.sampling import split_of
@@ -51,7 +51,7 @@ def frame_dense(archive: Path, name: str) -> dict[str, np.ndarray]:
     """Channels and dense features of one archived frame, recomputed from its files."""
     image = read_product(next(archive.rglob(name)))
     t = parse_filename(name).scan_start.timestamp()
-    channels = frame_channels(image.values, image.grid, all_flashes(archive), t, get_feature_set("ir-ltg/1"))
+    channels = frame_channels(image.values, image.grid, all_flashes(archive), t, get_feature_set(DEFAULT_FEATURE_SET))
     return {**channels, **dense_features(channels)}
 
 
@@ -71,6 +71,8 @@ def test_dataset_from_a_two_day_archive(archive: Path, tmp_path: Path) -> None:
     assert summary["frames_considered"] == 24
     assert summary["frames_used"] == 8
     assert summary["frames_skipped"] == {"GLM covers less than 98% of the ltg and label windows": 16}
+    assert summary["feature_set"] == "ir-ltg/2"
+    assert 0 < summary["persistence_rate"] <= 1  # P(lightning next 30 min | lightning in the box now), for the gate
     splits = summary["splits"]
     assert splits["train"]["examples"] > 0
     assert splits["test"]["examples"] > 0
