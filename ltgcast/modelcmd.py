@@ -20,23 +20,23 @@ DEFAULT_BASE = "models/repository"
 
 def _card(run: Path) -> dict[str, Any]:
     """The model card of a training run: what it was trained on, how inputs are scaled, its drift reference."""
-    from featurize.channels import FILL_VALUES, IR_SPAN_K, IR_WARM_K, TREND_SCALE_K
+    from featurize.channels import FILL_VALUES, get_feature_set
 
     training = json.loads((run / "training.json").read_text(encoding="utf-8"))
     data = Path(training["settings"]["data"])
     dataset = json.loads((data / "dataset.json").read_text(encoding="utf-8"))
     stats = json.loads((data / "stats.json").read_text(encoding="utf-8"))
+    feature_set = get_feature_set(dataset["feature_set"])
     return {
         "feature_set": dataset["feature_set"],
         "channels": dataset["channels"],
-        "channel_scaling": {
-            "ir": f"({IR_WARM_K:g} K - BT13) / {IR_SPAN_K:g} K",
-            "ltg": "GLM flashes per ABI pixel in the 15 minutes before the frame",
-            "ir_trend": f"(BT13 15 min earlier - BT13 now) / {TREND_SCALE_K:g} K",
-        },
+        "channel_scaling": feature_set.describe(),
+        "scaling": feature_set.scaling,
+        "edges": feature_set.edges,
         "fill_values": {c: FILL_VALUES[c] for c in dataset["channels"]},
         "halo": 32,
         "label_rule": dataset["label_rule"],
+        "persistence_rate": dataset.get("persistence_rate"),
         "training_data": {k: dataset[k] for k in ("archive", "start", "end", "sector", "band", "examples")},
         "training": {
             k: training.get(k)
@@ -87,6 +87,7 @@ def _evaluated(path: Path, key: str) -> dict[str, Any]:
 
 def _add(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     from models.architectures import load
+    from models.behaviour import card_entry, run_suite
     from models.export import export
     from models.repository import ModelRepository
 
@@ -100,13 +101,17 @@ def _add(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     repo = ModelRepository(base)
     with tempfile.TemporaryDirectory(dir=base if base.is_dir() else None) as scratch:
         check = export(model, Path(scratch) / "saved", len(card["channels"]))
-        version = repo.add(args.name, Path(scratch) / "saved", {**card, "export_check": check}, len(card["channels"]))
+        behaviour = card_entry(run_suite(Path(scratch) / "saved", card=card))  # recorded, not gated: `validate` gates
+        card |= {"export_check": check, "behaviour": behaviour}
+        version = repo.add(args.name, Path(scratch) / "saved", card, len(card["channels"]))
     if repo.versions(args.name) == [version]:  # the first version is served at once; later ones need `promote`
         repo.promote(args.name, version, reason="first version")
-    return {"name": args.name, "version": version, "export_check": check}
+    recorded = {k: behaviour[k] for k in ("suite", "passed", "failed")}
+    return {"name": args.name, "version": version, "export_check": check, "behaviour": recorded}
 
 
 def _validate(args: argparse.Namespace, base: Path) -> dict[str, Any]:
+    from models.behaviour import summary
     from models.repository import ModelRepository
     from models.validation import validate
 
@@ -117,6 +122,8 @@ def _validate(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         raise ConfigError(msg)
     holdout = Path(args.holdout) if args.holdout else None
     report = validate(repo, args.name, int(version), holdout=holdout, margin=args.margin)
+    for line in summary(report.checks.get("behaviour", {})):  # for people; stdout stays one JSON document
+        sys.stderr.write(line + "\n")
     if not report.passed:
         raise ModelRejected("; ".join(report.problems))
     return {"name": args.name, "version": report.version, "passed": True, "checks": report.checks}
@@ -165,6 +172,8 @@ def _calibrate_drift(args: argparse.Namespace, repo: Any) -> dict[str, Any]:
     from ltgcast.datasets import utc_flag
     from ltgcast.driftcal import DriftCalibration, calibrate_drift
 
+    if args.version is None:  # the newest version: the one `models add` just wrote
+        args.version = max(repo.versions(args.name), default=None)
     if args.version not in repo.versions(args.name):
         msg = f"--version: {args.name} has no version {args.version}; versions: {repo.versions(args.name)}"
         raise ConfigError(msg)
@@ -220,7 +229,7 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> None:
     for action, text in (
         ("list", "models, versions and the version served"),
         ("add", "export a training run as the next version (verified signatures, model card, warm-up)"),
-        ("validate", "signatures, golden batch, held-out skill"),
+        ("validate", "signatures, golden batch, behaviour (the physics contract), held-out skill"),
         ("promote", "validate, then serve this version"),
         ("rollback", "serve the previously promoted version"),
         ("calibrate-drift", "per-feature PSI thresholds from an archive of normal weather, into the card"),
@@ -240,7 +249,7 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> None:
             sub.add_argument("--holdout", help="a dataset folder whose test split measures skill")
             sub.add_argument("--margin", type=float, default=0.02, help="allowed loss of Brier skill vs current")
         if action == "calibrate-drift":
-            sub.add_argument("--version", type=int, required=True)
+            sub.add_argument("--version", type=int, help="the version to calibrate (default: the newest)")
             sub.add_argument("--archive", required=True, help="dir:PATH or s3://bucket: days the model should accept")
             sub.add_argument("--start", required=True, help="ISO 8601 UTC, e.g. 2024-07-26T00:00Z")
             sub.add_argument("--end", required=True, help="ISO 8601 UTC, exclusive")
@@ -258,3 +267,8 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> None:
         if action == "promote":
             sub.add_argument("--reason", default="")
     parser.set_defaults(func=lambda a: models_command(a, os.environ))
+    from ltgcast.comparing import add_compare_arguments, compare_command
+
+    compare = actions.add_parser("compare", help="models and baselines on held-out frames, with bootstrap intervals")
+    add_compare_arguments(compare)
+    compare.set_defaults(func=compare_command)

@@ -5,7 +5,12 @@
    ``C`` matches the model card's channels.
 2. **Golden batch**: on fixed inputs (zeros, a cold storm, random fields) every
    output is finite and within [0, 1], and the two signatures agree (≤ 1e-5).
-3. **Skill** (when a held-out dataset is given): the Brier skill score on its
+3. **Behaviour** (:mod:`models.behaviour`): the physics contract on designed
+   scenes (more lightning or a colder top never lowers the probability,
+   persistence, no moat around a storm, no edge stripes, translation
+   equivariance, locality, no quiet cold cell above a storm); one problem per
+   failed check, with its numbers, and every result in ``checks["behaviour"]``.
+4. **Skill** (when a held-out dataset is given): the Brier skill score on its
    test split is not worse than the current version's by more than ``margin``.
 """
 
@@ -88,6 +93,19 @@ def _golden(loaded: Any, channels: int, report: ValidationReport) -> None:
         report.problems.append(f"dense and patch signatures disagree by {difference:.3g}")
 
 
+def _behaviour(loaded: Any, card: dict[str, Any], report: ValidationReport) -> None:
+    from models.behaviour import problems, run_checks
+
+    if "feature_set" not in card:
+        report.problems.append("behaviour: the model card names no feature_set; the suite cannot build inputs")
+        return
+    results = run_checks(
+        loaded.signatures["serving_default"], card["feature_set"], persistence_rate=card.get("persistence_rate")
+    )
+    report.checks["behaviour"] = results
+    report.problems.extend(problems(results))
+
+
 def holdout_skill(path: Path, data: Path, batch: int = 256) -> float:
     """Brier skill score of a SavedModel's patch signature on a dataset's test split, weighted to the frames' pixels."""
     loaded = tf.saved_model.load(str(path))
@@ -110,6 +128,7 @@ def validate(
     if not _signatures(loaded, channels, report):
         return report
     _golden(loaded, channels, report)
+    _behaviour(loaded, card, report)
     current = repo.current(name)
     if holdout is not None:
         skill = holdout_skill(repo.path(name, version), holdout)

@@ -22,8 +22,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def model_with(bias: float) -> object:
+    """A logistic model of the coldest top and the most flashes in the 16×16 box: it keeps the physics contract."""
     model = build("logistic", ("ir", "ltg"), seed=1)
-    model.get_layer("logit").bias.assign(np.array([bias], np.float32))
+    logit = model.get_layer("logit")
+    kernel = np.zeros(logit.kernel.shape, np.float32)  # features: ir mean/max 64, mean/max 16, cold 64; ltg ...
+    kernel[..., 3, 0], kernel[..., 7, 0] = 4.0, 4.0  # ir_max_16, ltg_max_16 (raw flashes per pixel)
+    logit.kernel.assign(kernel)
+    logit.bias.assign(np.array([bias], np.float32))
     return model
 
 
@@ -35,11 +40,12 @@ def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> object:
 def test_versions_promotion_and_rollback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base, data = tmp_path / "repo", tmp_path / "data"
     write_tiny_dataset(data, 0.5, split="test")
-    for n, bias in enumerate((-2.0, 0.0), start=1):
+    for n, bias in enumerate((-5.5, -5.0), start=1):  # v2 is less wrong on the tiny test split
         write_run(tmp_path / f"run{n}", data, model_with(bias))
         added = run_json(capsys, "models", "add", "--base", str(base), "--run", str(tmp_path / f"run{n}"))
         assert added["version"] == n
         assert added["export_check"]["max_abs_difference_after_reload"] <= 1e-5
+        assert added["behaviour"] == {"suite": 1, "passed": True, "failed": []}
     listed = run_json(capsys, "models", "list", "--base", str(base))
     assert listed == [{"name": "lightning", "versions": [1, 2], "current": 1}]  # a new version is not served yet
 
@@ -48,6 +54,8 @@ def test_versions_promotion_and_rollback(tmp_path: Path, capsys: pytest.CaptureF
     assert card["feature_set"] == "ir-ltg/1"
     assert card["channel_scaling"]["ir"] == "(320 K - BT13) / 140 K"
     assert card["drift_reference"] == {"ir": {"count": 2}}
+    assert card["behaviour"]["passed"]  # `models add` records the behavioural suite's results
+    assert card["behaviour"]["checks"]["no_moat"]["storms"]["300 flashes/px"]["profile_px_p_bt"][0][0] == 0
     warmup = next(iter(tf.data.TFRecordDataset(str(repo.path("lightning", 2) / WARMUP))))
     from tensorflow_serving.apis import prediction_log_pb2
 
@@ -58,6 +66,7 @@ def test_versions_promotion_and_rollback(tmp_path: Path, capsys: pytest.CaptureF
     checked = run_json(capsys, "models", "validate", "--base", str(base), "--version", "2", "--holdout", str(data))
     assert checked["passed"]
     assert checked["checks"]["current_version"] == 1
+    assert all(r["passed"] for r in checked["checks"]["behaviour"].values())
     promoted = run_json(capsys, "models", "promote", "--base", str(base), "--version", "2", "--reason", "better")
     assert promoted == {"name": "lightning", "current": 2}
     config = (base / "models.config").read_text()
