@@ -39,28 +39,39 @@ demo: install
 		--sectors M1 --max-age-minutes 0 --glm-deadline 5 --store $(DEMO_DIR)/grids --state $(DEMO_DIR)/run \
 		$(DEMO_RUN_ARGS)
 
-## Re-create the committed default model from the simulator (about an hour on 2 cores; needs no network):
-## 12 simulated days for train/validation/test, a 13th held out for storm lead times, and 6 more days of
-## normal weather on which the per-feature drift thresholds are calibrated (ltgcast models calibrate-drift).
+## Re-create the default model from the simulator (needs no network; about an hour on 2 cores):
+## 12 simulated days for train/validation/test, 4 more held out (storm lead times on the last; the comparison
+## with the old default and the baselines on all 4), and 6 days of normal weather on which the per-feature drift
+## thresholds are calibrated. REPOSITORY=models/repository adds it as the next version of the committed
+## repository (then `ltgcast models promote`); the default writes a repository of its own under MODEL_WORK.
 MODEL_WORK ?= var/default-model
+REPOSITORY ?= $(MODEL_WORK)/repository
+FEATURE_SET ?= ir-ltg-trend/2
+OLD_DEFAULT ?= models/repository/lightning/1
 default-model: install
 	for d in 10 11 12 13 14 15 16 17 18 19 20 21; do \
 		$(BIN)/ltgcast simulate --out $(MODEL_WORK)/archive/$$d --sector M1 --start 2024-07-$${d}T17:00Z --minutes 90 --seed $$d > /dev/null; \
 	done
-	$(BIN)/ltgcast simulate --out $(MODEL_WORK)/heldout --sector M1 --start 2024-07-25T17:00Z --minutes 150 --seed 25 > /dev/null
+	for d in 22 23 24 25; do \
+		$(BIN)/ltgcast simulate --out $(MODEL_WORK)/heldout/$$d --sector M1 --start 2024-07-$${d}T17:00Z --minutes 150 --seed $$d > /dev/null; \
+	done
 	$(BIN)/ltgcast dataset build --archive dir:$(MODEL_WORK)/archive --start 2024-07-10T00:00Z --end 2024-07-22T00:00Z \
-		--out $(MODEL_WORK)/data --max-positives 300 --min-negatives 100 --shards 2 --every-minutes 5
+		--out $(MODEL_WORK)/data --feature-set $(FEATURE_SET) --max-positives 200 --min-negatives 60 --shards 2 --every-minutes 5
 	$(BIN)/ltgcast train --data $(MODEL_WORK)/data --out $(MODEL_WORK)/combined --arch combined --width 8 \
-		--epochs 6 --batch 128 --patience 2
+		--epochs $(EPOCHS) --batch 128 --patience 2
 	$(BIN)/ltgcast evaluate --data $(MODEL_WORK)/data --run $(MODEL_WORK)/combined --out $(MODEL_WORK)/evaluation \
 		--lead-archive dir:$(MODEL_WORK)/heldout --lead-start 2024-07-25T17:15Z --lead-end 2024-07-25T19:30Z
-	$(BIN)/ltgcast models add --base $(MODEL_WORK)/repository --run $(MODEL_WORK)/combined \
+	$(BIN)/ltgcast models add --base $(REPOSITORY) --run $(MODEL_WORK)/combined \
 		--evaluation $(MODEL_WORK)/evaluation --notes "$(DEFAULT_MODEL_NOTES)"
 	for d in 26 27 28 29 30 31; do \
 		$(BIN)/ltgcast simulate --out $(MODEL_WORK)/drift-normal/$$d --sector M1 --start 2024-07-$${d}T17:00Z --minutes 60 --seed $$d > /dev/null; \
 	done
-	$(BIN)/ltgcast models calibrate-drift --base $(MODEL_WORK)/repository --version 1 --archive dir:$(MODEL_WORK)/drift-normal \
+	$(BIN)/ltgcast models calibrate-drift --base $(REPOSITORY) --archive dir:$(MODEL_WORK)/drift-normal \
 		--start 2024-07-26T00:00Z --end 2024-08-01T00:00Z --cache $(MODEL_WORK)/.cache
+	$(BIN)/ltgcast models compare --archive dir:$(MODEL_WORK)/heldout --start 2024-07-22T00:00Z --end 2024-07-26T00:00Z \
+		--saved-model old=$(OLD_DEFAULT) --saved-model new=$(REPOSITORY)/lightning/$$(ls $(REPOSITORY)/lightning | grep -E '^[0-9]+$$' | sort -n | tail -n 1) \
+		--logistic-data $(MODEL_WORK)/data --out $(MODEL_WORK)/comparison
+EPOCHS ?= 5
 
 DEFAULT_MODEL_NOTES := Trained on SIMULATED storms (ltgcast simulate, 12 days of a mesoscale sector), not on \
 GOES observations. It exists so that make run and make demo work offline; its skill on real weather is unknown. \

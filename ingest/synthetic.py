@@ -5,16 +5,136 @@ granules for one sector, named and laid out like NOAA's (the layouts come from
 real files, see :mod:`ingest.formats`), so every reader, source and test runs
 on them exactly as on real data.
 
-The weather is simple but learnable:
+The weather is simple but learnable, and its ranges are meant to cover what
+GOES-R sees, not only the typical storm:
 
 * clear sky whose brightness temperature falls with latitude, with smooth
   mesoscale texture and 0.3 K sensor noise;
-* drifting semi-transparent cirrus shields, cold but never electrified;
-* convective cells that are born, drift with a steering wind, grow, **cool at
-  the top for 10–30 minutes before their first flash**, mature (coldest tops,
-  most flashes, an anvil spreading downstream), merge when they touch, and
-  decay; about 30 % never get cold enough to produce lightning;
+* drifting semi-transparent cirrus shields, from thin and warm to nearly opaque
+  and cold (205 K), never electrified;
+* convective cells of three kinds, born inside the sector or up to 50 px outside
+  it, drifting with a steering wind from any direction plus a motion of their own:
+
+  - **storms** grow, **cool at the top for 10–30 minutes before their first
+    flash** (the flash comes when the top passes the cell's onset temperature,
+    228–240 K), mature (coldest tops, most flashes, an anvil spreading
+    downstream), may **split** into a right and a left mover that diverge,
+    merge when they touch, and decay, still flashing while their tops warm;
+  - **cumulus** that never get cold enough to flash (tops 240–285 K, up to clear sky);
+  - **cold anvils** that cool slowly to 205–222 K and live 1–3 hours but never
+    electrify, so that "cold" alone never means "lightning";
 * space pixels beyond the limb in the full-disk sector.
+
+Ranges and where they come from (what the literature search behind issue 16
+found; 1 px = 2 km at nadir, so 1 px/min = 33 m/s at nadir and about 40 m/s at
+35° N, where GOES-East's pixels are 2.5–2.7 km):
+
+===================== ============================================ ===================================================
+quantity              in the simulator                             source
+===================== ============================================ ===================================================
+peak flash rate       0.1–600 flashes/min per storm                Schultz, Petersen & Carey 2009, "Preliminary
+                      (``rate_max``). 92 % of storms: log-normal,  Development and Evaluation of Lightning Jump
+                      median 4/min, σ_ln 1.0; 8 % "severe": a      Algorithms for the Real-Time Detection of Severe
+                      Pareto tail from 40/min (α 1.3), capped at   Weather" (JAMC; LMA: mean peak 1-min rate of 69
+                      600. 2.5 % of storms exceed 100/min, 0.6 %   non-severe storms 10/min); Erdmann & Poelman 2023,
+                      300/min; merging adds half the smaller       "Automated Lightning Jump (LJ) Detection from
+                      storm's rate.                                Geostationary Satellite Data" (JAMC 62(11); GLM
+                                                                   jump threshold 15/min); the RELAMPAGO GLM-LMA
+                                                                   validation (essopenarchive doi
+                                                                   10.22541/essoar.168298687.73020069: GLM counts 2.9x
+                                                                   fewer flashes than the LMA, more so at high rates);
+                                                                   Rutledge et al. 2020, "Evaluating Geostationary
+                                                                   Lightning Mapper Flash Rates Within Intense
+                                                                   Convective Storms" (JGR 125, e2020JD032827); AMS
+                                                                   Annual 2005 paper 84373 (LMA: nearly 14 flashes/s
+                                                                   in a tornadic supercell, 10 Nov 2002). "GLM sees
+                                                                   well over 100/min in single storms": commonly
+                                                                   quoted; no GLM maximum was verified here.
+flash packing         flashes N(0, σ) about the core, σ = min(0.35 Bruning et al., AMS 95th Annual paper 256223
+                      r, 2.5 + 80/rate) px: ≤ 3.3 px above         (Kingfisher supercell, DC3: flashes in and around
+                      100/min, so > 90 % within 8 px; as rates     the updraft are small, larger away from it). The
+                      rise, flashes get smaller: mean groups per   8-px packing is a design choice, not a measured
+                      flash 7.7 → 3.5 and event spread 3 → 1.2 px  value.
+                      (at ≥ 300/min)
+coldest storm tops    185–236 K, colder with higher flash rate     CIMSS Satellite Blog: −86 °C (187 K) on NOAA-15 vs
+                      (226 − 7 ln(rate/2) K, σ 6 K); 185 K is the  −73 °C on GOES-12, 15 Jun 2009; −87 to −92 °C on
+                      floor                                        MODIS/VIIRS/AVHRR, 11 Jun 2018; GOES-16 10.3 µm
+                                                                   overshooting tops near −70 °C, 16 Dec 2019; Bedka
+                                                                   et al. 2010, "Objective Satellite-Based Detection
+                                                                   of Overshooting Tops Using Infrared Window Channel
+                                                                   Brightness Temperature Gradients" (JAMC 49). Colder
+                                                                   records (−111 °C, Proud & Bachmeier, VIIRS) are
+                                                                   finer than a 2-km pixel.
+first flash           when the top passes the storm's onset        Harris, Mecikalski et al. 2010, "The Definition of
+                      temperature, 228–240 K, after 10–30 min of   GOES Infrared Lightning Initiation Interest Fields"
+                      steady cooling from 262 K (22–34 K)          (JAMC 49: IR fields useful ≥ 15 min, 35 min on
+                                                                   average, before the first flash); Mecikalski et al.
+                                                                   2013, "Regional Comparison of GOES Cloud-Top
+                                                                   Properties and Radar Characteristics in Advance of
+                                                                   First-Flash Lightning Initiation" (MWR 141); a
+                                                                   GOES-16 student study (jetty.klnpa.org) put first
+                                                                   flashes at −20 to −45 °C.
+tops that never flash cumulus 240–285 K (to clear sky); cold       Matthee & Mecikalski 2013 and Mecikalski et al.
+                      anvils cooling over 25–50 min to 205–222 K   2014 (MWR 142(10): lightning vs non-lightning
+                      and living 75–195 min (they never merge);    storms); Garrett et al. 2005, "Thunderstorm anvils:
+                      cirrus 205–245 K, opacity 0.3–0.95 (mostly   a close look at their evolution" (BAMS 86: one
+                      thin), all scenario long                     anvil cirrus followed for 3 h, from attached to
+                                                                   dissipating); "orphan anvils"
+                                                                   (lawrenceburkett.org). The 205–222 K range itself:
+                                                                   commonly quoted; not verified here.
+decaying storms       flash rate rate_max (1 − x)^k over the       "Dissipating stage … lightning remains a danger"
+                      decay, k 0.5–2.5 per storm (x: fraction of   (sccmo.org, life cycle of a thunderstorm). Decay
+                      the decay), while the top warms to 258 K     rates themselves: not verified here.
+storm lifetimes       growth 10–30 min; mature 10–50 min + 25      sccmo.org (mature stage 10–20 min on average, much
+                      log10(1 + rate) (severe storms up to ~2 h,   longer in some storms); "Climatology of
+                      +10 min per merger); decay 15–50 min         Thunderstorms for North Dakota, 2002–06" (radar
+                                                                   cells: mean life 23.6 min).
+steering wind         0–1.0 px/min (0–33 m/s at nadir): 15 % near- Britannica, "Thunderstorm: movement" (isolated
+                      stationary (< 0.1 px/min, 3.3 m/s), 65 %     storms typically 20 km/h = 5.6 m/s; in light winds
+                      0.1–0.6, 20 % fast 0.6–1.0 (20–33 m/s); 65 % a cell moves < 2 km in its life; supercells 65–80
+                      of scenarios from the west ±46°, 35 % from   km/h in extremes); the North Dakota climatology
+                      any direction. Was 0.6–1.8 px/min (20–60     (mean 16.4 m/s); IEM Des Moines storm attributes
+                      m/s), faster than any source found.          (mostly 20–40 mph = 9–18 m/s); the 15 Dec 2021
+                                                                   derecho averaged 63 mph = 28 m/s (tweet quoted on
+                                                                   americanwx.com).
+own cell motion       the wind plus N(0, 0.06 + 0.2 |wind|) px/min design choice
+                      per component
+splitting             mature storms of ≥ 8 px, 0.4 %/min, once:    AMS Glossary, "splitting convective storm";
+                      the fragments move 0.1–0.3 px/min apart      Wikipedia, "Splitting storm" (splits mostly within
+                      across the motion; the right mover keeps 85  an hour of formation; right movers stronger in the
+                      % of the flash rate, the left 50 % and dies  Northern Hemisphere).
+                      sooner
+sector edges          cells born anywhere in the sector and a      design choice
+                      50-px margin round it, kept until 50 px
+                      outside; with winds from every side they
+                      cross all four edges
+===================== ============================================ ===================================================
+
+Where the sources were found (addresses as the search returned them; the items are abstracts, blog posts
+and summaries, not every full paper was read):
+
+* Schultz et al. 2009: https://discovery.researcher.life/article/preliminary-development-and-evaluation-of-lightning-jump-algorithms-for-the-realtime-detection-of-severe-weather/b86a59997c813efd896fce483de9b227
+* Erdmann & Poelman 2023: https://journals.ametsoc.org/view/journals/apme/62/11/JAMC-D-22-0144.1.xml
+* RELAMPAGO GLM validation: https://essopenarchive.org/doi/full/10.22541/essoar.168298687.73020069/v1
+* Rutledge et al. 2020: https://agupubs.onlinelibrary.wiley.com/doi/10.1029/2020JD032827
+* LMA flash algorithm, 14 flashes/s: https://ams.confex.com/ams/Annual2005/webprogram/Paper84373.html
+* Kingfisher supercell flash sizes: https://ams.confex.com/ams/95Annual/webprogram/Paper256223.html
+* CIMSS blog: https://cimss.ssec.wisc.edu/satellite-blog/archives/2719 (2009),
+  https://cimss.ssec.wisc.edu/satellite-blog/page/547 (2018), https://cimss.ssec.wisc.edu/satellite-blog/archives/35225
+* Bedka et al. 2010: https://studylib.net/doc/12980464/objective-satellite-based-detection-of-overshooting-tops-...
+* Harris et al. 2010: http://yetl.yabesh.ir/yetl1/handle/yetl/4211873; Mecikalski et al. 2013:
+  https://journals.ametsoc.org/view/journals/mwre/141/1/mwr-d-12-00120.1.xml; onset temperatures of GOES-16 cells:
+  https://jetty.klnpa.org/node/19962/ocr
+* Mecikalski et al. 2014: https://journals.ametsoc.org/view/journals/mwre/142/10/mwr-d-14-00047.1.xml; Garrett et al.
+  2005: https://impacts.ucar.edu/en/publications/thunderstorm-anvils-a-close-look-at-their-evolution-2/; orphan anvil:
+  https://www.lawrenceburkett.org/home/research/prior-research/weather-flashback/sep-2022-orphan-anvil-apr-29-2022
+* Life cycle of a thunderstorm: https://www.sccmo.org/879/Life-Cycle-of-a-Thunderstorm
+* North Dakota climatology: https://discovery.researcher.life/article/climatology-of-thunderstorms-for-north-dakota-200206/cbdc0cc6b19e3a45aa7e990587f0f159
+* Storm motion: https://britannica.com/science/thunderstorm/Movement-of-thunderstorms;
+  http://mesonet2.agron.iastate.edu/onsite/features/tags/storms.html; derecho of 15 Dec 2021:
+  https://www.americanwx.com/bb/index.php?app=core&module=system&controller=embed&url=https://twitter.com/WxLiz/status/1471438199352438788
+* Splitting: https://glossary.ametsoc.org/w/index.php?title=Splitting_convective_storm&oldid=6441;
+  https://wiki.camac.ltd/content/wikipedia_en_all_mini_2026-03/Splitting_storm
 
 Lightning is placed consistently with GLM's navigation: a flash at ABI pixel
 ``(row, col)`` of its cell is written at the latitude/longitude where that
@@ -31,7 +151,7 @@ import logging
 import math
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -137,9 +257,24 @@ class ScenarioConfig:
             raise ValueError(msg)
 
 
+BIRTH_K = 262.0
+ONSET_K = 236.0
+DEATH_K = 258.0
+T_FLOOR_K = 185.0  # the coldest overshooting top a 2-km pixel shows
+RATE_CAP = 600.0  # flashes per minute
+MARGIN_PX = 50  # cells are born, and live, up to this far outside the sector
+SPLIT_PER_MIN = 0.004
+KINDS = (("storm", 0.60), ("cumulus", 0.28), ("anvil", 0.12))
+
+
 @dataclass
 class Cell:
-    """One convective cell; times in minutes since it was born, position in sector pixels."""
+    """One convective cell; times in minutes since it was born, position in sector pixels.
+
+    ``kind`` is ``"storm"`` (electrified), ``"cumulus"`` (warm, never flashes) or
+    ``"anvil"`` (cold and long-lived, never flashes). ``parent`` is the id of the
+    storm this one split from (0: none).
+    """
 
     id: int
     row: float
@@ -153,6 +288,11 @@ class Cell:
     r_max: float  # pixels
     rate_max: float  # flashes per minute at maturity
     age: float = 0.0
+    kind: str = "storm"
+    onset_k: float = ONSET_K  # top temperature at the first flash (storms)
+    decay_power: float = 2.0  # flash rate over the decay: rate_max * (1 - x) ** decay_power
+    parent: int = 0
+    split: bool = False  # split already (a storm splits once at most)
 
     @property
     def lifetime(self) -> float:
@@ -161,36 +301,71 @@ class Cell:
 
     @property
     def electrified(self) -> bool:
-        """Whether the top gets cold enough (below the onset temperature) to flash."""
-        return self.t_min < ONSET_K
+        """Whether the cell ever flashes (storms only; cumulus and anvils never do)."""
+        return self.kind == "storm" and self.rate_max > 0.0
+
+    @property
+    def birth_k(self) -> float:
+        """Top temperature at birth, K (warm cumulus start just above their own top)."""
+        return max(BIRTH_K, self.t_min + 6.0)
+
+    @property
+    def death_k(self) -> float:
+        """Top temperature at dissipation, K."""
+        return max(DEATH_K, self.t_min + 4.0)
 
     def core_bt(self) -> float:
         """Brightness temperature at the top of the cell now, K."""
-        a, g = self.age, self.growth
-        onset = max(self.t_min, ONSET_K)  # electrified cells reach ONSET_K exactly at their first flash
-        if a < g:
-            return BIRTH_K + (onset - BIRTH_K) * a / g
-        if a < g + self.mature:
-            return onset + (self.t_min - onset) * min(1.0, (a - g) / 10.0)
-        return self.t_min + (DEATH_K - self.t_min) * min(1.0, (a - g - self.mature) / self.decay)
+        a, g, m = self.age, self.growth, self.mature
+        birth = self.birth_k
+        if self.kind == "storm":
+            onset = max(self.t_min, self.onset_k)  # storms reach their onset temperature exactly at the first flash
+            if a < g:
+                return birth + (onset - birth) * a / g
+            if a < g + m:
+                return onset + (self.t_min - onset) * min(1.0, (a - g) / 10.0)
+        else:
+            if a < g:
+                return birth + (self.t_min - birth) * a / g
+            if a < g + m:
+                return self.t_min
+        return self.t_min + (self.death_k - self.t_min) * min(1.0, (a - g - m) / self.decay)
 
     def radius(self) -> float:
         """Core radius now, pixels."""
         return max(2.0, self.r_max * min(1.0, 0.3 + 0.7 * self.age / max(self.growth, 1.0)))
 
     def flash_rate(self) -> float:
-        """Flashes per minute now."""
+        """Flashes per minute now: ramping up after the first flash, tailing off while the top warms."""
         a, g = self.age, self.growth
         if not self.electrified or a < g:
             return 0.0
         if a < g + self.mature:
             return self.rate_max * min(1.0, 0.2 + (a - g) / 5.0)
-        return self.rate_max * max(0.0, 1.0 - 2.0 * (a - g - self.mature) / self.decay)
+        x = min(1.0, (a - g - self.mature) / self.decay)
+        return self.rate_max * math.pow(1.0 - x, self.decay_power)
 
 
-BIRTH_K = 262.0
-ONSET_K = 236.0
-DEATH_K = 258.0
+def _peak_flash_rate(rng: np.random.Generator) -> float:
+    """A storm's flash rate at maturity (flashes/min): log-normal bulk, Pareto tail of severe storms."""
+    if rng.random() < 0.08:
+        rate = 40.0 * (1.0 - rng.random()) ** (-1.0 / 1.3)
+    else:
+        rate = rng.lognormal(math.log(4.0), 1.0)
+    return float(np.clip(rate, 0.1, RATE_CAP))
+
+
+def _steering_wind(rng: np.random.Generator) -> tuple[float, float]:
+    """The scenario's steering wind (row, col) in px/min: near-stationary to fast, mostly from the west."""
+    pick = rng.random()
+    if pick < 0.15:
+        speed = rng.uniform(0.0, 0.1)
+    elif pick < 0.80:
+        speed = rng.uniform(0.1, 0.6)
+    else:
+        speed = rng.uniform(0.6, 1.0)
+    heading = rng.uniform(-0.8, 0.8) if rng.random() < 0.65 else rng.uniform(-math.pi, math.pi)
+    return speed * math.sin(heading), speed * math.cos(heading)
 
 
 @dataclass
@@ -254,9 +429,13 @@ class _World:
         self.slot = SLOTS[config.slot]
         self.grid = sector_grid(config)
         rng = np.random.default_rng(config.seed)
-        speed, heading = rng.uniform(0.6, 1.8), rng.uniform(-0.5, 0.5)  # px/min, mostly eastward
-        self.state = _State(rng=rng, wind=(speed * math.sin(heading), speed * math.cos(heading)))
+        self.state = _State(rng=rng, wind=_steering_wind(rng))
         self.earth = self.grid.earth_mask()
+        self.earth_pixels = int(self.earth.sum())
+        coarse_rows, coarse_cols = np.nonzero(self.earth[::16, ::16])
+        self.coarse_earth = (coarse_rows * 16, coarse_cols * 16)
+        # the full disk has space all round it; other sectors get cells born in a margin and moving in
+        self.margin = 0 if self.sector.code == "F" else MARGIN_PX
         self.background = self._background(rng)
         self.cirrus = self._cirrus(rng)
         self.clock = config.start - timedelta(minutes=config.spin_up_minutes)
@@ -280,19 +459,32 @@ class _World:
 
     def _step(self, dt: float) -> None:
         state = self.state
-        mean_life = 75.0
-        rate = self.sector.storm_density * self.earth.sum() / 1e6 / mean_life
+        mean_life = 85.0  # minutes, averaged over the kinds of cell
+        rows, cols = self.grid.shape
+        margin = self.margin
+        area = (rows + 2 * margin) * (cols + 2 * margin) / (rows * cols)
+        rate = self.sector.storm_density * self.earth_pixels * area / 1e6 / mean_life
         for _ in range(state.rng.poisson(rate * dt)):
             state.cells.append(self._new_cell())
         for cell in state.cells:
             cell.age += dt
             cell.row += cell.v_row * dt
             cell.col += cell.v_col * dt
+        self._split(dt)
         self._merge()
-        rows, cols = self.grid.shape
-        state.cells = [
-            c for c in state.cells if c.age < c.lifetime and -50 < c.row < rows + 50 and -50 < c.col < cols + 50
-        ]
+        lo, row_hi, col_hi = -margin - 1, rows + margin + 1, cols + margin + 1
+        state.cells = [c for c in state.cells if c.age < c.lifetime and lo < c.row < row_hi and lo < c.col < col_hi]
+
+    def _birth_place(self) -> tuple[float, float]:
+        """A random place on the earth, in the sector or its margin."""
+        rng, rows, cols, margin = self.state.rng, *self.grid.shape, self.margin
+        for _ in range(8):
+            row, col = rng.uniform(-margin, rows + margin), rng.uniform(-margin, cols + margin)
+            if self.earth[min(max(int(row), 0), rows - 1), min(max(int(col), 0), cols - 1)]:
+                return float(row), float(col)
+        earth_rows, earth_cols = self.coarse_earth
+        pick = rng.integers(earth_rows.size)
+        return float(earth_rows[pick] + rng.uniform(0, 16)), float(earth_cols[pick] + rng.uniform(0, 16))
 
     def _new_cell(self) -> Cell:
         state, rng = self.state, self.state.rng
@@ -301,25 +493,66 @@ class _World:
             parent = mature[rng.integers(len(mature))]
             row, col = parent.row + rng.normal(0, 2.5 * parent.r_max), parent.col + rng.normal(0, 2.5 * parent.r_max)
         else:
-            earth_rows, earth_cols = np.nonzero(self.earth[::16, ::16])
-            pick = rng.integers(earth_rows.size)
-            row, col = earth_rows[pick] * 16 + rng.uniform(0, 16), earth_cols[pick] * 16 + rng.uniform(0, 16)
-        electrified = rng.random() < 0.7
-        cell = Cell(
-            id=state.next_id,
-            row=float(row),
-            col=float(col),
-            v_row=state.wind[0] + rng.normal(0, 0.25),
-            v_col=state.wind[1] + rng.normal(0, 0.25),
-            growth=float(rng.uniform(10, 30)),
-            mature=float(rng.uniform(15, 45)),
-            decay=float(rng.uniform(15, 30)),
-            t_min=float(rng.uniform(195, 222) if electrified else rng.uniform(240, 252)),
-            r_max=float(rng.uniform(6, 22)),
-            rate_max=float(rng.uniform(2, 25) if electrified else 0.0),
-        )
+            row, col = self._birth_place()
+        wind = state.wind
+        own = 0.06 + 0.2 * math.hypot(*wind)  # px/min: every cell also moves a little its own way
+        pick = rng.random()
+        kind = "storm" if pick < KINDS[0][1] else "cumulus" if pick < KINDS[0][1] + KINDS[1][1] else "anvil"
+        cell = Cell(id=state.next_id, row=float(row), col=float(col), v_row=wind[0] + rng.normal(0, own),
+                    v_col=wind[1] + rng.normal(0, own), growth=0.0, mature=0.0, decay=0.0, t_min=0.0, r_max=0.0,
+                    rate_max=0.0, kind=kind)  # fmt: skip
+        if kind == "storm":
+            rate = _peak_flash_rate(rng)
+            cell.onset_k = float(rng.uniform(228.0, 240.0))
+            cell.rate_max = rate
+            cell.t_min = float(np.clip(226.0 - 7.0 * math.log(rate / 2.0) + rng.normal(0, 6.0), T_FLOOR_K,
+                                       cell.onset_k - 4.0))  # fmt: skip
+            cell.r_max = float(min(35.0, rng.uniform(5, 20) * (1.0 + 0.25 * math.log10(1.0 + rate))))
+            cell.growth = float(rng.uniform(10, 30))
+            cell.mature = float(rng.uniform(10, 50) + 25.0 * math.log10(1.0 + rate))
+            cell.decay = float(rng.uniform(15, 50))
+            cell.decay_power = float(rng.uniform(0.5, 2.5))
+        elif kind == "cumulus":
+            cell.t_min = float(rng.uniform(240, 285))
+            cell.r_max = float(rng.uniform(3, 12))
+            cell.growth, cell.mature, cell.decay = (float(rng.uniform(*r)) for r in ((8, 25), (5, 30), (10, 25)))
+        else:
+            cell.t_min = float(rng.uniform(205, 222))
+            cell.r_max = float(rng.uniform(15, 35))
+            cell.growth, cell.mature, cell.decay = (float(rng.uniform(*r)) for r in ((25, 50), (30, 100), (20, 45)))
         state.next_id += 1
         return cell
+
+    def _split(self, dt: float) -> None:
+        """A mature storm occasionally splits into a right and a left mover that diverge."""
+        state, rng = self.state, self.state.rng
+        born: list[Cell] = []
+        for cell in state.cells:
+            if (cell.kind != "storm" or cell.split or cell.parent or cell.r_max < 8.0
+                    or not cell.growth + 5.0 < cell.age < cell.growth + cell.mature):  # fmt: skip
+                continue
+            if rng.random() >= SPLIT_PER_MIN * dt:
+                continue
+            speed = math.hypot(cell.v_row, cell.v_col)
+            if speed > 1e-6:
+                right = (cell.v_col / speed, -cell.v_row / speed)  # to the right of the motion (rows grow southward)
+            else:
+                angle = rng.uniform(-math.pi, math.pi)
+                right = (math.sin(angle), math.cos(angle))
+            dv, offset = float(rng.uniform(0.1, 0.3)), 0.3 * cell.radius()
+            mature_left = cell.growth + cell.mature - cell.age
+            left = replace(cell, id=state.next_id, parent=cell.id, split=True,
+                           row=cell.row - right[0] * offset, col=cell.col - right[1] * offset,
+                           v_row=cell.v_row - right[0] * dv, v_col=cell.v_col - right[1] * dv,
+                           r_max=0.8 * cell.r_max, rate_max=0.5 * cell.rate_max,
+                           mature=cell.age - cell.growth + mature_left * float(rng.uniform(0.3, 0.8)))  # fmt: skip
+            state.next_id += 1
+            cell.split = True
+            cell.row, cell.col = cell.row + right[0] * offset, cell.col + right[1] * offset
+            cell.v_row, cell.v_col = cell.v_row + right[0] * dv, cell.v_col + right[1] * dv
+            cell.r_max, cell.rate_max = 0.8 * cell.r_max, 0.85 * cell.rate_max
+            born.append(left)
+        state.cells.extend(born)
 
     def _merge(self) -> None:
         cells = self.state.cells
@@ -333,12 +566,20 @@ class _World:
         for i, j in zip(*np.nonzero(touching), strict=True):
             if i in gone or j in gone:
                 continue
-            big, small = (cells[i], cells[j]) if radius[i] >= radius[j] else (cells[j], cells[i])
-            big.r_max = min(35.0, big.r_max + 0.4 * small.r_max)
-            big.rate_max = big.rate_max + 0.5 * small.rate_max
+            a, b = cells[i], cells[j]
+            if a.parent == b.id or b.parent == a.id:
+                continue  # the two halves of a split drift apart, they do not merge back
+            if a.kind == "anvil" or b.kind == "anvil":
+                continue  # an anvil spreads aloft: towers rise through it, they do not merge with it
+            if (a.kind == "storm") != (b.kind == "storm"):
+                big, small = (a, b) if a.kind == "storm" else (b, a)  # the storm takes the other cloud in
+            else:
+                big, small = (a, b) if radius[i] >= radius[j] else (b, a)
+            big.r_max = min(35.0, max(big.r_max, small.r_max) + 0.4 * min(big.r_max, small.r_max))
+            big.rate_max = min(RATE_CAP, big.rate_max + 0.5 * small.rate_max)
             big.t_min = min(big.t_min, small.t_min)
             big.mature += 10.0
-            gone.add(j if big is cells[i] else i)
+            gone.add(j if big is a else i)
         self.state.cells = [c for k, c in enumerate(cells) if k not in gone]
 
     # ---- fields ---------------------------------------------------------------------------
@@ -359,8 +600,8 @@ class _World:
                 "row": float(rng.uniform(0, rows)),
                 "col": float(rng.uniform(0, cols)),
                 "r": float(rng.uniform(30, 120)),
-                "opacity": float(rng.uniform(0.35, 0.75)),
-                "t": float(rng.uniform(222, 240)),
+                "opacity": float(0.3 + 0.65 * rng.uniform() ** 2),  # mostly thin, a few nearly opaque
+                "t": float(rng.uniform(205, 245)),
             }
             for _ in range(count)
         ]
@@ -376,7 +617,7 @@ class _World:
             _blend(bt, row, col, cirrus["r"], cirrus["t"] + warmer, cirrus["opacity"])
         for cell in self.state.cells:
             r, top = cell.radius(), cell.core_bt() + warmer
-            if cell.age > cell.growth:  # anvil spreading downstream, warmer than the core
+            if cell.kind == "storm" and cell.age > cell.growth:  # anvil spreading downstream, warmer than the core
                 norm = math.hypot(cell.v_row, cell.v_col) or 1.0
                 _blend(bt, cell.row + cell.v_row / norm * r, cell.col + cell.v_col / norm * r, 1.8 * r, top + 14, 1.0)
             _blend(bt, cell.row, cell.col, r, top, 1.0)
@@ -412,6 +653,8 @@ class _World:
                 "core_bt": round(c.core_bt(), 2),
                 "radius_px": round(c.radius(), 2),
                 "flash_rate_per_min": round(c.flash_rate(), 3),
+                "kind": c.kind,
+                "parent": c.parent or None,
             }
             for c in self.state.cells
         ]
@@ -465,9 +708,11 @@ def _blend(bt: NDArray[np.float32], row: float, col: float, radius: float, top: 
     c0, c1 = max(0, int(col) - half), min(cols, int(col) + half + 1)
     if r0 >= r1 or c0 >= c1:
         return
-    rr = (np.arange(r0, r1) - row)[:, None]
-    cc = (np.arange(c0, c1) - col)[None, :]
-    weight = (opacity * np.exp(-(rr**2 + cc**2) / (radius**2))).astype(np.float32)
+    rr = np.arange(r0, r1) - row
+    cc = np.arange(c0, c1) - col
+    # exp(-(r² + c²)/R²) = exp(-r²/R²) · exp(-c²/R²): two 1-D exponentials instead of a 2-D one
+    across = np.exp(-(cc**2) / radius**2).astype(np.float32)
+    weight = (opacity * np.exp(-(rr**2) / radius**2)).astype(np.float32)[:, None] * across[None, :]
     window = bt[r0:r1, c0:c1]
     np.minimum(window, window + weight * (np.float32(top) - window), out=window)
 
@@ -485,17 +730,23 @@ class _Lightning:
         """Draw this granule's flashes from every electrified cell's current rate."""
         rng, state = world.state.rng, world.state
         rows: list[NDArray[np.float64]] = []
+        rates: list[NDArray[np.float64]] = []
         for cell in state.cells:
-            count = rng.poisson(cell.flash_rate() * GLM_SECONDS / 60.0)
+            rate = cell.flash_rate()
+            if rate <= 0.0:
+                continue
+            count = rng.poisson(rate * GLM_SECONDS / 60.0)
             if count:
-                spread = 0.35 * cell.radius()
+                spread = min(0.35 * cell.radius(), 2.5 + 80.0 / rate)  # intense cores pack their flashes tightly
                 rows.append(
                     np.column_stack([cell.row + rng.normal(0, spread, count), cell.col + rng.normal(0, spread, count)])
                 )
+                rates.append(np.full(count, rate))
         centres = np.concatenate(rows) if rows else np.empty((0, 2))
+        rate_of = np.concatenate(rates) if rates else np.empty(0)
         centre_lon, centre_lat = _pixel_to_lightning_lonlat(world, centres)
         visible = np.isfinite(centre_lon)
-        return _build_hierarchy(world, centres[visible], centre_lon[visible], centre_lat[visible])
+        return _build_hierarchy(world, centres[visible], centre_lon[visible], centre_lat[visible], rate_of[visible])
 
 
 def _pixel_to_lightning_lonlat(
@@ -507,18 +758,28 @@ def _pixel_to_lightning_lonlat(
 
 
 def _build_hierarchy(
-    world: _World, centres: NDArray[np.float64], centre_lon: NDArray[np.float64], centre_lat: NDArray[np.float64]
+    world: _World,
+    centres: NDArray[np.float64],
+    centre_lon: NDArray[np.float64],
+    centre_lat: NDArray[np.float64],
+    rates: NDArray[np.float64],
 ) -> _Lightning:
-    """Flashes at ``centres`` (sector pixels; their lightning-ellipsoid lon/lat given) → groups → events."""
+    """Flashes at ``centres`` (sector pixels; their lightning-ellipsoid lon/lat given) → groups → events.
+
+    ``rates`` is the flash rate (per minute) of each flash's cell: the more flashes a
+    cell makes, the smaller they are (fewer groups, events nearer the flash centre).
+    """
     rng, state = world.state.rng, world.state
     n = centres.shape[0]
+    intensity = np.clip(rates / 300.0, 0.0, 1.0)
     t0 = np.asarray(rng.uniform(0.0, GLM_SECONDS - 1.5, n), dtype=np.float64)
-    n_groups = np.minimum(1 + rng.geometric(0.15, n), 40)
+    n_groups = np.minimum(1 + rng.geometric(0.15 + 0.25 * intensity), 40)
     group_flash = np.repeat(np.arange(n), n_groups)
     group_time = t0[group_flash] + rng.uniform(0.0, 1.2, group_flash.size)
     n_events = 1 + rng.poisson(1.8, group_flash.size)
     event_group = np.repeat(np.arange(group_flash.size), n_events)
-    pix = centres[group_flash][event_group] + rng.normal(0, 3.0, (event_group.size, 2))
+    event_spread = (3.0 - 1.8 * intensity)[group_flash][event_group]
+    pix = centres[group_flash][event_group] + rng.normal(0, 1.0, (event_group.size, 2)) * event_spread[:, None]
     lon, lat = _pixel_to_lightning_lonlat(world, pix)
     off_disk = ~np.isfinite(lon)  # events spread past the limb fall back to their flash centre
     event_flash = group_flash[event_group]

@@ -1,5 +1,8 @@
 import json
+import math
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import NamedTuple
 
 import netCDF4
 import numpy as np
@@ -10,7 +13,15 @@ from ingest.filenames import parse_filename
 from ingest.geometry import LIGHTNING_ELLIPSOID
 from ingest.glm import GlmGranule
 from ingest.readers import read_product
-from ingest.synthetic import ScenarioConfig, simulate
+from ingest.synthetic import (
+    Cell,
+    ScenarioConfig,
+    _peak_flash_rate,
+    _steering_wind,
+    _World,
+    sector_grid,
+    simulate,
+)
 
 START = datetime(2024, 6, 15, 18, 0, tzinfo=UTC)
 
@@ -31,9 +42,19 @@ def test_mesoscale_cadence_and_names(meso_scenario):
     assert all(b - a == timedelta(seconds=20) for a, b in zip(glm_starts, glm_starts[1:], strict=False))
 
 
+def _hidden_by_a_colder_neighbour(cell, cells):
+    """Whether another cell of the truth (its core, or a storm's anvil: 14 K warmer, reaching ~4.5 radii) covers it."""
+    for other in cells:
+        reach = (4.5 if other["kind"] == "storm" else 2.5) * other["radius_px"]
+        near = np.hypot(other["row"] - cell["row"], other["col"] - cell["col"]) < reach
+        if other is not cell and near and other["core_bt"] < cell["core_bt"] + 14.0:
+            return True
+    return False
+
+
 def test_frames_show_the_cells_the_truth_file_describes(meso_scenario):
     truth = _truth(meso_scenario)
-    checked = matched = 0
+    checked = matched = unexplained = 0
     for frame in truth[::6]:
         image = read_product(meso_scenario / frame["frame"])
         assert isinstance(image, AbiImage)
@@ -45,9 +66,14 @@ def test_frames_show_the_cells_the_truth_file_describes(meso_scenario):
                 # only where an anvil, cirrus or another cell overlaps it
                 assert core <= cell["core_bt"] + 1.5
                 checked += 1
-                matched += abs(core - cell["core_bt"]) < 2.0
+                hit = abs(core - cell["core_bt"]) < 2.0
+                matched += hit
+                unexplained += not hit and not _hidden_by_a_colder_neighbour(cell, frame["cells"])
     assert checked >= 10
-    assert matched / checked > 0.75
+    # cold anvils, opaque cirrus and clusters hide some cores (on purpose, since issue 16): most still show,
+    # and nearly every core that does not lies under a colder cell of the truth file (the rest: cirrus)
+    assert matched / checked > 0.6
+    assert unexplained / checked < 0.1
 
 
 def test_tops_cool_for_ten_to_thirty_minutes_before_the_first_flash(meso_scenario):
@@ -161,3 +187,174 @@ def test_satpy_abi_l1b_reader_reads_the_intended_values(meso_scenario):
     lon, lat = ours.grid.lonlat()
     np.testing.assert_allclose(lons, lon, atol=1e-4)
     np.testing.assert_allclose(lats, lat, atol=1e-4)
+
+
+# ---- the ranges of issue 16, on the weather stepped directly (no files written) ------------------------
+
+
+class Seen(NamedTuple):
+    minute: int
+    id: int
+    kind: str
+    row: float
+    col: float
+    radius: float
+    core_bt: float
+    rate: float
+    parent: int
+
+
+SEEDS = range(6)
+
+
+@pytest.fixture(scope="module")
+def stepped() -> dict[int, tuple[tuple[int, int], list[Seen]]]:
+    """Per seed: the M1 sector's shape and every cell once a minute for 2 h after the 90-min spin-up."""
+    runs = {}
+    for seed in SEEDS:
+        config = ScenarioConfig(out=Path("unused"), sector="M1", start=START, minutes=120, seed=seed)
+        world = _World(config)
+        seen = []
+        for minute in range(121):
+            world._advance_to(START + timedelta(minutes=minute))
+            seen += [Seen(minute, c.id, c.kind, c.row, c.col, c.radius(), c.core_bt(), c.flash_rate(), c.parent)
+                     for c in world.state.cells]  # fmt: skip
+        runs[seed] = (world.grid.shape, seen)
+    return runs
+
+
+def _tracks(seen: list[Seen]) -> dict[int, list[Seen]]:
+    tracks: dict[int, list[Seen]] = {}
+    for s in seen:
+        tracks.setdefault(s.id, []).append(s)
+    return tracks
+
+
+def test_cloud_tops_range_from_overshooting_tops_to_clear_sky(stepped):
+    cores = [s.core_bt for _, seen in stepped.values() for s in seen]
+    assert min(cores) >= 185.0
+    assert min(cores) < 190.0  # the coldest overshooting tops a 2-km pixel shows
+    assert sum(c < 195.0 for c in cores) > 10
+    assert max(s.core_bt for _, seen in stepped.values() for s in seen if s.kind == "cumulus") > 275.0
+
+
+def test_flash_rates_run_from_single_flashes_to_severe_storm_rates():
+    rng = np.random.default_rng(0)
+    rates = np.array([_peak_flash_rate(rng) for _ in range(20000)])
+    assert rates.min() == pytest.approx(0.1)  # a storm with a flash or two in its life
+    assert 2.0 < np.median(rates) < 8.0
+    assert 0.01 < (rates > 100).mean() < 0.05  # a heavy tail, in a small fraction of storms
+    assert 0.002 < (rates > 300).mean() < 0.02
+    assert rates.max() == pytest.approx(600.0)
+
+
+def test_stepped_storms_reach_severe_rates_in_a_small_fraction_of_cells(stepped):
+    peaks = [
+        max(s.rate for s in t) for _, seen in stepped.values() for t in _tracks(seen).values() if t[0].kind == "storm"
+    ]
+    assert max(peaks) > 200.0  # the tail above 300/min: test_flash_rates_run_from_single_flashes_to_severe_storm_rates
+    assert sum(p > 100.0 for p in peaks) >= 3
+    assert sum(p > 100.0 for p in peaks) / len(peaks) < 0.1
+    assert sum(0 < p < 1.0 for p in peaks) >= 5  # storms of a few flashes
+    for _, seen in stepped.values():
+        assert all(s.rate == 0.0 for s in seen if s.kind != "storm")
+
+
+def test_cold_anvils_live_for_hours_and_never_flash(stepped):
+    long_and_cold = 0
+    for _, seen in stepped.values():
+        for track in _tracks(seen).values():
+            cold = [s.minute for s in track if s.core_bt < 220.0]
+            if track[0].kind != "storm" and cold and cold[-1] - cold[0] > 60:
+                long_and_cold += 1
+                assert all(s.rate == 0.0 for s in track)
+    assert long_and_cold >= 3
+
+
+def test_storms_keep_flashing_while_their_tops_warm(stepped):
+    warming_with_flashes = 0
+    for _, seen in stepped.values():
+        for track in _tracks(seen).values():
+            coldest = min(range(len(track)), key=lambda i: track[i].core_bt)
+            late = [s for s in track[coldest:] if s.core_bt > track[coldest].core_bt + 15.0 and s.rate > 0.5]
+            warming_with_flashes += bool(late)
+    assert warming_with_flashes >= 10
+
+
+def test_mature_storms_split_into_movers_that_diverge(stepped):
+    diverging = storms = 0
+    for _, seen in stepped.values():
+        tracks = _tracks(seen)
+        storms += sum(t[0].kind == "storm" for t in tracks.values())
+        for child in tracks.values():
+            parent = tracks.get(child[0].parent)
+            if not parent:
+                continue
+            at = {s.minute: s for s in parent}
+            apart = [math.hypot(s.row - at[s.minute].row, s.col - at[s.minute].col) for s in child if s.minute in at]
+            diverging += len(apart) > 10 and apart[-1] > apart[0] + 2.0
+    assert diverging >= 3
+    assert diverging < 0.3 * storms  # occasionally, not always
+
+
+def test_cells_cross_every_edge_of_the_sector(stepped):
+    all_four = 0
+    born_outside_moving_in = 0
+    for (rows, cols), seen in stepped.values():
+        crossed = {"north": 0, "south": 0, "west": 0, "east": 0}
+        for track in _tracks(seen).values():
+            r = np.array([s.row for s in track])
+            c = np.array([s.col for s in track])
+            crossed["north"] += bool(np.any(np.diff(np.sign(r)) != 0))
+            crossed["south"] += bool(np.any(np.diff(np.sign(rows - r)) != 0))
+            crossed["west"] += bool(np.any(np.diff(np.sign(c)) != 0))
+            crossed["east"] += bool(np.any(np.diff(np.sign(cols - c)) != 0))
+            outside = not (0 <= r[0] < rows and 0 <= c[0] < cols)
+            born_outside_moving_in += (
+                track[0].minute > 0 and outside and bool(np.any((r >= 0) & (r < rows) & (c >= 0) & (c < cols)))
+            )
+        all_four += all(crossed.values())
+        assert (rows, cols) == (500, 500)
+    assert all_four >= 2
+    assert born_outside_moving_in >= 5
+
+
+def test_steering_winds_run_from_near_stationary_to_fast_and_blow_from_every_side():
+    rng = np.random.default_rng(0)
+    winds = np.array([_steering_wind(rng) for _ in range(4000)])  # (row, col) px/min; 1 px/min = 33 m/s at nadir
+    speed = np.hypot(winds[:, 0], winds[:, 1])
+    assert speed.max() <= 1.0
+    assert 0.1 < (speed < 0.1).mean() < 0.2  # near-stationary: under 3.3 m/s
+    assert 0.15 < (speed > 0.6).mean() < 0.25  # fast: 20-33 m/s
+    assert (winds[:, 1] > 0).mean() > 0.6  # mostly from the west
+    toward = {"south": winds[:, 0] > speed / 2, "north": winds[:, 0] < -speed / 2,
+              "east": winds[:, 1] > speed / 2, "west": winds[:, 1] < -speed / 2}  # fmt: skip
+    assert all(m.mean() > 0.05 for m in toward.values())
+
+
+def test_glm_granules_of_an_intense_storm_pack_over_100_flashes_a_minute_within_8_px(tmp_path):
+    config = ScenarioConfig(out=tmp_path, sector="M1", start=START, minutes=1, seed=3)
+    world = _World(config)
+    storm = Cell(id=1, row=250.0, col=250.0, v_row=0.0, v_col=0.0, growth=20.0, mature=60.0, decay=30.0,
+                 t_min=190.0, r_max=30.0, rate_max=300.0, age=40.0, onset_k=235.0)  # fmt: skip
+    world.state.cells = [storm]
+    grid = sector_grid(config)
+    flashes = near = groups = events = 0
+    for i in range(3):  # one minute of granules
+        granule = read_product(world.write_granule(START + timedelta(seconds=20 * i)))
+        assert isinstance(granule, GlmGranule)
+        rows, cols = grid.rowcol(granule.flashes.lat, granule.flashes.lon, ellipsoid=LIGHTNING_ELLIPSOID)
+        flashes += rows.size
+        near += int(np.sum(np.hypot(rows - storm.row, cols - storm.col) <= 8.0))
+        groups, events = groups + len(granule.groups), events + len(granule.events)
+    assert flashes > 250  # 300 a minute expected
+    assert near / flashes > 0.9  # packed in the core
+    assert groups / flashes < 5.0  # intense storms make small flashes: modest groups and events per flash
+    assert events / flashes < 15.0
+
+
+def test_truth_names_the_kind_of_every_cell_and_the_storm_it_split_from(meso_scenario):
+    cells = [c for frame in _truth(meso_scenario) for c in frame["cells"]]
+    assert {c["kind"] for c in cells} == {"storm", "cumulus", "anvil"}
+    assert all(c["parent"] is None or isinstance(c["parent"], int) for c in cells)
+    assert all(c["flash_rate_per_min"] == 0 for c in cells if c["kind"] != "storm")
