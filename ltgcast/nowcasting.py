@@ -3,6 +3,16 @@
 The model is a version of the repository (``--model-base``, env
 ``LTGCAST_MODELS``, default ``models/repository``): the served version unless
 ``--version`` says otherwise.
+
+A temporal model (``ir_trend``) needs ``--previous``, the band-13 frame of the
+same satellite and sector 15 minutes (± 90 s) earlier on the same grid
+(:func:`serve.nowcast.previous_problem`). Without it, or with a frame that does
+not qualify, ``ltgcast nowcast`` refuses with the reason (exit 2): one frame
+asked for by hand is better refused than scored as if nothing changed. (The
+worker, which cannot refuse a live frame, scores it with ``ir_trend`` 0 and says
+so in the grid: :mod:`serve.worker.trend`.) ``ltgcast bench nowcast`` gives a
+temporal model the frame 15 minutes before the one it times, from the same
+simulated scenario.
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -74,21 +84,15 @@ def nowcast_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     target = args.tfserving or env.get("LTGCAST_TFSERVING") or DEFAULT_TFSERVING
     settings = ScorerSettings(args.backend, args.tile, target=target)
     scorer = get_scorer(version_path(base, args.name, args.version), settings)
-    previous = None
-    if "ir_trend" in scorer.feature_set.channels:
-        if not args.previous:
-            msg = f"--previous: model feature set {scorer.feature_set.key} needs the frame 15 minutes earlier"
-            raise ConfigError(msg)
-        before = read_product(args.previous)
-        if not isinstance(before, AbiImage) or before.band != image.band or before.grid.shape != image.grid.shape:
-            msg = f"--previous: {args.previous} must be a band-{image.band} frame on the same {image.grid.shape} grid"
-            raise ConfigError(msg)
-        previous = before.values
+    previous = _previous(args.previous, image, scorer.feature_set)
     result = nowcast_frame(image, flashes, scorer, previous)
+    extra: dict[str, Any] = {"filled": result.filled}
+    if previous is not None:
+        extra |= {"trend": "ok", "trend_from": Path(args.previous).name}
     meta = GridMeta(
         satellite=image.name.satellite, sector=image.name.sector or "F", scan_start=image.scan_start,
         valid_time=image.scan_start + HORIZON, model_name=scorer.name, model_version=scorer.version,
-        abi_file=image.name.name, glm_files=tuple(used), extra={"filled": result.filled},
+        abi_file=image.name.name, glm_files=tuple(used), extra=extra,
     )  # fmt: skip
     write_grid(Path(args.out), result.probability, image.grid, meta, encoding=args.encoding)
     p = result.probability
@@ -106,6 +110,28 @@ def nowcast_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
+def _previous(path: str | None, image: AbiImage, feature_set: Any) -> np.ndarray | None:
+    """Band 13 of ``--previous`` for a temporal model (``None`` for another); a clear refusal when it cannot be."""
+    from serve.nowcast import previous_problem
+
+    if not feature_set.temporal:
+        return None
+    window = f"{feature_set.window_minutes:g} minutes"
+    if not path:
+        msg = (f"--previous: the model's feature set {feature_set.key} has ir_trend and needs the band-13 frame "
+               f"{window} earlier (same satellite, sector and grid)")  # fmt: skip
+        raise ConfigError(msg)
+    before = read_product(path)
+    if not isinstance(before, AbiImage):
+        msg = f"--previous: {path} is not an ABI L1b/CMIP image"
+        raise ConfigError(msg)
+    problem = previous_problem(image, before, feature_set.window_minutes)
+    if problem:
+        msg = f"--previous: {problem}"
+        raise ConfigError(msg)
+    return before.values
+
+
 def bench_nowcast(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Time the worker path (featurize, score, write NetCDF) on a simulated frame; print and write JSON."""
     from serve.gridfile import GridMeta, write_grid
@@ -113,10 +139,15 @@ def bench_nowcast(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from serve.scoring import EmbeddedScorer, ScorerSettings
 
     began = time.perf_counter()
-    image, flashes, _ = simulated_inputs(args.sector, 0, args.seed)  # the scenario's own flashes only
-    sys.stdout.write(f"inputs ready in {time.perf_counter() - began:.1f} s: {image.values.shape}\n")
     path = version_path(Path(args.model_base or env.get("LTGCAST_MODELS") or DEFAULT_BASE), args.name, args.version)
     scorer = EmbeddedScorer(path, ScorerSettings("embedded", args.tile, args.threads))
+    if scorer.feature_set.temporal:  # the frame it times and the one 15 minutes before, from one scenario
+        image, flashes, before = simulated_pair(args.sector, args.seed, scorer.feature_set.window_minutes)
+        previous: np.ndarray | None = before.values
+    else:
+        image, flashes, _ = simulated_inputs(args.sector, 0, args.seed)  # the scenario's own flashes only
+        previous = None
+    sys.stdout.write(f"inputs ready in {time.perf_counter() - began:.1f} s: {image.values.shape}\n")
     meta = GridMeta(image.name.satellite, args.sector, image.scan_start, image.scan_start + HORIZON, scorer.name,
                     scorer.version, image.name.name)  # fmt: skip
     timings, parts = [], []
@@ -124,13 +155,13 @@ def bench_nowcast(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         out = Path(folder) / "grid.nc"
         for k in range(args.repeat + 1):  # the first is the warm-up (graph tracing), not counted
             t0 = time.perf_counter()
-            result = nowcast_frame(image, flashes, scorer)
+            result = nowcast_frame(image, flashes, scorer, previous)
             t1 = time.perf_counter()
             write_grid(out, result.probability, image.grid, meta)
             if k:
                 timings.append(time.perf_counter() - t0)
                 parts.append({**result.seconds, "write": time.perf_counter() - t1})
-    naive = _naive_seconds_per_pixel(path, image, flashes, args.sample)
+    naive = _naive_seconds_per_pixel(path, image, flashes, args.sample, previous)
     pixels = int(image.values.size)
     report: dict[str, Any] = {
         "benchmark": "nowcast",
@@ -158,14 +189,39 @@ def bench_nowcast(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
-def _naive_seconds_per_pixel(path: Path, image: AbiImage, flashes: Flashes, sample: int) -> float:
+def simulated_pair(sector: str, seed: int, window_minutes: float) -> tuple[AbiImage, Flashes, AbiImage]:
+    """The last band-13 frame of a simulated scenario, its flashes, and the frame ``window_minutes`` before it.
+
+    The scenario is :func:`ltgcast.benchmarks.simulated_inputs`'s (same start, seed, sector and 16 minutes), so
+    the frame timed is the same; a sector scanned every 10 minutes (F) has no such pair and is refused.
+    """
+    from ingest.synthetic import ScenarioConfig, simulate
+    from serve.nowcast import previous_problem
+
+    start = datetime(2024, 6, 15, 20, 0, tzinfo=UTC)
+    with tempfile.TemporaryDirectory() as folder:
+        paths = simulate(ScenarioConfig(out=Path(folder), sector=sector, start=start, minutes=16, seed=seed))
+        frames = [read_product(p) for p in sorted(p for p in paths if "_ABI-" in p.name)]
+        granules = [read_product(p) for p in paths if "_GLM-" in p.name]
+    images = [f for f in frames if isinstance(f, AbiImage)]
+    image = images[-1]
+    before = next((f for f in images if previous_problem(image, f, window_minutes) is None), None)
+    if before is None:
+        msg = f"bench nowcast: the simulated {sector} scenario has no frame {window_minutes:g} minutes before its last"
+        raise ConfigError(msg)
+    return image, Flashes.concat([g.flashes for g in granules if isinstance(g, GlmGranule)]), before
+
+
+def _naive_seconds_per_pixel(path: Path, image: AbiImage, flashes: Flashes, sample: int,
+                             previous: np.ndarray | None = None) -> float:  # fmt: skip
     """The ``patch`` scorer on ``sample`` random pixels (channels built once, as a kindness to it)."""
     from featurize.channels import model_input
     from featurize.examples import frame_channels
     from serve.scoring import PatchScorer
 
     scorer = PatchScorer(path)
-    channels = frame_channels(image.values, image.grid, flashes, image.scan_start.timestamp(), scorer.feature_set)
+    t = image.scan_start.timestamp()
+    channels = frame_channels(image.values, image.grid, flashes, t, scorer.feature_set, previous)
     stacked, _ = model_input(channels, scorer.feature_set)
     pixels = np.random.default_rng(0).integers(0, stacked.shape[:2], (sample, 2))
     scorer.score_pixels(stacked, pixels[:64])  # warm-up

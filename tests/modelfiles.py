@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -10,30 +11,64 @@ from models.repository import ModelRepository
 
 
 def export_version(
-    repo: ModelRepository, scratch: Path, *, seed: int, scale: float = 1.0, name: str = "lightning"
-) -> int:
+    repo: ModelRepository, scratch: Path, *, seed: int, scale: float = 1.0, name: str = "lightning",
+    feature_set: str = "ir-ltg/1", behaved: bool = False,
+) -> int:  # fmt: skip
     """Export a small combined model (width 4, random weights) as the next version of ``name``.
 
     ``scale`` is the calibration slope; NaN writes a version whose every output is NaN, which the gate must refuse.
+    ``feature_set`` chooses the channels: ``ir-ltg-trend/2`` gives a 3-channel model with ``ir_trend``.
+    ``behaved`` makes it a version the behavioural gate accepts (random weights do not pass it): the deep path
+    silenced and the wide path a logistic model of the coldest top and the most flashes in the core box, so the
+    seed still changes the trunk but not the answer.
     """
     import keras
     import tensorflow as tf
 
+    from featurize.channels import get_feature_set
+    from featurize.features import feature_names
     from models.architectures import build
     from models.calibration import calibrated
     from models.export import ServedModel, export
 
-    model = build("combined", ("ir", "ltg"), width=4, seed=seed)
+    channels = get_feature_set(feature_set).channels
+    model = build("combined", channels, width=4, seed=seed)
     for layer in model.layers:  # as tests/serve/conftest.py: spread the logits
         if isinstance(layer, keras.layers.Conv2D):
             layer.kernel.assign(layer.kernel * 3.0)
+    if behaved:
+        fs = get_feature_set(feature_set)
+        deep, wide = model.get_layer("deep"), model.get_layer("wide")
+        deep.kernel.assign(np.zeros(deep.kernel.shape, np.float32))
+        deep.bias.assign(np.array([-4.0], np.float32))
+        kernel = np.zeros(wide.kernel.shape, np.float32)
+        names = feature_names(channels)
+        kernel[..., names.index("ir_max_16"), 0] = 4.0
+        kernel[..., names.index("ltg_max_16"), 0] = 4.0 if fs.scaling == "raw" else 20.0
+        wide.kernel.assign(kernel)
     if np.isfinite(scale):
-        export(calibrated(model, scale, -1.0), scratch, channels=2)
+        export(calibrated(model, scale, -1.0), scratch, channels=len(channels))
     else:  # export() itself refuses a NaN model (its signatures "disagree by nan"): write it as a careless tool would
-        served = ServedModel(calibrated(model, scale, -1.0), 2)
+        served = ServedModel(calibrated(model, scale, -1.0), len(channels))
         tf.saved_model.save(served, str(scratch), signatures={"serving_default": served.dense, "patch": served.patch})
-    card = {"feature_set": "ir-ltg/1", "channels": ["ir", "ltg"], "halo": 32}
-    return repo.add(name, scratch, card, channels=2)
+    card = {"feature_set": feature_set, "channels": list(channels), "halo": 32}
+    return repo.add(name, scratch, card, channels=len(channels))
+
+
+_TREND_BASES: dict[Path, Path] = {}
+
+
+def trend_repository(tmp_path_factory: Any) -> Path:
+    """A model repository whose served ``lightning/1`` is a small 3-channel ``ir-ltg-trend/2`` model (made once per
+    test session, shared by the modules that ask: an export takes seconds)."""
+    session = Path(tmp_path_factory.getbasetemp())
+    if session not in _TREND_BASES:
+        base = Path(tmp_path_factory.mktemp("trend-repo"))
+        repo = ModelRepository(base)
+        version = export_version(repo, base / "scratch", seed=13, feature_set="ir-ltg-trend/2")
+        repo.promote("lightning", version, reason="test: a temporal model")
+        _TREND_BASES[session] = base
+    return _TREND_BASES[session]
 
 
 def frame(height: int = 90, width: int = 131, seed: int = 0) -> np.ndarray:

@@ -59,10 +59,22 @@ Each :meth:`NowcastWorker.step`:
    read are withdrawn. Beyond ``max_pending`` frames in hand the worker stops
    fetching (it still polls, so it stays in the group) until it catches up.
 
+Temporal models (``ir_trend``, stable or shadow) get the band-13 frame 15
+minutes before each frame on the same grid (:mod:`serve.worker.trend`): from
+the frames this worker read (kept per satellite and sector, 20 minutes and
+``trend_cache_mib`` at most), else from the file named by that frame's event;
+while such a model is served the worker reads the frame topic whole for those
+events (a broadcast reader beside its group subscription: the predecessor of a
+frame is usually on another partition) and a frame also waits for that reader
+to catch up. Without a predecessor the frame is scored with ``ir_trend`` 0
+("no change"), never dead-lettered; its grid says ``"trend": "missing"``.
+
 Memory is bounded for a run of months: the GLM index and the set of scored
 frames keep ``glm_lookback_s`` behind the clock (with no age limit, a replay:
 two hours behind the newest granule), the flash cache ``flash_cache`` granules,
-the recent grid events 1000, verification ``max_awaiting`` grids.
+the recent grid events 1000, verification ``max_awaiting`` grids, the previous
+frames of temporal models ``trend_cache_mib`` and 20 minutes per sector, the frame
+events indexed for them 1024 per sector and ``glm_lookback_s``.
 
 Models: one :class:`~serve.hotswap.ServingModels` snapshot per frame, so a
 hot-swap lands between two frames and a grid is never made by two versions.
@@ -81,7 +93,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from featurize.examples import LabelRule
-from ingest.bus import Bus, Message, TopicPartition
+from ingest.bus import Bus, Message, Reader, TopicPartition
 from ingest.clock import FUTURE_TOLERANCE_S, Clock, too_far_ahead
 from ingest.errors import LtgcastError, RebalancedError
 from ingest.events import (
@@ -109,6 +121,7 @@ from serve.worker.glm import GlmIndex
 from serve.worker.ledger import OffsetLedger
 from serve.worker.sinks import GridSink, SinkFeed
 from serve.worker.step import FrameFailed, Scored, ScoringStep
+from serve.worker.trend import PreviousFrames
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +154,7 @@ class WorkerSettings:
     max_pending: int = 256  # frames in hand beyond which fetching pauses
     poll_records: int = 20  # frame messages per poll
     flash_cache: int = 400  # granules whose flashes stay in memory
+    trend_cache_mib: float = 256.0  # band-13 frames kept for temporal models' ir_trend (20 min per sector at most)
 
     def lookback_s(self) -> float:
         """Seconds of GLM topic read at start: the oldest frame scored needs its 15-minute window, plus margin."""
@@ -208,7 +222,9 @@ class NowcastWorker:
         self.shadow_store = shadow_store or FileGridStore(store.root / "shadow", now=store.now,
                                                           future_tolerance_s=store.future_tolerance_s)  # fmt: skip
         self.glm = GlmIndex(read, s.flash_cache, now=clock.now, future_tolerance_s=s.future_tolerance_s)
-        self.scoring = ScoringStep(store, self.glm, read, clock.monotonic, horizon=s.horizon, encoding=s.encoding)
+        previous = PreviousFrames(read, max_bytes=int(s.trend_cache_mib * 2**20))
+        self.scoring = ScoringStep(store, self.glm, read, clock.monotonic, horizon=s.horizon, encoding=s.encoding,
+                                   previous=previous)  # fmt: skip
         self.verification = VerificationQueue(self.glm, clock, window=s.verify_window, max_awaiting=s.max_awaiting,
                                               deadline_s=s.verify_deadline_s)  # fmt: skip
         self.drift = DriftQueue(drift or DriftMonitor(), clock)
@@ -220,6 +236,7 @@ class NowcastWorker:
         self._dropped: set[TopicPartition] = set()  # partitions let go after a rebalance (re-read if given back)
         self.subscription = bus.subscribe([FRAMES_TOPIC], s.group, listener=self)
         self.glm_reader = bus.broadcast(GLM_TOPIC, lookback_s=s.lookback_s())
+        self.frames_reader: Reader | None = None  # the frame topic whole, while a temporal model is served
         self.pending: list[_Pending] = []
         self.unannounced: list[_Unannounced] = []
         self.scored: dict[tuple[str, str, datetime], datetime] = {}  # frame key -> when it was scored
@@ -251,7 +268,7 @@ class NowcastWorker:
     # -- one step ---------------------------------------------------------------------------------------------------
     def step(self, timeout_s: float | None = None) -> int:
         """Poll once, handle what came and what is ready; return the number of frame and GLM messages received."""
-        received = self._read_glm()
+        received = self._read_glm() + self._read_frame_index()
         poll_s = self.settings.poll_timeout_s if timeout_s is None else timeout_s
         messages = self.subscription.poll(poll_s if not received else 0.0, self.settings.poll_records)
         rewound = self._release_revoked()
@@ -287,6 +304,8 @@ class NowcastWorker:
             self.subscription.close()
         finally:
             self.glm_reader.close()
+            if self.frames_reader is not None:
+                self.frames_reader.close()
             self.drift.close()
             for feed in self.sinks:
                 feed.close()
@@ -333,6 +352,39 @@ class NowcastWorker:
             monitoring.GLM_RECEIVED.labels(event.satellite).inc()
             self.verification.glm_arrived()
 
+    # -- the frame index of temporal models ----------------------------------------------------------------------
+    def _read_frame_index(self, rounds: int = 20) -> int:
+        """While a temporal model is served: what is new on the frame topic (every partition) into the frame index.
+
+        The index names the file of a frame's predecessor when this worker did not score it (another partition,
+        another worker, or before a restart). Opened when a temporal model comes, closed when none is left.
+        """
+        models = self.models.current()
+        if not any(_temporal(m) for m in (models.stable, models.shadow)):
+            if self.frames_reader is not None:
+                self.frames_reader.close()
+                self.frames_reader = None
+            return 0
+        if self.frames_reader is None:
+            self.frames_reader = self.bus.broadcast(FRAMES_TOPIC, lookback_s=self.settings.lookback_s())
+        received = 0
+        for _ in range(rounds):
+            messages = self.frames_reader.poll(0.0, 500)
+            for message in messages:
+                self._index_frame(message)
+            received += len(messages)
+            if len(messages) < 500:
+                break
+        return received
+
+    def _index_frame(self, message: Message) -> None:
+        try:
+            event = FrameEvent.from_json(message.value)
+        except Exception:  # its partition's owner dead-letters it; here it names no frame
+            return
+        if not event.is_glm and event.band == IR_BAND and event.sector in self.settings.sectors:
+            self.scoring.previous.index.add(event)
+
     # -- frames ----------------------------------------------------------------------------------------------------
     def _done(self, message: Message, outcome: str, sector: str | None = None) -> None:
         self.outcomes[outcome] += 1
@@ -377,6 +429,7 @@ class NowcastWorker:
         s, start, sector = self.settings, event.start, str(event.sector)
         if event.band == IR_BAND and event.sector in s.sectors:
             record_age(sector, "ingest", start, parse_utc(event.ingest_time))
+            self.scoring.previous.index.add(event)  # a predecessor for the frames 15 minutes later (ir_trend)
         if event.band != IR_BAND:
             self._done(message, "other_band", sector)
         elif event.sector not in s.sectors:
@@ -429,7 +482,7 @@ class NowcastWorker:
     def _score_ready(self, *, force: bool = False) -> None:
         """Score ready frames in scan order, within ``step_budget_s`` (every waiting frame with ``force``)."""
         now, began = self.clock.now(), self.clock.monotonic()
-        caught_up = self.glm_reader.caught_up()
+        caught_up = self.glm_reader.caught_up() and (self.frames_reader is None or self.frames_reader.caught_up())
         for frame in sorted(self.pending, key=lambda f: f.scan_start):
             if not force and self.clock.monotonic() - began > self.settings.step_budget_s:
                 break
@@ -500,7 +553,10 @@ class NowcastWorker:
         for feed in self.sinks:
             feed.put(scored.path, result.probability, scored.image.grid, meta)
         card = getattr(models.stable, "card", {})
-        self.drift.submit(meta, card, result.channels, scene_of(scored.image.grid))
+        channels = result.channels
+        if scored.trend_missing:  # ir_trend 0 everywhere stands for "no predecessor", not for the weather
+            channels = {name: c for name, c in channels.items() if name != "ir_trend"}
+        self.drift.submit(meta, card, channels, scene_of(scored.image.grid))
         if self.settings.verify:
             self.verification.add(Awaiting(meta.satellite, meta.sector, frame.scan_start, frame.arrived,
                                            scored.image.grid, result.probability,
@@ -598,6 +654,7 @@ class NowcastWorker:
                 return
             horizon = newest - REPLAY_GLM_KEEP
         self.glm.prune(horizon)
+        self.scoring.previous.index.prune(horizon)
         self.scored = {k: v for k, v in self.scored.items() if v >= horizon}
 
     def _backpressure(self) -> None:
@@ -618,3 +675,8 @@ class NowcastWorker:
                 return
             self._paused = pause
             log.info("worker: %s fetching frames (%d in hand)", "paused" if pause else "resumed", held)
+
+
+def _temporal(scorer: Scorer | None) -> bool:
+    """Whether ``scorer``'s feature set needs the previous frame (``ir_trend``)."""
+    return bool(getattr(getattr(scorer, "feature_set", None), "temporal", False))

@@ -222,7 +222,7 @@ def test_hot_swap_while_frames_flow_and_a_nan_version_is_refused(scenario: list[
         drop(glm(scenario), spool)
         drop(frames[-8:-5], spool)
         until(lambda: len(service.worker.grids) >= 3, "three grids from version 1")
-        assert export_version(repo, tmp_path / "v2", seed=21) == 2  # appears while the service runs
+        assert export_version(repo, tmp_path / "v2", seed=21, behaved=True) == 2  # appears while the service runs
         drop(frames[-5:-3], spool)  # frames keep flowing while version 2 is vetted
         until(lambda: service.models.current().stable.version == 2, "the swap to version 2")
         drop(frames[-3:-1], spool)
@@ -296,3 +296,96 @@ def test_the_admin_endpoint_refuses_a_bad_token_and_an_unknown_version(running: 
     assert cli_on_service(running, "t0ken", ["promote", "--version", "7"]) == 1
     assert "(HTTP 409)" in capsys.readouterr().err
     assert running.models.current().stable.version == 1
+
+
+# -- a temporal model (ir_trend) served end to end ---------------------------------------------------------------
+
+TREND_SOURCE = "sim:?sector=M1&start=2024-06-15T20:00Z&minutes=17&seed=6"  # frames 14-16 have a predecessor
+
+
+def run_until_idle(tmp: Path, **changes: Any) -> Service:
+    """``ltgcast run`` on the simulated replay until it has scored everything and stopped by itself."""
+    spool = tmp / "spool"
+    spool.mkdir()
+    service = Service(settings(tmp, spool, source=TREND_SOURCE, exit_when_idle=True, glm_deadline_s=0.5,
+                               **changes)).start()  # fmt: skip
+    try:
+        until(service.stop_event.is_set, "the replay to be scored", limit_s=300)
+    finally:
+        service.stop()
+    return service
+
+
+@pytest.fixture(scope="module")
+def trend_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Service, Path]:
+    from tests.modelfiles import trend_repository
+
+    base = trend_repository(tmp_path_factory)
+    return run_until_idle(tmp_path_factory.mktemp("trend-run"), model_base=base), base
+
+
+def provenance(path: Path) -> dict[str, Any]:
+    from serve.gridfile import read_grid
+
+    return dict(json.loads(read_grid(path)[1]["provenance"]))
+
+
+@pytest.mark.slow
+def test_a_temporal_model_is_served_with_its_trend_and_no_frame_dead_lettered(trend_run: tuple[Service, Path]) -> None:
+    from featurize.examples import Flashes
+    from ingest.abi import AbiImage
+    from ingest.events import DEADLETTER_TOPIC
+    from ingest.glm import GlmGranule
+    from ingest.readers import read_product
+    from serve.gridfile import read_grid
+    from serve.nowcast import nowcast_frame
+    from serve.scoring import EmbeddedScorer
+
+    service, base = trend_run
+    outcomes = service.worker.outcomes  # frames 0-13 wait for their GLM deadline: some may be scored after later ones
+    assert outcomes["scored"] + outcomes["scored_out_of_order"] == 17
+    assert (outcomes["failed"], service.worker_errors) == (0, 0)
+    assert service.bus.messages(DEADLETTER_TOPIC) == []
+    grids = service.store.grids("M1")
+    trends = [provenance(g.path) for g in grids]
+    assert [t["trend"] for t in trends] == ["missing"] * 14 + ["ok"] * 3  # a new in-process bus: no frame before
+    files = sorted((service.settings.state / "cache" / "sim").glob("*/*.nc"))
+    frames = [p for p in files if "_ABI-" in p.name]
+    assert [t["trend_from"] for t in trends[14:]] == [frames[0].name, frames[0].name, frames[1].name]
+    scorer = EmbeddedScorer(base / "lightning" / "1")
+    flashes = Flashes.concat([g.flashes for p in files if "_GLM-" in p.name
+                              if isinstance(g := read_product(p), GlmGranule)])  # fmt: skip
+    for k, before in ((15, 0), (16, 1)):
+        now, previous = read_product(frames[k]), read_product(frames[before])
+        assert isinstance(now, AbiImage)
+        assert isinstance(previous, AbiImage)
+        with_trend = nowcast_frame(now, flashes, scorer, previous.values)
+        assert float(np.nanmax(np.abs(with_trend.channels["ir_trend"]))) > 0.5  # the tops cooled and warmed
+        stored, _ = read_grid(grids[k].path)
+        np.testing.assert_allclose(stored, with_trend.probability, atol=0.006, equal_nan=True)
+        without = nowcast_frame(now, flashes, scorer, now.values).probability  # what a missing trend gives
+        assert float(np.nanmax(np.abs(stored - without))) > 0.01
+
+
+@pytest.mark.slow
+def test_a_temporal_model_through_tfserving_gives_the_embedded_grids(trend_run: tuple[Service, Path],
+                                                                    tmp_path: Path) -> None:  # fmt: skip
+    from ingest.events import DEADLETTER_TOPIC
+    from serve.gridfile import read_grid
+    from serve.tfs_standin import serve
+
+    local, base = trend_run
+    standin = serve(base, 0, 0)  # TF Serving's protocol over gRPC, the 3-channel model behind it
+    try:
+        remote = run_until_idle(tmp_path, model_base=base, backend="tfserving",
+                                tfserving=f"127.0.0.1:{standin.grpc_port}")  # fmt: skip
+    finally:
+        standin.stop()
+    outcomes = remote.worker.outcomes
+    assert (outcomes["scored"] + outcomes["scored_out_of_order"], outcomes["failed"]) == (17, 0)
+    assert remote.bus.messages(DEADLETTER_TOPIC) == []
+    served, embedded = remote.store.grids("M1"), local.store.grids("M1")
+    assert [g.grid_id for g in served] == [g.grid_id for g in embedded]
+    assert [provenance(g.path)["trend"] for g in served] == ["missing"] * 14 + ["ok"] * 3
+    for a, b in zip(embedded, served, strict=True):
+        np.testing.assert_array_equal(read_grid(a.path)[0], read_grid(b.path)[0])

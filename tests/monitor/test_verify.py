@@ -124,3 +124,58 @@ def test_a_grid_whose_glm_never_completes_is_given_up_and_counted(scenario: list
     worker.step(timeout_s=0)
     assert worker.awaiting == []
     assert gauge("ltgcast_live_unverified_grids_total", sector="M1", reason="glm_incomplete") == before + 1
+
+
+@pytest.mark.slow
+def test_live_verification_of_a_temporal_model_scores_the_grids_it_made(
+    scenario: list[Path], tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Live verification labels the stored grids, whatever their inputs: those of a trend model too, with and
+    without the previous frame (frames 0-5 have none, 15-20 have frames 0-5)."""
+    import json
+
+    from serve.gridfile import read_grid
+    from tests.modelfiles import trend_repository
+
+    abi = sorted(p for p in scenario if "_ABI-" in p.name)
+    frames = abi[:6] + abi[15:21]
+    granules = sorted(p for p in scenario if "_GLM-" in p.name)
+    bus = InProcessBus()
+    for path in granules + frames:
+        event = FrameEvent.of(parse_filename(path), uri=str(path), source_uri=str(path), size=path.stat().st_size,
+                              ingest_time=START + timedelta(minutes=53))  # fmt: skip
+        bus.publish(FRAMES_TOPIC, event.key, event.to_json())
+    scorer = EmbeddedScorer(trend_repository(tmp_path_factory) / "lightning" / "1")
+    store = FileGridStore(tmp_path / "grids")
+    worker = NowcastWorker(bus, scorer, store, FakeClock(START + timedelta(minutes=55)),
+                           WorkerSettings(glm_deadline_s=0, verify_window=100))  # fmt: skip
+    verified = gauge("ltgcast_live_verified_grids_total", sector="M1") or 0.0
+    while worker.step(timeout_s=0):
+        pass
+    worker.close()
+    assert (worker.outcomes["scored"], worker.outcomes["failed"]) == (12, 0)
+    assert not worker.awaiting
+    assert gauge("ltgcast_live_verified_grids_total", sector="M1") == verified + 12
+    trends = [json.loads(read_grid(g.path)[1]["provenance"])["trend"] for g in store.grids("M1")]
+    assert trends == ["missing"] * 6 + ["ok"] * 6
+
+    flashes = Flashes.concat([g.flashes for g in map(read_product, granules) if isinstance(g, GlmGranule)])
+    images = [read_product(path) for path in frames]
+    probabilities, labels = [], []
+    for k, image in enumerate(images):
+        assert isinstance(image, AbiImage)
+        before = images[k - 6] if k >= 6 else image  # the policy without a predecessor: the frame itself
+        assert isinstance(before, AbiImage)
+        p = nowcast_frame(image, flashes, scorer, before.values).probability
+        pixels = flash_pixels(image.grid, flashes.lat, flashes.lon, margin=16)
+        y = label_grid(pixels.rows, pixels.cols, flashes.time[pixels.index], image.scan_start.timestamp(),
+                       image.grid.shape, window_s=1800.0, box=16)  # fmt: skip
+        ok = np.isfinite(p)
+        probabilities.append(p[ok])
+        labels.append(y[ok])
+    p, y = np.concatenate(probabilities), np.concatenate(labels)
+    assert y.sum() > 1000
+    assert gauge("ltgcast_live_brier", sector="M1") == pytest.approx(brier(p, y), rel=1e-6)
+    for threshold in ("0.25", "0.50"):
+        offline = contingency(p, y, float(threshold))
+        assert gauge("ltgcast_live_csi", sector="M1", threshold=threshold) == pytest.approx(offline["csi"], rel=1e-9)

@@ -431,7 +431,7 @@ def test_real_versions_a_good_one_is_swapped_in_and_a_nan_one_rejected(model_bas
     first = slot.current().stable
     assert (first.version, slot.check()) == (1, [])
 
-    assert export_version(repo, tmp_path / "v2", seed=12) == 2
+    assert export_version(repo, tmp_path / "v2", seed=12, behaved=True) == 2
     assert export_version(repo, tmp_path / "v3", seed=13, scale=float("nan")) == 3
     swapped, rejected = slot.check()
     assert swapped == SwapEvent(2, "swapped", previous=1)

@@ -188,3 +188,31 @@ def test_the_lag_gauge_reads_the_brokers(bus: Bus, model_base: Path, scenario: l
     left = [FrameEvent.from_json(m.value) for m in again.poll(3.0, 500)]
     again.close()
     assert left == []
+
+
+def test_workers_of_a_temporal_model_find_each_frames_predecessor_on_any_partition(
+    bus: Bus, scenario: list[Path], tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The frame 15 minutes before is 15 slots back: another partition, often the other worker's. Each worker
+    reads the frame topic whole and reads the predecessor's file; nobody scores without the trend."""
+    import json
+
+    from serve.gridfile import read_grid
+    from tests.modelfiles import trend_repository
+
+    base = trend_repository(tmp_path_factory)
+    abi = frames_of(scenario, 24)
+    predecessors, frames = abi[1:9], abi[16:]  # the predecessors' GLM windows are incomplete: they never score
+    pair = [worker(bus, base, tmp_path / "grids") for _ in range(2)]
+    run_until(pair, lambda: [len(w.assignment) for w in pair] == [6, 6])
+    announce(bus, granules_of(scenario) + predecessors + frames, tmp_path / "spool")
+    run_until(pair, lambda: scored(*pair) >= 8)
+    for w in pair:
+        w.close()
+    assert [len(w.scoring.previous.index) for w in pair] == [16, 16]  # every partition's frames, in each worker
+    assert sum(w.scoring.previous.reads for w in pair) == 8
+    events = sorted(grid_events(bus), key=lambda e: e.scan_start)  # (the store hides grids of 2030 from today's clock)
+    assert [e.frame for e in events] == [p.name for p in frames]
+    trends = [json.loads(read_grid(Path(e.uri))[1]["provenance"]) for e in events]
+    assert [t["trend"] for t in trends] == ["ok"] * 8
+    assert [t["trend_from"] for t in trends] == [p.name for p in predecessors]
