@@ -26,7 +26,7 @@ run: install
 	$(BIN)/ltgcast run --source s3://noaa-goes19 --sectors C
 
 ## The synthetic scenario, offline: 30 minutes of a mesoscale sector, a summary of the last frames, the last
-## frame scored once into var/demo/grid.nc, then the whole service (`ltgcast run`) on the same scenario
+## frame scored once into var/demo/grid.nc (with the frame 15 min before it, for the trend), then the whole service (`ltgcast run`) on the same scenario
 ## replayed 30 times faster than real time: grids in var/demo/grids, viewer on http://127.0.0.1:8080/
 ## (Ctrl-C stops it; DEMO_RUN_ARGS=--exit-when-idle stops it once the replay is scored).
 DEMO_RUN_ARGS ?=
@@ -34,7 +34,7 @@ demo: install
 	$(BIN)/ltgcast simulate --out $(DEMO_DIR) --sector M1 --start 2024-06-15T18:00Z --minutes 30 --seed 1
 	$(BIN)/ltgcast inspect $(DEMO_DIR)/OR_ABI-*.nc | tail -n 3
 	$(BIN)/ltgcast nowcast --ir "$$(ls $(DEMO_DIR)/OR_ABI-*.nc | tail -n 1)" --glm $(DEMO_DIR)/OR_GLM-*.nc \
-		--out $(DEMO_DIR)/grid.nc
+		--previous "$$(ls $(DEMO_DIR)/OR_ABI-*.nc | tail -n 16 | head -n 1)" --out $(DEMO_DIR)/grid.nc
 	$(BIN)/ltgcast run --source 'sim:?sector=M1&start=2024-06-15T18:00Z&minutes=30&seed=1&speed=30' \
 		--sectors M1 --max-age-minutes 0 --glm-deadline 5 --store $(DEMO_DIR)/grids --state $(DEMO_DIR)/run \
 		$(DEMO_RUN_ARGS)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
 import statistics
@@ -38,6 +39,8 @@ from ingest.errors import ConfigError
 from ingest.glm import GlmGranule
 from ingest.readers import read_product
 from ltgcast.benchmarks import simulated_inputs
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BASE = "models/repository"
 HORIZON = timedelta(minutes=30)
@@ -88,7 +91,8 @@ def nowcast_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     result = nowcast_frame(image, flashes, scorer, previous)
     extra: dict[str, Any] = {"filled": result.filled}
     if previous is not None:
-        extra |= {"trend": "ok", "trend_from": Path(args.previous).name}
+        given = {"trend": "ok", "trend_from": Path(args.previous).name} if args.previous else None
+        extra |= given or {"trend": "missing", "trend_missing": "not_given"}
     meta = GridMeta(
         satellite=image.name.satellite, sector=image.name.sector or "F", scan_start=image.scan_start,
         valid_time=image.scan_start + HORIZON, model_name=scorer.name, model_version=scorer.version,
@@ -104,6 +108,7 @@ def nowcast_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         "pixels_at_least_25pct": int(np.sum(p >= 0.25)),
         "missing_pixels": int(np.sum(~np.isfinite(p))),
         "flashes": int(flashes.time.size),
+        "trend": extra.get("trend"),
         "seconds": result.seconds,
     }
     sys.stdout.write(json.dumps(summary) + "\n")
@@ -111,16 +116,21 @@ def nowcast_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _previous(path: str | None, image: AbiImage, feature_set: Any) -> np.ndarray | None:
-    """Band 13 of ``--previous`` for a temporal model (``None`` for another); a clear refusal when it cannot be."""
+    """Band 13 of ``--previous`` for a temporal model (``None`` for another); a clear refusal when it cannot be.
+
+    Without ``--previous`` a temporal model is scored with the frame itself as its predecessor (``ir_trend`` 0,
+    no change), as the worker does when it has none, with a warning and ``trend: missing`` in the grid.
+    """
     from serve.nowcast import previous_problem
 
     if not feature_set.temporal:
         return None
     window = f"{feature_set.window_minutes:g} minutes"
-    if not path:
-        msg = (f"--previous: the model's feature set {feature_set.key} has ir_trend and needs the band-13 frame "
-               f"{window} earlier (same satellite, sector and grid)")  # fmt: skip
-        raise ConfigError(msg)
+    if not path:  # the worker's policy: score with no change (ir_trend 0) and say so, in the grid and here
+        log.warning("the model's feature set %s has ir_trend and no --previous (the band-13 frame %s earlier, same "
+                    "satellite, sector and grid) was given: scored with no change, the grid says trend missing",
+                    feature_set.key, window)  # fmt: skip
+        return image.values
     before = read_product(path)
     if not isinstance(before, AbiImage):
         msg = f"--previous: {path} is not an ABI L1b/CMIP image"

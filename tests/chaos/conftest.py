@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ingest.synthetic import ScenarioConfig, simulate
-from tests.chaos.harness import ROOT, Feed, dump, reference_grids
+from tests.chaos.harness import ROOT, Feed, dump, reference_grids, served_version
 
 REPORT = ROOT / "var" / "chaos" / "report.json"
 ROWS: list[dict[str, Any]] = []
@@ -35,7 +35,7 @@ def feed(tmp_path_factory: pytest.TempPathFactory) -> Feed:
     frames = sorted(p for p in meso if "_ABI-" in p.name)[-MESO_FRAMES:]
     frames += sorted(p for p in conus if "_ABI-" in p.name)[-CONUS_FRAMES:]
     frames = sorted(frames, key=lambda p: p.name.split("_s")[1])
-    model = ROOT / "models" / "repository" / "lightning" / "1"
+    model = ROOT / "models" / "repository" / "lightning" / str(served_version())
     return Feed(granules, tuple(frames), reference_grids(frames, granules, model))
 
 

@@ -369,26 +369,37 @@ class Cluster:
         return "\n".join(parts)
 
 
+def served_version(name: str = "lightning") -> int:
+    """The version of the committed repository that ``ltgcast run`` serves by default (its ``serving.json``)."""
+    state = json.loads((ROOT / "models" / "repository" / name / "serving.json").read_text(encoding="utf-8"))
+    return int(state["current"])
+
+
 def reference_grids(frames: Iterable[Path], granules: Iterable[Path], model: Path) -> dict[str, np.ndarray]:
     """Each frame scored here with every granule of its window, packed as the store packs it."""
     from featurize.examples import Flashes
     from ingest.abi import AbiImage
     from ingest.glm import GlmGranule
     from ingest.readers import read_product
-    from serve.nowcast import nowcast_frame
+    from serve.nowcast import nowcast_frame, previous_problem
     from serve.scoring import EmbeddedScorer
 
     scorer = EmbeddedScorer(model)
     flashes = {p.name: g.flashes for p in granules if isinstance(g := read_product(p), GlmGranule)}
     spans = {name: parse_filename(Path(name)) for name in flashes}
+    images = [read_product(frame) for frame in frames]
     out = {}
-    for frame in frames:
-        image = read_product(frame)
+    for frame, image in zip(frames, images, strict=True):
         assert isinstance(image, AbiImage)
         lo, hi = image.scan_start - WINDOW, image.scan_start
         chosen = sorted((n for n, s in spans.items() if s.satellite == image.name.satellite
                          and s.scan_end > lo and s.scan_start < hi), key=lambda n: spans[n].scan_start)  # fmt: skip
-        result = nowcast_frame(image, Flashes.concat([flashes[n] for n in chosen]), scorer)
+        previous = None
+        if scorer.feature_set.temporal:  # the worker's policy: a fed predecessor 15 min before, else no change
+            window = scorer.feature_set.window_minutes
+            found = [b for b in images if isinstance(b, AbiImage) and previous_problem(image, b, window) is None]
+            previous = found[0].values if found else image.values
+        result = nowcast_frame(image, Flashes.concat([flashes[n] for n in chosen]), scorer, previous)
         out[frame.name] = pack_percent(result.probability)
     return out
 

@@ -23,7 +23,7 @@ import pytest
 from ingest.bus import get_bus
 from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GLM_TOPIC, GRIDS_TOPIC, FrameEvent
 from ingest.filenames import format_goes_time, parse_filename
-from tests.chaos.harness import ROOT, Account, Cluster, Feed, service_pid, services_script, wait_until
+from tests.chaos.harness import ROOT, Account, Cluster, Feed, served_version, service_pid, services_script, wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
@@ -192,7 +192,7 @@ def test_store_unwritable_for_one_frame(cluster: Cluster, feed: Feed, report: li
     start(cluster)
     victim = next(f for f in feed.frames if "RadM1" in f.name and f.name > feed.frames[len(feed.frames) // 2].name)
     name = parse_filename(victim)
-    grid_id = f"{name.satellite}_{name.sector}_{name.scan_start:%Y%m%dT%H%M%S}Z_lightning-v1"
+    grid_id = f"{name.satellite}_{name.sector}_{name.scan_start:%Y%m%dT%H%M%S}Z_lightning-v{served_version()}"
     blocker = cluster.store / str(name.sector) / f"{name.scan_start:%Y-%m-%d}" / f"{grid_id}.nc"
     blocker.mkdir(parents=True)  # a directory where the grid's file must go: the rename into place fails
     cluster.feed(feed.steps(), PACE_S)

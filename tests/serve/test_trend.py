@@ -301,7 +301,7 @@ def test_the_shadow_gets_the_previous_frame_whichever_of_the_two_is_temporal(
 
 
 @pytest.mark.slow
-def test_nowcast_takes_previous_for_a_temporal_model_and_refuses_without_it(
+def test_nowcast_takes_previous_for_a_temporal_model_goes_on_without_it_and_refuses_a_wrong_one(
     scenario: list[Path], trend_base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from ltgcast.cli import main
@@ -317,11 +317,16 @@ def test_nowcast_takes_previous_for_a_temporal_model_and_refuses_without_it(
     expected = nowcast_frame(image(frames[15]), all_flashes(scenario), scorer, image(frames[0]).values)
     np.testing.assert_allclose(stored, expected.probability, atol=1e-6, equal_nan=True)
     capsys.readouterr()
-    assert main([*base, "--out", str(tmp_path / "none.nc")]) == 2
-    assert "--previous: the model's feature set ir-ltg-trend/2 has ir_trend" in capsys.readouterr().err
+    # without --previous: the worker's policy, no change (ir_trend 0), said in the grid and in the summary
+    assert main([*base, "--out", str(tmp_path / "none.nc")]) == 0
+    assert json.loads(capsys.readouterr().out)["trend"] == "missing"
+    unchanged, attrs = read_grid(tmp_path / "none.nc")
+    assert json.loads(attrs["provenance"])["trend_missing"] == "not_given"
+    same = nowcast_frame(image(frames[15]), all_flashes(scenario), scorer, image(frames[15]).values)
+    np.testing.assert_allclose(unchanged, same.probability, atol=1e-6, equal_nan=True)
+    # a --previous that is not the frame 15 minutes earlier is refused, naming why
     assert main([*base, "--previous", str(frames[3]), "--out", str(tmp_path / "wrong.nc")]) == 2
     assert "starts 12.0 min before the frame; ir_trend needs 15 min ± 90 s" in capsys.readouterr().err
-    assert not (tmp_path / "none.nc").exists()
     assert not (tmp_path / "wrong.nc").exists()
 
 
