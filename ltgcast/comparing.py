@@ -12,9 +12,12 @@ is read once and every forecast builds its own input from it:
   (:func:`featurize.channels.with_halo`) and runs the SavedModel's
   ``serving_default`` signature (``tile [1, H + 64, W + 64, C]`` →
   ``probability [1, H, W]``);
-* **climatology**: one probability everywhere, the training base rate of the
-  first model card that records one (``evaluation.base_rate``), else the pooled
-  base rate of the held-out frames themselves (the JSON says which);
+* **climatology**: one probability everywhere: with ``--logistic-data``, the
+  weighted base rate of that dataset's training split (the data the new models
+  learnt from); else the training base rate of the first model card that
+  records one (``evaluation.base_rate``); else the pooled base rate of the
+  held-out frames themselves (the JSON says which). It is also the reference
+  of every Brier skill score;
 * **persistence**: 1 where the 16×16 box around the pixel held a GLM flash in
   the 15 min before the frame (``ltg_max_16 > 0`` of
   :func:`featurize.features.dense_features` on the raw flash counts, so it does
@@ -28,8 +31,10 @@ Frames (the band-13 frames of ``[start, end)``, thinned to ``--every-minutes``)
 are walked as ``ltgcast evaluate --lead-archive`` walks them
 (:mod:`ltgcast.leadtimes`). A frame is scored when the GLM granules of its
 satellite cover the 15 min before it and the 30 min after it (the label
-window; so the last scored frame starts 30 min before ``--end``); frames of the
-last 30 min still count for storm lead times. Pixels whose band 13 is NaN are
+window; so the last scored frame starts 30 min before the end of the GLM
+record); frames without the 30 min after them still count for storm lead
+times. An onset counts only if GLM covered its whole quiet hour (the first
+storms of a held-out day, with no record before them, are not onsets). Pixels whose band 13 is NaN are
 left out. A frame that one forecast cannot use (no frame 15 min earlier for
 ``ir_trend``, an unreadable file, GLM gaps) is left out for all of them and
 counted by reason, so every forecast is scored on the same pixels.
@@ -53,7 +58,7 @@ from bisect import bisect_left, bisect_right
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +216,9 @@ def _logistic(data: Path) -> Contender:
         raise ConfigError(msg)
     names = list(train["feature_names"])
     linear = dense_forecasts({}, fit_logistic(train), names, feature_set)["logistic"]
-    about = {"kind": "baseline", "data": str(data), "feature_set": feature_set.key, "features": names}
+    rate = float(np.sum(train["weight"] * train["label"]) / np.sum(train["weight"]))  # as models.evaluate's climatology
+    about = {"kind": "baseline", "data": str(data), "feature_set": feature_set.key, "features": names,
+             "train_base_rate": rate}  # fmt: skip
 
     def forecast(scene: Scene) -> NDArray[Any]:
         return np.asarray(linear(scene.channels(feature_set)))
@@ -289,6 +296,15 @@ class _Glm:
             raise _Skip(SKIP_COVERAGE)
         if np.any(np.abs(self.subpoints[near] - lon_0) > 0.5):
             raise _Skip(SKIP_ORBIT)
+
+    def watched(self, lo: float, hi: float) -> bool:
+        """Whether readable granules cover ``[lo, hi]`` (s since 1970): a quiet hour that was observed."""
+        from ingest.glm import MIN_COVERAGE, span_coverage
+
+        near = (self.ends >= lo) & (self.starts <= hi)
+        spans = [self.spans[i] for i in np.flatnonzero(near)]
+        begin, end = datetime.fromtimestamp(lo, UTC), datetime.fromtimestamp(hi, UTC)
+        return span_coverage(spans, begin, end) >= MIN_COVERAGE
 
     def around(self, lo: datetime, hi: datetime) -> Flashes:
         """The flashes of ``[lo, hi]`` (and a second either side)."""
@@ -405,7 +421,10 @@ class _Walk:
                 pixels.rows, pixels.cols, f.time[pixels.index], self.reference.shape,
                 radius=s.radius, quiet_s=s.quiet_s, record_start=(s.start - self.history).timestamp(),
             )  # fmt: skip
-            self.onsets = [o for o in onsets if o.time < s.end.timestamp()]
+            # an onset is one only if GLM watched its quiet hour: a held-out day's first storms are not onsets
+            self.onsets = [
+                o for o in onsets if o.time < s.end.timestamp() and self.glm.watched(o.time - s.quiet_s, o.time)
+            ]
         if not _same_grid(self.reference, scene.grid):
             self.totals.skipped["on another grid than the first frame (scored, but not for lead times)"] += 1
             return
@@ -489,8 +508,9 @@ def compare(settings: CompareSettings, models: dict[str, Path], logistic_data: P
     contenders = [_saved_model(name, path) for name, path in models.items()]
     rate_from = next((c for c in contenders if isinstance(c.about.get("card_base_rate"), (int, float))), None)
     contenders.append(_persistence(s.persistence_window_s))
-    if logistic_data is not None:
+    if logistic_data is not None:  # the climatology of the data the new models were trained on, not an old card's
         contenders.append(_logistic(logistic_data))
+        rate_from = contenders[-1]
     names = [c.name for c in contenders]
     totals = _Totals(tally=Tally(names, min_days=s.min_days))
     began = time.monotonic()
@@ -504,7 +524,10 @@ def compare(settings: CompareSettings, models: dict[str, Path], logistic_data: P
     unit, unit_names, stats = totals.tally.units()
     counts = unpack(stats[names[0]])  # pixels and positives per unit: the same for every forecast
     view = unpack(stats[names[0]].sum(axis=0))
-    if rate_from is not None:
+    if rate_from is not None and "train_base_rate" in rate_from.about:
+        rate = float(rate_from.about["train_base_rate"])
+        source = f"the weighted base rate of the training split of {rate_from.about['data']} (--logistic-data)"
+    elif rate_from is not None:
         rate = float(rate_from.about["card_base_rate"])
         source = f"the training base rate in the model card of {rate_from.name} (evaluation.base_rate)"
     else:

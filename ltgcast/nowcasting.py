@@ -4,13 +4,13 @@ The model is a version of the repository (``--model-base``, env
 ``LTGCAST_MODELS``, default ``models/repository``): the served version unless
 ``--version`` says otherwise.
 
-A temporal model (``ir_trend``) needs ``--previous``, the band-13 frame of the
+A temporal model (``ir_trend``) takes ``--previous``, the band-13 frame of the
 same satellite and sector 15 minutes (± 90 s) earlier on the same grid
-(:func:`serve.nowcast.previous_problem`). Without it, or with a frame that does
-not qualify, ``ltgcast nowcast`` refuses with the reason (exit 2): one frame
-asked for by hand is better refused than scored as if nothing changed. (The
-worker, which cannot refuse a live frame, scores it with ``ir_trend`` 0 and says
-so in the grid: :mod:`serve.worker.trend`.) ``ltgcast bench nowcast`` gives a
+(:func:`serve.nowcast.previous_problem`). Without it the frame is scored as the
+worker scores a frame with no predecessor (:mod:`serve.worker.trend`): with
+``ir_trend`` 0 (no change), a warning, and ``trend: missing`` in the summary and
+the grid. A ``--previous`` that does not qualify is refused with the reason
+(exit 2): a wrong frame would be a wrong trend. ``ltgcast bench nowcast`` gives a
 temporal model the frame 15 minutes before the one it times, from the same
 simulated scenario.
 """

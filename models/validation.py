@@ -12,6 +12,9 @@
    failed check, with its numbers, and every result in ``checks["behaviour"]``.
 4. **Skill** (when a held-out dataset is given): the Brier skill score on its
    test split is not worse than the current version's by more than ``margin``.
+   The dataset must hold the version's feature set (its patches carry that
+   set's scaling and edges); a current version of another feature set is not
+   compared (``ltgcast models compare`` compares across feature sets).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from models.architectures import PATCH
-from models.data import split_dataset
+from models.data import manifest, split_dataset
 from models.export import agreement
 from models.metrics import brier_skill
 from models.repository import ModelRepository
@@ -131,9 +134,21 @@ def validate(
     _behaviour(loaded, card, report)
     current = repo.current(name)
     if holdout is not None:
+        data_set = manifest(holdout)["feature_set"]  # its patches are scaled and edged by that set, and no other
+        if card["feature_set"] != data_set:
+            report.problems.append(
+                f"--holdout {holdout} holds feature set {data_set}; version {version} takes {card['feature_set']} "
+                "(compare models of different feature sets with `ltgcast models compare`)"
+            )
+            return report
         skill = holdout_skill(repo.path(name, version), holdout)
         report.checks["holdout_brier_skill"] = skill
-        if current is not None and current != version:
+        current_set = repo.card(name, current)["feature_set"] if current is not None else None
+        if current is not None and current != version and current_set != data_set:
+            report.checks["current_holdout_skipped"] = (
+                f"version {current} takes {current_set}, not the hold-out's {data_set}: see `ltgcast models compare`"
+            )
+        elif current is not None and current != version:
             reference = holdout_skill(repo.path(name, current), holdout)
             report.checks["current_version"] = current
             report.checks["current_holdout_brier_skill"] = reference

@@ -12,7 +12,7 @@ sector, a scan start within :data:`TREND_TOLERANCE_S` of 15 minutes before, and
 the same pixels (:func:`same_grid`: a mesoscale sector that moved is another
 grid). Where none is found, the worker scores with the frame itself as its
 predecessor (``ir_trend`` 0, "no change", the channel's fill value) and says so
-in the grid (:mod:`serve.worker.trend`); ``ltgcast nowcast`` refuses instead.
+in the grid (:mod:`serve.worker.trend`); ``ltgcast nowcast`` without ``--previous`` does the same.
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 * ``embedded`` — the SavedModel's ``serving_default`` in this process, on the
   whole frame or on tiles of ``tile`` × ``tile`` output pixels, each cut with
-  its 32-pixel halo from the frame ringed with fill values (so a tile border is
-  invisible in the result: the model is fully convolutional and exact).
+  its 32-pixel halo from the frame with its halo beyond the border (the feature
+  set's edge policy, :func:`featurize.channels.with_halo`: mirrored, or fill
+  values for the raw sets), so a tile border is invisible in the result (the
+  model is fully convolutional and exact).
 * ``patch`` — the naive path: one 64 × 64 patch per pixel through the ``patch``
   signature. Kept for equivalence checks and as the benchmark's baseline.
 * ``tfserving`` — the same tiles sent to TensorFlow Serving over gRPC (REST as

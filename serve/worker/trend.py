@@ -8,7 +8,7 @@ stable model's and the shadow's alike, in this order:
 
 1. :class:`FrameCache`: the band-13 frames this worker has read (to score them,
    or as a predecessor), per (satellite, sector), for ``KEEP_S`` (20 min)
-   behind the sector's newest scan and at most ``max_bytes`` in all (the
+   behind the newest scan of any sector and at most ``max_bytes`` in all (the
    worker's ``trend_cache_mib``, 256 MiB; beyond, the oldest scans go first). A
    CONUS frame is 15 MB (4 or 5 kept), a mesoscale one 1 MB (about 20), a full
    disk 118 MB. Only while a temporal model is served (stable or shadow);
@@ -171,9 +171,14 @@ class FrameCache:
         self._frames.clear()
 
     def _bound(self) -> None:
+        if not self._frames:
+            return
+        latest = max(f.scan_start for frames in self._frames.values() for f in frames.values())
         for key, frames in list(self._frames.items()):
-            newest = max(f.scan_start for f in frames.values())
-            kept = {n: f for n, f in frames.items() if f.scan_start >= newest - self.keep}
+            # behind the newest scan of any sector: a sector this worker no longer receives (a rebalance, M2
+            # switched off) does not keep its frames until the byte cap forces them out (a late frame whose
+            # predecessor went is read from its file)
+            kept = {n: f for n, f in frames.items() if f.scan_start >= latest - self.keep}
             if kept:
                 self._frames[key] = kept
             else:

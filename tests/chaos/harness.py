@@ -398,7 +398,8 @@ def reference_grids(frames: Iterable[Path], granules: Iterable[Path], model: Pat
         if scorer.feature_set.temporal:  # the worker's policy: a fed predecessor 15 min before, else no change
             window = scorer.feature_set.window_minutes
             found = [b for b in images if isinstance(b, AbiImage) and previous_problem(image, b, window) is None]
-            previous = found[0].values if found else image.values
+            offsets = [abs((image.scan_start - b.scan_start).total_seconds() - 60 * window) for b in found]
+            previous = found[int(np.argmin(offsets))].values if found else image.values  # the worker takes the nearest
         result = nowcast_frame(image, Flashes.concat([flashes[n] for n in chosen]), scorer, previous)
         out[frame.name] = pack_percent(result.probability)
     return out

@@ -135,3 +135,17 @@ def test_calibrate_drift_writes_thresholds_into_the_card_and_nothing_else(
     assert "lightning has no version 9; versions: [1]" in capsys.readouterr().err
     with pytest.raises(ModelRejected, match="'drift_reference' cannot be changed after add"):
         ModelRepository(base).annotate("lightning", 1, "drift_reference", {})
+
+
+def test_a_holdout_of_another_feature_set_is_refused_not_scored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dataset's patches carry its feature set's scaling and edges: feeding them to a model of another set lies."""
+    base, data = tmp_path / "repo", tmp_path / "data"
+    write_tiny_dataset(data, 0.5, split="test")
+    write_run(tmp_path / "run", data, model_with(-5.0))
+    run_json(capsys, "models", "add", "--base", str(base), "--run", str(tmp_path / "run"))
+    doc = json.loads((data / "dataset.json").read_text())
+    (data / "dataset.json").write_text(json.dumps(doc | {"feature_set": "ir-ltg/2"}))
+    assert main(["models", "validate", "--base", str(base), "--version", "1", "--holdout", str(data)]) == 1
+    assert "holds feature set ir-ltg/2; version 1 takes ir-ltg/1" in capsys.readouterr().err

@@ -118,15 +118,20 @@ def test_a_predecessor_this_worker_never_read_is_read_from_the_file_its_event_na
     assert gone.find(later, 900.0).missing == "unreadable"
 
 
-def test_the_cache_keeps_20_minutes_per_sector_and_its_byte_bound(tmp_path: Path) -> None:
+def test_the_cache_keeps_20_minutes_behind_the_newest_scan_and_its_byte_bound(tmp_path: Path) -> None:
     images = [small_frame(tmp_path / str(k), T0 + timedelta(minutes=k))[1] for k in range(0, 26, 5)]
     one = int(images[0].values.nbytes)
     cache = FrameCache(max_bytes=100 * one)
     for image in images:  # 0, 5, ..., 25 minutes
         cache.put(("G19", "M1"), image)
     assert cache.names() == {i.name.name for i in images[1:]}  # the first, 25 min behind the newest, is gone
-    cache.put(("G19", "M2"), images[0])  # another sector's frames are kept by their own newest
+    cache.put(("G19", "M2"), images[2])  # another sector: kept while within 20 min of the newest scan of any
     assert len(cache) == 6
+    cache.put(("G19", "M2"), images[0])  # 25 min behind the newest M1 scan: a sector no longer fed keeps nothing
+    assert len(cache) == 6
+    late = small_frame(tmp_path / "late", T0 + timedelta(minutes=45))[1]
+    cache.put(("G19", "M1"), late)  # M2's last frame (10 min) is now 35 min behind: gone without the byte cap
+    assert images[2].name.name not in cache.names()
     small = FrameCache(max_bytes=3 * one)
     for image in images:
         small.put(("G19", "M1"), image)
