@@ -40,7 +40,15 @@ def _card(run: Path) -> dict[str, Any]:
         "training_data": {k: dataset[k] for k in ("archive", "start", "end", "sector", "band", "examples")},
         "training": {
             k: training.get(k)
-            for k in ("settings", "weighting", "positive_weight", "calibration", "epochs_run", "history")
+            for k in (
+                "settings",
+                "weighting",
+                "positive_weight",
+                "calibration",
+                "persistence_floor",
+                "epochs_run",
+                "history",
+            )  # fmt: skip
         },
         "drift_reference": stats,
     }

@@ -21,6 +21,9 @@ def train_command(args: argparse.Namespace) -> int:
     if args.epochs < 1 or args.batch < 1 or args.width < 1:
         msg = "--epochs, --batch and --width must be >= 1"
         raise ConfigError(msg)
+    if not 0.0 <= args.persistence_floor < 1.0:
+        msg = f"--persistence-floor must be in [0, 1); found {args.persistence_floor}"
+        raise ConfigError(msg)
     if not 0.0 <= args.dropout < 1.0:
         msg = f"--dropout must be in [0, 1); found {args.dropout}"
         raise ConfigError(msg)
@@ -41,9 +44,11 @@ def train_command(args: argparse.Namespace) -> int:
         weighting=args.weighting,
         dropout=args.dropout,
         calibrate=not args.no_calibration,
+        persistence_floor=args.persistence_floor,
     )
     report = train(settings)
-    keys = ("feature_set", "weighting", "positive_weight", "early_stopping_on", "epochs_run", "calibration")
+    keys = ("feature_set", "weighting", "positive_weight", "early_stopping_on", "epochs_run", "calibration",
+            "persistence_floor")  # fmt: skip
     brief = {k: report[k] for k in keys}
     brief["final"] = {k: v[-1] for k, v in report["history"].items()}
     sys.stdout.write(json.dumps(brief) + "\n")
@@ -72,3 +77,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-calibration", action="store_true", help="skip Platt scaling on the validation split (on by default)"
     )
+    parser.add_argument(
+        "--persistence-floor", type=float, default=0.5, metavar="SHARE",
+        help="where a pixel's 16x16 box holds lightning now, the probability is at least SHARE x the dataset's "
+        "persistence rate (and 0.25), in the graph; 0: no floor (default 0.5)",
+    )  # fmt: skip

@@ -27,6 +27,7 @@ pixel counts as its fill value, where the NumPy features skip NaN).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -130,6 +131,54 @@ class Calibration(layers.Layer):
         return {**super().get_config(), "scale": self.scale, "offset": self.offset}
 
 
+@keras.saving.register_keras_serializable(package="ltgcast")
+class PersistenceFloor(layers.Layer):
+    """The logit of ``floor`` where the pixel's 16×16 box holds lightning now, else a logit no model goes below.
+
+    Input: the model's tile (channels-last, ``ltg`` at ``index``); output: one logit per output pixel, aligned
+    with the network's ('valid', ``S - 63``), from the 16×16 box of the :mod:`featurize` convention (rows
+    ``r - 8 .. r + 7``). :func:`with_persistence_floor` takes the maximum of the two logits.
+    """
+
+    def __init__(self, index: int, floor: float, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.index, self.floor = int(index), float(floor)
+
+    def call(self, x):  # noqa: D102
+        trim = HALO - CORE // 2
+        ltg = x[:, trim:-trim, trim:-trim, self.index : self.index + 1]
+        peak = BoxFeatures._pool(ltg, CORE, "max")
+        logit = math.log(self.floor / (1.0 - self.floor))
+        return ops.where(peak > 0, ops.full_like(peak, logit), ops.full_like(peak, -1e4))
+
+    def get_config(self) -> dict[str, object]:  # noqa: D102
+        return {**super().get_config(), "index": self.index, "floor": self.floor}
+
+
+def with_persistence_floor(model: keras.Model, channels: Sequence[str], floor: float) -> keras.Model:
+    """``model`` whose probability is at least ``floor`` wherever the 16×16 box around a pixel holds lightning now.
+
+    The network learns how lightning now carries on from the training data, where a lone flash at a clear-sky
+    box's edge often has no successor; a forecaster reads any flash near a pixel as a warning. The floor makes
+    that a property of the served model, in the graph (embedded and TF Serving alike), monotone in lightning,
+    local and the same at every pixel.
+
+    >>> quiet = build("logistic", ("ir", "ltg"))  # a model that says 0 everywhere: logit -20
+    >>> _ = quiet.get_layer("logit").kernel.assign(keras.ops.zeros_like(quiet.get_layer("logit").kernel))
+    >>> _ = quiet.get_layer("logit").bias.assign([-20.0])
+    >>> x = keras.ops.zeros((1, 96, 96, 2)).numpy(); x[0, 40, 40, 1] = 1.0  # a flash at output pixel (8, 8)
+    >>> p = keras.ops.sigmoid(with_persistence_floor(quiet, ("ir", "ltg"), 0.35)(x)).numpy()[0, ..., 0]
+    >>> [round(float(p[r, c]), 2) for r, c in ((0, 8), (1, 8), (16, 16), (17, 8))]  # boxes: rows r - 8 .. r + 7
+    [0.0, 0.35, 0.35, 0.0]
+    """
+    if not 0.0 < floor < 1.0:
+        msg = f"a persistence floor is a probability in (0, 1); got {floor}"
+        raise ValueError(msg)
+    floor_logit = PersistenceFloor(list(channels).index("ltg"), floor, name="persistence_floor")(model.input)
+    logit = layers.Maximum(name="floored_logit")([model.output, floor_logit])
+    return keras.Model(model.input, logit, name=model.name)
+
+
 def _trunk(x, width: int):
     for kernel, dilation in TRUNK:
         if kernel == "max":
@@ -194,5 +243,10 @@ ARCHITECTURES = ("cnn", "combined", "logistic")
 
 def load(path: str | Path) -> keras.Model:
     """Load a saved ``.keras`` model of this module (its custom layers are registered on import)."""
-    custom = {"ShiftedMax": ShiftedMax, "BoxFeatures": BoxFeatures, "Calibration": Calibration}
+    custom = {
+        "ShiftedMax": ShiftedMax,
+        "BoxFeatures": BoxFeatures,
+        "Calibration": Calibration,
+        "PersistenceFloor": PersistenceFloor,
+    }
     return keras.models.load_model(path, custom_objects=custom)

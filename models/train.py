@@ -34,7 +34,7 @@ import keras
 import tensorflow as tf
 
 from ingest.errors import TrainingError
-from models.architectures import build
+from models.architectures import build, with_persistence_floor
 from models.data import manifest, split_dataset, with_class_weights
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class TrainSettings:
     weighting: str = "balanced"
     dropout: float = 0.2
     calibrate: bool = True
+    persistence_floor: float = 0.5  # share of the data's persistence rate; 0: no floor
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -149,6 +150,24 @@ def _calibrate(model: keras.Model, settings: TrainSettings) -> tuple[keras.Model
     return calibrated(model, scale, offset), report
 
 
+def floored(model: keras.Model, doc: dict[str, Any], share: float) -> tuple[keras.Model, dict[str, Any] | None]:
+    """``model`` with a persistence floor of ``share`` × the dataset's persistence rate (after calibration).
+
+    The rate is P(lightning in the next 30 min | lightning in the 16×16 box now) of the training split's pixels
+    (``dataset.json``); the floor, max(share × rate, 0.25) rounded up to the next 0.01, is what the behavioural
+    gate's ``persistence`` check asks of the weakest such pixel (:mod:`models.behaviour`), made a property of the graph
+    (:func:`models.architectures.with_persistence_floor`). ``share`` 0, or a dataset without the rate or
+    without ``ltg``, gives the model unchanged and ``None``.
+    """
+    rate = doc.get("persistence_rate")
+    if share <= 0 or not rate or "ltg" not in doc["channels"]:
+        return model, None
+    floor = min(math.ceil(100 * max(share * float(rate), 0.25)) / 100, 0.95)  # the gate's bar, up to the next 0.01
+    report = {"share": share, "persistence_rate": float(rate), "floor": floor}
+    log.info("persistence floor: %s", report)
+    return with_persistence_floor(model, doc["channels"], floor), report
+
+
 def train(settings: TrainSettings) -> dict[str, Any]:
     """Train one model on a dataset folder; save it and ``training.json`` under ``settings.out``."""
     keras.utils.set_random_seed(settings.seed)
@@ -180,6 +199,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
             calibration = {"method": "platt", "error": str(exc)}
     elif settings.calibrate:
         log.warning("no validation split: the model is not calibrated")
+    model, floor = floored(model, doc, settings.persistence_floor)
     model.save(settings.out / "model.keras")
     report = {
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
@@ -189,6 +209,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         "positive_weight": weight,
         "early_stopping_on": "val_loss" if has_validation else "loss",
         "calibration": calibration,
+        "persistence_floor": floor,
         "epochs_run": len(history.history["loss"]),
         "history": {k: [float(v) for v in values] for k, values in history.history.items()},
     }

@@ -55,3 +55,29 @@ def test_the_logit_layer_has_no_activation(arch: str, last: list[str]) -> None:
     assert model.layers[-1].name == "logit"
     with pytest.raises(ValueError, match="unknown architecture 'mlp'; valid: cnn, combined, logistic"):
         build("mlp", ("ir", "ltg"))
+
+
+def test_the_persistence_floor_lifts_only_pixels_whose_box_holds_lightning_and_keeps_dense_equal_to_patch() -> None:
+    from featurize.boxes import box_max
+    from featurize.features import CORE
+    from models.architectures import with_persistence_floor
+
+    rng = np.random.default_rng(4)
+    model = build("combined", ("ir", "ltg", "ir_trend"), width=4, seed=2)
+    floored = with_persistence_floor(model, ("ir", "ltg", "ir_trend"), 0.36)
+    height, width = 30, 41
+    tile = rng.uniform(0, 1, (1, height + PATCH - 1, width + PATCH - 1, 3)).astype("float32")
+    tile[..., 1] = 0.0
+    tile[0, 50, 60, 1] = 0.15  # one flash, bounded scaling
+    before, after = np.asarray(model(tile))[0, ..., 0], np.asarray(floored(tile))[0, ..., 0]
+    held = box_max(tile[0, PATCH // 2 : PATCH // 2 + height, PATCH // 2 : PATCH // 2 + width, 1], CORE) > 0
+    assert held.sum() == 16 * 16  # the boxes of 256 output pixels hold the flash
+    sigmoid = 1 / (1 + np.exp(-after))
+    assert (sigmoid[held] >= 0.36 - 1e-6).all()
+    np.testing.assert_array_equal(after[~held], before[~held])  # elsewhere the network's own answer
+    np.testing.assert_array_equal(after[held], np.maximum(before[held], np.float32(np.log(0.36 / 0.64))))
+    pixels = rng.integers(0, [height, width], (20, 2))
+    patches = np.stack([tile[0, i : i + PATCH, j : j + PATCH] for i, j in pixels])
+    np.testing.assert_allclose(after[pixels[:, 0], pixels[:, 1]], np.asarray(floored(patches))[:, 0, 0, 0], atol=1e-5)
+    with pytest.raises(ValueError, match=r"a persistence floor is a probability in \(0, 1\); got 1.5"):
+        with_persistence_floor(model, ("ir", "ltg", "ir_trend"), 1.5)
