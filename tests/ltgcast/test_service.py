@@ -27,6 +27,7 @@ from ltgcast.service import Service, ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODELS = ROOT / "models" / "repository"
+SERVED = int(json.loads((DEFAULT_MODELS / "lightning" / "serving.json").read_text())["current"])  # the default
 START = datetime(2024, 6, 15, 20, 0, tzinfo=UTC)
 
 
@@ -113,7 +114,7 @@ def test_frames_in_the_spool_become_grids_in_the_file_store_and_redis(running: S
     assert newest["input_abi_file"] == last
     assert newest["glm_granules_missing"] == 0
     assert newest["model_name"] == "lightning"
-    assert newest["model_version"] == 1
+    assert newest["model_version"] == SERVED
     store = RedisGridStore(RedisSettings(address=f"redis://{redis_address}/0"))
     assert store.latest("M1") == newest["grid_id"]
     got = store.get(newest["grid_id"])
@@ -186,7 +187,7 @@ def test_the_viewer_shows_the_latest_grid_in_chromium(running: Service) -> None:
         assert body.get_attribute("data-grids") == "4"
         assert int(body.get_attribute("data-contour-lines") or 0) > 0
         assert int(body.get_attribute("data-flashes") or 0) > 0
-        assert browser.find_element(By.ID, "model").text == "lightning v1"
+        assert browser.find_element(By.ID, "model").text == f"lightning v{SERVED}"
         image = browser.find_element(By.ID, "overlay")
         assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) == 500
         slider = browser.find_element(By.ID, "slider")
@@ -214,6 +215,9 @@ def test_hot_swap_while_frames_flow_and_a_nan_version_is_refused(scenario: list[
     base = tmp_path / "repo"
     shutil.copytree(DEFAULT_MODELS, base)
     repo = ModelRepository(base)
+    old = repo.current("lightning")  # the committed default, whatever its version
+    assert old is not None
+    new, bad = max(repo.versions("lightning")) + 1, max(repo.versions("lightning")) + 2
     spool = tmp_path / "spool"
     spool.mkdir()
     service = Service(settings(tmp_path, spool, model_base=base, watch_s=0.2, admin_token="adm1n")).start()
@@ -221,28 +225,29 @@ def test_hot_swap_while_frames_flow_and_a_nan_version_is_refused(scenario: list[
     try:
         drop(glm(scenario), spool)
         drop(frames[-8:-5], spool)
-        until(lambda: len(service.worker.grids) >= 3, "three grids from version 1")
-        assert export_version(repo, tmp_path / "v2", seed=21, behaved=True) == 2  # appears while the service runs
+        until(lambda: len(service.worker.grids) >= 3, "three grids from the default version")
+        assert export_version(repo, tmp_path / "v2", seed=21, behaved=True) == new  # appears while the service runs
         drop(frames[-5:-3], spool)  # frames keep flowing while version 2 is vetted
-        until(lambda: service.models.current().stable.version == 2, "the swap to version 2")
+        until(lambda: service.models.current().stable.version == new, "the swap to the new version")
         drop(frames[-3:-1], spool)
         until(lambda: len(service.worker.grids) >= 7, "seven grids")
-        assert export_version(repo, tmp_path / "v3", seed=22, scale=float("nan")) == 3
-        until(lambda: "3" in service.models.status()["rejected"], "the rejection of version 3")
+        assert export_version(repo, tmp_path / "v3", seed=22, scale=float("nan")) == bad
+        until(lambda: str(bad) in service.models.status()["rejected"], "the rejection of the NaN version")
         drop(frames[-1:], spool)
         until(lambda: len(service.worker.grids) >= 8, "eight grids")
         rolled = cli_on_service(service, "adm1n", ["rollback"])  # `ltgcast models rollback --service URL`
         on_service = service.models.current().stable.version
     finally:
         service.stop()
-    assert (rolled["outcome"], rolled["stable"], on_service, repo.current("lightning")) == ("rolled_back", 1, 1, 1)
+    assert (rolled["outcome"], rolled["stable"]) == ("rolled_back", old)
+    assert on_service == repo.current("lightning") == old
     assert service.worker.outcomes["failed"] == 0
     versions = [g.model_version for g in sorted(service.worker.grids, key=lambda g: g.scan_start)]
-    assert versions[:3] == [1, 1, 1]
-    assert versions[-3:] == [2, 2, 2]  # after the swap, and still after version 3 was refused
+    assert versions[:3] == [old, old, old]
+    assert versions[-3:] == [new, new, new]  # after the swap, and still after the NaN version was refused
     assert versions == sorted(versions)  # one swap, between two frames: never back and forth
-    assert set(versions) == {1, 2}
-    reasons = service.models.status()["rejected"]["3"]
+    assert set(versions) == {old, new}
+    reasons = service.models.status()["rejected"][str(bad)]
     assert any("finite" in r for r in reasons)
     from serve.gridfile import read_grid
 
@@ -295,7 +300,7 @@ def test_the_admin_endpoint_refuses_a_bad_token_and_an_unknown_version(running: 
     assert "refused promote (HTTP 401)" in capsys.readouterr().err
     assert cli_on_service(running, "t0ken", ["promote", "--version", "7"]) == 1
     assert "(HTTP 409)" in capsys.readouterr().err
-    assert running.models.current().stable.version == 1
+    assert running.models.current().stable.version == SERVED
 
 
 # -- a temporal model (ir_trend) served end to end ---------------------------------------------------------------
