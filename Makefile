@@ -39,7 +39,7 @@ demo: install
 		--sectors M1 --max-age-minutes 0 --glm-deadline 5 --store $(DEMO_DIR)/grids --state $(DEMO_DIR)/run \
 		$(DEMO_RUN_ARGS)
 
-## Re-create the default model from the simulator (needs no network; about an hour on 2 cores):
+## Re-create the default model from the simulator (needs no network; its steps took 54 min on 2 cores, see README):
 ## 12 simulated days for train/validation/test, 5 more held out (storm lead times on 2024-07-25; the comparison
 ## with the old default and the baselines on all 5, resampling days), and 5 days of normal weather on which the per-feature drift
 ## thresholds are calibrated. REPOSITORY=models/repository adds it as the next version of the committed

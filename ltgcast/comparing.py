@@ -163,15 +163,15 @@ def _saved_model(name: str, path: Path) -> Contender:
     import tensorflow as tf
 
     from featurize.channels import model_input, with_halo
+    from serve.scoring import read_card
 
-    card_path = path / "model_card.json"
     try:
-        card: dict[str, Any] = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        msg = f"--saved-model {name}: cannot read {card_path}: {exc}"
+        card = read_card(path)
+    except ConfigError as exc:
+        msg = f"--saved-model {name}: {exc}"
         raise ConfigError(msg) from exc
     if "feature_set" not in card:
-        msg = f"--saved-model {name}: {card_path} names no feature_set"
+        msg = f"--saved-model {name}: {path / 'model_card.json'} names no feature_set"
         raise ConfigError(msg)
     feature_set = get_feature_set(card["feature_set"])
     signature = tf.saved_model.load(str(path)).signatures["serving_default"]

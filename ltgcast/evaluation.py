@@ -93,9 +93,12 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if clash:
         msg = f"--run/--saved-model: forecast names must be unique and not a baseline's; found {clash}"
         raise ConfigError(msg)
-    data_set = json.loads((data / "dataset.json").read_text(encoding="utf-8"))["feature_set"]
+    from models.data import manifest
+    from serve.scoring import read_card
+
+    data_set = manifest(data)["feature_set"]
     for path in args.saved_model or []:  # the test split's patches carry one feature set's scaling and edges
-        card = json.loads((Path(path) / "model_card.json").read_text(encoding="utf-8"))
+        card = read_card(Path(path))
         if card.get("feature_set") != data_set:
             msg = (f"--saved-model {path} takes feature set {card.get('feature_set')}; --data holds {data_set} "
                    "(compare models of different feature sets with `ltgcast models compare`)")  # fmt: skip

@@ -356,13 +356,24 @@ PERSISTENCE_STORMS = (
 )
 
 
+def persistence_bar(rate: float, share: float = PERSISTENCE_SHARE) -> float:
+    """The least probability the ``persistence`` check allows where a box holds lightning: ``max(share × rate, 0.25)``.
+
+    ``models.train`` builds the default model's persistence floor from the same bar.
+
+    >>> persistence_bar(0.7), persistence_bar(0.3)
+    (0.35, 0.25)
+    """
+    return max(share * rate, PERSISTENCE_FLOOR)
+
+
 def persistence(score: DenseScorer, options: Options) -> Result:
     """Where the 16×16 box held lightning, the probability clears a share of the training data's persistence rate."""
     if options.persistence_rate is None:
         rate, source = DEFAULT_PERSISTENCE_RATE, "default: the card has no persistence_rate"
     else:
         rate, source = float(options.persistence_rate), "model card"
-    bar = max(PERSISTENCE_SHARE * rate, PERSISTENCE_FLOOR)
+    bar = persistence_bar(rate)
     center = (SIZE[0] // 2, SIZE[1] // 2)
     scenes = []
     for _, core, flashes in PERSISTENCE_STORMS:

@@ -162,7 +162,9 @@ def floored(model: keras.Model, doc: dict[str, Any], share: float) -> tuple[kera
     rate = doc.get("persistence_rate")
     if share <= 0 or not rate or "ltg" not in doc["channels"]:
         return model, None
-    floor = min(math.ceil(100 * max(share * float(rate), 0.25)) / 100, 0.95)  # the gate's bar, up to the next 0.01
+    from models.behaviour import persistence_bar
+
+    floor = min(math.ceil(100 * persistence_bar(float(rate), share)) / 100, 0.95)  # the gate's bar, up to 0.01
     report = {"share": share, "persistence_rate": float(rate), "floor": floor}
     log.info("persistence floor: %s", report)
     return with_persistence_floor(model, doc["channels"], floor), report

@@ -9,6 +9,16 @@ import numpy as np
 
 from models.repository import ModelRepository
 
+#: The committed model repository, which ``ltgcast run`` serves by default.
+DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "models" / "repository"
+
+
+def served_version(name: str = "lightning") -> int:
+    """The version of the committed repository that ``ltgcast run`` serves by default."""
+    version = ModelRepository(DEFAULT_MODELS).current(name)
+    assert version is not None, f"{DEFAULT_MODELS} serves no version of {name}"
+    return version
+
 
 def export_version(
     repo: ModelRepository, scratch: Path, *, seed: int, scale: float = 1.0, name: str = "lightning",

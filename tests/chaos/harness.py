@@ -369,12 +369,6 @@ class Cluster:
         return "\n".join(parts)
 
 
-def served_version(name: str = "lightning") -> int:
-    """The version of the committed repository that ``ltgcast run`` serves by default (its ``serving.json``)."""
-    state = json.loads((ROOT / "models" / "repository" / name / "serving.json").read_text(encoding="utf-8"))
-    return int(state["current"])
-
-
 def reference_grids(frames: Iterable[Path], granules: Iterable[Path], model: Path) -> dict[str, np.ndarray]:
     """Each frame scored here with every granule of its window, packed as the store packs it."""
     from featurize.examples import Flashes

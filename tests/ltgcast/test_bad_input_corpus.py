@@ -28,6 +28,7 @@ from ltgcast.latency import deliver
 from ltgcast.service import Service, ServiceSettings
 from tests.goesfiles import START, write_abi_l1b
 from tests.ltgcast.test_service import until
+from tests.modelfiles import served_version
 
 ROOT = Path(__file__).resolve().parents[2]
 RADIANCE = np.full((4, 5), 100.0, np.float32)  # a valid CONUS block (G16, band 13) when nothing else is wrong
@@ -165,8 +166,7 @@ def test_every_bad_file_is_quarantined_with_its_stage_and_the_next_good_frame_is
     assert "ahead of the clock" in kept[next(n for n, c in bad.items() if c.stage == "future")]["reason"]
 
     assert newest.path.parent.parent.name == "M1"
-    served = json.loads((Path(__file__).resolve().parents[2] / "models/repository/lightning/serving.json").read_text())
-    assert newest.grid_id == f"G19_M1_{newest.scan_start:%Y%m%dT%H%M%S}Z_lightning-v{served['current']}"
+    assert newest.grid_id == f"G19_M1_{newest.scan_start:%Y%m%dT%H%M%S}Z_lightning-v{served_version()}"
     assert service.worker.outcomes["scored"] == 1
     assert service.worker.outcomes["failed"] == 0
     assert not list((tmp_path / "grids").glob("C/*/*.nc"))  # no bad file became a grid

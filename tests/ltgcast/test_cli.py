@@ -8,6 +8,7 @@ import pytest
 
 from ltgcast.cli import main
 from tests.goesfiles import write_abi_l1b, write_glm
+from tests.modelfiles import served_version
 
 
 def test_inspect_prints_one_json_object_per_file(tmp_path, capsys):
@@ -113,8 +114,7 @@ def test_run_replays_the_simulator_into_the_store_and_exits_when_idle(tmp_path, 
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["grids"] == 6
     assert summary["outcomes"]["scored"] == 6
-    served = json.loads((Path(__file__).resolve().parents[2] / "models/repository/lightning/serving.json").read_text())
-    assert summary["models"]["stable"] == served["current"]  # the committed default, whatever its version
+    assert summary["models"]["stable"] == served_version()  # the committed default, whatever its version
     assert len(list(store.glob("M1/*/*.nc"))) == 6
 
 

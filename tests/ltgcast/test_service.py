@@ -24,10 +24,11 @@ from ingest.synthetic import ScenarioConfig, simulate
 from ltgcast.cli import main
 from ltgcast.latency import deliver
 from ltgcast.service import Service, ServiceSettings
+from tests.modelfiles import served_version
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODELS = ROOT / "models" / "repository"
-SERVED = int(json.loads((DEFAULT_MODELS / "lightning" / "serving.json").read_text())["current"])  # the default
+SERVED = served_version()  # the committed default
 START = datetime(2024, 6, 15, 20, 0, tzinfo=UTC)
 
 

@@ -34,12 +34,12 @@ from monitor.drift import (
 from serve.scoring import EmbeddedScorer
 from serve.store import FileGridStore
 from serve.worker import NowcastWorker, WorkerSettings
+from tests.modelfiles import served_version
 
 ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2024, 7, 30, 17, 0, tzinfo=UTC)
 EDGES = np.linspace(0.0, 1.0, 11)
-SERVED = json.loads((ROOT / "models" / "repository" / "lightning" / "serving.json").read_text())["current"]
-MODEL = ROOT / "models" / "repository" / "lightning" / str(SERVED)  # the committed default, as `ltgcast run` serves
+MODEL = ROOT / "models" / "repository" / "lightning" / str(served_version())  # the default `ltgcast run` serves
 MODEL_V1 = ROOT / "models" / "repository" / "lightning" / "1"
 
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from featurize.examples import Flashes
-from featurize.glm_grid import flash_pixels
-from featurize.labels import label_grid
+from featurize.examples import Flashes, LabelRule, frame_labels
 from ingest.abi import AbiImage
 from ingest.bus import InProcessBus
 from ingest.events import FRAMES_TOPIC, FrameEvent
@@ -78,19 +78,7 @@ def test_live_scores_equal_the_offline_verification_of_the_same_frames(scenario:
     assert gauge("ltgcast_live_verified_grids_total", sector="M1") == verified + 6
 
     # offline: score the same frames again and verify them as `ltgcast evaluate` does (models.metrics)
-    flashes = Flashes.concat([g.flashes for g in map(read_product, granules) if isinstance(g, GlmGranule)])
-    probabilities, labels = [], []
-    for path in frames:
-        image = read_product(path)
-        assert isinstance(image, AbiImage)
-        p = nowcast_frame(image, flashes, scorer).probability
-        pixels = flash_pixels(image.grid, flashes.lat, flashes.lon, margin=16)
-        y = label_grid(pixels.rows, pixels.cols, flashes.time[pixels.index], image.scan_start.timestamp(),
-                       image.grid.shape, window_s=1800.0, box=16)  # fmt: skip
-        ok = np.isfinite(p)
-        probabilities.append(p[ok])
-        labels.append(y[ok])
-    p, y = np.concatenate(probabilities), np.concatenate(labels)
+    p, y = scored_offline(frames, granules, scorer)
     assert y.sum() > 1000  # there was lightning to verify against
     for threshold in ("0.25", "0.50"):
         offline = contingency(p, y, float(threshold))
@@ -159,23 +147,29 @@ def test_live_verification_of_a_temporal_model_scores_the_grids_it_made(
     trends = [json.loads(read_grid(g.path)[1]["provenance"])["trend"] for g in store.grids("M1")]
     assert trends == ["missing"] * 6 + ["ok"] * 6
 
-    flashes = Flashes.concat([g.flashes for g in map(read_product, granules) if isinstance(g, GlmGranule)])
-    images = [read_product(path) for path in frames]
-    probabilities, labels = [], []
-    for k, image in enumerate(images):
-        assert isinstance(image, AbiImage)
-        before = images[k - 6] if k >= 6 else image  # the policy without a predecessor: the frame itself
-        assert isinstance(before, AbiImage)
-        p = nowcast_frame(image, flashes, scorer, before.values).probability
-        pixels = flash_pixels(image.grid, flashes.lat, flashes.lon, margin=16)
-        y = label_grid(pixels.rows, pixels.cols, flashes.time[pixels.index], image.scan_start.timestamp(),
-                       image.grid.shape, window_s=1800.0, box=16)  # fmt: skip
-        ok = np.isfinite(p)
-        probabilities.append(p[ok])
-        labels.append(y[ok])
-    p, y = np.concatenate(probabilities), np.concatenate(labels)
+    p, y = scored_offline(frames, granules, scorer, previous=lambda k: k - 6 if k >= 6 else k)  # none: the frame itself
     assert y.sum() > 1000
     assert gauge("ltgcast_live_brier", sector="M1") == pytest.approx(brier(p, y), rel=1e-6)
     for threshold in ("0.25", "0.50"):
         offline = contingency(p, y, float(threshold))
         assert gauge("ltgcast_live_csi", sector="M1", threshold=threshold) == pytest.approx(offline["csi"], rel=1e-9)
+
+
+def scored_offline(frames: list[Path], granules: list[Path], scorer: Any,
+            previous: Callable[[int], int] | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The frames scored here and labelled as training labels them (:func:`featurize.examples.frame_labels`).
+
+    ``previous`` maps a frame's index to its predecessor's, for a temporal model.
+    """
+    flashes = Flashes.concat([g.flashes for g in map(read_product, granules) if isinstance(g, GlmGranule)])
+    images = [read_product(path) for path in frames]
+    probabilities, labels = [], []
+    for k, image in enumerate(images):
+        assert isinstance(image, AbiImage)
+        before = images[previous(k)].values if previous is not None else None
+        p = nowcast_frame(image, flashes, scorer, before).probability
+        y = frame_labels(image.grid, flashes.lat, flashes.lon, flashes.time, image.scan_start.timestamp(), LabelRule())
+        ok = np.isfinite(p)
+        probabilities.append(p[ok])
+        labels.append(y[ok])
+    return np.concatenate(probabilities), np.concatenate(labels)
