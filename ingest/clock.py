@@ -21,6 +21,8 @@ from typing import Protocol
 
 #: How far (seconds) a scan start may lie ahead of the clock before the input is refused as from the future.
 FUTURE_TOLERANCE_S = 300.0
+#: How often :meth:`SystemClock.wait_for` looks at the interrupt while it waits for another event.
+INTERRUPT_CHECK_S = 0.1
 
 
 class Clock(Protocol):
@@ -36,6 +38,10 @@ class Clock(Protocol):
 
     def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` (a fake clock advances instead)."""
+        ...
+
+    def wait_for(self, event: threading.Event, seconds: float) -> bool:
+        """Wait until ``event`` is set or ``seconds`` pass; whether it was set (a fake clock advances instead)."""
         ...
 
 
@@ -61,6 +67,19 @@ class SystemClock:
             time.sleep(seconds)
         else:
             self.interrupt.wait(seconds)
+
+    def wait_for(self, event: threading.Event, seconds: float) -> bool:
+        """Wait until ``event`` is set, ``seconds`` pass or the interrupt is set; whether ``event`` was set."""
+        if self.interrupt is None:
+            return event.wait(max(seconds, 0.0))
+        end = time.monotonic() + seconds
+        while not self.interrupt.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            if event.wait(min(left, INTERRUPT_CHECK_S)):
+                return True
+        return event.is_set()
 
 
 def too_far_ahead(scan_start: datetime, now: datetime, tolerance_s: float) -> str | None:

@@ -7,6 +7,7 @@ testable without servers or sleeping.
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 
@@ -46,6 +47,13 @@ class FakeClock:
         """Record the wait and advance by it."""
         self.slept.append(seconds)
         self.advance(max(seconds, 0.0))
+
+    def wait_for(self, event: threading.Event, seconds: float) -> bool:
+        """Whether ``event`` is set now; if not, record the wait and advance by it (nothing can set it meanwhile)."""
+        if event.is_set():
+            return True
+        self.sleep(seconds)
+        return event.is_set()
 
     def set(self, when: datetime) -> None:
         """Jump the wall clock (never backwards)."""

@@ -3,14 +3,31 @@
 A file is listed only once it is complete:
 
 * it matches one of the patterns (default ``*.nc``) and is not hidden or a
-  temporary name (``.*``, ``*.tmp``, ``*.part``, ``*.partial``), so a writer that
-  writes ``.name.tmp`` and renames it into place is picked up at the rename;
-* and its size and modification time were the same at two polls at least
-  ``settle_s`` seconds apart, so a file written in place under its final name is
+  temporary name (``.*``, ``*.tmp``, ``*.part``, ``*.partial``);
+* and either it was **renamed into place** (from a hidden or temporary name in
+  the spool, or moved in from another folder of the same file system, the way
+  most feeders deliver) and has not changed since — it is ready at once — or it
+  was **written in place** under its final name and its size and modification
+  time were the same at two looks at least ``settle_s`` seconds apart, so it is
   read only after the writer stopped (a writer that pauses longer than
   ``settle_s`` can still be read early: the decode then refuses the partial
   file, and when the file changes again it is tried again, see
   :mod:`ingest.daemon`).
+
+How new files are noticed (``watch``):
+
+* ``events`` — the kernel's notifications (inotify, through the ``watchdog``
+  library): a rename into the tree wakes the daemon at once (:meth:`DirSpool.wait`),
+  a file written in place wakes it when it changes and again when its settle
+  time is up. The tree is still listed in full at every look (and at least
+  every poll interval), so a missed notification, or a spool on a network file
+  system whose remote writers the kernel cannot see, costs one poll interval,
+  not a file.
+* ``poll`` — a listing every poll interval, with the settle rule for every file
+  (a rename cannot be told from a write).
+* ``auto`` (the default) — ``events`` where the kernel gives them, ``poll``
+  (with a warning saying why) where it does not: no inotify, or the limit of
+  inotify instances or watches reached.
 
 The spool belongs to its feeder (LDM and its scour): the daemon never deletes
 or moves anything in it; refused files are *copied* to quarantine.
@@ -23,14 +40,17 @@ is never opened or copied); a folder that is a symbolic link is not walked; and
 :meth:`DirSpool.fetch` checks again that the file is a regular file whose
 resolved path lies inside the spool.
 
-Options: ``dir:PATH?patterns=OR_ABI-*.nc,OR_GLM-*.nc&settle_s=2``.
+Options: ``dir:PATH?patterns=OR_ABI-*.nc,OR_GLM-*.nc&settle_s=2&watch=auto``.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import logging
+import math
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISLNK, S_ISREG
@@ -42,6 +62,8 @@ from ingest.sources import Candidate, SourceContext, parse_options
 log = logging.getLogger(__name__)
 
 _TEMPORARY = ("*.tmp", "*.part", "*.partial")
+#: How new files are noticed (see the module docstring).
+WATCH_MODES = ("auto", "events", "poll")
 
 
 @dataclass
@@ -51,24 +73,102 @@ class _Seen:
     since: float  # monotonic time the (size, mtime) pair was first seen
 
 
+class _Watch:
+    """Kernel notifications on a tree: wakes a waiter on any change, remembers what was renamed into place.
+
+    ``renamed`` maps a path to the ``(size, mtime_ns)`` it had when it was renamed (or moved) into the tree:
+    while the file still has them, it is complete. The notifications arrive on watchdog's own thread.
+    """
+
+    def __init__(self, root: Path, wanted: Callable[[str], bool]) -> None:
+        from watchdog.events import (
+            FileClosedEvent,
+            FileCreatedEvent,
+            FileModifiedEvent,
+            FileMovedEvent,
+            FileSystemEvent,
+            FileSystemEventHandler,
+        )
+        from watchdog.observers.api import BaseObserver
+        from watchdog.observers.inotify import InotifyFullEmitter
+
+        self.changed = threading.Event()
+        self.wanted = wanted
+        self.renamed: dict[Path, tuple[int, int]] = {}
+        self._lock = threading.Lock()
+        watch = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                if isinstance(event, FileMovedEvent) and event.dest_path:  # also a move from outside the tree
+                    watch.moved_in(Path(os.fsdecode(event.dest_path)))
+                elif isinstance(event, FileModifiedEvent | FileClosedEvent | FileCreatedEvent):
+                    watch.written(Path(os.fsdecode(event.src_path)))
+                watch.changed.set()
+
+        # The "full" emitter reports a file moved in from outside the tree as a move, not as a creation.
+        self._observer = BaseObserver(emitter_class=InotifyFullEmitter)
+        self._observer.schedule(Handler(), str(root), recursive=True)
+        self._observer.start()  # OSError where inotify is missing or its limits are reached
+
+    def moved_in(self, path: Path) -> None:
+        """Remember the size and time ``path`` had when it was renamed into place (a file the spool lists)."""
+        if not self.wanted(path.name):
+            return
+        try:
+            stat = path.lstat()
+        except OSError:
+            return  # gone again (renamed on): nothing to remember
+        if S_ISREG(stat.st_mode):
+            with self._lock:
+                self.renamed[path] = (stat.st_size, stat.st_mtime_ns)
+
+    def written(self, path: Path) -> None:
+        """``path`` was written in place: complete only once it settles, whatever its rename said."""
+        with self._lock:
+            self.renamed.pop(path, None)
+
+    def take_renamed(self, path: Path) -> tuple[int, int] | None:
+        """The size and time ``path`` had when renamed into place, forgotten once asked for."""
+        with self._lock:
+            return self.renamed.pop(path, None)
+
+    def close(self) -> None:
+        """Stop the notifications."""
+        self._observer.stop()
+        self._observer.join(timeout=5.0)
+
+
 class DirSpool:
     """A :class:`~ingest.sources.FrameSource` over a directory tree."""
 
     def __init__(
-        self, root: Path, clock: Clock, *, patterns: tuple[str, ...] = ("*.nc",), settle_s: float = 2.0
+        self,
+        root: Path,
+        clock: Clock,
+        *,
+        patterns: tuple[str, ...] = ("*.nc",),
+        settle_s: float = 2.0,
+        watch: str = "poll",
     ) -> None:
+        if watch not in WATCH_MODES:
+            msg = f"watch: expected one of {', '.join(WATCH_MODES)}, found {watch!r}"
+            raise ConfigError(msg)
         self.root = root
         self.clock = clock
         self.patterns = patterns
         self.settle_s = settle_s
+        self.watch = watch
         self._seen: dict[Path, _Seen] = {}
+        self._watch: _Watch | None = None
+        self._tried_watching = False
 
     @classmethod
     def from_uri(cls, uri: str, context: SourceContext) -> DirSpool:
         """``dir:PATH[?patterns=a,b&settle_s=S]``; the folder must exist."""
         body = uri.split(":", 1)[1]
         path, _, query = body.partition("?")
-        options = parse_options(query, ("patterns", "settle_s"), uri)
+        options = parse_options(query, ("patterns", "settle_s", "watch"), uri)
         root = Path(path).expanduser()
         if not root.is_dir():
             msg = f"spool folder {root} (from {uri!r}) does not exist or is not a folder"
@@ -79,7 +179,11 @@ class DirSpool:
         except ValueError as exc:
             msg = f"settle_s: expected seconds, found {options['settle_s']!r}"
             raise ConfigError(msg) from exc
-        return cls(root.resolve(), context.clock, patterns=patterns, settle_s=settle_s)
+        spool = cls(root.resolve(), context.clock, patterns=patterns, settle_s=settle_s,
+                    watch=options.get("watch", "auto"))  # fmt: skip
+        if spool.watch == "events":  # asked for by name: refused at start-up when the kernel cannot give them
+            spool._start_watching()
+        return spool
 
     def _wanted(self, name: str) -> bool:
         if name.startswith(".") or any(fnmatch.fnmatch(name, t) for t in _TEMPORARY):
@@ -130,6 +234,9 @@ class DirSpool:
             previous = self._seen.get(path)
             unchanged = previous is not None and (previous.size, previous.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
             entry = previous if unchanged and previous is not None else _Seen(stat.st_size, stat.st_mtime_ns, now)
+            renamed = self._watch.take_renamed(path) if self._watch is not None else None
+            if renamed == (stat.st_size, stat.st_mtime_ns):  # renamed into place and untouched since: complete
+                entry.since = -math.inf
             seen[path] = entry
             if now - entry.since >= self.settle_s:
                 ready.append(self._candidate(path, stat))
@@ -142,6 +249,48 @@ class DirSpool:
         """Files seen but not yet settled at the last poll."""
         now = self.clock.monotonic()
         return sum(1 for s in self._seen.values() if now - s.since < self.settle_s)
+
+    @property
+    def watching(self) -> bool:
+        """Whether kernel notifications wake :meth:`wait` (``False`` before the first wait, and when polling)."""
+        return self._watch is not None
+
+    def wait(self, seconds: float) -> None:
+        """Wait for the next look at the tree: at most ``seconds``, less when something changed or settles sooner.
+
+        The first call starts the notifications (``watch`` ``events`` or ``auto``); without them this is the
+        clock's sleep, as a polling source waits.
+        """
+        if not self._tried_watching:
+            self._start_watching()
+        if self._watch is None:
+            self.clock.sleep(seconds)
+            return
+        now = self.clock.monotonic()
+        settling = [s.since + self.settle_s - now for s in self._seen.values() if now - s.since < self.settle_s]
+        self.clock.wait_for(self._watch.changed, min([seconds, *settling]))
+        self._watch.changed.clear()  # before the next listing: a change after it wakes the next wait
+
+    def _start_watching(self) -> None:
+        self._tried_watching = True
+        if self.watch == "poll":
+            return
+        try:
+            self._watch = _Watch(self.root, self._wanted)
+        except (OSError, ImportError) as exc:
+            if self.watch == "events":
+                msg = f"spool {self.root}: watch=events, but the kernel's notifications are unavailable: {exc}"
+                raise ConfigError(msg) from exc
+            log.warning("spool %s: no kernel notifications (%s); listing it every poll interval instead",
+                        self.root, exc)  # fmt: skip
+            return
+        log.info("spool %s: watching for new files with the kernel's notifications", self.root)
+
+    def close(self) -> None:
+        """Stop the notifications (a later :meth:`wait` polls)."""
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
 
     def fetch(self, candidate: Candidate) -> Path:
         """The spool file itself, if it is still a regular file inside the spool with the listed size."""
