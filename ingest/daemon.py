@@ -20,7 +20,10 @@ One poll, for every listed file not yet in the checkpoint, in scan-start order
    with fewer than ``min_valid_share`` valid earth pixels (stage ``empty``); the
    file is read in a child process with a time limit and a memory cap
    (:mod:`ingest.sandbox`), so a file that hangs or crashes the HDF5 library is
-   refused (stage ``decode``) instead of stopping the daemon;
+   refused (stage ``decode``) instead of stopping the daemon. With a
+   :class:`~ingest.handoff.DecodedFiles` (the embedded service), the product
+   read comes back from the child and waits there for the worker of this
+   process, which then does not read the file again;
 8. publish a :class:`~ingest.events.FrameEvent` — an ABI frame on
    ``ltgcast.frames.v1``, placed by its scan's slot so the workers share the
    frames by load; a GLM granule on ``ltgcast.glm.v1``, keyed by satellite, which
@@ -51,13 +54,15 @@ from pathlib import Path
 from typing import Any
 
 from ingest import metrics
-from ingest.abi import MIN_VALID_SHARE
+from ingest.abi import MIN_VALID_SHARE, AbiImage
 from ingest.bus import Bus
 from ingest.checkpoint import Checkpoint
 from ingest.clock import FUTURE_TOLERANCE_S, Clock, too_far_ahead
 from ingest.errors import FilenameError, FrameDecodeError, IngestError
 from ingest.events import DEADLETTER_TOPIC, GLM_KEY, DeadLetterEvent, FrameEvent
 from ingest.filenames import GoesFilename, is_goes_product_name, parse_filename
+from ingest.glm import GlmGranule
+from ingest.handoff import DecodedFiles
 from ingest.ncio import iso_utc
 from ingest.quarantine import Quarantine
 from ingest.readers import read_product
@@ -165,6 +170,7 @@ class IngestDaemon:
         *,
         frame_filter: FrameFilter | None = None,
         settings: DaemonSettings | None = None,
+        handoff: DecodedFiles | None = None,
     ) -> None:
         self.source = source
         self.bus = bus
@@ -174,6 +180,7 @@ class IngestDaemon:
         self.frame_filter = frame_filter or FrameFilter()
         self.settings = settings or DaemonSettings()
         self.summary = RunSummary()
+        self.handoff = handoff  # the products read, for the worker of this process (ingest.handoff)
         self._fetch_failures: Counter[str] = Counter()
 
     # -- one poll ------------------------------------------------------------------------
@@ -187,6 +194,7 @@ class IngestDaemon:
             for candidate in candidates:
                 if not self.checkpoint.seen(candidate.name, candidate.size):
                     self._handle(candidate, report)
+                self._done(candidate)
         except IngestError as exc:
             report.error = str(exc)
             metrics.ERRORS.labels(stage="poll").inc()
@@ -197,6 +205,15 @@ class IngestDaemon:
         metrics.PENDING.set(report.pending)
         self._tally(report)
         return report
+
+    def _done(self, candidate: Candidate) -> None:
+        """Tell a source with ``done`` (:class:`~ingest.sources.AcknowledgingSource`) this candidate is finished.
+
+        Finished: its outcome is recorded, or it was left alone; not when its fetch failed and is tried again.
+        """
+        done = getattr(self.source, "done", None)
+        if done is not None and candidate.name not in self._fetch_failures:
+            done(candidate)
 
     def _tally(self, report: PollReport) -> None:
         self.summary.polls += 1
@@ -223,10 +240,12 @@ class IngestDaemon:
         local = self._fetch(candidate, name, report)
         if local is None:
             return
-        problem = self._decode_problem(local) if self.settings.validate else None
+        problem, product = self._decode(local) if self.settings.validate else (None, None)
         if problem is not None:
             self._refuse(candidate, local, problem[0], problem[1], name.scan_start, report)
             return
+        if product is not None and self.handoff is not None:  # read once: the worker of this process takes it
+            self.handoff.put(local, product)
         self._announce(candidate, name, local, report)
 
     def _parse(self, candidate: Candidate, report: PollReport) -> GoesFilename | None:
@@ -260,19 +279,22 @@ class IngestDaemon:
         self._fetch_failures.pop(candidate.name, None)
         return local
 
-    def _decode_problem(self, local: Path) -> tuple[str, str] | None:
-        """The stage and reason the file cannot be read as the product its name claims, or ``None``."""
+    def _decode(self, local: Path) -> tuple[tuple[str, str] | None, AbiImage | GlmGranule | None]:
+        """Why the file cannot be read as the product its name claims (stage, reason), and the product.
+
+        The product comes back from the child only when there is a :attr:`handoff` to give it to.
+        """
+        keep = self.handoff is not None
         try:
             if self.settings.isolation is None:
-                read_product(local, min_valid_share=self.settings.min_valid_share)
-            else:
-                check_in_child(local, min_valid_share=self.settings.min_valid_share, isolation=self.settings.isolation)
+                return None, read_product(local, min_valid_share=self.settings.min_valid_share)
+            return None, check_in_child(local, min_valid_share=self.settings.min_valid_share,
+                                        isolation=self.settings.isolation, keep=keep)  # fmt: skip
         except FrameDecodeError as exc:
-            return exc.stage, exc.reason
+            return (exc.stage, exc.reason), None
         except Exception as exc:  # any reader failure on bad bytes must quarantine, not kill the daemon
             log.exception("unexpected failure decoding %s", local)
-            return "decode", f"unexpected {type(exc).__name__} while decoding: {exc}"
-        return None
+            return ("decode", f"unexpected {type(exc).__name__} while decoding: {exc}"), None
 
     def _announce(self, candidate: Candidate, name: GoesFilename, local: Path, report: PollReport) -> None:
         now = self.clock.now()
@@ -339,20 +361,32 @@ class IngestDaemon:
         (the summary's ``last_error`` says why).
         """
         failures = 0
-        while stop is None or not stop.is_set():
-            report = self.poll_once()
-            failures = failures + 1 if report.error else 0
-            if once and failures >= self.settings.max_poll_failures:
-                self.summary.gave_up = True
-                break
-            if once and not failures and not report.pending:
-                break
-            if failures:
-                wait = self.settings.backoff.delay(failures)
-            else:
-                wait = min(self.settings.poll_interval_s, 1.0) if once else self.settings.poll_interval_s
-            self.clock.sleep(wait)
+        try:
+            while stop is None or not stop.is_set():
+                report = self.poll_once()
+                failures = failures + 1 if report.error else 0
+                if once and failures >= self.settings.max_poll_failures:
+                    self.summary.gave_up = True
+                    break
+                if once and not failures and not report.pending:
+                    break
+                if failures:
+                    self.clock.sleep(self.settings.backoff.delay(failures))
+                else:
+                    self._wait(min(self.settings.poll_interval_s, 1.0) if once else self.settings.poll_interval_s)
+        finally:
+            close = getattr(self.source, "close", None)
+            if close is not None:
+                close()
         return self.summary
+
+    def _wait(self, seconds: float) -> None:
+        """Until the next poll: the source's own wait where it has one (a spool woken by the kernel), else sleep."""
+        wait = getattr(self.source, "wait", None)
+        if wait is None:
+            self.clock.sleep(seconds)
+        else:
+            wait(seconds)
 
 
 def _time_order(candidate: Candidate) -> tuple[datetime, str]:

@@ -2,7 +2,8 @@
 
 Labels are bounded: ``product`` is a NOAA folder name of the handful the filter
 allows, ``sector`` one of C/F/M1/M2/GLM, ``band`` 1–16 or ``-``, ``outcome`` one of
-:data:`ingest.checkpoint.OUTCOMES`, ``reason`` one of :data:`FLASH_DROP_REASONS`.
+:data:`ingest.checkpoint.OUTCOMES`, ``reason`` one of :data:`FLASH_DROP_REASONS` (GLM) or
+:data:`SQS_REFUSAL_REASONS` (queue messages).
 No label ever carries a file name.
 """
 
@@ -39,3 +40,15 @@ GLM_FLASHES_DROPPED = Counter(
 )
 for _reason in FLASH_DROP_REASONS:  # every series exists from the start, at 0
     GLM_FLASHES_DROPPED.labels(reason=_reason)
+
+#: Why the SQS source (:mod:`ingest.sources.sqs`) refused and deleted a queue message: the label values of
+#: :data:`SQS_MESSAGES_REFUSED`.
+SQS_REFUSAL_REASONS = ("not_json", "not_s3_event", "test_event", "wrong_bucket", "bad_key")
+SQS_MESSAGES_REFUSED = Counter(
+    "ltgcast_ingest_sqs_messages_refused_total",
+    "Queue messages the SQS source refused and deleted: not JSON, not an S3 object notification, an s3:TestEvent, "
+    "an object in another bucket than the source's, or a key outside NOAA's <product>/<YYYY>/<DOY>/<HH>/<name> layout.",
+    ["reason"],
+)
+for _reason in SQS_REFUSAL_REASONS:
+    SQS_MESSAGES_REFUSED.labels(reason=_reason)

@@ -12,7 +12,10 @@ address-space cap (:attr:`Isolation.memory_limit_mib`) and a time limit (:attr:`
 The outcome comes back as the reader's own :class:`~ingest.errors.FrameDecodeError` (same stage, same
 reason), or as a ``decode`` refusal naming the time limit, the memory cap or the child's exit code.
 Flashes a GLM granule lost are counted and logged here, in the caller's process, as the reader would.
-Only the verdict crosses the pipe, never the arrays.
+By default only the verdict crosses the pipe; with ``keep=True`` the product read crosses it too, so the
+caller need not read the file a second time (the embedded service hands it to its worker,
+:mod:`ingest.handoff`): one decode per file. The pipe carries what this module's own child sends (the
+verdict has always been a pickle from it); the file's bytes never reach the caller's process.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from functools import cache
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from ingest.abi import MIN_VALID_SHARE
+from ingest.abi import MIN_VALID_SHARE, AbiImage
 from ingest.errors import FilenameError, FrameDecodeError, FrameEmptyError, FrameShapeError
 from ingest.glm import GlmGranule, report_dropped
 
@@ -60,9 +63,13 @@ class Isolation:
 
 
 def check_in_child(
-    path: str | Path, *, min_valid_share: float = MIN_VALID_SHARE, isolation: Isolation | None = None
-) -> None:
-    """Read ``path`` with its product reader in a bounded child process; return if it reads, else raise.
+    path: str | Path,
+    *,
+    min_valid_share: float = MIN_VALID_SHARE,
+    isolation: Isolation | None = None,
+    keep: bool = False,
+) -> AbiImage | GlmGranule | None:
+    """Read ``path`` with its product reader in a bounded child process; the product (``keep``) or ``None``.
 
     Raises
     ------
@@ -75,7 +82,10 @@ def check_in_child(
     receiver, sender = context.Pipe(duplex=False)
     limit = bounds.memory_limit_mib * 2**20
     child = context.Process(
-        target=_read_in_child, args=(sender, str(path), min_valid_share, limit), daemon=True, name="ltgcast-check"
+        target=_read_in_child,
+        args=(sender, str(path), min_valid_share, limit, keep),
+        daemon=True,
+        name="ltgcast-check",
     )
     child.start()
     sender.close()
@@ -87,15 +97,17 @@ def check_in_child(
         child.join()
         receiver.close()
         child.close()
-    stage, reason, dropped, kept = verdict
+    stage, reason, dropped, kept, product = verdict
     if stage is not None:
         raise _STAGE_ERRORS.get(stage, FrameDecodeError)(str(path), reason)
     report_dropped(path, dropped, kept)
+    return product
 
 
-def _await(
-    receiver: Connection, child: multiprocessing.process.BaseProcess, path: str, bounds: Isolation
-) -> tuple[str | None, str, dict[str, int], int]:
+Verdict = tuple[str | None, str, dict[str, int], int, AbiImage | GlmGranule | None]
+
+
+def _await(receiver: Connection, child: multiprocessing.process.BaseProcess, path: str, bounds: Isolation) -> Verdict:
     """The child's verdict, or a refusal when it overran or died."""
     if not receiver.poll(bounds.timeout_s):
         msg = (
@@ -111,8 +123,8 @@ def _await(
         raise FrameDecodeError(path, msg) from None
 
 
-def _read_in_child(sender: Connection, path: str, min_valid_share: float, limit: int) -> None:
-    """The child: cap the address space, read once, send ``(stage, reason, dropped, kept)`` back."""
+def _read_in_child(sender: Connection, path: str, min_valid_share: float, limit: int, keep: bool) -> None:
+    """The child: cap the address space, read once, send ``(stage, reason, dropped, kept, product)`` back."""
     from ingest.readers import read_product  # already imported by the fork server
 
     logging.disable(logging.CRITICAL)  # the caller logs; here a log line would go to the fork server's stderr
@@ -123,12 +135,12 @@ def _read_in_child(sender: Connection, path: str, min_valid_share: float, limit:
         product = read_product(path, min_valid_share=min_valid_share)
         dropped = dict(product.flashes_dropped) if isinstance(product, GlmGranule) else {}
         kept = len(product.flashes) if isinstance(product, GlmGranule) else 0
-        verdict: tuple[str | None, str, dict[str, int], int] = (None, "", dropped, kept)
+        verdict: Verdict = (None, "", dropped, kept, product if keep else None)
     except FrameDecodeError as exc:
-        verdict = (exc.stage, exc.reason, {}, 0)
+        verdict = (exc.stage, exc.reason, {}, 0, None)
     except MemoryError:
-        verdict = ("decode", f"reading needed more than the {limit >> 20} MiB of memory allowed", {}, 0)
+        verdict = ("decode", f"reading needed more than the {limit >> 20} MiB of memory allowed", {}, 0, None)
     except Exception as exc:  # the caller must get a verdict, whatever the reader did
-        verdict = ("decode", f"unexpected {type(exc).__name__} while decoding: {exc}", {}, 0)
+        verdict = ("decode", f"unexpected {type(exc).__name__} while decoding: {exc}", {}, 0, None)
     sender.send(verdict)
     sender.close()

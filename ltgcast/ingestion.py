@@ -102,7 +102,8 @@ class IngestSettings:
 
 def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``ltgcast ingest``."""
-    parser.add_argument("--source", help="dir:PATH, s3://noaa-goes19 or sim:[?options] (env LTGCAST_SOURCE)")
+    parser.add_argument("--source", help="dir:PATH, s3://noaa-goes19, sqs://QUEUE?bucket=noaa-goes19 (notifications "
+                        "of NOAA's NewGOES19Object topic) or sim:[?options] (env LTGCAST_SOURCE)")  # fmt: skip
     parser.add_argument("--bus", help="inproc:// or kafka://HOST:PORT (env LTGCAST_BUS)")
     parser.add_argument("--state", help="checkpoint folder (env LTGCAST_STATE; default var/state/ingest)")
     parser.add_argument("--quarantine", help="where refused files go (default STATE/quarantine)")

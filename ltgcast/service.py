@@ -40,7 +40,9 @@ from ingest.checkpoint import Checkpoint
 from ingest.clock import FUTURE_TOLERANCE_S, SystemClock
 from ingest.daemon import DaemonSettings, IngestDaemon
 from ingest.errors import ConfigError
+from ingest.handoff import DecodedFiles
 from ingest.quarantine import Quarantine
+from ingest.readers import read_product
 from ingest.sources import ABI_SECTORS, FrameFilter, SourceContext, get_source
 from ltgcast.ingestion import split_list, stop_on_signals
 from ltgcast.nowcasting import DEFAULT_BASE
@@ -147,7 +149,8 @@ class ServiceSettings:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``ltgcast run`` (defaults from :class:`ServiceSettings`)."""
     d = ServiceSettings()
-    parser.add_argument("--source", help="dir:PATH, s3://noaa-goes19, sim:[?options], or none: a worker fed by "
+    parser.add_argument("--source", help="dir:PATH, s3://noaa-goes19, sqs://QUEUE?bucket=noaa-goes19 (NOAA's "
+                        "new-object notifications), sim:[?options], or none: a worker fed by "
                         "`ltgcast ingest` over Kafka (env LTGCAST_SOURCE)")  # fmt: skip
     parser.add_argument("--bus", help="inproc:// or kafka://HOST:PORT (env LTGCAST_BUS; default inproc://)")
     parser.add_argument("--scorer", help="embedded or tfserving (env LTGCAST_SCORER; default embedded)")
@@ -240,6 +243,8 @@ class Service:
         self.bus: Bus = get_bus(s.bus)
         self.checkpoint: Checkpoint | None = None
         self.daemon: IngestDaemon | None = None
+        # Daemon and worker in one process: each file is read once, by the daemon's check, for the worker too.
+        self.handoff = DecodedFiles() if s.source != NO_SOURCE and isinstance(self.bus, InProcessBus) else None
         if s.source != NO_SOURCE:
             frame_filter = FrameFilter(sectors=s.sectors, bands=(13,))
             context = SourceContext(cache=s.state / "cache", clock=self.clock, frame_filter=frame_filter)
@@ -248,13 +253,14 @@ class Service:
             daemon_settings = DaemonSettings(poll_interval_s=s.poll_interval_s, future_tolerance_s=s.future_tolerance_s)
             self.daemon = IngestDaemon(source, self.bus, self.checkpoint,
                                        Quarantine(s.state / "quarantine"), self.clock, frame_filter=frame_filter,
-                                       settings=daemon_settings)  # fmt: skip
+                                       settings=daemon_settings, handoff=self.handoff)  # fmt: skip
         self.store = FileGridStore(s.store, now=self.clock.now, future_tolerance_s=s.future_tolerance_s)
         worker_settings = WorkerSettings(sectors=frozenset(s.sectors), glm_deadline_s=s.glm_deadline_s,
                                          max_age_s=s.max_age_s or float("inf"), poll_timeout_s=0.25,
                                          future_tolerance_s=s.future_tolerance_s)  # fmt: skip
+        read = self.handoff.read if self.handoff is not None else read_product
         self.worker = NowcastWorker(self.bus, self.models, self.store, self.clock, worker_settings,
-                                    sinks=self._sinks())  # fmt: skip
+                                    sinks=self._sinks(), read=read)  # fmt: skip
         self.api = GridApi(self.store, ApiSettings(admin_token=s.admin_token), models=self.models,
                            ready=self.problems)  # fmt: skip
         web = WebSettings(max_connections=s.http_max_connections, max_in_flight=s.http_max_in_flight,

@@ -23,9 +23,25 @@ Contract of every source
   alone what it does not own (a spool).
 * Sources select products by name with a :class:`FrameFilter` where that saves work
   (the S3 source lists only the product folders the filter wants).
+* Optional: a source that must acknowledge what it handed over (the SQS source
+  deletes a queue message only then) has a ``done(candidate)`` method
+  (:class:`AcknowledgingSource`). The daemon calls it, when the source has one,
+  for every listed candidate it is finished with: after the checkpoint recorded
+  the outcome (announced, quarantined, deadletter, late), for a candidate the
+  checkpoint had already recorded, and for one it left alone (filtered) — never
+  for one whose fetch failed and will be tried again, nor when the poll failed
+  before the outcome was recorded. ``done`` must not raise for a failed
+  acknowledgement (the source gets the candidate again and lists it again, and
+  the checkpoint drops it). ``dir:``, ``s3://`` and ``sim:`` have no ``done``:
+  their listings need no acknowledgement.
+* Optional: ``wait(seconds)`` and ``close()``. A source that can be woken by
+  what it watches (the spool, by the kernel's notifications) has ``wait``: the
+  daemon calls it between polls instead of sleeping the poll interval, and it
+  returns as soon as something changed (or at most after ``seconds``). The
+  daemon calls ``close()`` when its run ends.
 
 Sources are made from a URI by :func:`get_source` (``dir:PATH``, ``s3://BUCKET``,
-``sim:``); unknown schemes list the valid ones.
+``sim:``, ``sqs://QUEUE``); unknown schemes list the valid ones.
 """
 
 from __future__ import annotations
@@ -124,6 +140,14 @@ class FrameSource(Protocol):
         ...
 
 
+class AcknowledgingSource(FrameSource, Protocol):
+    """A source that is told when the daemon is finished with a candidate (see the module docstring)."""
+
+    def done(self, candidate: Candidate) -> None:
+        """The daemon is finished with ``candidate`` (its outcome is recorded, or it was left alone)."""
+        ...
+
+
 @dataclass(frozen=True)
 class SourceContext:
     """What every source factory may use: a cache folder, the clock and the filter."""
@@ -148,6 +172,12 @@ def _s3(uri: str, context: SourceContext) -> FrameSource:
     return NoaaS3Source.from_uri(uri, context)
 
 
+def _sqs(uri: str, context: SourceContext) -> FrameSource:
+    from ingest.sources.sqs import SqsSource  # boto3 is imported only when used
+
+    return SqsSource.from_uri(uri, context)
+
+
 def _sim(uri: str, context: SourceContext) -> FrameSource:
     from ingest.sources.sim import SimSource
 
@@ -155,22 +185,24 @@ def _sim(uri: str, context: SourceContext) -> FrameSource:
 
 
 #: URI scheme -> factory.
-SOURCES: dict[str, SourceFactory] = {"dir": _dir, "s3": _s3, "sim": _sim}
+SOURCES: dict[str, SourceFactory] = {"dir": _dir, "s3": _s3, "sqs": _sqs, "sim": _sim}
+_EXPECTED = "dir:PATH, s3://BUCKET, sim:[?options], sqs://QUEUE"
 
 
 def get_source(uri: str, context: SourceContext) -> FrameSource:
     """The source for ``uri``; unknown schemes list the valid ones.
 
-    >>> get_source("ftp://example", SourceContext(Path("."), clock=None))  # doctest: +ELLIPSIS
+    >>> get_source("ftp://example", SourceContext(Path("."), clock=None))  # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ingest.errors.ConfigError: unknown source 'ftp://example'; expected one of: dir:PATH, s3://BUCKET, sim:[?options]
+    ingest.errors.ConfigError: unknown source 'ftp://example';
+    expected one of: dir:PATH, s3://BUCKET, sim:[?options], sqs://QUEUE
     """
     scheme = uri.split(":", 1)[0] if ":" in uri else ""
     try:
         factory = SOURCES[scheme]
     except KeyError:
-        msg = f"unknown source {uri!r}; expected one of: dir:PATH, s3://BUCKET, sim:[?options]"
+        msg = f"unknown source {uri!r}; expected one of: {_EXPECTED}"
         raise ConfigError(msg) from None
     return factory(uri, context)
 

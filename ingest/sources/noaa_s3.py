@@ -21,7 +21,11 @@ the ``uri`` of an event.
 Options: ``s3://BUCKET?endpoint=http://127.0.0.1:5000&hours=2&timeout_s=10&keep_h=6&region=us-east-1``
 (``endpoint`` points at an S3-compatible server; tests use moto on loopback).
 
-botocore exceptions are translated here, and only here.
+The download half (:class:`S3Objects`: retried, size-checked downloads into the
+cache, :meth:`~S3Objects.discard`, pruning) is shared with the notification
+source :mod:`ingest.sources.sqs`, which learns of new objects from an SQS queue
+instead of listing. botocore exceptions of S3 calls are translated here, and
+only here.
 """
 
 from __future__ import annotations
@@ -77,65 +81,46 @@ class _ShortDownloadError(IngestError):
     """A download ended before the listed size (retried)."""
 
 
-class NoaaS3Source:
-    """A :class:`~ingest.sources.FrameSource` over NOAA's GOES-R buckets."""
+def anonymous_client(region: str, endpoint: str | None, timeout_s: float) -> Any:
+    """An unsigned S3 client (NOAA's buckets are public): one try per call, the back-off is ours."""
+    return boto3.session.Session().client(
+        "s3",
+        region_name=region,
+        endpoint_url=endpoint or None,
+        config=Config(
+            signature_version=UNSIGNED,
+            connect_timeout=timeout_s,
+            read_timeout=timeout_s,
+            retries={"max_attempts": 1, "mode": "standard"},
+        ),
+    )
+
+
+class S3Objects:
+    """Anonymous, retried, size-checked downloads from one bucket into ``cache/<product>/<name>``.
+
+    ``candidate.source_uri`` is ``s3://<bucket>/<product>/…/<name>``: the first key
+    segment names the cache folder. Shared by :class:`NoaaS3Source` and
+    :class:`ingest.sources.sqs.SqsSource`.
+    """
 
     def __init__(
         self,
         bucket: str,
-        products: list[str],
         cache: Path,
         clock: Clock,
         *,
         client: Any,
-        hours: int = 2,
         keep_h: float = 6.0,
         retry: Retry | None = None,
     ) -> None:
         self.bucket = bucket
-        self.products = products
         self.cache = cache
         self.clock = clock
         self.client = client
-        self.hours = hours
         self.keep_h = keep_h
         self.retry = retry or Retry()
         self._last_prune = float("-inf")
-
-    @classmethod
-    def from_uri(cls, uri: str, context: SourceContext) -> NoaaS3Source:
-        """``s3://BUCKET[?endpoint=URL&hours=N&timeout_s=S&keep_h=H&region=R]``."""
-        parts = urlsplit(uri)
-        if not parts.netloc or parts.path not in ("", "/"):
-            msg = f"expected s3://BUCKET[?options], found {uri!r}"
-            raise ConfigError(msg)
-        options = parse_options(parts.query, ("endpoint", "hours", "timeout_s", "keep_h", "region"), uri)
-        try:
-            hours, timeout_s = int(options.get("hours", "2")), float(options.get("timeout_s", "10"))
-            keep_h = float(options.get("keep_h", "6"))
-        except ValueError as exc:
-            msg = f"bad number in source options of {uri!r}: {exc}"
-            raise ConfigError(msg) from exc
-        if hours < 1:
-            msg = f"hours: expected >= 1 (current hour included), found {hours}"
-            raise ConfigError(msg)
-        client = boto3.session.Session().client(
-            "s3",
-            region_name=options.get("region", "us-east-1"),
-            endpoint_url=options.get("endpoint") or None,
-            config=Config(
-                signature_version=UNSIGNED,
-                connect_timeout=timeout_s,
-                read_timeout=timeout_s,
-                retries={"max_attempts": 1, "mode": "standard"},
-            ),
-        )
-        products = context.frame_filter.products()
-        return cls(parts.netloc, products, context.cache, context.clock, client=client, hours=hours, keep_h=keep_h)
-
-    def list_prefix(self, prefix: str) -> list[Candidate]:
-        """Every object under one ``<product>/<YYYY>/<DOY>/<HH>/`` folder, with retries."""
-        return self._retried(partial(self._list, prefix), f"listing s3://{self.bucket}/{prefix}")
 
     def _retried(self, call: Callable[[], T], what: str) -> T:
         """``call`` with back-off on transient failures; what still fails becomes :class:`IngestError`."""
@@ -144,33 +129,6 @@ class NoaaS3Source:
         except (*_TRANSIENT, ClientError) as exc:
             msg = f"{what} failed after at most {self.retry.attempts} attempts: {exc}"
             raise IngestError(msg) from exc
-
-    def prefixes(self) -> list[str]:
-        """The product/hour folders a poll lists now, oldest hour first."""
-        now = self.clock.now()
-        hours = [now - timedelta(hours=h) for h in range(self.hours - 1, -1, -1)]
-        return [f"{product}/{t:%Y/%j/%H}/" for product in self.products for t in hours]
-
-    def _list(self, prefix: str) -> list[Candidate]:
-        found = []
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-        for page in pages:
-            for item in page.get("Contents", []):
-                key = item["Key"]
-                found.append(Candidate(key.rsplit("/", 1)[-1], f"s3://{self.bucket}/{key}", int(item["Size"])))
-        return found
-
-    def poll(self) -> list[Candidate]:
-        """Every object under the current and previous hour folders of each product."""
-        self._prune_cache()
-        found: list[Candidate] = []
-        for prefix in self.prefixes():
-            found.extend(self.list_prefix(prefix))
-        return sorted(found, key=lambda c: (c.name, c.source_uri))
-
-    def pending(self) -> int:
-        """S3 objects appear whole: nothing is ever half-listed."""
-        return 0
 
     def _download(self, candidate: Candidate, target: Path) -> None:
         key = candidate.source_uri.split("/", 3)[3]
@@ -212,7 +170,7 @@ class NoaaS3Source:
         """Remove the cached copy (the bucket itself is read-only)."""
         local.unlink(missing_ok=True)
 
-    def _prune_cache(self) -> None:
+    def prune_cache(self) -> None:
         """Delete cached copies older than ``keep_h`` (checked at most every 10 minutes)."""
         now = self.clock.monotonic()
         if now - self._last_prune < 600 or not self.cache.is_dir():
@@ -225,3 +183,75 @@ class NoaaS3Source:
                     path.unlink()
             except OSError as exc:
                 log.warning("cannot prune cached %s: %s", path, exc)
+
+
+class NoaaS3Source(S3Objects):
+    """A :class:`~ingest.sources.FrameSource` over NOAA's GOES-R buckets, by listing hour folders."""
+
+    def __init__(
+        self,
+        bucket: str,
+        products: list[str],
+        cache: Path,
+        clock: Clock,
+        *,
+        client: Any,
+        hours: int = 2,
+        keep_h: float = 6.0,
+        retry: Retry | None = None,
+    ) -> None:
+        super().__init__(bucket, cache, clock, client=client, keep_h=keep_h, retry=retry)
+        self.products = products
+        self.hours = hours
+
+    @classmethod
+    def from_uri(cls, uri: str, context: SourceContext) -> NoaaS3Source:
+        """``s3://BUCKET[?endpoint=URL&hours=N&timeout_s=S&keep_h=H&region=R]``."""
+        parts = urlsplit(uri)
+        if not parts.netloc or parts.path not in ("", "/"):
+            msg = f"expected s3://BUCKET[?options], found {uri!r}"
+            raise ConfigError(msg)
+        options = parse_options(parts.query, ("endpoint", "hours", "timeout_s", "keep_h", "region"), uri)
+        try:
+            hours, timeout_s = int(options.get("hours", "2")), float(options.get("timeout_s", "10"))
+            keep_h = float(options.get("keep_h", "6"))
+        except ValueError as exc:
+            msg = f"bad number in source options of {uri!r}: {exc}"
+            raise ConfigError(msg) from exc
+        if hours < 1:
+            msg = f"hours: expected >= 1 (current hour included), found {hours}"
+            raise ConfigError(msg)
+        client = anonymous_client(options.get("region", "us-east-1"), options.get("endpoint"), timeout_s)
+        products = context.frame_filter.products()
+        return cls(parts.netloc, products, context.cache, context.clock, client=client, hours=hours, keep_h=keep_h)
+
+    def list_prefix(self, prefix: str) -> list[Candidate]:
+        """Every object under one ``<product>/<YYYY>/<DOY>/<HH>/`` folder, with retries."""
+        return self._retried(partial(self._list, prefix), f"listing s3://{self.bucket}/{prefix}")
+
+    def prefixes(self) -> list[str]:
+        """The product/hour folders a poll lists now, oldest hour first."""
+        now = self.clock.now()
+        hours = [now - timedelta(hours=h) for h in range(self.hours - 1, -1, -1)]
+        return [f"{product}/{t:%Y/%j/%H}/" for product in self.products for t in hours]
+
+    def _list(self, prefix: str) -> list[Candidate]:
+        found = []
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        for page in pages:
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                found.append(Candidate(key.rsplit("/", 1)[-1], f"s3://{self.bucket}/{key}", int(item["Size"])))
+        return found
+
+    def poll(self) -> list[Candidate]:
+        """Every object under the current and previous hour folders of each product."""
+        self.prune_cache()
+        found: list[Candidate] = []
+        for prefix in self.prefixes():
+            found.extend(self.list_prefix(prefix))
+        return sorted(found, key=lambda c: (c.name, c.source_uri))
+
+    def pending(self) -> int:
+        """S3 objects appear whole: nothing is ever half-listed."""
+        return 0

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ingest.handoff import HANDOFF
 from ingest.synthetic import ScenarioConfig, simulate
 from ltgcast.cli import main
 from ltgcast.latency import deliver
@@ -83,6 +84,11 @@ def glm(paths: list[Path]) -> list[Path]:
     return sorted(p for p in paths if "_GLM-" in p.name)
 
 
+def handoff_counts() -> dict[str, float]:
+    """``ltgcast_decode_handoff_total`` by outcome (the registry is the process's: compare before and after)."""
+    return {k: HANDOFF.labels(k)._value.get() for k in ("taken", "read", "dropped")}
+
+
 @pytest.fixture(scope="module")
 def running(scenario: list[Path], tmp_path_factory: pytest.TempPathFactory, redis_address: str) -> Iterator[Service]:
     """The service on a spool with a Redis sink; the last 4 frames of the scenario (with all GLM) dropped in."""
@@ -90,10 +96,12 @@ def running(scenario: list[Path], tmp_path_factory: pytest.TempPathFactory, redi
     spool = tmp / "spool"
     spool.mkdir()
     service = Service(settings(tmp, spool, redis=f"redis://{redis_address}/0", admin_token="t0ken")).start()
+    before = handoff_counts()
     try:
         drop(glm(scenario), spool)
         drop(abi(scenario)[-4:], spool)
         until(lambda: len(service.worker.grids) >= 4, "four grids")
+        service.handoff_delta = {k: v - before[k] for k, v in handoff_counts().items()}  # type: ignore[attr-defined]
         yield service
     finally:
         service.stop()
@@ -107,6 +115,12 @@ def test_frames_in_the_spool_become_grids_in_the_file_store_and_redis(running: S
 
     assert running.worker.outcomes["scored"] == 4
     assert running.worker.outcomes["failed"] == 0
+    # One decode per file: the worker took every file it needed from the daemon's check, read none again.
+    delta = running.handoff_delta  # type: ignore[attr-defined]
+    waiting = len(running.handoff) if running.handoff is not None else 0
+    assert (delta["read"], delta["dropped"]) == (0, 0)
+    assert delta["taken"] + waiting == len(glm(scenario)) + 4
+    assert delta["taken"] >= 4 + 15 * 3  # the 4 frames, and at least the 15 minutes of granules before the first
     last = abi(scenario)[-1].name
     grids = running.store.grids("M1")
     assert len(grids) == 4
