@@ -153,3 +153,19 @@ def test_bench_featurize_writes_the_documented_json(tmp_path, capsys):
     assert report["peak_rss_mib"] > 0
     assert report["naive_seconds_per_frame_extrapolated"] > report["seconds_median"]
     assert "seconds_median" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_latency_runs_the_service_with_its_default_settings(tmp_path, capsys):
+    out = tmp_path / "latency.json"
+    assert main(["bench", "latency", "--sector", "M1", "--frames", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert (report["settings"], report["poll_interval_s"], report["spool_watch"]) == ("defaults", 2.0, "events")
+    assert report["scorer"] == "embedded"
+    assert len(report["seconds"]) == 1
+    parts = report["parts_seconds_median"]
+    assert set(parts) == {"to_announced", "announced_to_stored", "stored_to_api"}
+    assert 0 < parts["to_announced"] < report["seconds_median"]  # each part is a piece of the whole
+    assert 0 < parts["announced_to_stored"] < report["seconds_median"]
+    assert "defaults settings, spool events" in capsys.readouterr().out
+
