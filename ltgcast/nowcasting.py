@@ -38,7 +38,6 @@ from ingest.abi import AbiImage
 from ingest.errors import ConfigError
 from ingest.glm import GlmGranule
 from ingest.readers import read_product
-from ltgcast.benchmarks import simulated_inputs
 
 log = logging.getLogger(__name__)
 
@@ -143,34 +142,42 @@ def _previous(path: str | None, image: AbiImage, feature_set: Any) -> np.ndarray
 
 
 def bench_nowcast(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Time the worker path (featurize, score, write NetCDF) on a simulated frame; print and write JSON."""
+    """Time the worker path on a simulated frame, stage by stage (read, featurize, score, write); print and JSON.
+
+    The scorer is the one ``ltgcast run`` builds with its defaults (``--backend embedded``: the fastest exact
+    in-process backend of the version, see :mod:`serve.scoring`). ``read`` is the frame's file through its
+    reader (in the embedded service the ingest daemon's check does this read, :mod:`ingest.handoff`); the GLM
+    granules are read as they arrive, before the frame, and are not timed. A temporal model gets the frame 15
+    minutes before; full disk (every 10 minutes) has none and is scored as the worker scores it then, with no
+    change (``trend: missing`` in the report).
+    """
     from serve.gridfile import GridMeta, write_grid
     from serve.nowcast import nowcast_frame
-    from serve.scoring import EmbeddedScorer, ScorerSettings
+    from serve.scoring import ScorerSettings, get_scorer
 
     began = time.perf_counter()
     path = version_path(Path(args.model_base or env.get("LTGCAST_MODELS") or DEFAULT_BASE), args.name, args.version)
-    scorer = EmbeddedScorer(path, ScorerSettings("embedded", args.tile, args.threads))
-    if scorer.feature_set.temporal:  # the frame it times and the one 15 minutes before, from one scenario
-        image, flashes, before = simulated_pair(args.sector, args.seed, scorer.feature_set.window_minutes)
-        previous: np.ndarray | None = before.values
-    else:
-        image, flashes, _ = simulated_inputs(args.sector, 0, args.seed)  # the scenario's own flashes only
-        previous = None
-    sys.stdout.write(f"inputs ready in {time.perf_counter() - began:.1f} s: {image.values.shape}\n")
-    meta = GridMeta(image.name.satellite, args.sector, image.scan_start, image.scan_start + HORIZON, scorer.name,
-                    scorer.version, image.name.name)  # fmt: skip
-    timings, parts = [], []
+    scorer = get_scorer(path, ScorerSettings(args.backend, args.tile, args.threads))
     with tempfile.TemporaryDirectory() as folder:
+        frame, flashes, before = simulated_frame(Path(folder), args.sector, args.seed, scorer.feature_set)
+        image = _abi(read_product(frame))
+        previous = None if not scorer.feature_set.temporal else before.values if before is not None else image.values
+        sys.stdout.write(f"inputs ready in {time.perf_counter() - began:.1f} s: {image.values.shape}, "
+                         f"scorer {type(scorer).__name__}\n")  # fmt: skip
+        meta = GridMeta(image.name.satellite, args.sector, image.scan_start, image.scan_start + HORIZON, scorer.name,
+                        scorer.version, image.name.name)  # fmt: skip
+        timings, parts = [], []
         out = Path(folder) / "grid.nc"
-        for k in range(args.repeat + 1):  # the first is the warm-up (graph tracing), not counted
+        for k in range(args.repeat + 1):  # the first is the warm-up (graph tracing, first touch), not counted
             t0 = time.perf_counter()
-            result = nowcast_frame(image, flashes, scorer, previous)
+            image = _abi(read_product(frame))
             t1 = time.perf_counter()
+            result = nowcast_frame(image, flashes, scorer, previous)
+            t2 = time.perf_counter()
             write_grid(out, result.probability, image.grid, meta)
             if k:
                 timings.append(time.perf_counter() - t0)
-                parts.append({**result.seconds, "write": time.perf_counter() - t1})
+                parts.append({"read": t1 - t0, **result.seconds, "write": time.perf_counter() - t2})
     naive = _naive_seconds_per_pixel(path, image, flashes, args.sample, previous)
     pixels = int(image.values.size)
     report: dict[str, Any] = {
@@ -186,6 +193,9 @@ def bench_nowcast(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         "parts_seconds_median": {k: statistics.median(p[k] for p in parts) for k in parts[0]},
         "naive_sample_pixels": args.sample,
         "model": f"{scorer.name}/{scorer.version}",
+        "backend": args.backend,
+        "scorer": getattr(scorer, "describe", lambda: type(scorer).__name__)(),
+        "trend": None if not scorer.feature_set.temporal else "ok" if before is not None else "missing",
         "tile": args.tile,
         "threads": args.threads,
         "repeat": args.repeat,
@@ -194,9 +204,39 @@ def bench_nowcast(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     for key in ("frame_seconds_median", "frame_seconds_min", "frame_seconds_max", "peak_rss_mib",
                 "naive_seconds_per_frame_extrapolated", "speedup"):  # fmt: skip
         sys.stdout.write(f"{key:40s} {report[key]:10.3f}\n")
+    for key, seconds in report["parts_seconds_median"].items():
+        sys.stdout.write(f"{'median ' + key + ' (s)':40s} {seconds:10.3f}\n")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return 0
+
+
+def _abi(product: AbiImage | GlmGranule) -> AbiImage:
+    if not isinstance(product, AbiImage):
+        msg = f"expected an ABI image, found {type(product).__name__}"
+        raise ConfigError(msg)
+    return product
+
+
+def simulated_frame(folder: Path, sector: str, seed: int, feature_set: Any) -> tuple[Path, Flashes, AbiImage | None]:
+    """The last band-13 frame file of a 16-minute simulated scenario in ``folder``, its flashes, and its predecessor.
+
+    The predecessor is the frame ``feature_set.window_minutes`` before (read), for a temporal set; ``None`` for
+    another set, or where the sector has none (full disk is scanned every 10 minutes).
+    """
+    from ingest.synthetic import ScenarioConfig, simulate
+    from serve.nowcast import previous_problem
+
+    start = datetime(2024, 6, 15, 20, 0, tzinfo=UTC)
+    paths = simulate(ScenarioConfig(out=folder, sector=sector, start=start, minutes=16, seed=seed))
+    frames = sorted(p for p in paths if "_ABI-" in p.name)
+    granules = [read_product(p) for p in paths if "_GLM-" in p.name]
+    flashes = Flashes.concat([g.flashes for g in granules if isinstance(g, GlmGranule)])
+    if not feature_set.temporal:
+        return frames[-1], flashes, None
+    images = [f for f in (read_product(p) for p in frames) if isinstance(f, AbiImage)]
+    before = next((f for f in images if previous_problem(images[-1], f, feature_set.window_minutes) is None), None)
+    return frames[-1], flashes, before
 
 
 def simulated_pair(sector: str, seed: int, window_minutes: float) -> tuple[AbiImage, Flashes, AbiImage]:
@@ -265,6 +305,8 @@ def add_bench_nowcast_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default="var/bench/nowcast.json", help="where to write the JSON report")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--sample", type=int, default=2000, help="pixels for the naive (patch) extrapolation")
-    parser.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0 = default)")
+    parser.add_argument("--threads", type=int, default=0, help="in-process scorer threads (0 = its default)")
+    parser.add_argument("--backend", default="embedded",
+                        help="scorer backend (embedded: the fastest exact one in process, as run uses)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=3)
     _model_flags(parser)

@@ -169,3 +169,16 @@ def test_bench_latency_runs_the_service_with_its_default_settings(tmp_path, caps
     assert 0 < parts["announced_to_stored"] < report["seconds_median"]
     assert "defaults settings, spool events" in capsys.readouterr().out
 
+
+
+@pytest.mark.slow
+def test_bench_nowcast_reports_each_stage_with_the_default_scorer(tmp_path, capsys):
+    out = tmp_path / "nowcast.json"
+    assert main(["bench", "nowcast", "--sector", "M1", "--repeat", "1", "--sample", "64", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    parts = report["parts_seconds_median"]
+    assert list(parts) == ["read", "featurize", "score", "write"]
+    assert all(0 < seconds < report["frame_seconds_median"] for seconds in parts.values())
+    assert sum(parts.values()) == pytest.approx(report["frame_seconds_median"], rel=0.05)
+    assert (report["backend"], report["pixels"], report["trend"]) == ("embedded", 500 * 500, "ok")
+    assert "median score (s)" in capsys.readouterr().out
