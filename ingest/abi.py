@@ -309,15 +309,18 @@ class _AbiReader:
         totals: Counter[str] = Counter()
         dqf_counts: Counter[int] = Counter()
         labels = ("", "")
+        whole_on_disk = _all_on_disk(grid)
         for rows in _row_blocks(data_var, grid.shape):
             stored = decode(data_var, index=rows)
             physical, quantity, units = self.calibrate(ds, band, stored)
             dqf = decode_int(dqf_var, index=rows)
-            space = ~grid.projection.on_disk(grid.x[np.newaxis, :], grid.y[rows, np.newaxis])
+            if whole_on_disk:  # a CONUS or mesoscale block: no pixel can look into space
+                space = np.zeros((len(range(*rows.indices(grid.shape[0]))), grid.shape[1]), bool)
+            else:
+                space = ~grid.projection.on_disk(grid.x[np.newaxis, :], grid.y[rows, np.newaxis])
             image[rows], accounting = _mask(stored, physical, dqf, space, self.good_dqf)
             totals.update({f.name: getattr(accounting, f.name) for f in fields(PixelAccounting)})
-            values, counts = np.unique(dqf, return_counts=True)
-            dqf_counts.update({int(v): int(c) for v, c in zip(values, counts, strict=True)})
+            dqf_counts.update(_flag_counts(dqf))
             labels = (quantity, units)
         accounting = PixelAccounting(**{f.name: totals[f.name] for f in fields(PixelAccounting)})
         return image, accounting, dict(sorted(dqf_counts.items())), labels
@@ -478,6 +481,31 @@ def _row_blocks(var: netCDF4.Variable[Any], shape: tuple[int, int]) -> list[slic
     return [slice(start, min(start + per_block, rows)) for start in range(0, rows, per_block)]
 
 
+def _flag_counts(dqf: NDArray[np.int64]) -> dict[int, int]:
+    """How many pixels carry each DQF value (a histogram for the usual small flags, a sort otherwise).
+
+    >>> _flag_counts(np.array([[0, 0, 3], [1, 0, -2]]))
+    {-2: 1, 0: 3, 1: 1, 3: 1}
+    """
+    if dqf.size and 0 <= dqf.min() and dqf.max() < 256:
+        counts = np.bincount(dqf.ravel())
+        return {int(v): int(counts[v]) for v in np.flatnonzero(counts)}
+    values, counts = np.unique(dqf, return_counts=True)
+    return {int(v): int(c) for v, c in zip(values, counts, strict=True)}
+
+
+def _all_on_disk(grid: FixedGrid) -> bool:
+    """Whether every pixel of ``grid`` sees the Earth: its four corners do.
+
+    Exact for the GOES-R geometry: a row at scan angle ``y`` sees the Earth for ``|x| <= g(y)``, an interval
+    around 0 that narrows as ``|y|`` grows (GOES-R PUG vol. 3, §4.2.8.1, solved for ``tan x``), so the corners
+    of a rectangle of scan angles are its points closest to the limb.
+    """
+    corners_x = np.array([grid.x[0], grid.x[-1], grid.x[0], grid.x[-1]])
+    corners_y = np.array([grid.y[0], grid.y[0], grid.y[-1], grid.y[-1]])
+    return bool(grid.projection.on_disk(corners_x, corners_y).all())
+
+
 def _mask(
     stored: NDArray[np.float64],
     physical: NDArray[np.float64],
@@ -491,7 +519,10 @@ def _mask(
     ``space`` is ``True`` where the line of sight misses the Earth.
     """
     fill = ~space & np.isnan(stored)
-    bad_dqf = ~space & ~fill & ~np.isin(dqf, good_dqf)
+    good = np.zeros(dqf.shape, bool)
+    for flag in good_dqf:  # a few flags: cheaper than np.isin's sort
+        good |= dqf == flag
+    bad_dqf = ~space & ~fill & ~good
     with np.errstate(over="ignore", invalid="ignore"):
         image = physical.astype(np.float32)
     nonphysical = ~space & ~fill & ~bad_dqf & ~np.isfinite(image)

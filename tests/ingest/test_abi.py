@@ -112,3 +112,22 @@ def test_unknown_name_is_refused_before_opening(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(FilenameError, match="expected one of"):
         read_product(path)
+
+
+def test_a_block_whose_corners_see_the_earth_sees_it_everywhere() -> None:
+    """The reader skips the limb test for blocks whose four corners are on the disk (every CONUS and meso frame)."""
+    from ingest.abi import _all_on_disk
+    from ingest.geometry import FixedGrid, GeosProjection
+
+    projection = GeosProjection(lon_0=-75.0, height=35786023.0)
+    rng = np.random.default_rng(7)
+    step = 56e-6  # 2 km
+    agree = {True: 0, False: 0}
+    for _ in range(400):  # rectangles all over the full disk (±0.1519 rad), many across the limb
+        x0, y0 = rng.uniform(-0.155, 0.14, 2)
+        cols, rows = rng.integers(2, 600, 2)
+        grid = FixedGrid(projection, x0 + step * np.arange(cols), y0 - step * np.arange(rows))
+        every = bool(projection.on_disk(grid.x[np.newaxis, :], grid.y[:, np.newaxis]).all())
+        assert _all_on_disk(grid) == every, (x0, y0, cols, rows)
+        agree[every] += 1
+    assert min(agree.values()) > 50  # both answers were tried many times
