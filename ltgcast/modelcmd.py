@@ -1,4 +1,4 @@
-"""``ltgcast models add|list|validate|promote|rollback``: the model repository from the command line."""
+"""``ltgcast models add|list|validate|promote|rollback|convert``: the model repository from the command line."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def _evaluated(path: Path, key: str) -> dict[str, Any]:
 def _add(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     from models.architectures import load
     from models.behaviour import card_entry, run_suite
-    from models.export import export
+    from models.export import add_converted, export
     from models.repository import ModelRepository
 
     run = Path(args.run)
@@ -109,6 +109,7 @@ def _add(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     repo = ModelRepository(base)
     with tempfile.TemporaryDirectory(dir=base if base.is_dir() else None) as scratch:
         check = export(model, Path(scratch) / "saved", len(card["channels"]))
+        card |= add_converted(Path(scratch) / "saved", card)  # model.onnx: the fast embedded scorer's input
         behaviour = card_entry(run_suite(Path(scratch) / "saved", card=card))  # recorded, not gated: `validate` gates
         card |= {"export_check": check, "behaviour": behaviour}
         version = repo.add(args.name, Path(scratch) / "saved", card, len(card["channels"]))
@@ -167,6 +168,19 @@ def _on_service(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, A
         raise ConfigError(msg) from exc
 
 
+def _convert(args: argparse.Namespace, repo: Any) -> dict[str, Any]:
+    """(Re)write an existing version's ``model.onnx`` and vouch for it in its card (hash, Δp per runtime)."""
+    from models.export import add_converted
+
+    version = args.version if args.version is not None else repo.current(args.name)
+    if version not in repo.versions(args.name):
+        msg = f"--version: {args.name} has no version {version}; versions: {repo.versions(args.name)}"
+        raise ConfigError(msg)
+    entry = add_converted(repo.path(args.name, version), repo.card(args.name, version))
+    repo.annotate(args.name, version, "onnx", entry["onnx"])
+    return {"name": args.name, "version": version} | entry
+
+
 #: Sectors scanned alike (cadence and size): a calibration of one holds for the others.
 ALIKE = {"M1": ("M1", "M2"), "M2": ("M1", "M2")}
 
@@ -221,6 +235,8 @@ def models_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         result = _validate(args, base)
     elif args.action == "calibrate-drift":
         result = _calibrate_drift(args, repo)
+    elif args.action == "convert":
+        result = _convert(args, repo)
     elif args.action == "promote":
         _validate(args, base)  # the gate: only a version that passes may be served
         repo.promote(args.name, int(args.version), reason=args.reason)
@@ -241,6 +257,7 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> None:
         ("promote", "validate, then serve this version"),
         ("rollback", "serve the previously promoted version"),
         ("calibrate-drift", "per-feature PSI thresholds from an archive of normal weather, into the card"),
+        ("convert", "(re)write a version's model.onnx for the fast embedded scorer, checked against TensorFlow"),
     ):
         sub = actions.add_parser(action, help=text)
         sub.add_argument("--base", help=f"model base path (env LTGCAST_MODELS; default {DEFAULT_BASE})")
@@ -256,6 +273,8 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> None:
             sub.add_argument("--version", type=int, required=action == "promote")
             sub.add_argument("--holdout", help="a dataset folder whose test split measures skill")
             sub.add_argument("--margin", type=float, default=0.02, help="allowed loss of Brier skill vs current")
+        if action == "convert":
+            sub.add_argument("--version", type=int, help="the version to convert (default: the current one)")
         if action == "calibrate-drift":
             sub.add_argument("--version", type=int, help="the version to calibrate (default: the newest)")
             sub.add_argument("--archive", required=True, help="dir:PATH or s3://bucket: days the model should accept")

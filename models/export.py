@@ -28,6 +28,7 @@ refused with :class:`~ingest.errors.ModelRejected`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +149,186 @@ def export(
             raise ModelRejected(msg)
         report["float16_max_abs_difference"] = rounding
     return report
+
+
+# -- the converted artefact (model.onnx) -----------------------------------------------------------------------
+ONNX_OPSET = 17
+_BIG = 2**62  # "to the end" of a Slice
+
+
+def _ladder(graph: Any, node: Any, helper: Any, constants: dict[str, Any]) -> list[Any] | None:
+    """``node`` (a stride-1, unpadded 2-D pool of power-of-two kernel) as a doubling ladder of Slice + Add/Max.
+
+    A window of ``k = 2**n`` along an axis is ``n`` steps ``y[i] = op(x[i], x[i + s])`` with ``s = 1, 2, 4 …``:
+    ``log2 k`` operations per output instead of ``k`` (the maximum is the same; the sum is a pairwise sum,
+    then scaled by ``1/k``, a power of two). ``None`` when the node is not such a pool.
+    """
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    kernel = list(attrs.get("kernel_shape", []))
+    plain = (
+        len(kernel) == 2
+        and all(k > 0 and not k & (k - 1) for k in kernel)
+        and list(attrs.get("strides", [1, 1])) == [1, 1]
+        and not any(attrs.get("pads", [0]))
+        and set(attrs) <= {"kernel_shape", "strides", "pads"}
+    )
+    if not plain:
+        return None
+    op = "Add" if node.op_type == "AveragePool" else "Max"
+    nodes, x, tag = [], node.input[0], node.output[0]
+    for axis, size in zip((2, 3), kernel, strict=True):
+        step = 1
+        while step < size:
+            low, high = f"{tag}__lo{axis}_{step}", f"{tag}__hi{axis}_{step}"
+            nodes.append(
+                helper.make_node(
+                    "Slice", [x, _const(constants, 0), _const(constants, -step), _const(constants, axis)], [low]
+                )
+            )
+            nodes.append(
+                helper.make_node(
+                    "Slice", [x, _const(constants, step), _const(constants, _BIG), _const(constants, axis)], [high]
+                )
+            )
+            x = f"{tag}__{op.lower()}{axis}_{step}"
+            nodes.append(helper.make_node(op, [low, high], [x]))
+            step *= 2
+    if op == "Add":
+        scale = f"ladder_scale_{kernel[0] * kernel[1]}"
+        constants.setdefault(scale, np.array(1.0 / (kernel[0] * kernel[1]), np.float32))
+        nodes.append(helper.make_node("Mul", [x, scale], [tag]))
+    else:
+        nodes.append(helper.make_node("Identity", [x], [tag]))
+    return nodes
+
+
+def _const(constants: dict[str, Any], value: int) -> str:
+    name = f"ladder_i64_{value}"
+    constants.setdefault(name, np.array([value], np.int64))
+    return name
+
+
+def ladder_pools(model: Any) -> int:
+    """Rewrite the box pools of an ONNX model in place as doubling ladders (see :func:`_ladder`); count them.
+
+    The converters turn ``AveragePooling2D((64, 1))`` into an ``AveragePool`` that ONNX Runtime and
+    OpenVINO evaluate at 64 reads per output: more than half of the scoring time. The ladder is exact for
+    the maximum and a pairwise sum for the mean (it agrees with TensorFlow to float32 rounding; the
+    artefact's Δp is measured after the rewrite).
+    """
+    from onnx import helper, numpy_helper
+
+    constants: dict[str, Any] = {}
+    nodes, rewritten = [], 0
+    for node in model.graph.node:
+        ladder = _ladder(model.graph, node, helper, constants) if node.op_type in ("AveragePool", "MaxPool") else None
+        nodes.extend(ladder or [node])
+        rewritten += ladder is not None
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    model.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in constants.items())
+    return rewritten
+
+
+def convert_onnx(saved_model: Path, out: Path) -> dict[str, Any]:
+    """Convert a SavedModel's ``serving_default`` to ONNX at ``out`` (tf2onnx, then :func:`ladder_pools`).
+
+    tf2onnx runs as its own process (``python -m tf2onnx.convert``): it needs TensorFlow and leaves graph
+    state behind. Returns the card fields of the conversion (converter, opset, pools rewritten).
+    """
+    import subprocess
+    import sys
+
+    import onnx
+
+    raw = out.with_name(out.name + ".raw")
+    command = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(saved_model),
+               "--signature_def", "serving_default", "--opset", str(ONNX_OPSET), "--output", str(raw)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0 or not raw.is_file():
+        msg = f"tf2onnx could not convert {saved_model}: {done.stderr.strip().splitlines()[-1:]}"
+        raise ModelRejected(msg)
+    model = onnx.load(str(raw))
+    raw.unlink()
+    rewritten = ladder_pools(model)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out))
+    import tf2onnx
+
+    return {"converter": f"tf2onnx {tf2onnx.__version__}", "opset": ONNX_OPSET, "pools_rewritten": rewritten}
+
+
+def check_tiles(feature_set: str, seed: int = 5) -> list[np.ndarray]:
+    """Tiles ``[1, h + 64, w + 64, C]`` a converted artefact is compared on: what the gate and export use.
+
+    Random in-range channels at odd sizes (one of a single output pixel), the golden batch's cold storm,
+    and the behavioural suite's scenes through the feature set (storms in the middle, at an edge and in a
+    corner of the frame, clear sky), as serving cuts them.
+    """
+    from featurize.channels import get_feature_set
+    from models.behaviour import DenseScorer, Scene, clear_sky, field, storm
+
+    fs = get_feature_set(feature_set)
+    rng = np.random.default_rng(seed)
+    lows = np.array([-1.0 if c == "ir_trend" else 0.0 for c in fs.channels], np.float32)
+    tiles = [
+        (lows + rng.uniform(0, 1, (h + 2 * HALO, w + 2 * HALO, len(fs.channels))) * (1 - lows)).astype(np.float32)
+        for h, w in ((1, 1), (37, 53), (130, 97))
+    ]
+    cut = DenseScorer(lambda **_: {}, fs).tile  # only its tile cutting
+    for center, core_k, flashes in (((48, 48), 200.0, 100.0), ((2, 94), 210.0, 30.0), ((0, 0), 220.0, 1.0)):
+        tiles.append(cut(storm((96, 96), center, core_k, flashes)))
+    tiles += [cut(field()), cut(field((40, 25))), cut(Scene(clear_sky((33, 70)), np.zeros((33, 70))))]
+    return [t[None].astype(np.float32) for t in tiles]
+
+
+def converted_agreement(dense: Any, onnx_path: Path, feature_set: str, runtimes: Sequence[str]) -> dict[str, float]:
+    """Largest |probability difference| between ``dense`` (TensorFlow) and ``onnx_path`` per runtime."""
+    from serve.onnx_scoring import ArtefactUnavailable, load_runner
+
+    tiles = check_tiles(feature_set)
+    reference = [np.asarray(dense(tile=tf.constant(t))["probability"]) for t in tiles]
+    found: dict[str, float] = {}
+    for runtime in runtimes:
+        try:
+            run = load_runner(onnx_path, runtime, 1)
+        except ArtefactUnavailable:
+            continue  # not installed here: the card does not vouch for it
+        found[runtime] = _worst(run, tiles, reference)
+    return found
+
+
+def _worst(run: Any, tiles: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    """Largest |difference| of ``run`` against ``reference``; inf when it fails or answers another shape."""
+    worst = 0.0
+    for tile, expected in zip(tiles, reference, strict=True):
+        try:
+            got = run(tile)
+        except Exception:  # an artefact the runtime refuses for this input is not the model that was checked
+            return float("inf")
+        if got.shape != expected.shape or not np.isfinite(got).all():
+            return float("inf")
+        worst = max(worst, float(np.max(np.abs(got - expected))))
+    return worst
+
+
+def add_converted(version_path: Path, card: dict[str, Any], *, tolerance: float = 1e-5) -> dict[str, Any]:
+    """Convert a version's SavedModel to ``model.onnx`` beside it; the card entry (hash, Δp per runtime).
+
+    Refused with :class:`~ingest.errors.ModelRejected` when no runtime agrees within ``tolerance``; the
+    file is written under a temporary name and renamed, so a reader never sees half of it.
+    """
+    from serve.onnx_scoring import CARD_KEY, ONNX_FILE, RUNTIMES, sha256_of
+
+    partial = version_path / f".{ONNX_FILE}.partial"
+    entry = convert_onnx(version_path, partial)
+    dense = tf.saved_model.load(str(version_path)).signatures["serving_default"]
+    differences = converted_agreement(dense, partial, card["feature_set"], RUNTIMES)
+    if not any(d <= tolerance for d in differences.values()):
+        partial.unlink()
+        msg = f"{ONNX_FILE}: no runtime agrees with serving_default within {tolerance:g}: {differences}"
+        raise ModelRejected(msg)
+    entry |= {"file": ONNX_FILE, "sha256": sha256_of(partial), "bytes": partial.stat().st_size,
+              "max_abs_difference": differences, "tolerance": tolerance}  # fmt: skip
+    partial.rename(version_path / ONNX_FILE)
+    return {CARD_KEY: entry}

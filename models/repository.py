@@ -4,6 +4,7 @@ Layout::
 
     BASE/<name>/<version>/saved_model.pb, variables/     the SavedModel (integer versions)
     BASE/<name>/<version>/model_card.json                 feature set, scaling, data, metrics, drift reference
+    BASE/<name>/<version>/model.onnx                      serving_default converted (optional; card field ``onnx``)
     BASE/<name>/<version>/assets.extra/tf_serving_warmup_requests
                                                           one PredictRequest TF Serving replays at load
     BASE/<name>/serving.json                              {"current": v, "history": [...]} — promote/rollback
@@ -47,8 +48,10 @@ def warmup_record(channels: int, size: int = 16) -> bytes:
     return bytes(log.SerializeToString())
 
 
-#: Card fields :meth:`ModelRepository.annotate` may set on an existing version.
-ANNOTATIONS = frozenset({"drift_thresholds"})
+#: Card fields :meth:`ModelRepository.annotate` may set on an existing version. ``onnx`` vouches for a
+#: converted artefact written later (``ltgcast models convert``); it is derived from the SavedModel and the
+#: validation gate re-checks its hash and its agreement with the SavedModel.
+ANNOTATIONS = frozenset({"drift_thresholds", "onnx"})
 
 
 class ModelRepository:

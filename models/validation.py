@@ -10,7 +10,13 @@
    persistence, no moat around a storm, no edge stripes, translation
    equivariance, locality, no quiet cold cell above a storm); one problem per
    failed check, with its numbers, and every result in ``checks["behaviour"]``.
-4. **Skill** (when a held-out dataset is given): the Brier skill score on its
+4. **Converted artefact** (``model.onnx``, when the version has one or its card
+   names one): the file's SHA-256 must be the card's, and on every runtime the
+   card vouches for (and that is installed here) its probabilities must agree
+   with ``serving_default`` within 1e-5 on :func:`models.export.check_tiles`. A
+   tampered, swapped or inexact artefact rejects the version, naming which; a
+   version without one passes (it is scored by TensorFlow).
+5. **Skill** (when a held-out dataset is given): the Brier skill score on its
    test split is not worse than the current version's by more than ``margin``.
    The dataset must hold the version's feature set (its patches carry that
    set's scaling and edges); a current version of another feature set is not
@@ -109,6 +115,36 @@ def _behaviour(loaded: Any, card: dict[str, Any], report: ValidationReport) -> N
     report.problems.extend(problems(results))
 
 
+def _converted(loaded: Any, path: Path, card: dict[str, Any], report: ValidationReport) -> None:
+    from models.export import converted_agreement
+    from serve.onnx_scoring import CARD_KEY, EXACT_TOLERANCE, ONNX_FILE, sha256_of
+
+    entry, artefact = card.get(CARD_KEY), path / ONNX_FILE
+    if entry is None and not artefact.exists():
+        report.checks["converted"] = "none (scored by TensorFlow)"
+        return
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+        report.problems.append(f"{ONNX_FILE}: present but the model card records no sha256 for it")
+        return
+    if not artefact.is_file():
+        report.problems.append(f"{ONNX_FILE}: the model card names it but the version folder has none")
+        return
+    found = sha256_of(artefact)
+    if found != entry["sha256"]:
+        report.problems.append(f"{ONNX_FILE}: sha256 {found} is not the card's {entry['sha256']} (altered or swapped)")
+        return
+    vouched = entry.get("max_abs_difference")
+    runtimes = sorted(vouched) if isinstance(vouched, dict) else []
+    measured = converted_agreement(loaded.signatures["serving_default"], artefact, card["feature_set"], runtimes)
+    report.checks["converted"] = {"sha256": found, "max_abs_difference": measured}
+    for runtime, difference in measured.items():
+        if not difference <= EXACT_TOLERANCE:
+            report.problems.append(
+                f"{ONNX_FILE} on {runtime}: probabilities differ from serving_default by {difference:.3g} "
+                f"(allowed {EXACT_TOLERANCE:g})"
+            )
+
+
 def holdout_skill(path: Path, data: Path, batch: int = 256) -> float:
     """Brier skill score of a SavedModel's patch signature on a dataset's test split, weighted to the frames' pixels."""
     loaded = tf.saved_model.load(str(path))
@@ -131,6 +167,7 @@ def validate(
     if not _signatures(loaded, channels, report):
         return report
     _golden(loaded, channels, report)
+    _converted(loaded, repo.path(name, version), card, report)
     _behaviour(loaded, card, report)
     current = repo.current(name)
     if holdout is not None:

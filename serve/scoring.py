@@ -1,6 +1,15 @@
 """Scorers: one protocol, chosen by name; each turns a frame's model input into a probability grid.
 
-* ``embedded`` — the SavedModel's ``serving_default`` in this process, on the
+* ``embedded`` — the fastest exact in-process scorer this version and host
+  allow: the version's converted ``model.onnx`` run by ONNX Runtime, else by
+  OpenVINO (:mod:`serve.onnx_scoring`: the card vouches for its hash and for a
+  probability difference ≤ 1e-5 against TensorFlow on each runtime), else
+  ``tensorflow``. Falling back says why once per version and reason (a
+  warning in the log) and counts ``ltgcast_scorer_fallback_total{reason}``.
+  Nothing imports TensorFlow unless the fallback is taken.
+* ``openvino`` / ``onnxruntime`` — the converted artefact on that runtime,
+  or an error (no fallback): for measurements and pinning.
+* ``tensorflow`` — the SavedModel's ``serving_default`` in this process, on the
   whole frame or on tiles of ``tile`` × ``tile`` output pixels, each cut with
   its 32-pixel halo from the frame with its halo beyond the border (the feature
   set's edge policy, :func:`featurize.channels.with_halo`: mirrored, or fill
@@ -90,7 +99,7 @@ class ScorerSettings:
 
     backend: str = "embedded"
     tile: int = 512  # output pixels per tile side; 0 = the whole frame at once
-    threads: int = 0  # TensorFlow intra-op threads; 0 = TensorFlow's default
+    threads: int = 0  # in-process threads per tile (TensorFlow intra-op, OpenVINO, ONNX Runtime); 0 = default
     target: str = DEFAULT_TFSERVING  # TF Serving gRPC host:port
     rest: str = ""  # TF Serving REST base URL (e.g. http://127.0.0.1:8501) for the fallback; "" = none
     label: str = ""  # version label (stable, canary) instead of the version folder's number
@@ -196,7 +205,7 @@ def tile_windows(height: int, width: int, size: int) -> list[tuple[int, int, int
 
 
 class EmbeddedScorer:
-    """A SavedModel version scored in this process."""
+    """A SavedModel version scored in this process by TensorFlow (the ``tensorflow`` backend)."""
 
     def __init__(self, version_path: Path, settings: ScorerSettings | None = None) -> None:
         import tensorflow as tf
@@ -282,6 +291,37 @@ class PatchScorer:
         return self.score_pixels(stacked, pixels).reshape(height, width)
 
 
+_FELL_BACK: set[tuple[str, str]] = set()  # (version folder, reason) already warned about
+
+
+def _converted(runtime: str) -> Callable[[Path, ScorerSettings], Scorer]:
+    def build(version_path: Path, settings: ScorerSettings) -> Scorer:
+        from serve.onnx_scoring import ConvertedScorer
+
+        return ConvertedScorer(version_path, settings, runtime=runtime)
+
+    return build
+
+
+def fastest_exact(version_path: Path, settings: ScorerSettings) -> Scorer:
+    """The ``embedded`` backend: the converted artefact on the first runtime that takes it, else TensorFlow."""
+    from serve.onnx_scoring import RUNTIMES, SCORER_FALLBACK, ArtefactUnavailable, ConvertedScorer
+
+    reason, detail = "", ""
+    for runtime in RUNTIMES:
+        try:
+            return ConvertedScorer(version_path, settings, runtime=runtime)
+        except ArtefactUnavailable as exc:
+            reason, detail = exc.reason, str(exc)
+            if exc.reason not in ("no_runtime", "load_failed", "not_exact"):
+                break  # the file or its card is the problem: no other runtime will do better
+    SCORER_FALLBACK.labels(reason).inc()
+    if (str(version_path), reason) not in _FELL_BACK:
+        _FELL_BACK.add((str(version_path), reason))
+        log.warning("scoring %s with TensorFlow: %s", version_path, detail)
+    return EmbeddedScorer(version_path, settings)
+
+
 def _tfserving(version_path: Path, settings: ScorerSettings) -> Scorer:
     from serve.tfserving import TFServingScorer, TFServingSettings
 
@@ -289,9 +329,12 @@ def _tfserving(version_path: Path, settings: ScorerSettings) -> Scorer:
 
 
 _FACTORIES: dict[str, Callable[[Path, ScorerSettings], Scorer]] = {
-    "embedded": EmbeddedScorer,
+    "embedded": fastest_exact,
     "patch": lambda version_path, _settings: PatchScorer(version_path),
     "tfserving": _tfserving,
+    "tensorflow": EmbeddedScorer,
+    "openvino": _converted("openvino"),
+    "onnxruntime": _converted("onnxruntime"),
 }
 BACKENDS = tuple(_FACTORIES)
 

@@ -170,7 +170,6 @@ def test_bench_latency_runs_the_service_with_its_default_settings(tmp_path, caps
     assert "defaults settings, spool events" in capsys.readouterr().out
 
 
-
 @pytest.mark.slow
 def test_bench_nowcast_reports_each_stage_with_the_default_scorer(tmp_path, capsys):
     out = tmp_path / "nowcast.json"

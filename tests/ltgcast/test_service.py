@@ -295,7 +295,18 @@ def test_the_tfserving_backend_gives_the_same_grids_as_embedded(running: Service
     local, served = running.store.grids("M1"), remote.store.grids("M1")
     assert [g.grid_id for g in served] == [g.grid_id for g in local]  # same frames, same model name and version
     for a, b in zip(local, served, strict=True):
-        np.testing.assert_array_equal(read_grid(a.path)[0], read_grid(b.path)[0])
+        same_stored_grid(read_grid(a.path)[0], read_grid(b.path)[0])
+
+
+def same_stored_grid(embedded: np.ndarray, tensorflow: np.ndarray) -> None:
+    """Grids stored as uint8 (steps of 0.01) by the embedded scorer and by TensorFlow: equal but for rare pixels.
+
+    Those lie within the scorers' difference (at most 1e-5, serve.onnx_scoring) of a rounding boundary.
+    """
+    np.testing.assert_array_equal(np.isnan(embedded), np.isnan(tensorflow))
+    differ = ~np.isnan(embedded) & (embedded != tensorflow)
+    np.testing.assert_allclose(embedded[differ], tensorflow[differ], atol=0.0100001, rtol=0)  # one step at most
+    assert differ.sum() <= max(2, embedded.size // 10_000), int(differ.sum())
 
 
 def cli_on_service(service: Service, token: str, argv: list[str]) -> Any:
