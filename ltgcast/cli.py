@@ -22,6 +22,7 @@ from pathlib import Path
 from ingest.errors import ConfigError, FrameDecodeError, IngestError, ModelRejected, TrainingError
 from ingest.ncio import parse_utc
 from ingest.readers import describe, read_product
+from ingest.sandbox import preload_in_checks
 from ingest.synthetic import SECTORS, SLOTS, ScenarioConfig, simulate
 from ltgcast.benchmarks import add_bench_arguments, bench_featurize
 from ltgcast.datasets import add_dataset_arguments, dataset_command
@@ -210,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:  # kafka-python logs every connection at INFO: operators see its warnings, ltgcast's info
         logging.getLogger("kafka").setLevel(logging.WARNING)
+    preload_in_checks("ltgcast.cli")  # the ingest checks' children then start without importing the CLI again
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

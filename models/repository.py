@@ -26,18 +26,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
 from ingest.atomic import atomic_write_text
 from ingest.errors import ModelRejected
 from ingest.ncio import iso_utc
-from models.architectures import HALO
+
+# TensorFlow (and Keras) are imported where a SavedModel is written, not here: the service reads the repository
+# (ModelSlot) and scores a converted model without them.
+HALO = 32  # pixels of context on each side of a tile (models.architectures.HALO)
 
 WARMUP = Path("assets.extra") / "tf_serving_warmup_requests"
 
 
 def warmup_record(channels: int, size: int = 16) -> bytes:
     """A serialized ``PredictionLog`` with one ``serving_default`` request (a zero tile)."""
+    import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
     request = predict_pb2.PredictRequest()
@@ -111,6 +114,8 @@ class ModelRepository:
 
     def add(self, name: str, saved_model: Path, card: dict[str, Any], channels: int) -> int:
         """Move a written SavedModel in as the next version, with its card and warm-up request."""
+        import tensorflow as tf
+
         version = (self.versions(name) or [0])[-1] + 1
         staging = self.base / name / f".incoming-{version}"
         (self.base / name).mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,8 @@ found (HDF5 never returns from opening it): opening a pipe nobody writes to bloc
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -108,3 +110,19 @@ def test_the_daemon_refuses_a_file_its_child_cannot_read_and_goes_on(tmp_path):
         "reading needed more than the 265 MiB of memory allowed",
     )
     assert [FrameEvent.from_json(m.value).name for m in bus.messages(GLM_TOPIC)] == [good.name]
+
+
+@pytest.mark.parametrize("preload", [False, True])
+def test_the_checks_children_do_not_import_the_main_script_again(tmp_path: Path, preload: bool) -> None:
+    """Each check's child re-runs the parent's main script; with its imports preloaded they cost nothing."""
+    frame = write_abi_l1b(tmp_path, np.full((4, 5), 100.0, np.float32))
+    script = tmp_path / "main.py"
+    script.write_text(
+        "import sys\nimport ltgcast.cli\nfrom ingest.sandbox import check_in_child, preload_in_checks\n"
+        f"if __name__ == '__main__':\n    if {preload}:\n        preload_in_checks('ltgcast.cli')\n"
+        f"    for _ in range(3):\n        check_in_child({str(frame)!r})\n"
+    )
+    done = subprocess.run([sys.executable, "-X", "importtime", str(script)], capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    imports = [line for line in done.stderr.splitlines() if line.endswith("| ltgcast.cli")]
+    assert len(imports) == (2 if preload else 4)  # the parent and the fork server, or the parent and each child

@@ -149,3 +149,18 @@ def test_a_holdout_of_another_feature_set_is_refused_not_scored(
     (data / "dataset.json").write_text(json.dumps(doc | {"feature_set": "ir-ltg/2"}))
     assert main(["models", "validate", "--base", str(base), "--version", "1", "--holdout", str(data)]) == 1
     assert "holds feature set ir-ltg/2; version 1 takes ir-ltg/1" in capsys.readouterr().err
+
+
+def test_reading_the_repository_does_not_import_tensorflow() -> None:
+    """The service reads the repository (hot-swap) and scores model.onnx: TensorFlow's 0.5 GiB is not loaded."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; from models.repository import ModelRepository; "
+        "from serve.hotswap import ModelSlot; "
+        "print(ModelRepository(Path('models/repository')).current('lightning'), 'tensorflow' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert done.stdout.split()[-1] == "False"
