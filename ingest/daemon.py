@@ -240,12 +240,13 @@ class IngestDaemon:
         local = self._fetch(candidate, name, report)
         if local is None:
             return
+        before = DecodedFiles.key(local) if self.handoff is not None else None  # the file as it was read
         problem, product = self._decode(local) if self.settings.validate else (None, None)
         if problem is not None:
             self._refuse(candidate, local, problem[0], problem[1], name.scan_start, report)
             return
         if product is not None and self.handoff is not None:  # read once: the worker of this process takes it
-            self.handoff.put(local, product)
+            self.handoff.put(local, product, read_as=before)
         self._announce(candidate, name, local, report)
 
     def _parse(self, candidate: Candidate, report: PollReport) -> GoesFilename | None:

@@ -62,7 +62,7 @@ class DecodedFiles:
     def __init__(self, max_bytes: int = 512 * 2**20, read: Callable[[Path], Any] = read_product) -> None:
         self.max_bytes = max_bytes
         self._read = read
-        self._waiting: OrderedDict[Key, tuple[Product, int]] = OrderedDict()
+        self._waiting: OrderedDict[str, tuple[Key, Product, int]] = OrderedDict()  # by resolved path
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -76,19 +76,22 @@ class DecodedFiles:
             return None
         return str(resolved), stat.st_size, stat.st_mtime_ns
 
-    def put(self, path: str | Path, product: Product) -> None:
-        """Keep ``product``, read from ``path`` as it is now, for the worker."""
+    def put(self, path: str | Path, product: Product, *, read_as: Key | None = None) -> None:
+        """Keep ``product``, read from ``path``, for the worker.
+
+        ``read_as`` is the file's key taken before it was read: a file that changed while it was read (another
+        size or modification time now) is not kept, so the worker reads what is on disk.
+        """
         key = self.key(path)
         size = product_bytes(product)
-        if key is None or size > self.max_bytes:
+        if key is None or size > self.max_bytes or (read_as is not None and read_as != key):
             return
         with self._lock:
-            if key in self._waiting:
-                self._bytes -= self._waiting.pop(key)[1]
-            self._waiting[key] = (product, size)
+            self._drop(key[0])  # an older read of the same file
+            self._waiting[key[0]] = (key, product, size)
             self._bytes += size
             while self._bytes > self.max_bytes:
-                _, (_, dropped) = self._waiting.popitem(last=False)
+                _, (_, _, dropped) = self._waiting.popitem(last=False)
                 self._bytes -= dropped
                 HANDOFF.labels("dropped").inc()
 
@@ -96,14 +99,19 @@ class DecodedFiles:
         """The product the daemon read from ``path``, if the file is unchanged since; else read it now."""
         key = self.key(path)
         with self._lock:
-            waiting = self._waiting.pop(key, None) if key is not None else None
-            if waiting is not None:
-                self._bytes -= waiting[1]
-        if waiting is not None:
+            waiting = self._drop(key[0]) if key is not None else None
+        if waiting is not None and waiting[0] == key:
             HANDOFF.labels("taken").inc()
-            return waiting[0]
-        HANDOFF.labels("read").inc()
+            return waiting[1]
+        HANDOFF.labels("read").inc()  # never handed over, or the file changed since: what is on disk now
         return self._read(path)
+
+    def _drop(self, path: str) -> tuple[Key, Product, int] | None:
+        """Forget what waits for ``path`` (the lock is held)."""
+        waiting = self._waiting.pop(path, None)
+        if waiting is not None:
+            self._bytes -= waiting[2]
+        return waiting
 
     def __len__(self) -> int:
         with self._lock:

@@ -37,9 +37,9 @@ from serve.scoring import (
     check_input,
     check_output,
     counting_failures,
+    export_embedded,
     read_card,
     tile_windows,
-    zero_error_counts,
 )
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ class ConvertedScorer:
         parallel = _parallel_tiles(self.settings)
         self._run = load_runner(artefact, runtime, 1) if parallel > 1 and self.settings.threads != 1 else self._whole
         self._pool = ThreadPoolExecutor(parallel, thread_name_prefix="ltgcast-tile") if parallel > 1 else None
-        zero_error_counts(EMBEDDED)
+        export_embedded()
 
     def _tile(self, tile: F32, run: Runner | None = None) -> F32:
         try:

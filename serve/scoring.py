@@ -176,7 +176,8 @@ def counting_failures(backend: str, reason: Callable[[BaseException], str] = fai
         raise
 
 
-def _export_embedded() -> None:
+def export_embedded() -> None:
+    """Zero the in-process backends' error counts and export their (always closed) circuit state."""
     zero_error_counts(EMBEDDED)
     SCORER_CIRCUIT.labels(EMBEDDED, "local").set(0)  # no breaker in process: always closed
 
@@ -222,7 +223,7 @@ class EmbeddedScorer:
         self.card = card
         self._tf = tf
         self._dense: Callable[..., Any] = tf.saved_model.load(str(version_path)).signatures["serving_default"]
-        _export_embedded()
+        export_embedded()
 
     def _run(self, tile: F32) -> F32:
         try:
@@ -264,7 +265,7 @@ class PatchScorer:
         self.batch = batch
         self._tf = tf
         self._patch: Callable[..., Any] = tf.saved_model.load(str(version_path)).signatures["patch"]
-        _export_embedded()
+        export_embedded()
 
     def score_pixels(self, stacked: F32, pixels: NDArray[np.int64]) -> F32:
         """Probability at ``pixels`` (``[N, 2]`` row, column), one patch each; a failed call counts once."""

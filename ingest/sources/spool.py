@@ -83,9 +83,11 @@ class _Watch:
     def __init__(self, root: Path, wanted: Callable[[str], bool]) -> None:
         from watchdog.events import (
             FileClosedEvent,
+            FileClosedNoWriteEvent,
             FileCreatedEvent,
             FileModifiedEvent,
             FileMovedEvent,
+            FileOpenedEvent,
             FileSystemEvent,
             FileSystemEventHandler,
         )
@@ -95,11 +97,15 @@ class _Watch:
         self.changed = threading.Event()
         self.wanted = wanted
         self.renamed: dict[Path, tuple[int, int]] = {}
+        self._order: dict[Path, int] = {}  # when each rename was recorded (a count)
+        self._recorded = 0
         self._lock = threading.Lock()
         watch = self
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
+                if isinstance(event, FileOpenedEvent | FileClosedNoWriteEvent):
+                    return  # a reader (the daemon's own check, LDM's decoders): nothing new to list
                 if isinstance(event, FileMovedEvent) and event.dest_path:  # also a move from outside the tree
                     watch.moved_in(Path(os.fsdecode(event.dest_path)))
                 elif isinstance(event, FileModifiedEvent | FileClosedEvent | FileCreatedEvent):
@@ -122,16 +128,35 @@ class _Watch:
         if S_ISREG(stat.st_mode):
             with self._lock:
                 self.renamed[path] = (stat.st_size, stat.st_mtime_ns)
+                self._order[path] = self._recorded
+                self._recorded += 1
 
     def written(self, path: Path) -> None:
         """``path`` was written in place: complete only once it settles, whatever its rename said."""
         with self._lock:
             self.renamed.pop(path, None)
+            self._order.pop(path, None)
 
     def take_renamed(self, path: Path) -> tuple[int, int] | None:
         """The size and time ``path`` had when renamed into place, forgotten once asked for."""
         with self._lock:
+            self._order.pop(path, None)
             return self.renamed.pop(path, None)
+
+    def mark(self) -> int:
+        """How many renames were recorded so far (taken before a listing, for :meth:`forget_except`)."""
+        with self._lock:
+            return self._recorded
+
+    def forget_except(self, listed: set[Path], before: int) -> None:
+        """Drop renames recorded before a listing (``mark``) that it did not find: moved on, deleted, hidden.
+
+        A rename recorded during the listing is kept for the next one. Memory stays bounded by the tree.
+        """
+        with self._lock:
+            for path in [p for p, order in self._order.items() if order < before and p not in listed]:
+                self.renamed.pop(path, None)
+                del self._order[path]
 
     def close(self) -> None:
         """Stop the notifications."""
@@ -223,6 +248,7 @@ class DirSpool:
 
     def poll(self) -> list[Candidate]:
         """Complete files in the tree, oldest name first."""
+        before = self._watch.mark() if self._watch is not None else 0
         try:
             files = self._files()
         except OSError as exc:
@@ -243,6 +269,8 @@ class DirSpool:
             else:
                 log.debug("%s is still being written (%d bytes)", path, stat.st_size)
         self._seen = seen
+        if self._watch is not None:
+            self._watch.forget_except(set(seen), before)
         return sorted(ready, key=lambda c: (c.name, c.source_uri))
 
     def pending(self) -> int:

@@ -380,6 +380,14 @@ class SqsSource:
         """Remove the cached copy (the bucket itself is read-only)."""
         self.objects.discard(candidate, local)
 
+    def wait(self, seconds: float) -> None:
+        """Between polls: nothing while the next poll's long-poll (``wait_s``) is the wait, else ``seconds``.
+
+        So a notification is seen within ``wait_s`` of its arrival, not after the daemon's poll interval.
+        """
+        if self.wait_s <= 0 or self._held:  # no long-poll, or files in hand the daemon is still retrying
+            self.clock.sleep(seconds)
+
     def done(self, candidate: Candidate) -> None:
         """The daemon is finished with ``candidate``: delete each message once all it names are done."""
         self._candidates.pop(candidate.source_uri, None)

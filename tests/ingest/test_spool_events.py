@@ -123,12 +123,21 @@ def test_a_file_renamed_in_then_changed_waits_for_its_settle(spool: DirSpool) ->
     assert (spool.poll(), spool.pending()) == ([], 1)
 
 
-def test_temporary_and_hidden_names_wake_the_spool_but_are_never_listed(spool: DirSpool) -> None:
+def test_temporary_hidden_and_unwanted_names_are_never_listed_nor_remembered(spool: DirSpool, tmp_path: Path) -> None:
     spool.wait(0.0)
-    (spool.root / f".{NAME}.part").write_bytes(b"p")
-    (spool.root / f"{NAME}.tmp").write_bytes(b"t")
+    outside = tmp_path / "incoming"
+    (outside / ".hidden").mkdir(parents=True)
+    (spool.root / ".hidden").mkdir()
+    for name in (f".{NAME}.part", f"{NAME}.tmp", "notes.txt", NAME):  # moved in: complete, as a rename says
+        (outside / name).write_bytes(b"m")
+        os.replace(outside / name, spool.root / name)
+    (outside / ".hidden" / NAME).write_bytes(b"h")
+    os.replace(outside / ".hidden" / NAME, spool.root / ".hidden" / NAME)  # a folder the spool does not walk
     spool.wait(LONG)
-    assert spool.poll() == []
+    time.sleep(0.2)  # every notification has arrived
+    assert [c.source_uri for c in spool.poll()] == [(spool.root / NAME).as_uri()]  # only the wanted one, at once
+    assert spool._watch is not None
+    assert spool._watch.renamed == {}  # nothing kept for files the spool will never list
 
 
 def test_polling_mode_keeps_the_settle_rule_for_a_renamed_file(tmp_path: Path) -> None:

@@ -507,3 +507,13 @@ def test_notifications_become_a_stored_grid_and_the_queue_empties(
     assert refused("not_json") == garbage + 1
     cached = tmp_path / "state" / "cache" / "ABI-L1b-RadM" / frame.name
     assert cached.read_bytes() == frame.read_bytes()  # the anonymous, size-checked download the grid came from
+
+
+def test_between_polls_the_long_poll_is_the_wait(noaa: Noaa, tmp_path: Path) -> None:
+    clock = FakeClock(CLOCK_START)
+    source = source_on(noaa, tmp_path, clock, wait_s=1)  # the URI's default (the tests' source_on uses 0)
+    source.wait(2.0)
+    assert clock.slept == []  # the next poll waits in ReceiveMessage (wait_s), seeing a notification at once
+    still = source_on(noaa, tmp_path, clock, wait_s=0)
+    still.wait(2.0)
+    assert clock.slept == [2.0]  # no long-poll: the poll interval is slept
