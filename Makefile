@@ -67,7 +67,7 @@ default-model: install
 		$(BIN)/ltgcast simulate --out $(MODEL_WORK)/drift-normal/$$d --sector M1 --start 2024-07-$${d}T17:00Z --minutes 90 --seed $$d > /dev/null; \
 	done
 	$(BIN)/ltgcast models calibrate-drift --base $(REPOSITORY) --archive dir:$(MODEL_WORK)/drift-normal \
-		--start 2024-07-27T00:00Z --end 2024-08-01T00:00Z --margin 1.2 --cache $(MODEL_WORK)/.cache
+		--start 2024-07-27T00:00Z --end 2024-08-01T00:00Z --margin 1.3 --cache $(MODEL_WORK)/.cache
 	$(BIN)/ltgcast models compare --archive dir:$(MODEL_WORK)/heldout --start 2024-07-22T00:00Z --end 2024-07-27T00:00Z \
 		--saved-model old=$(OLD_DEFAULT) --saved-model new=$(REPOSITORY)/lightning/$$(ls $(REPOSITORY)/lightning | grep -E '^[0-9]+$$' | sort -n | tail -n 1) \
 		--logistic-data $(MODEL_WORK)/data --out $(MODEL_WORK)/comparison
