@@ -28,6 +28,7 @@ refused with :class:`~ingest.errors.ModelRejected`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -282,8 +283,11 @@ def check_tiles(feature_set: str, seed: int = 5) -> list[np.ndarray]:
     return [t[None].astype(np.float32) for t in tiles]
 
 
-def converted_agreement(dense: Any, onnx_path: Path, feature_set: str, runtimes: Sequence[str]) -> dict[str, float]:
-    """Largest |probability difference| between ``dense`` (TensorFlow) and ``onnx_path`` per runtime."""
+def converted_agreement(dense: Any, onnx: bytes | Path, feature_set: str, runtimes: Sequence[str]) -> dict[str, float]:
+    """Largest |probability difference| between ``dense`` (TensorFlow) and the ONNX model per runtime.
+
+    A runtime not installed here is left out; one that cannot load the model counts as ``inf`` (never exact).
+    """
     from serve.onnx_scoring import ArtefactUnavailable, load_runner
 
     tiles = check_tiles(feature_set)
@@ -291,9 +295,11 @@ def converted_agreement(dense: Any, onnx_path: Path, feature_set: str, runtimes:
     found: dict[str, float] = {}
     for runtime in runtimes:
         try:
-            run = load_runner(onnx_path, runtime, 1)
-        except ArtefactUnavailable:
-            continue  # not installed here: the card does not vouch for it
+            run = load_runner(onnx, runtime, 1)
+        except ArtefactUnavailable as exc:
+            if exc.reason != "no_runtime":
+                found[runtime] = math.inf
+            continue
         found[runtime] = _worst(run, tiles, reference)
     return found
 

@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,7 @@ def _behaviour(loaded: Any, card: dict[str, Any], report: ValidationReport) -> N
 
 def _converted(loaded: Any, path: Path, card: dict[str, Any], report: ValidationReport) -> None:
     from models.export import converted_agreement
-    from serve.onnx_scoring import CARD_KEY, EXACT_TOLERANCE, ONNX_FILE, sha256_of
+    from serve.onnx_scoring import CARD_KEY, EXACT_TOLERANCE, ONNX_FILE
 
     entry, artefact = card.get(CARD_KEY), path / ONNX_FILE
     if entry is None and not artefact.exists():
@@ -129,14 +130,17 @@ def _converted(loaded: Any, path: Path, card: dict[str, Any], report: Validation
     if not artefact.is_file():
         report.problems.append(f"{ONNX_FILE}: the model card names it but the version folder has none")
         return
-    found = sha256_of(artefact)
+    data = artefact.read_bytes()  # hashed and measured as these bytes: a file swapped meanwhile is not what passes
+    found = hashlib.sha256(data).hexdigest()
     if found != entry["sha256"]:
         report.problems.append(f"{ONNX_FILE}: sha256 {found} is not the card's {entry['sha256']} (altered or swapped)")
         return
     vouched = entry.get("max_abs_difference")
     runtimes = sorted(vouched) if isinstance(vouched, dict) else []
-    measured = converted_agreement(loaded.signatures["serving_default"], artefact, card["feature_set"], runtimes)
+    measured = converted_agreement(loaded.signatures["serving_default"], data, card["feature_set"], runtimes)
     report.checks["converted"] = {"sha256": found, "max_abs_difference": measured}
+    if not measured:  # a card vouching for no runtime installed here would otherwise pass unmeasured
+        report.problems.append(f"{ONNX_FILE}: none of the runtimes its card vouches for ({runtimes}) is installed here")
     for runtime, difference in measured.items():
         if not difference <= EXACT_TOLERANCE:
             report.problems.append(

@@ -159,13 +159,31 @@ def _complete(path: Path) -> bool:
     return (path / "saved_model.pb").is_file() and (path / "model_card.json").is_file()
 
 
+#: The files of a version whose change means the gate must look at it again.
+_VETTED_FILES = ("saved_model.pb", "model_card.json", "model.onnx")
+
+
 def _signature(path: Path) -> tuple[int, ...]:
-    """Identity of a version folder: a folder written again under the same number gets a new one."""
+    """Identity of a version folder; it changes when the folder, its graph, card or converted model is replaced.
+
+    A folder written again under the same number, or ``models convert`` (or anyone) replacing a file in it,
+    makes the gate look at the version again.
+    """
     try:
-        folder, graph = path.stat(), (path / "saved_model.pb").stat()
+        folder = path.stat()
     except OSError:
         return ()
-    return (folder.st_ino, folder.st_mtime_ns, graph.st_ino, graph.st_mtime_ns)
+    identity = [folder.st_ino, folder.st_mtime_ns]
+    for name in _VETTED_FILES:
+        try:
+            stat = (path / name).stat()
+        except FileNotFoundError:
+            identity += [0, 0]  # model.onnx is optional
+            continue
+        except OSError:
+            return ()
+        identity += [stat.st_ino, stat.st_mtime_ns]
+    return tuple(identity)
 
 
 def _version(scorer: Scorer | None) -> int | None:

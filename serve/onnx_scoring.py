@@ -28,18 +28,17 @@ from typing import Any
 import numpy as np
 from prometheus_client import Counter
 
-from featurize.channels import get_feature_set, with_halo
+from featurize.channels import get_feature_set
 from serve.scoring import (
     EMBEDDED,
     F32,
     HALO,
     ScorerSettings,
-    check_input,
     check_output,
     counting_failures,
     export_embedded,
     read_card,
-    tile_windows,
+    score_tiled,
 )
 
 log = logging.getLogger(__name__)
@@ -48,6 +47,8 @@ ONNX_FILE = "model.onnx"
 CARD_KEY = "onnx"
 #: Largest |probability difference| against TensorFlow that makes an artefact "exact".
 EXACT_TOLERANCE = 1e-5
+#: The largest model.onnx read (the committed ones are 118 and 148 KB): a repository file is not trusted.
+MAX_ARTEFACT_BYTES = 64 * 2**20
 #: Runtimes, fastest first on the 2-core AVX2 development machine (tiles of 512, two in flight).
 RUNTIMES = ("onnxruntime", "openvino")
 #: ``reason`` of ``ltgcast_scorer_fallback_total``: why a version is scored by TensorFlow instead.
@@ -77,8 +78,11 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verified_artefact(version_path: Path, card: dict[str, Any], runtime: str) -> Path:
-    """``model.onnx`` of a version, once the card vouches for it on ``runtime`` and its hash matches."""
+def verified_artefact(version_path: Path, card: dict[str, Any], runtime: str) -> bytes:
+    """The bytes of a version's ``model.onnx``, once the card vouches for it on ``runtime`` and they hash to it.
+
+    The bytes hashed are the bytes loaded (never the path again): a file swapped after the check is not used.
+    """
     entry = card.get(CARD_KEY)
     path = version_path / ONNX_FILE
     if not path.is_file():
@@ -87,7 +91,12 @@ def verified_artefact(version_path: Path, card: dict[str, Any], runtime: str) ->
     if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
         msg = f"{path}: the model card records no sha256 for it"
         raise ArtefactUnavailable(msg, "unrecorded")
-    found = sha256_of(path)
+    size = path.stat().st_size
+    if size > MAX_ARTEFACT_BYTES:
+        msg = f"{path}: {size} bytes; expected at most {MAX_ARTEFACT_BYTES} for a converted model"
+        raise ArtefactUnavailable(msg, "load_failed")
+    data = path.read_bytes()
+    found = hashlib.sha256(data).hexdigest()
     if found != entry["sha256"]:
         msg = f"{path}: sha256 {found[:12]}… does not match the card's {entry['sha256'][:12]}…"
         raise ArtefactUnavailable(msg, "hash_mismatch")
@@ -96,20 +105,21 @@ def verified_artefact(version_path: Path, card: dict[str, Any], runtime: str) ->
     if not isinstance(difference, int | float) or not difference <= EXACT_TOLERANCE:
         msg = f"{path}: the card records Δp {difference!r} on {runtime} (needs ≤ {EXACT_TOLERANCE:g})"
         raise ArtefactUnavailable(msg, "not_exact")
-    return path
+    return data
 
 
 Runner = Callable[[F32], np.ndarray]  # tile [1, h, w, C] -> probability [1, h - 64, w - 64]
 
 
-def _openvino(path: Path, threads: int) -> Runner:
+def _openvino(model: bytes | Path, threads: int) -> Runner:
     import openvino as ov
 
     core = ov.Core()
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     if threads > 0:
         config["INFERENCE_NUM_THREADS"] = threads
-    compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+    read = core.read_model(model, b"") if isinstance(model, bytes) else core.read_model(str(model))
+    compiled = core.compile_model(read, "CPU", config)
     output = compiled.output(0)
 
     def run(tile: F32) -> np.ndarray:
@@ -119,13 +129,14 @@ def _openvino(path: Path, threads: int) -> Runner:
     return run
 
 
-def _onnxruntime(path: Path, threads: int) -> Runner:
+def _onnxruntime(model: bytes | Path, threads: int) -> Runner:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(threads, 0)
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
     def run(tile: F32) -> np.ndarray:
         return np.asarray(session.run(["probability"], {"tile": tile})[0])
@@ -133,21 +144,25 @@ def _onnxruntime(path: Path, threads: int) -> Runner:
     return run
 
 
-_RUNTIMES: dict[str, Callable[[Path, int], Runner]] = {"openvino": _openvino, "onnxruntime": _onnxruntime}
+_RUNTIMES: dict[str, Callable[[bytes | Path, int], Runner]] = {"openvino": _openvino, "onnxruntime": _onnxruntime}
 
 
-def load_runner(path: Path, runtime: str, threads: int = 0) -> Runner:
-    """A function scoring ``[N, h, w, C]`` tiles with ``runtime`` (:class:`ArtefactUnavailable` if it cannot)."""
+def load_runner(model: bytes | Path, runtime: str, threads: int = 0) -> Runner:
+    """A function scoring ``[N, h, w, C]`` tiles with ``runtime`` (:class:`ArtefactUnavailable` if it cannot).
+
+    ``model`` is the ONNX file's verified bytes (:func:`verified_artefact`; external data cannot load from them)
+    or, where the caller made the file itself (the export's check), its path.
+    """
     if runtime not in _RUNTIMES:
         msg = f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}"
         raise ValueError(msg)
     try:
-        run = _RUNTIMES[runtime](path, threads)
+        run = _RUNTIMES[runtime](model, threads)
     except ImportError as exc:
         msg = f"{runtime} is not installed: {exc}"
         raise ArtefactUnavailable(msg, "no_runtime") from exc
     except Exception as exc:  # a runtime that cannot read the file: the caller falls back
-        msg = f"{runtime} cannot load {path}: {exc}"
+        msg = f"{runtime} cannot load the model: {exc}"
         raise ArtefactUnavailable(msg, "load_failed") from exc
     return run
 
@@ -201,18 +216,8 @@ class ConvertedScorer:
             return self._score(stacked)
 
     def _score(self, stacked: F32) -> F32:
-        check_input(stacked, len(self.feature_set.channels))
-        padded = with_halo(stacked, self.feature_set, HALO)
-        height, width = stacked.shape[:2]
-        windows = tile_windows(height, width, self.settings.tile)
-        if len(windows) == 1:
-            return self._tile(padded, self._whole)
-        cuts = [padded[r : r + rows + 2 * HALO, c : c + cols + 2 * HALO] for r, c, rows, cols in windows]
-        answers = self._pool.map(self._tile, cuts) if self._pool is not None else map(self._tile, cuts)
-        out = np.empty((height, width), np.float32)
-        for (row, col, rows, cols), answer in zip(windows, answers, strict=True):
-            out[row : row + rows, col : col + cols] = answer
-        return out
+        return score_tiled(stacked, self.feature_set, self.settings.tile, self._tile,
+                           lambda whole: self._tile(whole, self._whole), self._pool)  # fmt: skip
 
     def close(self) -> None:
         """Stop the tile threads (no-op without them)."""

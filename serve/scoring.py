@@ -47,6 +47,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,6 +206,27 @@ def tile_windows(height: int, width: int, size: int) -> list[tuple[int, int, int
     ]
 
 
+def score_tiled(stacked: F32, feature_set: FeatureSet, tile: int, run: Callable[[F32], F32],
+                run_whole: Callable[[F32], F32] | None = None, pool: Executor | None = None) -> F32:  # fmt: skip
+    """Probability of a frame, the whole or tile by tile, each cut with its halo (:func:`tile_windows`).
+
+    ``run`` scores one ``[h + 64, w + 64, C]`` cut into ``[h, w]``; ``run_whole`` (default ``run``) a frame of
+    one tile; with ``pool`` the tiles are scored on its threads. The input is checked first (:class:`BadInput`).
+    """
+    check_input(stacked, len(feature_set.channels))
+    padded = with_halo(stacked, feature_set, HALO)
+    height, width = stacked.shape[:2]
+    windows = tile_windows(height, width, tile)
+    if len(windows) == 1:
+        return (run_whole or run)(padded)
+    cuts = [padded[r : r + rows + 2 * HALO, c : c + cols + 2 * HALO] for r, c, rows, cols in windows]
+    answers = pool.map(run, cuts) if pool is not None else map(run, cuts)
+    out = np.empty((height, width), np.float32)
+    for (row, col, rows, cols), answer in zip(windows, answers, strict=True):
+        out[row : row + rows, col : col + cols] = answer
+    return out
+
+
 class EmbeddedScorer:
     """A SavedModel version scored in this process by TensorFlow (the ``tensorflow`` backend)."""
 
@@ -239,18 +261,7 @@ class EmbeddedScorer:
             return self._score(stacked)
 
     def _score(self, stacked: F32) -> F32:
-        check_input(stacked, len(self.feature_set.channels))
-        padded = with_halo(stacked, self.feature_set, HALO)
-        height, width = stacked.shape[:2]
-        windows = tile_windows(height, width, self.settings.tile)
-        if len(windows) == 1:
-            return self._run(padded)
-        out = np.empty((height, width), np.float32)
-        for row, col, rows, cols in windows:
-            out[row : row + rows, col : col + cols] = self._run(
-                padded[row : row + rows + 2 * HALO, col : col + cols + 2 * HALO]
-            )
-        return out
+        return score_tiled(stacked, self.feature_set, self.settings.tile, self._run)
 
 
 class PatchScorer:

@@ -40,7 +40,6 @@ def test_ladder_is_the_pool_it_replaces() -> None:
     from onnx import TensorProto, helper
 
     from models.export import ladder_pools
-    from serve.onnx_scoring import load_runner
 
     x = helper.make_tensor_value_info("tile", TensorProto.FLOAT, [1, 1, None, None])
     nodes = [
@@ -65,7 +64,6 @@ def test_ladder_is_the_pool_it_replaces() -> None:
     )
     np.testing.assert_allclose(laddered[0], plain[0], rtol=0, atol=1e-6)  # pairwise vs sequential sums
     np.testing.assert_array_equal(laddered[1], plain[1])  # the maximum is exact
-    assert load_runner  # the runners are what scoring uses; the artefact tests go through them
 
 
 @pytest.mark.slow

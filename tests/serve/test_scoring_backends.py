@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -128,6 +129,27 @@ def test_a_named_runtime_refuses_a_corrupt_artefact(runtime: str, tmp_path: Path
     with pytest.raises(ArtefactUnavailable, match="sha256") as caught:
         get_scorer(version, ScorerSettings(backend=runtime))
     assert caught.value.reason == "hash_mismatch"
+
+
+def test_the_bytes_hashed_are_the_bytes_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model.onnx swapped just after its hash was checked is never loaded: the scorer runs the bytes it hashed."""
+    import hashlib
+
+    import serve.onnx_scoring
+
+    version = _copy("2", tmp_path)
+    sha256 = hashlib.sha256
+
+    def hash_then_swap(data: bytes) -> Any:
+        digest = sha256(data)
+        (version / "model.onnx").write_bytes(b"swapped after the check")  # an attacker's timing, at its best
+        return digest
+
+    monkeypatch.setattr(serve.onnx_scoring.hashlib, "sha256", hash_then_swap)
+    scorer = get_scorer(version, ScorerSettings(backend="onnxruntime", tile=0))
+    monkeypatch.undo()
+    x = in_range((20, 30), 3)
+    np.testing.assert_allclose(scorer.score(x), EmbeddedScorer(REPOSITORY / "2").score(x), atol=1e-5)
 
 
 def test_unknown_backend_lists_the_new_ones() -> None:
