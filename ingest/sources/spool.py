@@ -14,6 +14,11 @@ A file is listed only once it is complete:
   file, and when the file changes again it is tried again, see
   :mod:`ingest.daemon`).
 
+Files are released in scan order: a ready file never overtakes an older one (by the scan start in its name)
+that is still settling, since the worker takes a later GLM granule for proof that an earlier window is
+complete. A backlog found when the notifications start, or an in-place writer, therefore holds back newer
+renamed-in files for at most the settle time.
+
 How new files are noticed (``watch``):
 
 * ``events`` — the kernel's notifications (inotify, through the ``watchdog``
@@ -52,11 +57,13 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from stat import S_ISLNK, S_ISREG
 
 from ingest.clock import Clock
-from ingest.errors import ConfigError, IngestError
+from ingest.errors import ConfigError, FilenameError, IngestError
+from ingest.filenames import parse_filename
 from ingest.sources import Candidate, SourceContext, parse_options
 
 log = logging.getLogger(__name__)
@@ -164,6 +171,26 @@ class _Watch:
         self._observer.join(timeout=5.0)
 
 
+def _scan_start(name: str) -> datetime | None:
+    try:
+        return parse_filename(name).scan_start
+    except FilenameError:
+        return None  # refused for its name by the daemon: it neither waits nor holds anything back
+
+
+def _in_scan_order(ready: list[Candidate], settling: list[str]) -> list[Candidate]:
+    """The ready files that scanned before every file still settling: a file never overtakes an older one.
+
+    A renamed-in file is ready at once while one written in place (or one already there when the notifications
+    started) settles; announced out of scan order, a frame could be scored before an older GLM granule of its
+    window arrives, as the worker takes a later granule for proof that the window is complete.
+    """
+    oldest = min((t for t in map(_scan_start, settling) if t is not None), default=None)
+    if oldest is None:
+        return ready
+    return [c for c in ready if (t := _scan_start(c.name)) is None or t < oldest]
+
+
 class DirSpool:
     """A :class:`~ingest.sources.FrameSource` over a directory tree."""
 
@@ -255,7 +282,7 @@ class DirSpool:
             msg = f"cannot list spool {self.root}: {exc}"
             raise IngestError(msg) from exc
         now = self.clock.monotonic()
-        ready, seen = [], {}
+        ready, seen, settling = [], {}, []
         for path, stat in files:
             previous = self._seen.get(path)
             unchanged = previous is not None and (previous.size, previous.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
@@ -267,11 +294,12 @@ class DirSpool:
             if now - entry.since >= self.settle_s:
                 ready.append(self._candidate(path, stat))
             else:
+                settling.append(path.name)
                 log.debug("%s is still being written (%d bytes)", path, stat.st_size)
         self._seen = seen
         if self._watch is not None:
             self._watch.forget_except(set(seen), before)
-        return sorted(ready, key=lambda c: (c.name, c.source_uri))
+        return sorted(_in_scan_order(ready, settling), key=lambda c: (c.name, c.source_uri))
 
     def pending(self) -> int:
         """Files seen but not yet settled at the last poll."""

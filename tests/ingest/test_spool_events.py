@@ -185,3 +185,24 @@ def test_the_daemon_announces_a_renamed_in_frame_between_its_polls(tmp_path: Pat
         checkpoint.close()
     assert not runner.is_alive()  # the stop ended the wait at once
     assert not getattr(source, "watching", True)  # the run closed the notifications
+
+
+def test_a_renamed_in_file_never_overtakes_an_older_one_still_settling(tmp_path: Path) -> None:
+    """Announced out of scan order, a frame could be scored without an older granule of its window."""
+    root = tmp_path / "spool"
+    root.mkdir()
+    older = "OR_GLM-L2-LCFA_G16_s20241671800000_e20241671800200_c20241671800220.nc"
+    newer = "OR_ABI-L1b-RadM1-M6C13_G16_s20241671800245_e20241671800303_c20241671800350.nc"
+    (root / older).write_bytes(b"g" * 100)  # there before the notifications start: it settles
+    spool = spool_of(root, settle_s=1.0)
+    try:
+        spool.wait(0.0)
+        renamed_in(root, newer)  # ready at once on its own, but scanned after the settling granule
+        began = time.monotonic()
+        spool.wait(LONG)
+        assert (spool.poll(), spool.pending()) == ([], 1)
+        while not (listed := spool.poll()) and time.monotonic() - began < LONG / 2:
+            spool.wait(LONG)
+        assert {c.name for c in listed} == {older, newer}  # together, once the older one settled
+    finally:
+        spool.close()
