@@ -162,7 +162,8 @@ def bench_nowcast(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     path = version_path(Path(args.model_base or env.get("LTGCAST_MODELS") or DEFAULT_BASE), args.name, args.version)
     scorer = get_scorer(path, ScorerSettings(args.backend, args.tile, args.threads))
     with tempfile.TemporaryDirectory() as folder:
-        frame, flashes, before = simulated_frame(Path(folder), args.sector, args.seed, scorer.feature_set)
+        window = scorer.feature_set.window_minutes if scorer.feature_set.temporal else None
+        frame, flashes, before = simulated_frame(Path(folder), args.sector, args.seed, window)
         image = _abi(read_product(frame))
         previous = None if not scorer.feature_set.temporal else before.values if before is not None else image.values
         sys.stdout.write(f"inputs ready in {time.perf_counter() - began:.1f} s: {image.values.shape}, "
@@ -223,11 +224,13 @@ def _abi(product: AbiImage | GlmGranule) -> AbiImage:
     return product
 
 
-def simulated_frame(folder: Path, sector: str, seed: int, feature_set: Any) -> tuple[Path, Flashes, AbiImage | None]:
+def simulated_frame(folder: Path, sector: str, seed: int, window_minutes: float | None
+                    ) -> tuple[Path, Flashes, AbiImage | None]:  # fmt: skip
     """The last band-13 frame file of a 16-minute simulated scenario in ``folder``, its flashes, and its predecessor.
 
-    The predecessor is the frame ``feature_set.window_minutes`` before (read), for a temporal set; ``None`` for
-    another set, or where the sector has none (full disk is scanned every 10 minutes).
+    The scenario is :func:`ltgcast.benchmarks.simulated_inputs`'s (same start, seed, sector and 16 minutes). The
+    predecessor is the frame ``window_minutes`` before (read) for a temporal model; ``None`` without a window,
+    or where the sector has none (full disk is scanned every 10 minutes).
     """
     from ingest.synthetic import ScenarioConfig, simulate
     from serve.nowcast import previous_problem
@@ -237,34 +240,25 @@ def simulated_frame(folder: Path, sector: str, seed: int, feature_set: Any) -> t
     frames = sorted(p for p in paths if "_ABI-" in p.name)
     granules = [read_product(p) for p in paths if "_GLM-" in p.name]
     flashes = Flashes.concat([g.flashes for g in granules if isinstance(g, GlmGranule)])
-    if not feature_set.temporal:
+    if window_minutes is None:
         return frames[-1], flashes, None
     images = [f for f in (read_product(p) for p in frames) if isinstance(f, AbiImage)]
-    before = next((f for f in images if previous_problem(images[-1], f, feature_set.window_minutes) is None), None)
+    before = next((f for f in images if previous_problem(images[-1], f, window_minutes) is None), None)
     return frames[-1], flashes, before
 
 
 def simulated_pair(sector: str, seed: int, window_minutes: float) -> tuple[AbiImage, Flashes, AbiImage]:
-    """The last band-13 frame of a simulated scenario, its flashes, and the frame ``window_minutes`` before it.
+    """The last band-13 frame of :func:`simulated_frame`'s scenario, its flashes, and the frame before it.
 
-    The scenario is :func:`ltgcast.benchmarks.simulated_inputs`'s (same start, seed, sector and 16 minutes), so
-    the frame timed is the same; a sector scanned every 10 minutes (F) has no such pair and is refused.
+    A sector with no frame ``window_minutes`` before its last (full disk, every 10 minutes) is refused.
     """
-    from ingest.synthetic import ScenarioConfig, simulate
-    from serve.nowcast import previous_problem
-
-    start = datetime(2024, 6, 15, 20, 0, tzinfo=UTC)
     with tempfile.TemporaryDirectory() as folder:
-        paths = simulate(ScenarioConfig(out=Path(folder), sector=sector, start=start, minutes=16, seed=seed))
-        frames = [read_product(p) for p in sorted(p for p in paths if "_ABI-" in p.name)]
-        granules = [read_product(p) for p in paths if "_GLM-" in p.name]
-    images = [f for f in frames if isinstance(f, AbiImage)]
-    image = images[-1]
-    before = next((f for f in images if previous_problem(image, f, window_minutes) is None), None)
+        frame, flashes, before = simulated_frame(Path(folder), sector, seed, window_minutes)
+        image = _abi(read_product(frame))
     if before is None:
         msg = f"bench nowcast: the simulated {sector} scenario has no frame {window_minutes:g} minutes before its last"
         raise ConfigError(msg)
-    return image, Flashes.concat([g.flashes for g in granules if isinstance(g, GlmGranule)]), before
+    return image, flashes, before
 
 
 def _naive_seconds_per_pixel(path: Path, image: AbiImage, flashes: Flashes, sample: int,
