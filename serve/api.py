@@ -5,14 +5,21 @@ with a 4xx status name what was expected and what was found; the codes are
 stable, see :data:`ERROR_CODES`)::
 
     /                                       the viewer (static page + script)
-    /v1/grids/latest?sector=C               metadata of the newest grid of a sector
+    /v1/grids/latest?sector=C               metadata of the newest grid of a sector (no sector: of any sector)
+    /v1/sectors                             each sector's newest grid, the server's clock, the sector to open on
     /v1/grids?sector=C&hours=3              metadata of the sector's grids in its last hours (newest last)
     /v1/grids/{id}.nc                       the CF NetCDF file
     /v1/grids/{id}.png                      the PNG overlay with its legend
-    /v1/grids/{id}/contours.geojson?levels=0.1,0.25&crs=lonlat|pixel
+    /v1/grids/{id}/contours.geojson?levels=0.1,0.25&crs=lonlat|pixel&geometry=polygons|lines&parallax_km=0
     /v1/grids/{id}/flashes.geojson?crs=…    the GLM flashes the grid was made from
+    /v1/grids/{id}/latlon.nc?parallax_km=9  CF NetCDF on a regular lat/lon grid (:mod:`serve.georef`)
+    /v1/grids/{id}/latlon.tif?parallax_km=… Cloud-Optimized GeoTIFF, EPSG:4326
+    /v1/grids/{id}/map.json?parallax_km=…   the Web Mercator layers' bounds and URLs: map/probability.png,
+                                            map/value.png (p = byte * 0.004), map/ir.png (band-13 underlay)
     /v1/points?lat=…&lon=…&hours=…          probability at a place over the last hours
+                  …&flash_radius_km=20      and the GLM flashes within that distance (times, deduplicated)
     /v1/models                              the model slot's status (stable, shadow, rejected)
+    /v1/alerts  /v1/alerts/{site_id}        site alert states: ALERT, CLEAR or UNKNOWN (:mod:`serve.alerts`)
     POST /v1/admin/models/promote           {"version": N, "reason": "…"} with ``Authorization: Bearer TOKEN``
     POST /v1/admin/models/rollback          same token
     /healthz  /readyz  /metrics
@@ -57,9 +64,10 @@ from ingest.events import SECTORS
 from ingest.geometry import LIGHTNING_ELLIPSOID
 from ingest.ncio import iso_utc
 from monitor.quality import LEVELS
-from serve import metrics
-from serve.gridfile import read_attributes, read_flashes, read_geometry, read_grid
-from serve.outputs import MAX_LEVELS, check_levels, contours, overlay_png, point_series
+from serve import georef, metrics
+from serve.gridfile import GridFile, read_attributes, read_flashes, read_geometry, read_grid
+from serve.outputs import MAX_LEVELS, check_levels, contours, overlay_png, point_series, positions
+from serve.sites import SITE_ID, SITE_ID_PATTERN
 from serve.store import FileGridStore, StoredGrid, check_sector
 
 log = logging.getLogger(__name__)
@@ -69,10 +77,19 @@ MAX_BODY = 64 * 1024  # admin requests are a few bytes of JSON
 PATHS = {
     "/": "viewer", "/index.html": "viewer", "/healthz": "health", "/readyz": "ready", "/metrics": "metrics",
     "/v1/grids/latest": "latest", "/v1/grids": "list", "/v1/points": "points", "/v1/models": "models",
+    "/v1/sectors": "sectors", "/v1/alerts": "alerts",
 }  # fmt: skip
 #: ``/v1/grids/{id}<suffix>``: what a grid is served as, by suffix.
 GRID_FILES = {".nc": "netcdf", ".png": "png", "/contours.geojson": "contours", "/flashes.geojson": "flashes"}
+#: The georeferenced products (:mod:`serve.georef`); suffixes match longest first (``/latlon.nc`` is not ``.nc``).
+GRID_FILES.update({"/latlon.nc": "latlon", "/latlon.tif": "cog", "/map.json": "map", "/map/ir.png": "map_ir",
+                   "/map/probability.png": "map_probability", "/map/value.png": "map_value"})  # fmt: skip
 STATIC = {"viewer.js": "text/javascript; charset=utf-8", "viewer.css": "text/css; charset=utf-8"}
+#: What the viewer's third-party files (``serve/viewer/vendor/``, built from npm by ``make install``) are served as.
+VENDOR_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+                ".json": "application/json", ".png": "image/png"}  # fmt: skip
+#: The order sectors are preferred in when their newest grids share a scan time (finest first).
+SECTOR_PREFERENCE = ("M1", "M2", "C", "F")
 #: The stable ``code`` of each error status (clients branch on it, not on the message).
 ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 408: "timeout", 409: "conflict", 413: "too_large", 431: "headers_too_large",
@@ -81,6 +98,9 @@ ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
 GRID_ID_PATTERN = (r"^G\d{2}_(C|F|M1|M2)_\d{4}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3])[0-5]\d[0-5]\dZ"
                    r"_[A-Za-z0-9._-]+-v[1-9]\d*$")  # fmt: skip
 GRID_ID_SHAPE = re.compile(GRID_ID_PATTERN)
+#: The widest circle a point series counts GLM flashes in, and the most flash times it lists.
+MAX_FLASH_RADIUS_KM = 200.0
+MAX_POINT_FLASHES = 20_000
 #: What reading a broken grid file raises (netCDF4/HDF5: OSError, RuntimeError; a missing variable: KeyError...).
 UNREADABLE = (OSError, ValueError, RuntimeError, KeyError, IndexError)
 #: How many unreadable grid files are remembered (so each is logged once).
@@ -117,6 +137,14 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class AlertBoard(Protocol):
+    """What the alert routes read (:class:`serve.alerts.AlertRunner`)."""
+
+    def current(self) -> dict[str, Any]:
+        """``{"sites": [one status per site], "evaluated_at": ..., "reference": ...}``."""
+        ...
 
 
 class ModelControl(Protocol):
@@ -199,17 +227,19 @@ class GridApi:
 
     def __init__(self, store: FileGridStore, settings: ApiSettings | None = None, *,
                  models: ModelControl | None = None, ready: Callable[[], dict[str, str]] | None = None,
-                 now: Callable[[], datetime] | None = None) -> None:  # fmt: skip
+                 now: Callable[[], datetime] | None = None, alerts: AlertBoard | None = None) -> None:  # fmt: skip
         self.store = store
         self.settings = settings or ApiSettings()
         self.models = models
         self.ready = ready or dict  # problems by component; empty = ready
         self.now = now or (lambda: datetime.now(UTC))
+        self.alerts = alerts  # None: site alerts are off (``--sites none``)
         self._cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self._lock = threading.Lock()
         self._rendering = threading.BoundedSemaphore(self.settings.renderers)
         self._attrs: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
         self._broken: OrderedDict[tuple[Any, ...], None] = OrderedDict()
+        self._vendor = vendor_files()
         self._routes: dict[str, Callable[[Mapping[str, list[str]]], Response]] = {
             "viewer": lambda q: Response(200, _static("index.html"), "text/html; charset=utf-8"),
             "health": lambda q: _json(200, {"status": "ok"}),
@@ -219,13 +249,20 @@ class GridApi:
             "list": self._list,
             "points": self._points,
             "models": self._models,
+            "sectors": self._sectors,
+            "alerts": self._alerts,
         }
         self._grid_files: dict[str, Callable[[StoredGrid, Mapping[str, list[str]]], Response]] = {
             "netcdf": self._netcdf,
             "png": self._png,
             "contours": self._contours,
             "flashes": self._flashes,
+            "latlon": self._latlon,
+            "cog": self._cog,
+            "map": self._map,
+            **{f"map_{layer}": self._map_layer(layer) for layer in georef.MAP_LAYERS},
         }
+        self.index_maps = georef.IndexMaps()  # resampling index maps by grid geometry (kept across grids)
 
     # -- dispatch ---------------------------------------------------------------------------------------------------
     def handle(self, method: str, target: str, headers: Mapping[str, str] | None = None,
@@ -250,6 +287,10 @@ class GridApi:
         if path.startswith("/static/") and path[len("/static/") :] in STATIC:
             name = path[len("/static/") :]
             return Response(200, _static(name), STATIC[name])
+        if path.startswith("/static/vendor/"):
+            return self._vendor_file(path[len("/static/vendor/") :])
+        if path.startswith("/v1/alerts/"):
+            return self._alert(path[len("/v1/alerts/") :])
         if path.startswith("/v1/grids/"):
             return self._grid_file(path[len("/v1/grids/") :], query)
         msg = f"no such route {path!r}; see / for the viewer and /v1/grids/latest?sector=C"
@@ -304,10 +345,54 @@ class GridApi:
                 "png": f"{base}.png",
                 "contours": f"{base}/contours.geojson",
                 "flashes": f"{base}/flashes.geojson",
+                "map": f"{base}/map.json",
+                "latlon_netcdf": f"{base}/latlon.nc",
+                "geotiff": f"{base}/latlon.tif",
             },
         }
 
+    def _vendor_file(self, name: str) -> Response:
+        """One of the viewer's npm files: only names found in ``vendor/`` when the API started are answered."""
+        found = self._vendor.get(name)
+        if found is None:
+            if not self._vendor:
+                msg = ("the viewer's map packages are not built on this server; "
+                       "run make install (npm ci and node serve/viewer/build.mjs)")  # fmt: skip
+                raise ApiError(404, msg)
+            msg = f"no viewer file {name!r}; expected one of the {len(self._vendor)} files in serve/viewer/vendor"
+            raise ApiError(404, msg)
+        return Response(200, found.read_bytes(), VENDOR_TYPES[found.suffix], {"Cache-Control": "max-age=3600"})
+
+    def _newest_sector(self) -> tuple[str, StoredGrid] | None:
+        """The sector whose newest grid is the newest of all (ties: finest sector first), and that grid."""
+        newest = [(stored, s) for s in SECTOR_PREFERENCE if (stored := self.store.latest(s)) is not None]
+        if not newest:
+            return None
+        stored, sector = max(newest, key=lambda pair: (pair[0].scan_start, -SECTOR_PREFERENCE.index(pair[1])))
+        return sector, stored
+
+    def _sectors(self, query: Mapping[str, list[str]]) -> Response:
+        """Each sector's newest grid (``null`` for none), the server's clock, and the sector a viewer opens on."""
+        entries = []
+        for sector in SECTOR_PREFERENCE:
+            stored = self.store.latest(sector)
+            summary = None
+            if stored is not None:
+                try:
+                    summary = self._summary(stored)
+                except UNREADABLE as exc:
+                    self.unreadable(stored, "sectors", exc)
+            entries.append({"sector": sector, "latest": summary})
+        chosen = self._newest_sector()
+        return _json(200, {"now": iso_utc(self.now()), "default": chosen[0] if chosen else None,
+                           "sectors": entries})  # fmt: skip
+
     def _latest(self, query: Mapping[str, list[str]]) -> Response:
+        if not _one(query, "sector", ""):  # no sector named: the newest grid of any sector
+            chosen = self._newest_sector()
+            if chosen is None:
+                raise ApiError(404, "no grid of any sector yet")
+            query = {**query, "sector": [chosen[0]]}
         sector = _sector(query)
         stored = self.store.latest(sector)
         if stored is None:
@@ -367,7 +452,7 @@ class GridApi:
         return max(newest) if newest else self.now()
 
     def _grid_file(self, rest: str, query: Mapping[str, list[str]]) -> Response:
-        for suffix, name in GRID_FILES.items():
+        for suffix, name in _longest_first():
             if rest.endswith(suffix):
                 stored = self._find(rest[: -len(suffix)])
                 try:
@@ -376,7 +461,7 @@ class GridApi:
                     self.unreadable(stored, name, exc)
                     msg = f"grid {stored.grid_id} cannot be read (a damaged file); listings skip it"
                     raise ApiError(500, msg) from exc
-        msg = f"expected /v1/grids/ID.nc, ID.png, ID/contours.geojson or ID/flashes.geojson; found {rest!r}"
+        msg = f"expected /v1/grids/ID followed by one of {', '.join(GRID_FILES)}; found {rest!r}"
         raise ApiError(404, msg)
 
     def _netcdf(self, stored: StoredGrid, query: Mapping[str, list[str]]) -> Response:
@@ -412,26 +497,90 @@ class GridApi:
         return Response(200, body, "image/png", {"Cache-Control": "max-age=60"})
 
     def _contours(self, stored: StoredGrid, query: Mapping[str, list[str]]) -> Response:
-        levels, crs = _levels(query), _crs(query)
+        levels, crs, shape = _levels(query), _crs(query), _one(query, "geometry", "polygons")
+        parallax = _parallax(query) if crs == "lonlat" else 0.0  # crs=pixel is the grid itself: nothing to move
+        if shape not in ("polygons", "lines"):
+            msg = f"geometry must be polygons or lines; found {shape!r}"
+            raise ApiError(400, msg)
 
         def make() -> bytes:
-            probability, _ = read_grid(stored.path)
-            grid = read_geometry(stored.path)
-            doc = contours(probability, grid, levels)
-            vertices = sum(len(line) for f in doc["features"] for line in f["geometry"]["coordinates"])
+            with GridFile(stored.path) as grid_file:
+                probability, grid, attrs = grid_file.probability(), grid_file.geometry(), grid_file.attributes()
+            properties = _identity(attrs, stored)
+            doc = contours(probability, grid, levels, properties=properties, crs=crs, geometry=shape,
+                           parallax_km=parallax)  # fmt: skip
+            vertices = positions(doc)
             if vertices > self.settings.max_vertices:
                 msg = (
                     f"the contours of {stored.grid_id} at {levels} have {vertices} vertices, more than the "
                     f"{self.settings.max_vertices} this API sends; ask for fewer levels or take the NetCDF"
                 )
                 raise ApiError(413, msg)
-            if crs == "pixel":
-                doc = _to_pixels(doc, grid)
-            doc["properties"] = {"grid_id": stored.grid_id, "crs": crs}
+            doc["properties"] = {"grid_id": stored.grid_id, "crs": crs, "geometry": shape, "parallax_km": parallax}
             return (json.dumps(doc, allow_nan=False) + "\n").encode()
 
-        body = self._cached(self._key(stored, "contours", levels, crs), make)
+        body = self._cached(self._key(stored, "contours", levels, crs, shape, parallax), make)
         return Response(200, body, "application/geo+json")
+
+    # -- georeferenced rasters (serve.georef) ------------------------------------------------------------------------
+    def _loaded(self, stored: StoredGrid, *, ir: bool = False) -> tuple[Any, Any, dict[str, Any]]:
+        """The probability (or the infrared underlay, ``None`` when the file has none), geometry and attributes."""
+        with GridFile(stored.path) as grid_file:
+            values = grid_file.underlay() if ir else grid_file.probability()
+            return values, grid_file.geometry(), grid_file.attributes()
+
+    def _latlon(self, stored: StoredGrid, query: Mapping[str, list[str]]) -> Response:
+        parallax = _parallax(query)
+
+        def make() -> bytes:
+            probability, grid, attrs = self._loaded(stored)
+            return georef.latlon_netcdf(probability, self.index_maps.get(grid, "latlon", parallax), attrs)
+
+        body = self._cached(self._key(stored, "latlon", parallax), make)
+        name = f"{stored.grid_id}_latlon{_parallax_tag(parallax)}.nc"
+        return Response(200, body, "application/x-netcdf", {"Content-Disposition": f'attachment; filename="{name}"'})
+
+    def _cog(self, stored: StoredGrid, query: Mapping[str, list[str]]) -> Response:
+        parallax = _parallax(query)
+
+        def make() -> bytes:
+            probability, grid, attrs = self._loaded(stored)
+            return georef.cog(probability, self.index_maps.get(grid, "latlon", parallax), attrs)
+
+        body = self._cached(self._key(stored, "cog", parallax), make)
+        name = f"{stored.grid_id}{_parallax_tag(parallax)}.tif"
+        return Response(200, body, "image/tiff; application=geotiff; profile=cloud-optimized",
+                        {"Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
+
+    def _map(self, stored: StoredGrid, query: Mapping[str, list[str]]) -> Response:
+        parallax = _parallax(query)
+
+        def make() -> bytes:
+            with GridFile(stored.path) as grid_file:
+                grid, attrs, has_ir = grid_file.geometry(), grid_file.attributes(), grid_file.has_underlay()
+            index_map = self.index_maps.get(grid, "mercator", parallax)
+            doc = georef.map_document(index_map, f"/v1/grids/{stored.grid_id}", attrs, has_ir=has_ir)
+            return (json.dumps({**doc, "grid_id": stored.grid_id}, allow_nan=False) + "\n").encode()
+
+        return Response(200, self._cached(self._key(stored, "map", parallax), make), "application/json",
+                        {"Cache-Control": "max-age=60"})  # fmt: skip
+
+    def _map_layer(self, layer: str) -> Callable[[StoredGrid, Mapping[str, list[str]]], Response]:
+        def answer(stored: StoredGrid, query: Mapping[str, list[str]]) -> Response:
+            parallax = _parallax(query)
+
+            def make() -> bytes:
+                values, grid, _ = self._loaded(stored, ir=layer == "ir")
+                if values is None:
+                    msg = (f"grid {stored.grid_id} has no infrared underlay (written before grids carried one, or "
+                           "from another band); map.json lists its ir layer as null")  # fmt: skip
+                    raise ApiError(404, msg)
+                return georef.map_layer(layer, values, self.index_maps.get(grid, "mercator", parallax))
+
+            body = self._cached(self._key(stored, "map", layer, parallax), make)
+            return Response(200, body, "image/png", {"Cache-Control": "max-age=60"})
+
+        return answer
 
     def _flashes(self, stored: StoredGrid, query: Mapping[str, list[str]]) -> Response:
         crs = _crs(query)
@@ -469,7 +618,55 @@ class GridApi:
                                   unreadable=lambda stored, exc: self.unreadable(stored, "points", exc))  # fmt: skip
         except ValueError as exc:
             raise ApiError(400, str(exc)) from exc
+        radius_km = _number(query, "flash_radius_km", 0.0, MAX_FLASH_RADIUS_KM, "0")
+        if radius_km > 0:
+            series["flashes"] = self._flashes_near(series["series"], lat, lon, radius_km)
         return _json(200, series)
+
+    def _flashes_near(self, entries: list[dict[str, Any]], lat: float, lon: float,
+                      radius_km: float) -> dict[str, Any]:  # fmt: skip
+        """The GLM flashes within ``radius_km`` of a point, from the grids of a point series.
+
+        Each grid keeps the flashes of its window (the 15 minutes before its scan), so consecutive grids share
+        flashes: they are merged by (time, lat, lon). At most :data:`MAX_POINT_FLASHES` are listed (the newest).
+        """
+        seen: set[tuple[float, float, float]] = set()
+        for entry in entries:
+            stored = self.store.get(entry["grid_id"])
+            if stored is None:
+                continue
+            try:
+                flashes = read_flashes(stored.path)
+            except UNREADABLE as exc:
+                self.unreadable(stored, "points", exc)
+                continue
+            near = great_circle_km(lat, lon, flashes["lat"], flashes["lon"]) <= radius_km
+            seen.update(zip(flashes["time"][near].tolist(), flashes["lat"][near].tolist(),
+                            flashes["lon"][near].tolist(), strict=True))  # fmt: skip
+        times = sorted(t for t, _, _ in seen)
+        listed = times[-MAX_POINT_FLASHES:]
+        return {"radius_km": radius_km, "count": len(times),
+                "times": [iso_utc(datetime.fromtimestamp(t, UTC)) for t in listed]}  # fmt: skip
+
+    # -- site alerts ------------------------------------------------------------------------------------------------
+    def _alerts(self, query: Mapping[str, list[str]]) -> Response:
+        if self.alerts is None:
+            return _json(200, {"sites": [], "evaluated_at": iso_utc(self.now()), "reference": None})
+        return _json(200, self.alerts.current())
+
+    def _alert(self, site_id: str) -> Response:
+        if not SITE_ID.match(site_id):
+            msg = f"expected a site id matching {SITE_ID_PATTERN}; found {site_id!r}"
+            raise ApiError(400, msg)
+        if self.alerts is None:
+            msg = f"no site {site_id!r}: site alerts are off on this service (started with --sites none)"
+            raise ApiError(404, msg)
+        doc = self.alerts.current()
+        found = next((entry for entry in doc["sites"] if entry["id"] == site_id), None)
+        if found is None:
+            msg = f"no site {site_id!r} in the sites file; GET /v1/alerts lists the {len(doc['sites'])} sites"
+            raise ApiError(404, msg)
+        return _json(200, {**found, "evaluated_at": doc["evaluated_at"], "reference": doc.get("reference")})
 
     # -- service state ----------------------------------------------------------------------------------------------
     def _readyz(self, query: Mapping[str, list[str]]) -> Response:
@@ -530,16 +727,26 @@ def _body(body: bytes) -> dict[str, Any]:
     return doc
 
 
-def _to_pixels(doc: dict[str, Any], grid: Any) -> dict[str, Any]:
-    """Contour vertices from lon/lat to ``[column, row]`` on the grid (for drawing over the PNG)."""
-    for feature in doc["features"]:
-        lines = []
-        for line in feature["geometry"]["coordinates"]:
-            lonlat = np.asarray(line, np.float64).reshape(-1, 2)
-            row, col = grid.rowcol(lonlat[:, 1], lonlat[:, 0])
-            lines.append([[round(float(c), 2), round(float(r), 2)] for c, r in zip(col, row, strict=True)])
-        feature["geometry"]["coordinates"] = lines
-    return doc
+def _parallax(query: Mapping[str, list[str]]) -> float:
+    """The ``parallax_km`` query value: a cloud-top height in ``[0, 20]`` km, to 0.1 km (0: no correction)."""
+    return round(_number(query, "parallax_km", 0.0, georef.MAX_PARALLAX_KM, "0"), 1)
+
+
+def _parallax_tag(parallax: float) -> str:
+    return f"_parallax{parallax:g}km" if parallax else ""
+
+
+def _identity(attrs: Mapping[str, Any], stored: StoredGrid) -> dict[str, Any]:
+    """What every contour Feature says about its grid (from the file's attributes)."""
+    return {"grid_id": stored.grid_id, "valid_time": attrs.get("valid_time"),
+            "scan_start": attrs.get("forecast_reference_time", iso_utc(stored.scan_start)),
+            "model_name": stored.model, "model_version": stored.version, "sector": stored.sector,
+            "satellite": stored.satellite}  # fmt: skip
+
+
+def _longest_first() -> list[tuple[str, str]]:
+    """:data:`GRID_FILES` by suffix length, longest first (``/map/value.png`` before ``.png``)."""
+    return sorted(GRID_FILES.items(), key=lambda item: -len(item[0]))
 
 
 def route_name(path: str) -> str:
@@ -548,11 +755,30 @@ def route_name(path: str) -> str:
         return PATHS[path]
     if path.startswith("/v1/admin/"):
         return "admin"
+    if path.startswith("/v1/alerts/"):
+        return "alert"
     if path.startswith("/static/"):
         return "static"
     if path.startswith("/v1/grids/"):
-        return next((name for suffix, name in GRID_FILES.items() if path.endswith(suffix)), "unknown")
+        return next((name for suffix, name in _longest_first() if path.endswith(suffix)), "unknown")
     return "unknown"
+
+
+def great_circle_km(lat: float, lon: float, lats: Any, lons: Any) -> Any:
+    """Haversine distance on a 6371-km sphere from one point to arrays of points, km."""
+    p1, p2 = math.radians(lat), np.radians(np.asarray(lats, np.float64))
+    dp, dl = p2 - p1, np.radians(np.asarray(lons, np.float64) - lon)
+    h = np.sin(dp / 2) ** 2 + math.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    return 2 * 6371.0 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+
+
+def vendor_files() -> dict[str, Path]:
+    """The viewer's third-party files by their name under ``serve/viewer/vendor/`` (empty when not built)."""
+    root = Path(str(resources.files("serve").joinpath("viewer", "vendor")))
+    if not root.is_dir():
+        return {}
+    return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*"))
+            if p.is_file() and p.suffix in VENDOR_TYPES}  # fmt: skip
 
 
 def _static(name: str) -> bytes:

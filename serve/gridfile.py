@@ -13,6 +13,11 @@ missing) are written too.
 The GLM flashes the grid was made from may ride along on a ``flash`` dimension:
 ``flash_lat``/``flash_lon`` (degrees, as GLM navigated them, i.e. on the
 lightning ellipsoid) and ``flash_time`` (seconds since 1970, UTC), all float64.
+The scan's band-13 brightness temperature may ride along as ``underlay``
+(``uint8``, 0.75 K steps from 150 K, 255 missing; CF ``toa_brightness_temperature``),
+the infrared layer of the map (:mod:`serve.georef`); grids written before it,
+or from another band, have none (:meth:`GridFile.underlay` gives ``None``).
+
 A grid written without flashes has no ``flash`` dimension; one written with an
 empty set has a ``flash`` dimension of length 0 (which netCDF makes unlimited),
 so "no flashes recorded" and "no flashes seen" stay apart.
@@ -51,6 +56,10 @@ EPOCH = "seconds since 1970-01-01 00:00:00"
 ENCODINGS = ("uint8", "float32")
 #: The missing value of packed ``uint8`` percent (valid values are 0..100).
 MISSING_PERCENT = 255
+#: The optional infrared underlay: its variable, and K per packed step from the offset (0..254 = 150..340.5 K).
+UNDERLAY_VARIABLE = "underlay"
+UNDERLAY_SCALE = 0.75
+UNDERLAY_OFFSET = 150.0
 #: Side of the square chunks ``probability`` is stored (and compressed) in, pixels.
 CHUNK = 256
 #: Keys of :func:`read_flashes`, and the file's variables they come from.
@@ -112,13 +121,22 @@ class GridMeta:
 
 
 def write_grid(path: Path, probability: NDArray[np.floating[Any]], grid: FixedGrid, meta: GridMeta, *,
-               encoding: str = "uint8", flashes: FlashArrays | None = None) -> Path:  # fmt: skip
+               encoding: str = "uint8", flashes: FlashArrays | None = None,
+               underlay: NDArray[np.floating[Any]] | None = None) -> Path:  # fmt: skip
     """Write one probability grid; return ``path``.
 
     ``flashes``, when given, are the GLM flashes the grid was made from
     (``lat``/``lon`` degrees, ``time`` seconds since 1970; equal lengths, possibly
     empty; as attributes or mapping keys); they are stored as float64 on the
     ``flash`` dimension.
+
+    ``underlay``, when given, is the band-13 (10.3 µm) brightness temperature
+    of the same scan in K, ``[H, W]``, NaN where missing: the map's infrared
+    underlay. It is stored as variable ``underlay``, ``uint8`` packed with
+    :data:`UNDERLAY_SCALE` K per step from :data:`UNDERLAY_OFFSET` K (so
+    150..340.5 K; colder and warmer values are clipped), fill
+    :data:`MISSING_PERCENT`, zlib level 1 (cheap: on a real-texture CONUS
+    1500 x 2500 frame it added 0.06 s to a 0.10 s write and 1.1 MB to 0.65 MB).
     """
     columns = None if flashes is None else _flash_columns(flashes)
     if encoding not in ENCODINGS:
@@ -128,6 +146,9 @@ def write_grid(path: Path, probability: NDArray[np.floating[Any]], grid: FixedGr
         msg = f"probability shape {probability.shape} does not match the grid {grid.shape}"
         raise ValueError(msg)
     p = np.asarray(probability, np.float32)
+    if underlay is not None and np.shape(underlay) != grid.shape:
+        msg = f"underlay shape {np.shape(underlay)} does not match the grid {grid.shape}"
+        raise ValueError(msg)
     with atomic_path(path) as temporary, NETCDF_LOCK, netCDF4.Dataset(temporary, "w", format="NETCDF4") as ds:
         ds.setncatts(
             {
@@ -208,7 +229,31 @@ def write_grid(path: Path, probability: NDArray[np.floating[Any]], grid: FixedGr
                 "coordinates": "time forecast_reference_time",
             }
         )
+        if underlay is not None:
+            _write_underlay(ds, underlay, chunks)
     return path
+
+
+def _write_underlay(ds: netCDF4.Dataset, kelvin: NDArray[np.floating[Any]], chunks: tuple[int, int]) -> None:
+    var = ds.createVariable(UNDERLAY_VARIABLE, "u1", ("y", "x"), zlib=True, complevel=1,
+                            fill_value=np.uint8(MISSING_PERCENT), chunksizes=chunks)  # fmt: skip
+    var.set_auto_maskandscale(False)
+    var[:] = pack_underlay(kelvin)
+    var.setncatts({"scale_factor": np.float32(UNDERLAY_SCALE), "add_offset": np.float32(UNDERLAY_OFFSET),
+                   "valid_range": np.array([0, 254], np.uint8), "standard_name": "toa_brightness_temperature",
+                   "units": "K", "long_name": "ABI band 13 (10.3 um) brightness temperature of the scan, "
+                   "quantized for the map underlay", "grid_mapping": "goes_imager_projection"})  # fmt: skip
+
+
+def pack_underlay(kelvin: NDArray[np.floating[Any]]) -> NDArray[np.uint8]:
+    """Brightness temperature (K, NaN = missing) as the ``underlay`` bytes; 255 where NaN.
+
+    >>> pack_underlay(np.array([150.0, 300.0, 400.0, np.nan])).tolist()
+    [0, 200, 254, 255]
+    """
+    t = np.asarray(kelvin, np.float32)
+    packed = np.rint(np.clip((np.nan_to_num(t, nan=UNDERLAY_OFFSET) - UNDERLAY_OFFSET) / UNDERLAY_SCALE, 0, 254))
+    return np.where(np.isfinite(t), packed, MISSING_PERCENT).astype(np.uint8)
 
 
 def _flash_columns(flashes: FlashArrays) -> dict[str, NDArray[np.float64]]:
@@ -401,6 +446,21 @@ class GridFile:
         finally:
             var.set_auto_maskandscale(False)
 
+    def has_underlay(self) -> bool:
+        """Whether the grid carries the infrared ``underlay`` (grids written before it do not)."""
+        return UNDERLAY_VARIABLE in self._ds.variables
+
+    def underlay(self) -> NDArray[np.float32] | None:
+        """The band-13 brightness temperature ``[H, W]`` in K (NaN where missing), or ``None`` without one."""
+        if not self.has_underlay():
+            return None
+        var = self._ds.variables[UNDERLAY_VARIABLE]
+        var.set_auto_maskandscale(True)
+        try:
+            return np.ma.filled(var[:].astype(np.float32), np.nan)
+        finally:
+            var.set_auto_maskandscale(False)
+
     def flashes(self) -> dict[str, NDArray[np.float64]]:
         """The GLM flashes stored with the grid; empty arrays when it has none."""
         variables = self._ds.variables
@@ -433,6 +493,12 @@ def read_attributes(path: Path) -> dict[str, Any]:
     """
     with GridFile(path) as grid:
         return grid.attributes()
+
+
+def read_underlay(path: Path) -> NDArray[np.float32] | None:
+    """The infrared underlay of a written grid in K (NaN where missing); ``None`` when it was written without one."""
+    with GridFile(path) as grid:
+        return grid.underlay()
 
 
 def read_point(path: Path, row: int, col: int) -> float | None:

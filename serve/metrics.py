@@ -4,7 +4,8 @@ The metrics of frames, inputs, predictions, stages and models that dashboards an
 alerts rely on are in :mod:`monitor.metrics`. Labels here are bounded: ``sector``
 one of C/F/M1/M2, ``route`` one of the API's route names (those of
 :data:`serve.api.PATHS` and :data:`serve.api.GRID_FILES`, admin, static, unknown),
-``status`` an HTTP status class (2xx … 5xx). No label ever carries a file name, a
+``status`` an HTTP status class (2xx … 5xx), ``site`` a site id of the sites file
+(at most :data:`serve.sites.MAX_SITES`), ``to`` an alert state. No label ever carries a file name, a
 grid id or a user's parameter.
 """
 
@@ -67,3 +68,19 @@ REQUEST_SECONDS = Histogram(
     ["route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
 )
+
+# Site alerts (serve.alerts): ``site`` is a site id of the sites file, which holds at most 1000 sites.
+SITE_ALERT_STATE = Gauge(
+    "ltgcast_site_alert_state", "Alert state of a site: 0 clear, 1 alert, -1 unknown (stale feed).", ["site"]
+)
+SITE_PROBABILITY = Gauge(
+    "ltgcast_site_probability",
+    "Highest probability of lightning within the site's radius in the newest grid covering it (NaN when unknown).",
+    ["site"],
+)
+SITE_ALERT_TRANSITIONS = Counter("ltgcast_site_alert_transitions_total",
+                                 "Site alert state changes, by site and new state (ALERT, CLEAR, UNKNOWN).",
+                                 ["site", "to"])  # fmt: skip
+ALERT_WEBHOOK = Counter("ltgcast_alert_webhook_total",
+                        "Alert webhook messages by outcome: sent, failed (after its retries, or refused), dropped "
+                        "(queue full).", ["outcome"])  # fmt: skip

@@ -118,10 +118,16 @@ class FileGridStore:
         return self.root / key.sector / f"{key.scan_start:%Y-%m-%d}" / f"{key.grid_id}.nc"
 
     def put(self, probability: NDArray[np.floating[Any]], grid: FixedGrid, meta: GridMeta, *,
-            encoding: str = "uint8", flashes: FlashArrays | None = None) -> StoredGrid:  # fmt: skip
-        """Write (or rewrite) the grid of ``meta``, with the GLM ``flashes`` it was made from when given."""
+            encoding: str = "uint8", flashes: FlashArrays | None = None,
+            underlay: NDArray[np.floating[Any]] | None = None) -> StoredGrid:  # fmt: skip
+        """Write (or rewrite) the grid of ``meta``, with the GLM ``flashes`` it was made from when given.
+
+        ``underlay``: the scan's band-13 brightness temperature in K for the map's
+        infrared layer (:func:`serve.gridfile.write_grid`); left out when ``None``.
+        """
         key = meta.key
-        path = write_grid(self._path(key), probability, grid, meta, encoding=encoding, flashes=flashes)
+        path = write_grid(self._path(key), probability, grid, meta, encoding=encoding, flashes=flashes,
+                          underlay=underlay)  # fmt: skip
         return StoredGrid(key, path)
 
     def get(self, grid_id: str) -> StoredGrid | None:

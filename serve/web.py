@@ -65,6 +65,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 from ingest.events import SECTORS
 from serve import metrics
 from serve.api import ERROR_CODES, GRID_ID_PATTERN, MAX_BODY, ApiError, GridApi, Response, route_name
+from serve.sites import SITE_ID_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,9 @@ class GridLinks(BaseModel):
     png: str
     contours: str
     flashes: str
+    map: str | None = Field(None, description="the Web Mercator map layers' description (map.json)")
+    latlon_netcdf: str | None = Field(None, description="CF NetCDF on a regular lat/lon grid (EPSG:4326)")
+    geotiff: str | None = Field(None, description="Cloud-Optimized GeoTIFF in EPSG:4326")
 
 
 class GridSummary(BaseModel):
@@ -154,6 +158,12 @@ class PointEntry(BaseModel):
     col: int = Field(ge=0)
 
 
+class PointFlashes(BaseModel):
+    radius_km: float = Field(gt=0)
+    count: int = Field(ge=0, description="flashes within radius_km in the grids' windows, deduplicated")
+    times: list[str] = Field(description="their times (ISO 8601 UTC, oldest first; at most the newest 20000)")
+
+
 class PointSeries(BaseModel):
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
@@ -161,6 +171,7 @@ class PointSeries(BaseModel):
     until: str | None
     series: list[PointEntry]
     skipped: int = Field(0, ge=0, description="grid files that could not be read (counted and logged)")
+    flashes: PointFlashes | None = Field(None, description="only when flash_radius_km > 0")
 
 
 class FeatureCollection(BaseModel):
@@ -168,6 +179,28 @@ class FeatureCollection(BaseModel):
     type: Literal["FeatureCollection"]
     features: list[dict[str, Any]]
     properties: dict[str, Any]
+
+
+class MapLayers(BaseModel):
+    probability: str = Field(description="RGBA PNG: LightningCast colours from 10 %, transparent below and missing")
+    value: str = Field(description="8-bit grey PNG: p = byte * value_scale, value_missing where missing")
+    ir: str | None = Field(description="grey+alpha PNG of the band-13 brightness temperature; null without one")
+
+
+class MapDocument(BaseModel):
+    """Where a grid's Web Mercator layers go on a map (Leaflet ``imageOverlay`` bounds) and how to read them."""
+
+    grid_id: str = Field(pattern=GRID_ID_PATTERN)
+    crs: Literal["EPSG:3857"]
+    bounds: list[list[float]] = Field(description="[[south, west], [north, east]]: the images' outer edges, degrees")
+    width: int = Field(ge=1, le=4096)
+    height: int = Field(ge=1, le=4096)
+    value_scale: float
+    value_missing: int
+    parallax_km: float = Field(ge=0, le=20)
+    valid_time: str
+    scan_start: str
+    layers: MapLayers
 
 
 class GeoJSONResponse(JSONResponse):
@@ -180,6 +213,17 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class SectorLatest(BaseModel):
+    sector: Literal["C", "F", "M1", "M2"]
+    latest: GridSummary | None
+
+
+class SectorList(BaseModel):
+    now: str = Field(description="the server's clock (ISO 8601 UTC): a grid's age is now minus its scan start")
+    default: Literal["C", "F", "M1", "M2"] | None = Field(description="the sector whose newest grid is newest")
+    sectors: list[SectorLatest]
+
+
 class Readiness(BaseModel):
     ready: bool
     problems: dict[str, str]
@@ -188,6 +232,36 @@ class Readiness(BaseModel):
 class Promotion(BaseModel):
     version: int = Field(ge=1, strict=True, description="the model version to serve from the next frame on")
     reason: str = Field("admin endpoint", max_length=500)
+
+
+class SiteAlert(BaseModel):
+    """A site's alert state (:mod:`serve.alerts`); times are scan times, ISO 8601 UTC."""
+
+    id: str = Field(pattern=SITE_ID_PATTERN)
+    name: str
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    radius_km: float = Field(ge=1, le=100)
+    threshold: float = Field(ge=0.01, le=0.99)
+    hold_minutes: float = Field(ge=0, le=240)
+    state: Literal["ALERT", "CLEAR", "UNKNOWN"] = Field(description="UNKNOWN: no grid covered the site lately")
+    probability: float | None = Field(ge=0.0, le=1.0, description="highest within the radius in the newest grid")
+    since: str | None = Field(description="when the current state began (the crossing, the all-clear)")
+    last_exceeded: str | None = Field(description="the newest scan whose probability reached the threshold")
+    sector: Literal["C", "F", "M1", "M2"] | None
+    grid_id: str | None
+    scan_start: str | None
+
+
+class SiteAlertList(BaseModel):
+    sites: list[SiteAlert]
+    evaluated_at: str
+    reference: str | None = Field(None, description="the scan time the states are at (the newest scan)")
+
+
+class SiteAlertOne(SiteAlert):
+    evaluated_at: str
+    reference: str | None = None
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -234,7 +308,9 @@ def build_app(api: GridApi, settings: WebSettings | None = None) -> FastAPI:
         return await answer(request)
 
     _grid_routes(app, answer, api.settings.max_hours)
+    _georef_routes(app, answer)
     _service_routes(app, answer, page, api)
+    _alert_routes(app, answer)
     _docs(app)
     for route in list(app.routes):  # HEAD answers as GET does, without a body (not listed in the contract)
         if isinstance(route, APIRoute) and "GET" in (route.methods or ()):
@@ -249,6 +325,56 @@ def build_app(api: GridApi, settings: WebSettings | None = None) -> FastAPI:
 
 
 Answer = Callable[..., Awaitable[StarletteResponse]]
+#: The cloud-top height of the parallax correction (serve.georef), km; 0: none.
+Parallax = Annotated[float, Query(ge=0, le=20, description="cloud-top height of the parallax correction, km (0: none)")]
+_GRID_ID = Annotated[str, PathParam(pattern=GRID_ID_PATTERN, max_length=120,
+                                    examples=["G19_C_20240615T200024Z_lightning-v3"])]  # fmt: skip
+
+
+def _georef_routes(app: FastAPI, answer: Answer) -> None:
+    """The georeferenced products of :mod:`serve.georef`: lat/lon NetCDF, COG, Web Mercator layers."""
+
+    def png(description: str) -> dict[int | str, dict[str, Any]]:
+        return {200: {"content": {"image/png": {}}, "description": description}, **_errors(400, 404, 503)}
+
+    @app.get("/v1/grids/{grid_id}/latlon.nc", response_class=StarletteResponse, tags=["georeferenced"],
+             responses={200: {"content": {"application/x-netcdf": {}}, "description": "CF NetCDF, EPSG:4326"},
+                        **_errors(400, 404, 503)})  # fmt: skip
+    async def latlon(request: Request, grid_id: _GRID_ID, parallax_km: Parallax = 0.0) -> StarletteResponse:
+        """The probability on a regular lat/lon grid (nearest neighbour, about the native pixel size), CF-1.8."""
+        return await answer(request)
+
+    @app.get("/v1/grids/{grid_id}/latlon.tif", response_class=StarletteResponse, tags=["georeferenced"],
+             responses={200: {"content": {"image/tiff; application=geotiff; profile=cloud-optimized": {}},
+                              "description": "Cloud-Optimized GeoTIFF, EPSG:4326, float32, nodata NaN"},
+                        **_errors(400, 404, 503)})  # fmt: skip
+    async def geotiff(request: Request, grid_id: _GRID_ID, parallax_km: Parallax = 0.0) -> StarletteResponse:
+        """The probability as a Cloud-Optimized GeoTIFF in EPSG:4326 (float32, nodata NaN; tags: valid time, model)."""
+        return await answer(request)
+
+    @app.get("/v1/grids/{grid_id}/map.json", response_model=MapDocument, responses=_errors(400, 404, 503),
+             tags=["georeferenced"])  # fmt: skip
+    async def map_json(request: Request, grid_id: _GRID_ID, parallax_km: Parallax = 0.0) -> StarletteResponse:
+        """Where the grid's Web Mercator layers go (Leaflet imageOverlay bounds) and how to read their bytes."""
+        return await answer(request)
+
+    @app.get("/v1/grids/{grid_id}/map/probability.png", response_class=StarletteResponse, tags=["georeferenced"],
+             responses=png("RGBA, EPSG:3857: blue 10-25 %, cyan 25-50 %, green 50-75 %, purple >= 75 %"))  # fmt: skip
+    async def map_probability(request: Request, grid_id: _GRID_ID, parallax_km: Parallax = 0.0) -> StarletteResponse:
+        """The probability in LightningCast's colours on Web Mercator; transparent below 10 % and where missing."""
+        return await answer(request)
+
+    @app.get("/v1/grids/{grid_id}/map/value.png", response_class=StarletteResponse, tags=["georeferenced"],
+             responses=png("8-bit grey, EPSG:3857: p = byte * 0.004, 255 missing; no gAMA/sRGB"))  # fmt: skip
+    async def map_value(request: Request, grid_id: _GRID_ID, parallax_km: Parallax = 0.0) -> StarletteResponse:
+        """The probability as bytes on Web Mercator, for a hover readout read back from a canvas."""
+        return await answer(request)
+
+    @app.get("/v1/grids/{grid_id}/map/ir.png", response_class=StarletteResponse, tags=["georeferenced"],
+             responses=png("grey + alpha, EPSG:3857: 180 K white, 320 K black, clear where missing"))  # fmt: skip
+    async def map_ir(request: Request, grid_id: _GRID_ID, parallax_km: Parallax = 0.0) -> StarletteResponse:
+        """The scan's band-13 brightness temperature on Web Mercator (404 for grids stored without it)."""
+        return await answer(request)
 
 
 def _grid_routes(app: FastAPI, answer: Answer, max_hours: float) -> None:  # noqa: C901 (one closure a route)
@@ -264,8 +390,13 @@ def _grid_routes(app: FastAPI, answer: Answer, max_hours: float) -> None:  # noq
         responses=_errors(400, 404),
         tags=["grids"],
     )
-    async def latest(request: Request, sector: sector = "C") -> StarletteResponse:
-        """The newest grid of a sector (grids dated in the future are not "latest")."""
+    async def latest(request: Request, sector: sector | None = None) -> StarletteResponse:
+        """The newest grid of a sector, or of any sector when none is named (never one dated in the future)."""
+        return await answer(request)
+
+    @app.get("/v1/sectors", response_model=SectorList, tags=["grids"])
+    async def sectors(request: Request) -> StarletteResponse:
+        """Each sector's newest grid (``null`` where none), the server's clock, and the sector a viewer opens on."""
         return await answer(request)
 
     @app.get("/v1/grids", response_model=GridList, responses=_errors(400), tags=["grids"])
@@ -294,8 +425,14 @@ def _grid_routes(app: FastAPI, answer: Answer, max_hours: float) -> None:  # noq
     async def contours(request: Request, grid_id: grid_id, crs: crs = "lonlat",
                        levels: Annotated[str, Query(pattern=LEVELS_PATTERN, max_length=100,
                                                     description="1 to 10 probabilities in (0, 1)")] = "0.1,0.25,0.5",
-                       ) -> StarletteResponse:  # fmt: skip
-        """Probability contours as GeoJSON polygons, one feature per level."""
+                       geometry: Annotated[Literal["polygons", "lines"], Query(
+                           description="valid MultiPolygons with holes, or their rings as lines")] = "polygons",
+                       parallax_km: Parallax = 0.0) -> StarletteResponse:  # fmt: skip
+        """Probability contours as GeoJSON polygons (RFC 7946: valid, exteriors anticlockwise), one feature per level.
+
+        Each feature carries the level and the grid's identity (grid_id, valid_time, scan_start, model, sector,
+        satellite). ``parallax_km`` applies to ``crs=lonlat`` only (``crs=pixel`` ignores it and says 0).
+        """
         return await answer(request)
 
     @app.get("/v1/grids/{grid_id}/flashes.geojson", response_model=FeatureCollection, response_class=GeoJSONResponse,
@@ -310,8 +447,24 @@ def _grid_routes(app: FastAPI, answer: Answer, max_hours: float) -> None:  # noq
                      lon: Annotated[float, Query(ge=-180, le=180, description="longitude, degrees east")],
                      hours: hours = 3.0,
                      sectors: Annotated[str, Query(pattern=SECTORS_PATTERN, max_length=20)] = ",".join(SECTORS),
+                     flash_radius_km: Annotated[float, Query(ge=0, le=200, description="also list the GLM flashes "
+                                                             "within this distance (0: none)")] = 0.0,
                      ) -> StarletteResponse:  # fmt: skip
         """The probability at a place in every grid of the last ``hours`` that covers it."""
+        return await answer(request)
+
+
+def _alert_routes(app: FastAPI, answer: Answer) -> None:
+    @app.get("/v1/alerts", response_model=SiteAlertList, tags=["alerts"])
+    async def alerts(request: Request) -> StarletteResponse:
+        """Every configured site's lightning alert state (empty when site alerts are off)."""
+        return await answer(request)
+
+    @app.get("/v1/alerts/{site_id}", response_model=SiteAlertOne, responses=_errors(400, 404), tags=["alerts"])
+    async def alert(request: Request,
+                    site_id: Annotated[str, PathParam(pattern=SITE_ID_PATTERN, examples=["KOKC"])],
+                    ) -> StarletteResponse:  # fmt: skip
+        """One site's lightning alert state."""
         return await answer(request)
 
 
@@ -363,6 +516,12 @@ def _service_routes(app: FastAPI, answer: Answer, page: Answer, api: GridApi) ->
 
     for path in ("/", "/index.html", "/static/viewer.js", "/static/viewer.css"):
         app.add_api_route(path, page, methods=["GET"], include_in_schema=False)
+
+    async def vendor(request: Request, name: Annotated[str, PathParam(max_length=200)]) -> StarletteResponse:
+        """The viewer's third-party files (map library, basemaps), built from npm by ``make install``."""
+        return await answer(request)
+
+    app.add_api_route("/static/vendor/{name:path}", vendor, methods=["GET"], include_in_schema=False)
 
 
 def _docs(app: FastAPI) -> None:

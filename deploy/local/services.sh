@@ -8,6 +8,7 @@
 #   deploy/local/services.sh status                              what runs, and where
 #   deploy/local/services.sh env                                 export lines for the addresses
 #   deploy/local/services.sh browser                             install Debian chromium + chromedriver (headless tests)
+#   deploy/local/services.sh tools                               the browser, and Debian gdal-bin (gdalinfo reads the products in tests)
 #
 # Addresses (environment overrides):
 #   LTGCAST_KAFKA       127.0.0.1:9092   (the KRaft controller listens on LTGCAST_KAFKA_CONTROLLER, port + 1)
@@ -258,10 +259,16 @@ main() {
       need_debian chromedriver chromium-driver
       say "browser: $(command -v chromium) and $(command -v chromedriver)"
       ;;
+    tools)
+      need_debian chromium chromium
+      need_debian chromedriver chromium-driver
+      need_debian gdalinfo gdal-bin
+      say "tools: $(command -v chromium), $(command -v chromedriver) and $(command -v gdalinfo)"
+      ;;
     env)
       printf 'export LTGCAST_KAFKA=%s\nexport LTGCAST_REDIS=%s\nexport LTGCAST_PROMETHEUS=%s\n' "$KAFKA" "$REDIS" "$PROMETHEUS"
       ;;
-    *) die "unknown command '$cmd'; valid: up down status env browser" ;;
+    *) die "unknown command '$cmd'; valid: up down status env browser tools" ;;
   esac
 }
 

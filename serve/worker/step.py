@@ -123,7 +123,8 @@ class ScoringStep:
                          **(trend.provenance() if trend else {}))  # fmt: skip
         began = self._monotonic()
         try:
-            stored = self.store.put(result.probability, image.grid, meta, encoding=self.encoding, flashes=flashes)
+            stored = self.store.put(result.probability, image.grid, meta, encoding=self.encoding, flashes=flashes,
+                                    underlay=_underlay(image))  # fmt: skip
         except OSError as exc:
             msg = f"cannot write {meta.grid_id} into {self.store.root}: {exc}"
             raise FrameFailed(msg, transient=True, kind="store") from exc
@@ -178,6 +179,11 @@ class ScoringStep:
         extra = trend.provenance() if trend else {}
         meta = self.meta(event, scan_start, scorer, result, scored.used, scored.missing, role="shadow", **extra)
         shadow_store.put(result.probability, scored.image.grid, meta, encoding=self.encoding)
+
+
+def _underlay(image: AbiImage) -> Any:
+    """The map's infrared underlay: the scan's band-13 brightness temperature, or ``None`` for another band."""
+    return image.values if image.band == 13 and image.quantity == "brightness_temperature" else None
 
 
 def _trend_for(previous: dict[float, Previous], scorer: Scorer) -> Previous | None:

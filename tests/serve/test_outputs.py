@@ -12,9 +12,11 @@ from types import SimpleNamespace
 import netCDF4
 import numpy as np
 import pytest
+import shapely.validation
 import xarray as xr
 from numpy.typing import NDArray
 from PIL import Image
+from shapely.geometry import LinearRing, MultiPolygon, Polygon
 
 from featurize.examples import Flashes
 from ingest.geometry import FixedGrid, GeosProjection
@@ -30,7 +32,7 @@ from serve.gridfile import (
     read_point,
     write_grid,
 )
-from serve.outputs import contour_rings, contours, nearest_pixel, overlay_png, point_series
+from serve.outputs import contours, nearest_pixel, overlay_png, point_series
 from serve.store import FileGridStore
 
 START = datetime(2024, 6, 15, 20, 0, tzinfo=UTC)
@@ -93,22 +95,44 @@ def disc() -> tuple[FixedGrid, NDArray[np.float32], tuple[float, float]]:
     return grid, p, centre
 
 
-def test_a_disc_gives_rings_at_its_radius(disc: tuple[FixedGrid, NDArray[np.float32], tuple[float, float]]) -> None:
+def polygons_of(feature: dict) -> list[Polygon]:
+    """The shapely polygons of a MultiPolygon Feature, checked for RFC 7946 structure on the way."""
+    geometry = feature["geometry"]
+    assert geometry["type"] == "MultiPolygon"
+    polygons = []
+    for rings in geometry["coordinates"]:
+        for ring in rings:
+            assert len(ring) >= 4  # RFC 7946: a linear ring has at least four positions ...
+            assert ring[0] == ring[-1]  # ... and is closed
+        polygon = Polygon(rings[0], rings[1:])
+        assert polygon.is_valid, shapely.validation.explain_validity(polygon)
+        assert polygon.area > 0
+        assert LinearRing(rings[0]).is_ccw  # exterior anticlockwise
+        assert not any(LinearRing(hole).is_ccw for hole in rings[1:])  # holes clockwise
+        polygons.append(polygon)
+    assert MultiPolygon(polygons).is_valid
+    return polygons
+
+
+def test_a_disc_gives_one_polygon_per_level_at_its_radius(
+    disc: tuple[FixedGrid, NDArray[np.float32], tuple[float, float]],
+) -> None:
     grid, p, centre = disc
     centre_lon, centre_lat = (float(v) for v in grid.projection.lonlat(*grid.scan_angles_of(*centre)))
     assert (centre_lon, centre_lat) == pytest.approx((-97.75, 35.0), abs=0.01)
-    collection = contours(p, grid)
+    collection = contours(p, grid, properties={"grid_id": "G16_M1_x", "sector": "M1"})
     json.dumps(collection, allow_nan=False)  # plain JSON, no NaN
     assert collection["type"] == "FeatureCollection"
     features = by_level(collection)
     assert sorted(features) == [0.10, 0.25, 0.50]  # nowhere 75 %
+    shapes = {}
     for level, radius in ((0.10, 50.0), (0.25, 47.0), (0.50, 42.0)):
         feature = features[level]
-        assert feature["type"] == "Feature"
-        assert feature["properties"]["percent"] == pytest.approx(level * 100)
-        assert feature["geometry"]["type"] == "MultiLineString"
-        (ring,) = feature["geometry"]["coordinates"]
-        assert ring[0] == ring[-1]  # closed
+        assert feature["properties"] == {"level": level, "percent": pytest.approx(level * 100), "parallax_km": 0.0,
+                                         "grid_id": "G16_M1_x", "sector": "M1"}  # fmt: skip
+        (polygon,) = polygons_of(feature)
+        assert not polygon.interiors
+        ring = feature["geometry"]["coordinates"][0][0]
         assert len(ring) > 100
         lonlat = np.asarray(ring)
         assert np.all(np.abs(lonlat[:, 0] - centre_lon) < 3.0)  # [lon, lat], not [lat, lon]
@@ -117,10 +141,11 @@ def test_a_disc_gives_rings_at_its_radius(disc: tuple[FixedGrid, NDArray[np.floa
         rowcol = pixel_positions(grid, ring)
         np.testing.assert_allclose(np.hypot(rowcol[:, 0] - centre[0], rowcol[:, 1] - centre[1]), radius, atol=0.01)
         assert signed_area(ring) > 0  # anticlockwise on the map round the high ground
-    ten = pixel_positions(grid, features[0.10]["geometry"]["coordinates"][0])
-    fifty = pixel_positions(grid, features[0.50]["geometry"]["coordinates"][0])
-    assert all(inside(vertex, ten) for vertex in fifty)
-    assert not inside(np.array([centre[0] + 51.0, centre[1]]), ten)
+        shapes[level] = polygon
+    # Levels nest: each higher level's region lies inside the lower one's (to the rounding).
+    assert shapes[0.50].difference(shapes[0.25]).area < 1e-9
+    assert shapes[0.25].difference(shapes[0.10]).area < 1e-9
+    assert shapes[0.10].area > shapes[0.25].area > shapes[0.50].area
 
 
 def test_levels_choose_the_features(disc: tuple[FixedGrid, NDArray[np.float32], tuple[float, float]]) -> None:
@@ -148,96 +173,108 @@ def test_bad_levels_are_refused(levels: tuple[float, ...], message: str) -> None
         contours(np.zeros((4, 5), np.float32), grid, levels)
 
 
-def test_a_field_that_is_not_the_grid_is_refused() -> None:
+def test_a_field_that_is_not_the_grid_and_bad_options_are_refused() -> None:
     grid = block(meso_grid(), slice(0, 4), slice(0, 5))
     with pytest.raises(ValueError, match=r"probability shape \(5, 4\) does not match the grid \(4, 5\)"):
         contours(np.zeros((5, 4), np.float32), grid)
+    with pytest.raises(ValueError, match="crs must be lonlat or pixel; found 'utm'"):
+        contours(np.ones((4, 5), np.float32), grid, crs="utm")
+    with pytest.raises(ValueError, match="geometry must be polygons or lines; found 'points'"):
+        contours(np.ones((4, 5), np.float32), grid, geometry="points")
 
 
-def saddle(transpose: bool) -> NDArray[np.float32]:
-    """0.9 on one diagonal of a 2 x 2 block and 0.3 on the other (cell-centre mean 0.6), zeros round it."""
-    p = np.zeros((6, 6), np.float32)
-    p[2:4, 2:4] = [[0.9, 0.3], [0.3, 0.9]]
-    return np.ascontiguousarray(p[:, ::-1]) if transpose else p
+def test_an_annulus_round_a_low_centre_is_a_polygon_with_a_hole() -> None:
+    grid = block(meso_grid(), slice(100, 160), slice(100, 160))
+    rows, cols = np.mgrid[0:60, 0:60]
+    r = np.hypot(rows - 29.6, cols - 30.2)
+    p = np.clip(1.0 - np.abs(r - 15.0) / 8.0, 0.0, 1.0).astype(np.float32)  # 1 on a circle of 15 px, 0 inside 7 px
+    for crs in ("lonlat", "pixel"):
+        feature = by_level(contours(p, grid, levels=[0.5], crs=crs))[0.5]
+        (polygon,) = polygons_of(feature)
+        (hole,) = polygon.interiors
+        outer_r, hole_r = (np.hypot(*(np.asarray(ring.coords) - polygon.centroid.coords[0]).T) for ring in
+                           (polygon.exterior, hole))  # fmt: skip
+        if crs == "pixel":  # [column, row]: p = 0.5 at 15 ± 4 px from the centre
+            np.testing.assert_allclose(outer_r, 19.0, atol=0.1)
+            np.testing.assert_allclose(hole_r, 11.0, atol=0.1)
+    lines = by_level(contours(p, grid, levels=[0.5], geometry="lines"))[0.5]["geometry"]
+    assert lines["type"] == "MultiLineString"
+    assert len(lines["coordinates"]) == 2  # the outline and the hole's outline, closed
+    assert all(line[0] == line[-1] for line in lines["coordinates"])
 
 
-@pytest.mark.parametrize("transpose", [False, True])
-def test_saddles_follow_the_cell_centre_mean(transpose: bool) -> None:
-    p = saddle(transpose)
-    assert len(contour_rings(p, 0.25)) == 1
-    assert len(contour_rings(p, 0.5)) == 1  # centre 0.6 is above: the two peaks join
-    assert len(contour_rings(p, 0.6)) == 1  # at the level counts as above
-    assert len(contour_rings(p, 0.75)) == 2  # centre below: two separate peaks
-    grid = block(meso_grid(), slice(100, 106), slice(100, 106))
-    counts = {f["properties"]["level"]: len(f["geometry"]["coordinates"]) for f in contours(p, grid)["features"]}
-    assert counts == {0.10: 1, 0.25: 1, 0.50: 1, 0.75: 2}
-
-
-def test_saddle_vertices_are_interpolated_along_the_edges() -> None:
-    rings = contour_rings(saddle(False), 0.75)
-    peak = next(r for r in rings if np.all(np.abs(r - 2.0) < 0.5))
-    # 0.9 → 0.3 crosses 0.75 a quarter of the way; 0.9 → 0 a sixth of the way.
-    expected = {(2.0, 2.25), (2.25, 2.0), (2.0, 2.0 - 1 / 6), (2.0 - 1 / 6, 2.0)}
-    assert {(round(r, 6), round(c, 6)) for r, c in peak.tolist()} == {(round(r, 6), round(c, 6)) for r, c in expected}
-    grid = block(meso_grid(), slice(100, 106), slice(100, 106))
-    lines = by_level(contours(saddle(False), grid))[0.75]["geometry"]["coordinates"]
-    found = np.concatenate([pixel_positions(grid, line) for line in lines])
-    assert np.min(np.hypot(found[:, 0] - 2.0, found[:, 1] - 2.25)) < 1e-3
-
-
-def test_missing_pixels_count_as_below_and_are_contoured_halfway() -> None:
+def test_missing_pixels_are_masked_and_leave_a_hole() -> None:
     p = np.zeros((12, 12), np.float32)
     p[2:10, 2:10] = 0.8
     p[5, 5] = np.nan
-    rings = contour_rings(p, 0.5)
-    assert len(rings) == 2
-    hole = next(r for r in rings if len(r) == 4)
-    assert sorted(map(tuple, hole.tolist())) == [(4.5, 5.0), (5.0, 4.5), (5.0, 5.5), (5.5, 5.0)]
-    outer = next(r for r in rings if len(r) != 4)
-    assert outer[:, 0].min() == pytest.approx(2 - 0.375)  # 0.8 → 0 crosses 0.5 at 3/8
-    assert contour_rings(np.full((5, 5), np.nan, np.float32), 0.5) == []
+    grid = block(meso_grid(), slice(100, 112), slice(100, 112))
+    feature = by_level(contours(p, grid, levels=[0.5], crs="pixel"))[0.5]
+    (polygon,) = polygons_of(feature)
+    (hole,) = polygon.interiors  # the cells touching the missing pixel, up to its neighbours' centres
+    assert sorted(set(hole.coords)) == [(4.0, 5.0), (5.0, 4.0), (5.0, 6.0), (6.0, 5.0)]
+    col, row = np.asarray(polygon.exterior.coords).T
+    assert row.min() == pytest.approx(2 - 0.375, abs=0.005)  # 0.8 → 0 crosses 0.5 at 3/8 (to 0.01 px)
+    assert contours(np.full((12, 12), np.nan, np.float32), grid)["features"] == []
 
 
-def test_a_field_reaching_the_grid_edge_closes_half_a_pixel_outside() -> None:
-    (ring,) = contour_rings(np.full((3, 4), 0.8, np.float32), 0.5)
-    assert ring[:, 0].min() == -0.5
-    assert ring[:, 0].max() == 2.5
-    assert ring[:, 1].min() == -0.5
-    assert ring[:, 1].max() == 3.5
+def test_a_field_reaching_the_grid_edge_stops_at_the_outer_pixel_centres() -> None:
+    grid = block(meso_grid(), slice(0, 3), slice(0, 4))
+    feature = by_level(contours(np.full((3, 4), 0.8, np.float32), grid, levels=[0.5], crs="pixel"))[0.5]
+    (polygon,) = polygons_of(feature)
+    assert polygon.bounds == (0.0, 0.0, 3.0, 2.0)
 
 
-def test_rings_cut_where_they_leave_the_earth() -> None:
+def test_saddles_give_valid_polygons_at_every_level() -> None:
+    p = np.zeros((6, 6), np.float32)
+    p[2:4, 2:4] = [[0.9, 0.3], [0.3, 0.9]]  # two peaks on one diagonal
+    grid = block(meso_grid(), slice(100, 106), slice(100, 106))
+    collection = contours(p, grid)
+    assert sorted(by_level(collection)) == [0.10, 0.25, 0.50, 0.75]
+    counts = {level: len(polygons_of(f)) for level, f in by_level(collection).items()}
+    assert counts[0.10] == 1
+    assert counts[0.75] == 2  # the peaks stay apart above the saddle's value
+
+
+def test_a_noisy_field_with_gaps_gives_only_valid_rfc7946_polygons() -> None:
+    from scipy import ndimage
+
+    grid = meso_grid()
+    rng = np.random.default_rng(3)
+    z = ndimage.gaussian_filter(rng.normal(size=grid.shape), 4)
+    p = ((z - z.min()) / (z.max() - z.min())).astype(np.float32)
+    p[rng.random(grid.shape) < 0.002] = np.nan  # scattered missing pixels
+    p[200:230, 100:300] = np.nan  # and a missing stripe
+    collection = contours(p, grid)
+    json.dumps(collection, allow_nan=False)
+    holes = 0
+    for feature in collection["features"]:
+        for polygon in polygons_of(feature):
+            holes += len(polygon.interiors)
+            assert np.all(np.asarray(polygon.exterior.coords) == np.round(polygon.exterior.coords, 5))
+    assert len(collection["features"]) == 4
+    assert holes > 10
+
+
+def test_space_pixels_are_masked_so_no_vertex_leaves_the_earth() -> None:
     grid = limb_grid()
     disk = grid.earth_mask()
     assert 0 < disk.sum() < disk.size
-    everywhere = np.full(grid.shape, 0.8, np.float32)  # values even in space: the ring must cross it
-    lines = by_level(contours(everywhere, grid))[0.50]["geometry"]["coordinates"]
-    assert lines
-    for line in lines:
-        assert line[0] != line[-1]  # open: cut at the limb
-        rowcol = pixel_positions(grid, line)
-        assert np.isfinite(rowcol).all()  # every vertex is on the disk
-    on_disk = np.where(disk, np.float32(0.8), np.float32(np.nan))
-    collection = contours(on_disk, grid)
+    everywhere = np.full(grid.shape, 0.8, np.float32)  # values even in space: the polygon must stop at the limb
+    collection = contours(everywhere, grid)
     json.dumps(collection, allow_nan=False)
-    for line in by_level(collection)[0.50]["geometry"]["coordinates"]:
-        assert np.isfinite(pixel_positions(grid, line)).all()
+    (polygon,) = polygons_of(by_level(collection)[0.50])
+    assert np.isfinite(pixel_positions(grid, polygon.exterior.coords)).all()
 
 
-def test_rings_agree_with_contourpy_on_a_smooth_field() -> None:
-    import contourpy  # installed with matplotlib (train extra): a missing one fails, never skips
-    from scipy import ndimage
-
-    rng = np.random.default_rng(1)
-    z = ndimage.gaussian_filter(rng.normal(size=(120, 160)), 3)
-    z = ((z - z.min()) / (z.max() - z.min())).astype(np.float32)
-    z[:2], z[-2:], z[:, :2], z[:, -2:] = 0, 0, 0, 0
-    generator = contourpy.contour_generator(z=z.astype(np.float64), name="serial", line_type="Separate")
-    for level in (0.3, 0.5, 0.7):
-        theirs = {frozenset(map(tuple, np.round(line[:-1, ::-1], 9).tolist())) for line in generator.lines(level)}
-        mine = {frozenset(map(tuple, np.round(ring, 9).tolist())) for ring in contour_rings(z, level)}
-        assert len(mine) > 5
-        assert mine == theirs
+def test_parallax_moves_contours_towards_the_sub_satellite_point(
+    disc: tuple[FixedGrid, NDArray[np.float32], tuple[float, float]],
+) -> None:
+    grid, p, _ = disc
+    plain = polygons_of(by_level(contours(p, grid, levels=[0.5]))[0.5])[0]
+    moved = polygons_of(by_level(contours(p, grid, levels=[0.5], parallax_km=9.0))[0.5])[0]
+    (dlon, dlat) = np.subtract(moved.centroid.coords[0], plain.centroid.coords[0])
+    assert dlon > 0.02  # east, towards -75.2 ...
+    assert dlat < -0.02  # ... and south, towards the equator
 
 
 # --- overlay ------------------------------------------------------------------------------------------------

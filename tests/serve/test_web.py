@@ -412,3 +412,28 @@ def test_the_admin_token_is_checked_before_the_body_and_versions_are_strict_inte
     finally:
         off.stop()
         on.stop()
+
+
+def test_the_georeferenced_routes_are_in_the_contract_with_bounded_parameters(server: HttpService) -> None:
+    host, port = server.address
+    with urllib.request.urlopen(f"http://{host}:{port}/openapi.json", timeout=10) as reply:
+        contract = json.loads(reply.read())
+    types = {"/latlon.nc": "application/x-netcdf", "/map.json": "application/json", "/map/ir.png": "image/png",
+             "/latlon.tif": "image/tiff; application=geotiff; profile=cloud-optimized",
+             "/map/probability.png": "image/png", "/map/value.png": "image/png"}  # fmt: skip
+    for suffix, content_type in types.items():
+        operation = contract["paths"][f"/v1/grids/{{grid_id}}{suffix}"]["get"]
+        params = {p["name"]: p["schema"] for p in operation["parameters"]}
+        assert (params["parallax_km"]["minimum"], params["parallax_km"]["maximum"]) == (0, 20)
+        assert params["grid_id"]["maxLength"] == 120
+        assert content_type in operation["responses"]["200"]["content"]
+    contours = {p["name"]: p["schema"] for p in contract["paths"]["/v1/grids/{grid_id}/contours.geojson"]["get"][
+        "parameters"]}  # fmt: skip
+    assert contours["geometry"]["enum"] == ["polygons", "lines"]
+    with urllib.request.urlopen(f"http://{host}:{port}/v1/grids/{GRID}/map.json", timeout=10) as reply:
+        doc = json.loads(reply.read())
+    with urllib.request.urlopen(f"http://{host}:{port}{doc['layers']['value']}", timeout=10) as reply:
+        assert reply.headers["Content-Type"] == "image/png"
+    with urllib.request.urlopen(f"http://{host}:{port}/v1/grids/{GRID}/contours.geojson", timeout=10) as reply:
+        assert reply.headers["Content-Type"] == "application/geo+json"
+        assert json.loads(reply.read())["features"][0]["geometry"]["type"] == "MultiPolygon"

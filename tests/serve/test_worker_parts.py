@@ -262,6 +262,22 @@ def test_a_store_failure_is_retried_after_a_back_off_not_dead_lettered(scenario:
     assert bus.subscribe([FRAMES_TOPIC], "ltgcast-worker").poll(0) == []
 
 
+def test_a_stored_grid_carries_its_scan_as_the_map_underlay(scenario: list[Path], setup: Setup) -> None:
+    from serve.gridfile import read_underlay
+
+    bus, clock, store, scorer = setup
+    frame = abi(scenario)[-1]
+    for path in [*glm(scenario), frame]:
+        announce(bus, path)
+    drain(NowcastWorker(bus, scorer, store, clock))
+    (stored,) = store.grids("M1")
+    image = read_product(frame)
+    assert image.band == 13
+    underlay = read_underlay(stored.path)
+    assert underlay is not None
+    np.testing.assert_allclose(underlay, image.values, atol=0.375 + 1e-4)  # 0.75 K steps; NaN where NaN
+
+
 class GridsDownOnce(InProcessBus):
     """A bus whose first grid announcement fails (the broker is away)."""
 
