@@ -7,10 +7,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DEMO_DIR ?= var/demo
 PYTEST_ARGS ?=
+VIEWER := serve/viewer
+VIEWER_STAMP := $(VIEWER)/vendor/.built-$(shell cat $(VIEWER)/package-lock.json $(VIEWER)/build.mjs | cksum | cut -d' ' -f1)
 
 .PHONY: install run demo test lint format clean services-up services-down default-model
 
-install: $(STAMP)
+install: $(STAMP) $(VIEWER_STAMP)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"ltgcast needs Python 3.11, found {sys.version.split()[0]} at {sys.executable}"'
@@ -18,6 +20,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[train,serve,kafka,dev]'
 	rm -f $(VENV)/.installed-*
+	touch $@
+
+## The viewer's map, chart and basemap packages from npm, pinned by serve/viewer/package-lock.json, copied into
+## serve/viewer/vendor/ (served at /static/vendor/); redone when the lockfile or the build script changes.
+$(VIEWER_STAMP): $(VIEWER)/package-lock.json $(VIEWER)/build.mjs
+	@command -v npm > /dev/null || { echo "make install: npm (Node.js 18+) is needed for the viewer's map library; install nodejs and npm" >&2; exit 1; }
+	npm ci --prefix $(VIEWER) --no-audit --no-fund --loglevel=error
+	node $(VIEWER)/build.mjs
 	touch $@
 
 ## The main job: the embedded service on NOAA's GOES-19 bucket, CONUS (viewer and API on http://127.0.0.1:8080/).
@@ -28,9 +38,11 @@ run: install
 ## The synthetic scenario, offline: 30 minutes of a mesoscale sector, a summary of the last frames, the last
 ## frame scored once into var/demo/grid.nc (with the frame 15 min before it, for the trend), then the whole service (`ltgcast run`) on the same scenario
 ## replayed 30 times faster than real time: grids in var/demo/grids, viewer on http://127.0.0.1:8080/
-## (Ctrl-C stops it; DEMO_RUN_ARGS=--exit-when-idle stops it once the replay is scored).
+## (Ctrl-C stops it; DEMO_RUN_ARGS=--exit-when-idle stops it once the replay is scored). Each demo starts fresh:
+## the last one's checkpoint, quarantine and grids are removed first (a kept checkpoint would replay nothing).
 DEMO_RUN_ARGS ?=
 demo: install
+	rm -rf $(DEMO_DIR)/run $(DEMO_DIR)/grids
 	$(BIN)/ltgcast simulate --out $(DEMO_DIR) --sector M1 --start 2024-06-15T18:00Z --minutes 30 --seed 1
 	$(BIN)/ltgcast inspect $(DEMO_DIR)/OR_ABI-*.nc | tail -n 3
 	$(BIN)/ltgcast nowcast --ir "$$(ls $(DEMO_DIR)/OR_ABI-*.nc | tail -n 1)" --glm $(DEMO_DIR)/OR_GLM-*.nc \
@@ -61,12 +73,12 @@ default-model: install
 		--epochs $(EPOCHS) --batch 128 --patience 2
 	$(BIN)/ltgcast evaluate --data $(MODEL_WORK)/data --run $(MODEL_WORK)/combined --out $(MODEL_WORK)/evaluation \
 		--lead-archive dir:$(MODEL_WORK)/heldout --lead-start 2024-07-25T17:15Z --lead-end 2024-07-25T19:30Z
-	$(BIN)/ltgcast models add --base $(REPOSITORY) --run $(MODEL_WORK)/combined \
+	$(BIN)/ltgcast models add --model-base $(REPOSITORY) --run $(MODEL_WORK)/combined \
 		--evaluation $(MODEL_WORK)/evaluation --notes "$(DEFAULT_MODEL_NOTES)"
 	for d in 27 28 29 30 31; do \
 		$(BIN)/ltgcast simulate --out $(MODEL_WORK)/drift-normal/$$d --sector M1 --start 2024-07-$${d}T17:00Z --minutes 90 --seed $$d > /dev/null; \
 	done
-	$(BIN)/ltgcast models calibrate-drift --base $(REPOSITORY) --archive dir:$(MODEL_WORK)/drift-normal \
+	$(BIN)/ltgcast models calibrate-drift --model-base $(REPOSITORY) --archive dir:$(MODEL_WORK)/drift-normal \
 		--start 2024-07-27T00:00Z --end 2024-08-01T00:00Z --margin 1.3 --cache $(MODEL_WORK)/.cache
 	$(BIN)/ltgcast models compare --archive dir:$(MODEL_WORK)/heldout --start 2024-07-22T00:00Z --end 2024-07-27T00:00Z \
 		--saved-model old=$(OLD_DEFAULT) --saved-model new=$(REPOSITORY)/lightning/$$(ls $(REPOSITORY)/lightning | grep -E '^[0-9]+$$' | sort -n | tail -n 1) \
@@ -96,7 +108,7 @@ format: install
 ## Installs, checks, starts the local services and runs the whole suite (every marker; nothing is deselected).
 ## The services stay up for the next run; `make services-down` stops them.
 test: install lint services-up
-	deploy/local/services.sh browser
+	deploy/local/services.sh tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:

@@ -304,10 +304,11 @@ class IngestDaemon:
         )
         self.bus.publish(event.topic, event.key, event.to_json(), slot=event.slot)
         self._final(name.name, "announced", name.scan_start, report, now)
-        lag = (now - name.scan_end).total_seconds()
+        replay = getattr(self.source, "replay_now", lambda: None)()  # a replay's lag is against its own clock
+        lag = ((replay or now) - name.scan_end).total_seconds()
         metrics.LAG.labels(product=name.product, sector=name.sector or GLM_KEY, band=_band(name)).observe(lag)
         self.summary.lags[lag_key(name)].add(lag)
-        log.info("announced %s (lag %.1f s)", name.name, lag)
+        log.info("announced %s (lag %.1f s%s)", name.name, lag, " on the replay clock" if replay else "")
 
     def _refuse(
         self,

@@ -119,9 +119,9 @@ def _naive_seconds_per_pixel(
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """``ltgcast bench featurize`` flags."""
-    parser.add_argument("--sector", choices=("C", "F", "M1", "M2"), default="C")
+    parser.add_argument("--sector", choices=("C", "F", "M1", "M2"), default="C", help="ABI sector simulated")
     parser.add_argument("--json", default="var/bench/featurize.json", help="where to write the JSON report")
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=7, help="timed passes")
     parser.add_argument("--flashes", type=int, default=50_000, help="flashes in the 15-minute window")
     parser.add_argument("--sample", type=int, default=20_000, help="pixels for the per-patch extrapolation")
-    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=3, help="seed of the simulated scenario")

@@ -3,7 +3,9 @@
 Each subcommand builds a frozen settings object from its flags (with
 ``LTGCAST_*`` environment fallbacks where noted) and calls one ``main`` step.
 Exit codes: 0 success, 1 some input was bad (reported, others still done),
-2 bad usage or configuration.
+2 bad usage or configuration (one line on stderr, before TensorFlow loads:
+see :mod:`ltgcast.flags`). TensorFlow's C++ start-up lines stay off stderr
+unless ``--tf-logs`` or ``LTGCAST_TF_LOGS=1`` (:mod:`ltgcast.quiet`).
 """
 
 from __future__ import annotations
@@ -27,12 +29,20 @@ from ingest.synthetic import SECTORS, SLOTS, ScenarioConfig, simulate
 from ltgcast.benchmarks import add_bench_arguments, bench_featurize
 from ltgcast.datasets import add_dataset_arguments, dataset_command
 from ltgcast.evaluation import add_evaluate_arguments, evaluate_command
+from ltgcast.flags import Parser
 from ltgcast.fuzzing import add_bench_fuzz_arguments, bench_fuzz
 from ltgcast.httpbench import add_bench_http_arguments, bench_http
 from ltgcast.ingestion import add_events_arguments, add_ingest_arguments, events_command, ingest_command
 from ltgcast.latency import add_bench_latency_arguments, bench_latency
 from ltgcast.modelcmd import add_models_arguments
-from ltgcast.nowcasting import add_bench_nowcast_arguments, add_nowcast_arguments, bench_nowcast, nowcast_command
+from ltgcast.nowcasting import (
+    DEFAULT_BASE,
+    add_bench_nowcast_arguments,
+    add_nowcast_arguments,
+    bench_nowcast,
+    nowcast_command,
+)
+from ltgcast.quiet import quiet_tensorflow
 from ltgcast.scaleout import add_bench_scaleout_arguments, bench_scaleout
 from ltgcast.service import add_run_arguments, run_command
 from ltgcast.training import add_train_arguments, train_command
@@ -108,11 +118,53 @@ def _bench_read(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Version(argparse.Action):
+    """``--version``: the package's version and the default model's served version, read when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            package = version("ltgcast")
+        except PackageNotFoundError:
+            package = "unknown (not installed)"
+        sys.stdout.write(f"ltgcast {package}\ndefault model: {_default_model()}\n")
+        parser.exit(0)
+
+
+def _default_model() -> str:
+    """``name vN (repository)`` of the default repository's served version of ``lightning``, or why there is none."""
+    from models.repository import ModelRepository
+
+    try:
+        current = ModelRepository(Path(DEFAULT_BASE)).current("lightning")
+    except (OSError, ValueError, KeyError) as exc:
+        return f"unreadable under {DEFAULT_BASE} ({exc})"
+    return f"lightning v{current} ({DEFAULT_BASE})" if current is not None else f"none served under {DEFAULT_BASE}"
+
+
+def _add_bench_read(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", help="GOES-R NetCDF files (ABI or GLM)")
+    parser.add_argument("--repeat", type=int, default=3, help="reads per file (the best and the median are kept)")
+    parser.add_argument("--json", default="var/bench/read.json", help="where to write the JSON report")
+    parser.set_defaults(func=_bench_read)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="ltgcast", description=__doc__.split("\n", 1)[0])
+    """The argument parser of every subcommand (a :class:`ltgcast.flags.Parser`, as are all its subparsers)."""
+    parser = Parser(
+        prog="ltgcast",
+        description="ltgcast: the probability of lightning in the next 30 minutes "
+        "from GOES-R ABI and GLM, as a streaming service and its tools.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action=_Version, help="print the version of ltgcast and of its default model")
+    parser.add_argument("--tf-logs", action="store_true",
+                        help="let TensorFlow's C++/CUDA start-up lines through (env LTGCAST_TF_LOGS=1)")  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     inspect = sub.add_parser("inspect", help="print one JSON summary per GOES-R file")
     inspect.add_argument("files", nargs="+", help="ABI L1b/L2 CMIP or GLM LCFA NetCDF files")
@@ -120,12 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="write a synthetic GOES-R scenario in NOAA format")
     sim.add_argument("--out", required=True, help="output directory")
-    sim.add_argument("--sector", choices=sorted(SECTORS), default="M1")
+    sim.add_argument("--sector", choices=sorted(SECTORS), default="M1", help="ABI sector")
     sim.add_argument("--start", required=True, help="ISO 8601 UTC start, e.g. 2024-06-15T18:00Z")
-    sim.add_argument("--minutes", type=int, default=30)
-    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--minutes", type=int, default=30, help="length of the scenario")
+    sim.add_argument("--seed", type=int, default=0, help="random seed of the storms")
     sim.add_argument("--satellite", default="G19", help="platform ID, e.g. G16, G18, G19")
-    sim.add_argument("--slot", choices=sorted(SLOTS), default="GOES-East")
+    sim.add_argument("--slot", choices=sorted(SLOTS), default="GOES-East", help="orbital slot (the projection)")
     sim.add_argument("--meso-center", default="35.0,-97.5", help="lat,lon of a mesoscale sector")
     sim.add_argument("--no-glm", action="store_true", help="write ABI frames only")
     sim.add_argument(
@@ -134,15 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     sim.set_defaults(func=_simulate)
 
-    bench = sub.add_parser("bench-read", help="time the readers on files; print and write JSON")
-    bench.add_argument("files", nargs="+")
-    bench.add_argument("--repeat", type=int, default=3)
-    bench.add_argument("--json", default="var/bench/read.json", help="where to write the JSON report")
-    bench.set_defaults(func=_bench_read)
-
-    fuzz = sub.add_parser("bench-fuzz", help="read seeded mutations of real-format files; print and write JSON")
-    add_bench_fuzz_arguments(fuzz)
-    fuzz.set_defaults(func=bench_fuzz)
+    # `bench-read` and `bench-fuzz`: the old spellings of `bench read` and `bench fuzz`, for one release (no help line).
+    _add_bench_read(sub.add_parser("bench-read"))
+    old_fuzz = sub.add_parser("bench-fuzz")
+    add_bench_fuzz_arguments(old_fuzz)
+    old_fuzz.set_defaults(func=bench_fuzz)
 
     ingest = sub.add_parser("ingest", help="announce each new GOES-R file on the bus, exactly once")
     add_ingest_arguments(ingest)
@@ -154,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench_all = sub.add_parser("bench", help="benchmarks that print numbers and write JSON")
     bench_kinds = bench_all.add_subparsers(dest="benchmark", required=True)
+    _add_bench_read(bench_kinds.add_parser("read", help="time the readers on files; print and write JSON"))
+    fuzz = bench_kinds.add_parser("fuzz", help="read seeded mutations of real-format files; print and write JSON")
+    add_bench_fuzz_arguments(fuzz)
+    fuzz.set_defaults(func=bench_fuzz)
     bench_featurize_parser = bench_kinds.add_parser("featurize", help="dense features + GLM gridding of one frame")
     add_bench_arguments(bench_featurize_parser)
     bench_featurize_parser.set_defaults(func=bench_featurize)
@@ -204,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ltgcast`` console script."""
     args = build_parser().parse_args(argv)
+    if not (args.tf_logs or os.environ.get("LTGCAST_TF_LOGS") == "1"):
+        quiet_tensorflow(os.environ)  # before any command can import TensorFlow
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ingest.geometry import FixedGrid, GeosProjection
-from ltgcast.nowcasting import DEFAULT_BASE
+from ltgcast.nowcasting import MODEL_BASE_HELP, model_base
 
 CONUS = (1500, 2500)
 #: CONUS 2 km scan angles (radians) of GOES-East's fixed grid: first column, first row, step.
@@ -50,7 +50,7 @@ def add_bench_http_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--burst", type=int, default=200, help="connections opened at once in the burst")
     parser.add_argument("--slow", type=int, default=300, help="slow clients holding half a request")
     parser.add_argument("--grids", type=int, default=6, help="CONUS grids seeded into the store")
-    parser.add_argument("--model-base", help=f"model repository (env LTGCAST_MODELS; default {DEFAULT_BASE})")
+    parser.add_argument("--model-base", help=MODEL_BASE_HELP)
     parser.add_argument("--json", default="var/bench/http.json", help="where to write the JSON report")
 
 
@@ -232,7 +232,7 @@ def bench_http(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         port = _free_port()
         command = [sys.executable, "-m", "ltgcast", "run", "--source", f"dir:{work / 'spool'}", "--store",
                    str(work / "grids"), "--state", str(work / "state"), "--http", f"127.0.0.1:{port}",
-                   "--model-base", args.model_base or env.get("LTGCAST_MODELS") or DEFAULT_BASE]  # fmt: skip
+                   "--model-base", str(model_base(args.model_base, env))]  # fmt: skip
         log = (work / "run.log").open("wb")
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:

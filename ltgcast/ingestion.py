@@ -224,7 +224,7 @@ def events_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def add_events_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``ltgcast events``."""
     parser.add_argument("--bus", help="kafka://HOST:PORT (env LTGCAST_BUS)")
-    parser.add_argument("--topic", choices=sorted(TOPIC_NAMES), default="frames")
+    parser.add_argument("--topic", choices=sorted(TOPIC_NAMES), default="frames", help="bus topic to print")
     parser.add_argument("--group", default="ltgcast-events", help="consumer group (offsets are committed)")
     parser.add_argument("--max", type=int, help="stop after this many events")
     parser.add_argument("--timeout", type=float, default=5.0, help="stop after this many seconds without an event")

@@ -39,19 +39,19 @@ from ingest.errors import ConfigError
 from ingest.events import FRAMES_TOPIC, FrameEvent
 from ingest.ncio import parse_utc
 from ingest.synthetic import ScenarioConfig, simulate
-from ltgcast.nowcasting import DEFAULT_BASE
+from ltgcast.nowcasting import MODEL_BASE_HELP, model_base
 from ltgcast.service import Service, ServiceSettings
 
 
 def add_bench_latency_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``ltgcast bench latency``."""
-    parser.add_argument("--sector", choices=("C", "M1"), default="C")
+    parser.add_argument("--sector", choices=("C", "M1"), default="C", help="ABI sector simulated")
     parser.add_argument("--frames", type=int, default=5, help="frames measured after the warm-up frame")
     parser.add_argument("--json", default="var/bench/latency.json", help="where to write the JSON report")
-    parser.add_argument("--model-base", help=f"model repository (env LTGCAST_MODELS; default {DEFAULT_BASE})")
+    parser.add_argument("--model-base", help=MODEL_BASE_HELP)
     parser.add_argument("--settle", type=float, help="the spool's settle time in seconds (default: the service's)")
     parser.add_argument("--poll-interval", type=float, help="the daemon's poll interval (default: the service's)")
-    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=5, help="seed of the simulated scenario")
 
 
 def _latest(host: str, port: int, sector: str) -> str | None:
@@ -127,7 +127,7 @@ def bench_latency(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             source=f"dir:{spool}" + ("" if args.settle is None else f"?settle_s={args.settle}"),
             store=work / "grids",
             state=work / "state",
-            model_base=Path(args.model_base or env.get("LTGCAST_MODELS") or DEFAULT_BASE),
+            model_base=model_base(args.model_base, env),
             http=("127.0.0.1", 0),
             poll_interval_s=defaults.poll_interval_s if args.poll_interval is None else args.poll_interval,
         )

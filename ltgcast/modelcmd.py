@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ingest.errors import ConfigError, ModelRejected
-
-DEFAULT_BASE = "models/repository"
+from ltgcast.flags import add_old_spelling
+from ltgcast.nowcasting import MODEL_BASE_HELP, model_base
 
 
 def _card(run: Path) -> dict[str, Any]:
@@ -225,7 +225,7 @@ def models_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         sys.stdout.write(json.dumps(_on_service(args, env)) + "\n")
         return 0
 
-    base = Path(args.base or env.get("LTGCAST_MODELS") or DEFAULT_BASE)
+    base = model_base(args.base, env)
     repo = ModelRepository(base)
     if args.action == "list":
         result: Any = [{"name": n, "versions": repo.versions(n), "current": repo.current(n)} for n in repo.names()]
@@ -260,9 +260,11 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> None:
         ("convert", "(re)write a version's model.onnx for the fast embedded scorer, checked against TensorFlow"),
     ):
         sub = actions.add_parser(action, help=text)
-        sub.add_argument("--base", help=f"model base path (env LTGCAST_MODELS; default {DEFAULT_BASE})")
+        sub.add_argument("--model-base", dest="base", help=MODEL_BASE_HELP)
+        add_old_spelling(sub, "--base", "--model-base")
         if action != "list":
-            sub.add_argument("--name", default="lightning")
+            sub.add_argument("--model-name", dest="name", default="lightning", help="model name in the repository")
+            add_old_spelling(sub, "--name", "--model-name")
         if action == "add":
             sub.add_argument("--run", required=True, help="a folder written by `ltgcast train`")
             sub.add_argument(
@@ -270,7 +272,9 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> None:
             )
             sub.add_argument("--notes", help="free text for the model card (what it is for, its limits)")
         if action in ("validate", "promote"):
-            sub.add_argument("--version", type=int, required=action == "promote")
+            sub.add_argument("--version", type=int, required=action == "promote",
+                             help="the version to check" + (" and serve" if action == "promote" else
+                                                            " (default: the served one)"))  # fmt: skip
             sub.add_argument("--holdout", help="a dataset folder whose test split measures skill")
             sub.add_argument("--margin", type=float, default=0.02, help="allowed loss of Brier skill vs current")
         if action == "convert":
@@ -292,7 +296,7 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> None:
             )
             sub.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the service")
         if action == "promote":
-            sub.add_argument("--reason", default="")
+            sub.add_argument("--reason", default="", help="why, for the promotion log")
     parser.set_defaults(func=lambda a: models_command(a, os.environ))
     from ltgcast.comparing import add_compare_arguments, compare_command
 

@@ -1,8 +1,9 @@
 """``ltgcast nowcast`` (one frame → one NetCDF grid) and ``ltgcast bench nowcast`` (the worker path, timed).
 
 The model is a version of the repository (``--model-base``, env
-``LTGCAST_MODELS``, default ``models/repository``): the served version unless
-``--version`` says otherwise.
+``LTGCAST_MODEL_BASE`` or ``LTGCAST_MODELS``, default :data:`DEFAULT_BASE`, the
+project's ``models/repository`` wherever the command runs): the served version
+unless ``--version`` says otherwise.
 
 A temporal model (``ir_trend``) takes ``--previous``, the band-13 frame of the
 same satellite and sector 15 minutes (± 90 s) earlier on the same grid
@@ -41,7 +42,23 @@ from ingest.readers import read_product
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE = "models/repository"
+_PROJECT_ROOT = Path(__file__).resolve().parents[1]
+#: The committed repository next to the installed package (an editable install), else ``models/repository`` under
+#: the working directory.
+DEFAULT_BASE = (
+    str(_PROJECT_ROOT / "models" / "repository")
+    if (_PROJECT_ROOT / "models" / "repository").is_dir()
+    else "models/repository"
+)
+#: The help of every ``--model-base`` flag.
+MODEL_BASE_HELP = f"model repository (env LTGCAST_MODEL_BASE, or LTGCAST_MODELS; default {DEFAULT_BASE})"
+
+
+def model_base(flag: str | None, env: Mapping[str, str]) -> Path:
+    """The repository: ``--model-base``, else ``LTGCAST_MODEL_BASE``, else ``LTGCAST_MODELS``, else the default."""
+    return Path(flag or env.get("LTGCAST_MODEL_BASE") or env.get("LTGCAST_MODELS") or DEFAULT_BASE)
+
+
 HORIZON = timedelta(minutes=30)
 
 
@@ -82,7 +99,7 @@ def nowcast_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         msg = f"--ir: {args.ir} is not an ABI L1b/CMIP image"
         raise ConfigError(msg)
     flashes, used = _flashes(args.glm or [], image.name.satellite)
-    base = Path(args.model_base or env.get("LTGCAST_MODELS") or DEFAULT_BASE)
+    base = model_base(args.model_base, env)
     target = args.tfserving or env.get("LTGCAST_TFSERVING") or DEFAULT_TFSERVING
     settings = ScorerSettings(args.backend, args.tile, target=target)
     scorer = get_scorer(version_path(base, args.name, args.version), settings)
@@ -159,7 +176,7 @@ def bench_nowcast(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from serve.scoring import ScorerSettings, get_scorer
 
     began = time.perf_counter()
-    path = version_path(Path(args.model_base or env.get("LTGCAST_MODELS") or DEFAULT_BASE), args.name, args.version)
+    path = version_path(model_base(args.model_base, env), args.name, args.version)
     scorer = get_scorer(path, ScorerSettings(args.backend, args.tile, args.threads))
     with tempfile.TemporaryDirectory() as folder:
         window = scorer.feature_set.window_minutes if scorer.feature_set.temporal else None
@@ -279,11 +296,18 @@ def _naive_seconds_per_pixel(path: Path, image: AbiImage, flashes: Flashes, samp
     return (time.perf_counter() - began) / sample
 
 
-def _model_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-base", help=f"model repository (env LTGCAST_MODELS; default {DEFAULT_BASE})")
-    parser.add_argument("--name", default="lightning", help="model name in the repository")
+def _model_flags(parser: argparse.ArgumentParser, backends: tuple[str, ...] | None) -> None:
+    """The model flags ``nowcast`` and ``bench nowcast`` share (``--name`` and ``--backend``: their old spellings)."""
+    from ltgcast.flags import add_old_spelling
+
+    parser.add_argument("--model-base", help=MODEL_BASE_HELP)
+    parser.add_argument("--model-name", dest="name", default="lightning", help="model name in the repository")
+    add_old_spelling(parser, "--name", "--model-name")
     parser.add_argument("--version", type=int, help="model version (default: the served one)")
     parser.add_argument("--tile", type=int, default=512, help="output pixels per tile side; 0 = whole frame")
+    parser.add_argument("--scorer", dest="backend", choices=backends, default="embedded",
+                        help="scorer backend (embedded: the fastest exact one in process, as `run` uses)")  # fmt: skip
+    add_old_spelling(parser, "--backend", "--scorer", choices=backends)
 
 
 def add_nowcast_arguments(parser: argparse.ArgumentParser) -> None:
@@ -293,20 +317,17 @@ def add_nowcast_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--previous", help="band-13 frame 15 minutes earlier (feature sets with ir_trend)")
     parser.add_argument("--out", required=True, help="output NetCDF path")
     backends = ("embedded", "onnxruntime", "openvino", "tensorflow", "patch", "tfserving")
-    parser.add_argument("--backend", choices=backends, default="embedded")
-    parser.add_argument("--tfserving", help="TF Serving gRPC HOST:PORT for --backend tfserving (env LTGCAST_TFSERVING)")
+    parser.add_argument("--tfserving", help="TF Serving gRPC HOST:PORT for --scorer tfserving (env LTGCAST_TFSERVING)")
     parser.add_argument("--encoding", choices=("uint8", "float32"), default="uint8", help="probability storage")
-    _model_flags(parser)
+    _model_flags(parser, backends)
 
 
 def add_bench_nowcast_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``ltgcast bench nowcast``."""
-    parser.add_argument("--sector", choices=("C", "F", "M1", "M2"), default="C")
+    parser.add_argument("--sector", choices=("C", "F", "M1", "M2"), default="C", help="ABI sector simulated")
     parser.add_argument("--json", default="var/bench/nowcast.json", help="where to write the JSON report")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=5, help="timed passes (after one warm-up pass)")
     parser.add_argument("--sample", type=int, default=2000, help="pixels for the naive (patch) extrapolation")
     parser.add_argument("--threads", type=int, default=0, help="in-process scorer threads (0 = its default)")
-    parser.add_argument("--backend", default="embedded",
-                        help="scorer backend (embedded: the fastest exact one in process, as run uses)")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=3)
-    _model_flags(parser)
+    parser.add_argument("--seed", type=int, default=3, help="seed of the simulated scenario")
+    _model_flags(parser, None)

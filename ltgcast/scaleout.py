@@ -37,7 +37,7 @@ from ingest.events import FrameEvent
 from ingest.filenames import parse_filename
 from ingest.synthetic import ScenarioConfig, simulate
 from ltgcast.ingestion import split_list
-from ltgcast.nowcasting import DEFAULT_BASE
+from ltgcast.nowcasting import MODEL_BASE_HELP, model_base
 
 PARTITIONS = 12
 SETTLE_LIMIT_S = 90.0
@@ -54,7 +54,7 @@ def add_bench_scaleout_arguments(parser: argparse.ArgumentParser) -> None:
                         help="added by the stand-in to every request (--scorer tfserving; default 0)")  # fmt: skip
     parser.add_argument("--meso", type=int, default=24, help="M1 frames in the backlog (default %(default)s)")
     parser.add_argument("--conus", type=int, default=4, help="CONUS frames in the backlog (default %(default)s)")
-    parser.add_argument("--model-base", help=f"model repository (env LTGCAST_MODELS; default {DEFAULT_BASE})")
+    parser.add_argument("--model-base", help=MODEL_BASE_HELP)
     parser.add_argument("--json", default="var/bench/scaleout.json", help="where to write the JSON report")
 
 
@@ -210,7 +210,7 @@ def bench_scaleout(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if not bus_uri.startswith("kafka://"):
         msg = f"--bus: the distributed mode needs Kafka (kafka://HOST:PORT); found {bus_uri!r}"
         raise ConfigError(msg)
-    model_base = Path(args.model_base or env.get("LTGCAST_MODELS") or DEFAULT_BASE).resolve()
+    base = model_base(args.model_base, env).resolve()
     rows = []
     with tempfile.TemporaryDirectory(prefix="ltgcast-scaleout-") as folder:
         work = Path(folder)
@@ -218,12 +218,12 @@ def bench_scaleout(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         standin = None
         scorer_args: list[str] = []
         if args.scorer == "tfserving":
-            standin, port = _standin(model_base, args.delay_ms, work)
+            standin, port = _standin(base, args.delay_ms, work)
             scorer_args = ["--scorer", "tfserving", "--tfserving", f"127.0.0.1:{port}", "--watch", "0"]
         try:
             for count in counts:
                 (work / f"run{count}").mkdir()
-                row = _measure(work / f"run{count}", bus_uri, count, events, model_base, scorer_args)
+                row = _measure(work / f"run{count}", bus_uri, count, events, base, scorer_args)
                 rows.append(row)
                 label = args.scorer + (f" (+{args.delay_ms:g} ms a request)" if args.delay_ms else "")
                 rate, shares = row["grids_per_minute"], row["share_per_worker"]

@@ -15,6 +15,11 @@ With ``--source none`` the service is a worker (and API) of the distributed
 mode: there is no ingest thread, and ``/readyz`` asks only that the worker loop
 comes round.
 
+Beside them, unless ``--sites none``, the site-alert runner (:mod:`serve.alerts`)
+derives each site's ALERT/CLEAR/UNKNOWN state from the stored grids, serves it at
+``/v1/alerts`` and hands transitions to the webhook thread (``--alert-webhook``);
+neither ever waits on the worker.
+
 Settings come from flags, then ``LTGCAST_*`` environment variables, then the
 embedded defaults, and are checked before anything starts.
 """
@@ -31,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ingest.addresses import parse_address
@@ -45,8 +50,12 @@ from ingest.quarantine import Quarantine
 from ingest.readers import read_product
 from ingest.sources import ABI_SECTORS, FrameFilter, SourceContext, get_source
 from ltgcast.ingestion import split_list, stop_on_signals
-from ltgcast.nowcasting import DEFAULT_BASE
+from ltgcast.nowcasting import DEFAULT_BASE, MODEL_BASE_HELP, model_base
 from serve.scoring import DEFAULT_TFSERVING
+
+if TYPE_CHECKING:
+    from serve.alerts import AlertRunner
+    from serve.webhook import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +94,8 @@ class ServiceSettings:
     http_max_connections: int = 512
     http_max_in_flight: int = 64
     http_header_timeout_s: float = 10.0
+    sites: str = ""  # the sites file of the site alerts: "" the packaged airports, "none" off (serve.sites)
+    alert_webhook: str = ""  # http(s) URL each site-alert transition is POSTed to ("" none)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, env: Mapping[str, str]) -> ServiceSettings:
@@ -124,7 +135,7 @@ class ServiceSettings:
             tile=args.tile,
             tfserving=pick("tfserving", "LTGCAST_TFSERVING", d.tfserving),
             store=Path(pick("store", "LTGCAST_STORE", str(d.store))),
-            model_base=Path(pick("model_base", "LTGCAST_MODELS", str(d.model_base))),
+            model_base=model_base(args.model_base, env),
             model_name=args.model_name,
             http=parse_address(pick("http", "LTGCAST_HTTP", ":".join(map(str, d.http))), "--http", listen=True),
             redis=pick("redis", "LTGCAST_REDIS_URL", d.redis),
@@ -143,6 +154,7 @@ class ServiceSettings:
             http_max_connections=args.http_max_connections,
             http_max_in_flight=args.http_max_in_flight,
             http_header_timeout_s=args.http_header_timeout,
+            **_alert_settings(args, env),
         )
 
 
@@ -157,7 +169,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, default=d.tile, help="output pixels per scoring tile side (0: whole frame)")
     parser.add_argument("--tfserving", help="TF Serving gRPC HOST:PORT for --scorer tfserving (env LTGCAST_TFSERVING)")
     parser.add_argument("--store", help="grid store folder (env LTGCAST_STORE; default var/grids)")
-    parser.add_argument("--model-base", help=f"model repository (env LTGCAST_MODELS; default {DEFAULT_BASE})")
+    parser.add_argument("--model-base", help=MODEL_BASE_HELP)
     parser.add_argument("--model-name", default=d.model_name, help="model name in the repository")
     parser.add_argument("--http", help="HTTP API listen HOST:PORT (env LTGCAST_HTTP; default 127.0.0.1:8080)")
     parser.add_argument("--redis", help="also store grids in Redis: redis://HOST:PORT/DB (env LTGCAST_REDIS_URL)")
@@ -181,6 +193,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         "after the clock (stage future), and hide such grids (default %(default)g)")  # fmt: skip
     parser.add_argument("--exit-when-idle", action="store_true",
                         help="stop once the source is exhausted and every frame scored (replays)")  # fmt: skip
+    alerts = parser.add_argument_group("site alerts")
+    alerts.add_argument("--sites", metavar="PATH",
+                        help="TOML file of the sites with a lightning alert state, or none (env LTGCAST_SITES; "
+                        "default: the packaged major US airports, serve/sitefiles/airports.toml)")  # fmt: skip
+    alerts.add_argument("--alert-webhook", metavar="URL",
+                        help="POST each site-alert transition as JSON to this http(s) URL "
+                        "(env LTGCAST_ALERT_WEBHOOK; default none)")  # fmt: skip
     http = parser.add_argument_group("HTTP server limits")
     http.add_argument("--cors-origin", action="append", metavar="ORIGIN",
                       help="let a browser viewer at ORIGIN (e.g. https://wx.example.org) read the API; repeatable "
@@ -193,6 +212,19 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     http.add_argument("--http-header-timeout", type=float, default=d.http_header_timeout_s,
                       help="seconds a client has to send a request's line and headers "
                       "(default %(default)g)")  # fmt: skip
+
+
+def _alert_settings(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, str]:
+    """``--sites`` and ``--alert-webhook`` (env ``LTGCAST_SITES``, ``LTGCAST_ALERT_WEBHOOK``), checked now."""
+    from serve.sites import resolve_sites
+    from serve.webhook import check_webhook_url
+
+    sites = getattr(args, "sites", None) or env.get("LTGCAST_SITES", "")
+    webhook = getattr(args, "alert_webhook", None) or env.get("LTGCAST_ALERT_WEBHOOK", "")
+    resolve_sites(sites)  # a bad sites file stops the start, naming the file, the site and the problem
+    if webhook:
+        check_webhook_url(webhook)
+    return {"sites": sites, "alert_webhook": webhook}
 
 
 def _origins(text: str) -> tuple[str, ...]:
@@ -208,6 +240,23 @@ def _positive_int(text: str) -> int:
         msg = f"expected a positive integer, found {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return value
+
+
+def port_in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (a busy port), or ``None``: checked before anything heavy loads.
+
+    Binds and listens as the HTTP server will (``SO_REUSEADDR``), then lets go.
+    """
+    if port == 0:
+        return None
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+            probe.listen(1)
+        except OSError as exc:
+            return f"cannot listen there ({exc.strerror or exc})"
+    return None
 
 
 def unreachable(source: str, timeout_s: float = 5.0) -> str | None:
@@ -261,8 +310,9 @@ class Service:
         read = self.handoff.read if self.handoff is not None else read_product
         self.worker = NowcastWorker(self.bus, self.models, self.store, self.clock, worker_settings,
                                     sinks=self._sinks(), read=read)  # fmt: skip
+        self.alerts, self.webhook = self._site_alerts()
         self.api = GridApi(self.store, ApiSettings(admin_token=s.admin_token), models=self.models,
-                           ready=self.problems)  # fmt: skip
+                           ready=self.problems, alerts=self.alerts)  # fmt: skip
         web = WebSettings(max_connections=s.http_max_connections, max_in_flight=s.http_max_in_flight,
                           header_timeout_s=s.http_header_timeout_s, cors_origins=s.cors_origins)  # fmt: skip
         self.http = HttpService(self.api, *s.http, web)
@@ -270,6 +320,25 @@ class Service:
         self.ingest_done = threading.Event()
         self.worker_errors = 0
         self._next_prune = 0.0
+        self._replay_logged = False
+
+    def _site_alerts(self) -> tuple[AlertRunner | None, WebhookSender | None]:
+        """The site-alert runner (``None`` with ``--sites none``) and its webhook sender (``None`` without a URL).
+
+        Live (``max_age_s`` > 0) the clock is "now", so a feed that stops turns the sites UNKNOWN; on a replay
+        "now" is the newest scan in the store.
+        """
+        from serve.alerts import AlertRunner, SiteAlerts
+        from serve.sites import resolve_sites
+        from serve.webhook import WebhookSender, WebhookSettings
+
+        s = self.settings
+        sites = resolve_sites(s.sites)
+        if not sites:
+            return None, None
+        webhook = WebhookSender(WebhookSettings(s.alert_webhook)) if s.alert_webhook else None
+        alerts = SiteAlerts(self.store, sites, now=self.clock.now if s.max_age_s > 0 else None)
+        return AlertRunner(alerts, webhook), webhook
 
     def _sinks(self) -> tuple[Any, ...]:
         if not self.settings.redis:
@@ -319,9 +388,26 @@ class Service:
             log.exception("worker: a step failed; going on")
             self.clock.sleep(1.0)
             return
-        if self.settings.exit_when_idle and self.ingest_done.is_set() and not received and self.worker.idle():
-            log.info("run: the source is exhausted and every frame is scored; stopping")
+        if received or not self.worker.idle():
+            return
+        if self.settings.exit_when_idle and self.ingest_done.is_set():
+            self._replay_over("stopping")
             self.stop_event.set()
+        elif self.daemon is not None and getattr(self.daemon.source, "exhausted", lambda: False)():
+            self._replay_over("still serving the grids (Ctrl-C stops)")
+
+    def _replay_over(self, then: str) -> None:
+        """Say once that the source is exhausted: what was announced and refused, and the grids made."""
+        if self._replay_logged:
+            return
+        self._replay_logged = True
+        summary = self.daemon.summary if self.daemon is not None else None
+        lags = summary.lags if summary is not None else {}
+        granules = lags["GLM"].count if "GLM" in lags else 0
+        frames = sum(stats.count for key, stats in lags.items() if key != "GLM")
+        refused = sum(n for outcome, n in summary.outcomes.items() if outcome != "announced") if summary else 0
+        log.info("run: the replay is over: %d ABI frame(s) and %d GLM granule(s) announced, %d file(s) not, "
+                 "%d grid(s) made; %s", frames, granules, refused, self.worker.grids_made, then)  # fmt: skip
 
     def _finish(self) -> None:
         """On the in-process bus, score what ingest announced last (kept nowhere else) before stopping.
@@ -352,11 +438,17 @@ class Service:
         for feed in self.worker.sinks:
             if not feed.alive() and not self.stop_event.is_set():
                 found["sink"] = f"the thread feeding {feed.sink} has stopped"
+        if self.alerts is not None and self.threads and not self.alerts.alive() and not self.stop_event.is_set():
+            found["alerts"] = "the site-alert thread has stopped"
         return found
 
     def start(self) -> Service:
         """Start every thread; return self."""
         self.http.start()
+        if self.webhook is not None:
+            self.webhook.start()
+        if self.alerts is not None:
+            self.alerts.start()
         if self.settings.watch_s > 0:
             self.models.start()
         targets = [("worker", self._work)]
@@ -386,6 +478,10 @@ class Service:
             if thread.is_alive():
                 log.error("run: the %s thread did not stop within %.0f s; leaving it", name, STOP_TIMEOUT_S)
         self.models.stop()
+        if self.alerts is not None:
+            self.alerts.stop()
+        if self.webhook is not None:
+            self.webhook.stop()
         self.http.stop()
         if self.checkpoint is not None:
             self.checkpoint.close()
@@ -415,6 +511,10 @@ def run_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             "  (or: ltgcast run --source 'sim:?sector=M1&speed=60' --max-age-minutes 0)\n"
         )
         return 1
+    busy = port_in_use(*settings.http)
+    if busy:  # before the service (and TensorFlow, for some scorers) loads
+        msg = f"--http {settings.http[0]}:{settings.http[1]}: {busy}; stop what holds it or pick another port"
+        raise ConfigError(msg)
     began = time.monotonic()
     service = Service(settings).start()
     host, port = service.http.address

@@ -61,9 +61,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run folder: model.keras, training.json, tensorboard/")
     parser.add_argument("--arch", default="combined", help="cnn, combined or logistic")
     parser.add_argument("--width", type=int, default=16, help="filters per convolution")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=int, default=10, help="passes over the training split, at most")
+    parser.add_argument("--batch", type=int, default=64, help="examples per gradient step")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's learning rate")
     parser.add_argument("--patience", type=int, default=3, help="epochs without improvement before stopping")
     parser.add_argument(
         "--weighting",
@@ -72,7 +72,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="balanced: positives weighted up; population: each example by its sampling weight (calibrated)",
     )
     parser.add_argument("--positive-weight", type=float, help="balanced: default negatives / positives of train")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the data order")
     parser.add_argument("--dropout", type=float, default=0.2, help="dropout on the trunk's output while training")
     parser.add_argument(
         "--no-calibration", action="store_true", help="skip Platt scaling on the validation split (on by default)"

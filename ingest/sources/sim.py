@@ -7,6 +7,11 @@ scan end (NOAA's typical latency), replayed ``speed`` times faster than real tim
 from the moment of the first poll; ``speed=0`` (the default) releases everything
 at once.
 
+The source keeps the replay's own clock (:meth:`SimSource.replay_now`: the
+scenario time the replay has reached), so that the ingest daemon reports each
+file's lag against it rather than against the wall clock (years, for a scenario
+of 2024), and says when the replay is over (:meth:`SimSource.exhausted`).
+
 Options: ``sim:?sector=M1&start=2024-06-15T18:00Z&minutes=30&seed=1&satellite=G19&speed=60``, and
 ``cloud_top_offset_k=15`` for a regime change (every cloud top 15 K warmer; drift tests).
 """
@@ -40,6 +45,7 @@ class SimSource:
         self.speed = speed
         self._files: list[tuple[datetime, Path]] | None = None
         self._began = 0.0
+        self._full_polls = 0  # polls that found every file released
 
     @classmethod
     def from_uri(cls, uri: str, context: SourceContext) -> SimSource:
@@ -88,9 +94,28 @@ class SimSource:
         first = files[0][0]
         return sum(1 for arrival, _ in files if (arrival - first).total_seconds() <= elapsed)
 
+    def replay_now(self) -> datetime | None:
+        """The scenario time the replay has reached (``None`` before the first poll).
+
+        The first file's arrival plus the elapsed time times ``speed``; with ``speed=0`` (everything at once), the
+        last file's arrival.
+        """
+        if not self._files:
+            return None
+        first, last = self._files[0][0], self._files[-1][0]
+        if self.speed == 0:
+            return last
+        return min(first + timedelta(seconds=(self.clock.monotonic() - self._began) * self.speed), last)
+
+    def exhausted(self) -> bool:
+        """Every file released, and polled since by a caller that then came back (so it has handled them all)."""
+        return self._full_polls >= 2
+
     def poll(self) -> list[Candidate]:
         """The files whose arrival time has come."""
-        files = [p for _, p in self._scenario()[: self._released()] if p.is_file()]  # refused ones are gone
+        released = self._released()
+        self._full_polls += released == len(self._scenario())
+        files = [p for _, p in self._scenario()[:released] if p.is_file()]  # refused ones are gone
         return [Candidate(p.name, p.resolve().as_uri(), p.stat().st_size, local=p) for p in files]
 
     def pending(self) -> int:

@@ -503,6 +503,7 @@ class NowcastWorker:
 
     def _score(self, frame: _Pending, models: ServingModels, window: Any) -> None:
         """Score one frame; whatever goes wrong is counted, retried or dead-lettered, never raised to the loop."""
+        began = self.clock.monotonic()
         try:
             scored = self.scoring.run(frame.event, frame.scan_start, models, window, attempt=frame.attempts,
                                       read_tries=self.settings.read_tries)  # fmt: skip
@@ -517,7 +518,23 @@ class NowcastWorker:
             log.exception("worker: unexpected failure on %s", frame.event.name)
             self._failed(frame, f"unexpected {type(exc).__name__}: {exc}")
             return
+        self._log_stored(frame, scored, self.clock.monotonic() - began)
         self._after_store(frame, models, scored)
+
+    def _log_stored(self, frame: _Pending, scored: Scored, seconds: float) -> None:
+        """One INFO line per stored grid: sector, scan time, age, model and the seconds spent scoring and storing.
+
+        The age is the frame's since its scan start; with no age limit (a replay of old files) it is counted from
+        the frame's arrival instead, which is what the replay's operator can act on.
+        """
+        meta, now = scored.meta, self.clock.now()
+        if math.isfinite(self.settings.max_age_s):
+            age = f"age {(now - frame.scan_start).total_seconds():.1f} s"
+        else:
+            age = f"replayed, {(now - frame.arrived).total_seconds():.1f} s after arrival"
+        log.info("worker: stored grid %s: sector %s, scan %s, %s, model %s v%d, %.2f s", meta.grid_id, meta.sector,
+                 f"{frame.scan_start:%Y-%m-%dT%H:%M:%SZ}", age, meta.model_name, meta.model_version,
+                 seconds)  # fmt: skip
 
     def _retry_later(self, frame: _Pending, failure: FrameFailed) -> None:
         frame.attempts += 1

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,7 +106,8 @@ def test_the_future_tolerance_is_a_flag_of_run_and_ingest(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_run_replays_the_simulator_into_the_store_and_exits_when_idle(tmp_path, capsys):
+def test_run_replays_the_simulator_into_the_store_and_exits_when_idle(tmp_path, capsys, caplog):
+    caplog.set_level("INFO")
     store = tmp_path / "grids"
     argv = ["run", "--source", "sim:?sector=M1&minutes=6&seed=2", "--max-age-minutes", "0", "--exit-when-idle",
             "--store", str(store), "--state", str(tmp_path / "state"), "--http", "127.0.0.1:0", "--watch", "0",
@@ -116,6 +118,18 @@ def test_run_replays_the_simulator_into_the_store_and_exits_when_idle(tmp_path, 
     assert summary["outcomes"]["scored"] == 6
     assert summary["models"]["stable"] == served_version()  # the committed default, whatever its version
     assert len(list(store.glob("M1/*/*.nc"))) == 6
+    messages = [r.getMessage() for r in caplog.records]
+    stored = [m for m in messages if m.startswith("worker: stored grid ")]
+    assert len(stored) == 6  # one line per grid: sector, scan, age, model, seconds
+    assert ": sector M1, scan 2024-06-15T18:" in stored[0]
+    assert f"model lightning v{served_version()}" in stored[0]
+    over = [m for m in messages if "the replay is over" in m]
+    assert len(over) == 1
+    assert "6 ABI frame(s) and " in over[0]
+    assert "6 grid(s) made; stopping" in over[0]
+    lags = [float(m.split("(lag ")[1].split(" s")[0]) for m in messages if m.startswith("announced ")]
+    assert lags
+    assert all(20.0 <= lag < 3600.0 for lag in lags)  # on the replay's clock, not 2.5 years behind the wall clock
 
 
 @pytest.mark.realdata
@@ -181,3 +195,147 @@ def test_bench_nowcast_reports_each_stage_with_the_default_scorer(tmp_path, caps
     assert sum(parts.values()) == pytest.approx(report["frame_seconds_median"], rel=0.05)
     assert (report["backend"], report["pixels"], report["trend"]) == ("embedded", 500 * 500, "ok")
     assert "median score (s)" in capsys.readouterr().out
+
+
+def _options(parser, path=("ltgcast",)):
+    """Every (subcommand path, action) of the parser tree, subparsers included."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, (*path, name))
+        else:
+            yield " ".join(path), action
+
+
+def test_every_option_of_every_subcommand_has_help_and_shows_its_default():
+    import argparse
+
+    from ltgcast.cli import build_parser
+
+    parser = build_parser()
+    found = list(_options(parser))
+    assert len({command for command, _ in found}) > 25  # the walk reaches nested subcommands (bench read, models add)
+    missing = [f"{command} {action.option_strings or action.dest}" for command, action in found
+               if not action.help and not isinstance(action, argparse._HelpAction)]  # fmt: skip
+    assert missing == []
+    unshown = [f"{command} {action.option_strings}" for command, action in found
+               if action.help != argparse.SUPPRESS and action.option_strings and not action.required
+               and action.default is not None and action.default is not False and action.default != argparse.SUPPRESS
+               and "default" not in parser.formatter_class("p")._get_help_string(action)]  # fmt: skip
+    assert unshown == []
+    run_help = next(sub for name, sub in parser._subparsers._group_actions[0].choices.items() if name == "run")
+    assert "(default: 512)" in run_help.format_help()  # --tile: a default not named in its help text is shown
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (["models", "list", "--base", "B"], ["models", "list", "--model-base", "B"]),
+        (["models", "promote", "--name", "N", "--version", "2"],
+         ["models", "promote", "--model-name", "N", "--version", "2"]),
+        (["nowcast", "--ir", "F", "--out", "O", "--backend", "patch", "--name", "N"],
+         ["nowcast", "--ir", "F", "--out", "O", "--scorer", "patch", "--model-name", "N"]),
+        (["bench", "nowcast", "--backend", "tensorflow"], ["bench", "nowcast", "--scorer", "tensorflow"]),
+        (["bench-read", "F"], ["bench", "read", "F"]),
+        (["bench-fuzz", "--cases", "3"], ["bench", "fuzz", "--cases", "3"]),
+    ],
+)  # fmt: skip
+def test_old_spellings_still_work_for_one_release_but_are_hidden(old, new):
+    from ltgcast.cli import build_parser
+
+    parser = build_parser()
+    parsed_old, parsed_new = vars(parser.parse_args(old)), vars(parser.parse_args(new))
+    for namespace in (parsed_old, parsed_new):
+        namespace.pop("func")
+        namespace.pop("command")
+        namespace.pop("benchmark", None)
+    assert parsed_old == parsed_new
+    assert parser.parse_args(new).func.__code__ is parser.parse_args(old).func.__code__
+
+
+def test_old_spellings_are_not_in_the_help(capsys):
+    for argv in (["models", "add", "--help"], ["nowcast", "--help"], ["--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        text = capsys.readouterr().out
+        assert "--base " not in text
+        assert "--backend" not in text
+        assert "--name " not in text
+        assert "bench-read" not in text
+
+
+def test_version_names_the_package_and_the_default_model(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"])
+    assert stopped.value.code == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"ltgcast {version('ltgcast')}"
+    assert out[1].startswith(f"default model: lightning v{served_version()} (")
+
+
+def _ltgcast_importtime(argv, cwd):
+    """Run ``python -X importtime -m ltgcast ARGV``: exit status, stderr lines that are not import times, modules."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "ltgcast", *argv], cwd=cwd,
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    lines = done.stderr.splitlines()
+    imported = {line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")}
+    return done.returncode, [line for line in lines if not line.startswith("import time:")], imported
+
+
+def test_a_busy_port_is_refused_in_one_line_before_anything_heavy_loads(tmp_path):
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        code, err, imported = _ltgcast_importtime(["run", "--source", "sim:", "--http", f"127.0.0.1:{port}",
+                                                   "--state", str(tmp_path / "state")], tmp_path)  # fmt: skip
+    assert code == 2
+    assert err == [f"ltgcast run: --http 127.0.0.1:{port}: cannot listen there (Address already in use); "
+                   "stop what holds it or pick another port"]  # fmt: skip
+    assert "ltgcast.cli" in imported  # the import times were read
+    assert not {"tensorflow", "onnxruntime", "uvicorn", "serve.worker"} & imported
+    assert not (tmp_path / "state").exists()
+
+
+def test_a_bad_flag_is_refused_in_one_line_before_anything_heavy_loads(tmp_path):
+    code, err, imported = _ltgcast_importtime(["run", "--sorcer", "sim:"], tmp_path)
+    assert code == 2
+    assert err == ["ltgcast: unrecognized arguments: --sorcer sim: (see ltgcast --help)"]
+    assert "ltgcast.cli" in imported
+    assert "tensorflow" not in imported
+    code, err, _ = _ltgcast_importtime(["nowcast", "--ir", "x.nc", "--out", "g.nc", "--scorer", "magic"], tmp_path)
+    assert code == 2
+    assert len(err) == 1
+    assert err[0].startswith("ltgcast nowcast: argument --scorer: invalid choice: 'magic'")
+
+
+def test_the_default_model_is_found_from_any_working_directory(tmp_path, monkeypatch, capsys):
+    from ltgcast.nowcasting import model_base, version_path
+
+    monkeypatch.chdir(tmp_path)
+    assert version_path(model_base(None, {}), "lightning", None).is_dir()
+    assert model_base(None, {"LTGCAST_MODEL_BASE": "a", "LTGCAST_MODELS": "b"}) == Path("a")
+    assert model_base("c", {"LTGCAST_MODEL_BASE": "a"}) == Path("c")
+    simulate = ["simulate", "--out", "scenario", "--sector", "M1", "--start", "2024-06-15T18:00Z", "--minutes", "1"]
+    assert main(simulate) == 0
+    frame = next(str(p) for p in Path("scenario").glob("OR_ABI-*.nc"))
+    assert main(["nowcast", "--ir", frame, "--out", "grid.nc"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["shape"] == [500, 500]
+    assert Path("grid.nc").is_file()
+
+
+@pytest.mark.slow
+def test_tensorflow_start_up_noise_stays_off_stderr_and_other_lines_are_kept():
+    script = ("import os, sys; from ltgcast.quiet import quiet_tensorflow; quiet_tensorflow(os.environ); "
+              "sys.stderr.write('mine\\n'); import tensorflow as tf; tf.constant(1.0) + 1.0; "
+              "sys.stderr.write('end\\n')")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env,
+                          check=True)  # fmt: skip
+    assert done.stderr.splitlines() == ["mine", "end"]
