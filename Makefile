@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DEMO_DIR ?= var/demo
 PYTEST_ARGS ?=
 VIEWER := serve/viewer
-VIEWER_STAMP := $(VIEWER)/vendor/.built-$(shell cat $(VIEWER)/package-lock.json $(VIEWER)/build.mjs | cksum | cut -d' ' -f1)
+VIEWER_STAMP := $(VIEWER)/vendor-dist/.built-$(shell cat $(VIEWER)/package-lock.json $(VIEWER)/build.mjs | cksum | cut -d' ' -f1)
 
 .PHONY: install run demo test lint format clean services-up services-down default-model
 
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 ## The viewer's map, chart and basemap packages from npm, pinned by serve/viewer/package-lock.json, copied into
-## serve/viewer/vendor/ (served at /static/vendor/); redone when the lockfile or the build script changes.
+## serve/viewer/vendor-dist/ (served at /static/vendor/); redone when the lockfile or the build script changes.
 $(VIEWER_STAMP): $(VIEWER)/package-lock.json $(VIEWER)/build.mjs
 	@command -v npm > /dev/null || { echo "make install: npm (Node.js 18+) is needed for the viewer's map library; install nodejs and npm" >&2; exit 1; }
 	npm ci --prefix $(VIEWER) --no-audit --no-fund --loglevel=error

