@@ -9,11 +9,12 @@ nowcast: for each site of the sites file (:mod:`serve.sites`),
   with no valid pixel within the radius does not *cover* the site. The pixel
   set of each site is computed once per grid geometry (a window around the
   site's pixel and a mask) and only those windows are read from a file;
-* the **state at a grid** is ALERT when a covering grid of the same sector
+* the **state at a grid** is ALERT when a covering grid of any sector
   scanned in the last ``hold_minutes`` (that grid included) reaches
-  ``threshold``, else CLEAR;
-* the **state now** is that of the newest grid covering the site, taken from
-  the sector with the newest such scan (ties: M1, M2, C, F); it is UNKNOWN when
+  ``threshold``, else CLEAR: every covering sector feeds one time line, so a
+  CONUS crossing is not cleared early by a mesoscale grid below it;
+* the **state now** is that of the newest grid covering the site (ties: M1,
+  M2, C, F, whose value is the probability reported); it is UNKNOWN when
   no grid covered the site in the last ``hold_minutes + 30`` minutes
   (:data:`STALE_MARGIN`): a stale feed is not an all-clear.
 
@@ -243,16 +244,16 @@ class SiteAlerts:
 
     def _status(self, site: Site, series: dict[str, list[tuple[StoredGrid, Values]]],
                 reference: datetime | None) -> SiteStatus:  # fmt: skip
-        best: tuple[tuple[datetime, int], list[tuple[StoredGrid, float]]] | None = None
-        for sector, grids in series.items():
-            seen = [(g, p) for g, values in grids if (p := values.get(site.id)) is not None]
-            if seen:
-                key = (seen[-1][0].scan_start, -SECTOR_PREFERENCE.get(sector, len(SECTORS)))
-                if best is None or key > best[0]:
-                    best = (key, seen)
-        if best is None or reference is None:
+        # Every sector that covers the site feeds one time line: a threshold crossing seen in CONUS holds the alert
+        # through the hold time even when a mesoscale grid below it comes next (an early all-clear is the unsafe
+        # way to be wrong). The newest grid (the finest sector on a tie) gives the current probability.
+        seen = sorted(
+            ((g, p) for grids in series.values() for g, values in grids if (p := values.get(site.id)) is not None),
+            key=lambda pair: (pair[0].scan_start, -SECTOR_PREFERENCE.get(pair[0].sector, len(SECTORS))),
+        )
+        if not seen or reference is None:
             return SiteStatus(site, AlertState.UNKNOWN)
-        return decide(site, best[1], reference)
+        return decide(site, seen, reference)
 
     # -- reading grids ----------------------------------------------------------------------------------------------
     def _read(self, stored: StoredGrid) -> Values | None:
@@ -306,7 +307,7 @@ class SiteAlerts:
 
 
 def decide(site: Site, seen: Sequence[tuple[StoredGrid, float]], reference: datetime) -> SiteStatus:
-    """A site's status from the grids of one sector that cover it (oldest first, non-empty) at scan time ``reference``.
+    """A site's status from the grids that cover it (every sector, oldest first, non-empty) at scan time ``reference``.
 
     Walks the grids once: the state at each grid is ALERT when a grid of the last ``hold_minutes`` (itself
     included) reached the threshold; ``since`` is where the last run of equal states began (a gap longer than
@@ -344,7 +345,10 @@ def transition_message(status: SiteStatus, previous: AlertState | None) -> dict[
     return {"site": site.id, "name": site.name, "lat": site.lat, "lon": site.lon, "state": str(status.state),
             "previous": None if previous is None else str(previous), "probability": status.probability,
             "threshold": site.threshold, "radius_km": site.radius_km, "since": _iso(status.since),
-            "grid_id": None if grid is None else grid.grid_id, "valid_time": valid}  # fmt: skip
+            "grid_id": None if grid is None else grid.grid_id, "valid_time": valid,
+            # the same transition gets the same id from every process (states come from the stored grids alone):
+            # a receiver fed by several workers keeps the first of each id
+            "event_id": f"{site.id}/{status.state}/{_iso(status.since)}"}  # fmt: skip
 
 
 class AlertRunner:

@@ -65,6 +65,7 @@ from ingest.geometry import LIGHTNING_ELLIPSOID
 from ingest.ncio import iso_utc
 from monitor.quality import LEVELS
 from serve import georef, metrics
+from serve.alerts import great_circle_km
 from serve.gridfile import GridFile, read_attributes, read_flashes, read_geometry, read_grid
 from serve.outputs import MAX_LEVELS, check_levels, contours, overlay_png, point_series, positions
 from serve.sites import SITE_ID, SITE_ID_PATTERN
@@ -101,6 +102,7 @@ GRID_ID_SHAPE = re.compile(GRID_ID_PATTERN)
 #: The widest circle a point series counts GLM flashes in, and the most flash times it lists.
 MAX_FLASH_RADIUS_KM = 200.0
 MAX_POINT_FLASHES = 20_000
+MAX_FLASH_HOURS = timedelta(hours=3)
 #: What reading a broken grid file raises (netCDF4/HDF5: OSError, RuntimeError; a missing variable: KeyError...).
 UNREADABLE = (OSError, ValueError, RuntimeError, KeyError, IndexError)
 #: How many unreadable grid files are remembered (so each is logged once).
@@ -619,8 +621,14 @@ class GridApi:
         except ValueError as exc:
             raise ApiError(400, str(exc)) from exc
         radius_km = _number(query, "flash_radius_km", 0.0, MAX_FLASH_RADIUS_KM, "0")
-        if radius_km > 0:
-            series["flashes"] = self._flashes_near(series["series"], lat, lon, radius_km)
+        if radius_km > 0:  # each grid's flashes are a file read: only those of the last MAX_FLASH_HOURS are listed
+            newest = max((datetime.fromisoformat(e["scan_start"]) for e in series["series"]), default=None)
+            recent = [
+                e
+                for e in series["series"]
+                if newest is not None and datetime.fromisoformat(e["scan_start"]) >= newest - MAX_FLASH_HOURS
+            ]
+            series["flashes"] = self._flashes_near(recent, lat, lon, radius_km)
         return _json(200, series)
 
     def _flashes_near(self, entries: list[dict[str, Any]], lat: float, lon: float,
@@ -640,7 +648,7 @@ class GridApi:
             except UNREADABLE as exc:
                 self.unreadable(stored, "points", exc)
                 continue
-            near = great_circle_km(lat, lon, flashes["lat"], flashes["lon"]) <= radius_km
+            near = great_circle_km(lat, lon, flashes["lat"], flashes["lon"]) <= radius_km  # NaN: never near
             seen.update(zip(flashes["time"][near].tolist(), flashes["lat"][near].tolist(),
                             flashes["lon"][near].tolist(), strict=True))  # fmt: skip
         times = sorted(t for t, _, _ in seen)
@@ -655,7 +663,7 @@ class GridApi:
         return _json(200, self.alerts.current())
 
     def _alert(self, site_id: str) -> Response:
-        if not SITE_ID.match(site_id):
+        if not SITE_ID.fullmatch(site_id):
             msg = f"expected a site id matching {SITE_ID_PATTERN}; found {site_id!r}"
             raise ApiError(400, msg)
         if self.alerts is None:
@@ -728,8 +736,12 @@ def _body(body: bytes) -> dict[str, Any]:
 
 
 def _parallax(query: Mapping[str, list[str]]) -> float:
-    """The ``parallax_km`` query value: a cloud-top height in ``[0, 20]`` km, to 0.1 km (0: no correction)."""
-    return round(_number(query, "parallax_km", 0.0, georef.MAX_PARALLAX_KM, "0"), 1)
+    """The ``parallax_km`` query value: a cloud-top height in ``[0, 20]`` km, rounded to whole km (0: none).
+
+    Whole km bound the index maps one grid geometry can ask for to 21 (each costs about a second to build for
+    CONUS), and a cloud-top height is not known better than that.
+    """
+    return float(round(_number(query, "parallax_km", 0.0, georef.MAX_PARALLAX_KM, "0")))
 
 
 def _parallax_tag(parallax: float) -> str:
@@ -762,14 +774,6 @@ def route_name(path: str) -> str:
     if path.startswith("/v1/grids/"):
         return next((name for suffix, name in _longest_first() if path.endswith(suffix)), "unknown")
     return "unknown"
-
-
-def great_circle_km(lat: float, lon: float, lats: Any, lons: Any) -> Any:
-    """Haversine distance on a 6371-km sphere from one point to arrays of points, km."""
-    p1, p2 = math.radians(lat), np.radians(np.asarray(lats, np.float64))
-    dp, dl = p2 - p1, np.radians(np.asarray(lons, np.float64) - lon)
-    h = np.sin(dp / 2) ** 2 + math.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
-    return 2 * 6371.0 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
 
 
 def vendor_files() -> dict[str, Path]:

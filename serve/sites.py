@@ -150,7 +150,7 @@ def _defaults(table: Any, source: str) -> dict[str, float]:
 def _site(table: Mapping[str, Any], defaults: Mapping[str, float], source: str, position: int) -> Site:
     raw_id = table.get("id")
     where = f"sites file {source}, " + (f"site {raw_id!r}" if isinstance(raw_id, str) else f"site #{position}")
-    if not isinstance(raw_id, str) or not SITE_ID.match(raw_id):
+    if not isinstance(raw_id, str) or not SITE_ID.fullmatch(raw_id):
         msg = f"{where}: id must be a string matching {SITE_ID_PATTERN}; found {raw_id!r}"
         raise ConfigError(msg)
     unknown = sorted(set(table) - _SITE_KEYS)

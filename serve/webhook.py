@@ -78,7 +78,21 @@ def check_webhook_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or any(c.isspace() for c in url):
         msg = f"--alert-webhook: expected an http:// or https:// URL with a host; found {url!r}"
         raise ConfigError(msg)
+    if parts.username is not None or parts.password is not None:  # urllib cannot send them: every POST would fail
+        msg = f"--alert-webhook: expected a URL without user:password@ (put a token in the path); found {shown(url)!r}"
+        raise ConfigError(msg)
     return url
+
+
+def shown(url: str) -> str:
+    """What the logs may say of a webhook URL: scheme and host only (chat and paging URLs carry a secret path).
+
+    >>> shown("https://hooks.example.com/services/T000/B000/XXXX")
+    'https://hooks.example.com/…'
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    return f"{parts.scheme}://{host}{'' if parts.port is None else f':{parts.port}'}/…"
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -189,7 +203,7 @@ class WebhookSender:
             if attempt == s.attempts or self._stop.wait(wait):
                 break
             wait = min(wait * 2, s.max_backoff_s)
-        log.warning("webhook: gave up on a message to %s after %d attempt(s) (%s)", s.url, attempt, why)
+        log.warning("webhook: gave up on a message to %s after %d attempt(s) (%s)", shown(s.url), attempt, why)
         return "failed"
 
     def _count(self, outcome: str) -> None:

@@ -72,6 +72,21 @@ function showError(message) {
 
 function serverNow() { return Date.now() + state.clockOffsetMs; }
 
+function label(text) { // tooltip content as text, never HTML (site names come from a file, city names from GeoNames)
+  const span = document.createElement("span");
+  span.textContent = text;
+  return span;
+}
+
+function cached(cache, key, make) { // a promise per key; a failed one is forgotten so the next look tries again
+  if (!cache.has(key)) {
+    const promise = make();
+    cache.set(key, promise);
+    promise.catch(() => { if (cache.get(key) === promise) cache.delete(key); });
+  }
+  return cache.get(key);
+}
+
 // -- the map and its offline basemap ---------------------------------------------------------------------------
 if (typeof L === "undefined" || typeof topojson === "undefined" || typeof uPlot === "undefined") {
   body.dataset.state = "error";
@@ -160,7 +175,7 @@ function drawCities() {
     placed.push(box);
     L.circleMarker([lat, lon], { renderer: renderers.cities, pane: "cities", radius: 2.5, color: "#000",
                                  weight: 1, fillColor: "#fff", fillOpacity: 1, interactive: false })
-      .bindTooltip(name, { permanent: true, direction: "right", offset: [4, 0], className: "city", pane: "cities" })
+      .bindTooltip(label(name), { permanent: true, direction: "right", offset: [4, 0], className: "city", pane: "cities" })
       .addTo(layers.cities);
   }
 }
@@ -202,18 +217,14 @@ async function loadSectors() {
 }
 
 function mapInfo(grid) {
-  if (!state.maps.has(grid.grid_id)) state.maps.set(grid.grid_id, getJson(`/v1/grids/${grid.grid_id}/map.json`));
-  return state.maps.get(grid.grid_id);
+  return cached(state.maps, grid.grid_id, () => getJson(`/v1/grids/${grid.grid_id}/map.json`));
 }
 
 function vectors(grid) {
-  if (!state.vectors.has(grid.grid_id)) {
-    state.vectors.set(grid.grid_id, Promise.all([
-      getJson(`${grid.links.contours}?levels=0.1,0.25,0.5,0.75`),
-      getJson(grid.links.flashes),
-    ]));
-  }
-  return state.vectors.get(grid.grid_id);
+  return cached(state.vectors, grid.grid_id, () => Promise.all([
+    getJson(`${grid.links.contours}?levels=0.1,0.25,0.5,0.75`),
+    getJson(grid.links.flashes),
+  ]));
 }
 
 function loadImage(url) {
@@ -440,7 +451,7 @@ map.on("mousemove", (e) => {
   $("readout").textContent = `${degrees(e.latlng.lat, e.latlng.lng)} · ${text}`;
   body.dataset.hover = p === null ? "" : String(Math.round(p * 100));
 });
-map.on("click", (e) => pointSeries(e.latlng.lat, e.latlng.lng));
+map.on("click", (e) => { const at = e.latlng.wrap(); pointSeries(at.lat, at.lng); }); // lon in [-180, 180]
 $("point-form").addEventListener("submit", (e) => {
   e.preventDefault();
   pointSeries(Number($("lat").value), Number($("lon").value));
@@ -540,7 +551,7 @@ async function loadSites() {
     const marker = L.circleMarker([site.lat, site.lon], { renderer: renderers.sites, pane: "sites", radius: 5.5,
                                                           color: "#fff", weight: 2, fillColor: colour,
                                                           fillOpacity: 1 })
-      .bindTooltip(`${site.id} ${site.name}: ${site.state.toUpperCase()} · P ${p}`)
+      .bindTooltip(label(`${site.id} ${site.name}: ${site.state.toUpperCase()} · P ${p}`))
       .on("click", (e) => { L.DomEvent.stopPropagation(e); pointSeries(site.lat, site.lon); })
       .addTo(layers.sites);
     siteMarkers.set(site.id, marker);

@@ -26,7 +26,7 @@ from serve.gridfile import GridMeta
 from serve.sites import MAX_SITES, Site, load_sites, parse_sites, resolve_sites
 from serve.store import FileGridStore
 from serve.web import HttpService
-from serve.webhook import WebhookSender, WebhookSettings, check_webhook_url
+from serve.webhook import WebhookSender, WebhookSettings, check_webhook_url, shown
 
 T0 = datetime(2024, 6, 15, 20, 0, 24, tzinfo=UTC)
 SHAPE = (60, 80)
@@ -233,17 +233,32 @@ def test_a_stale_feed_is_unknown_not_an_all_clear(store: FileGridStore) -> None:
     assert status_of(SiteAlerts(FileGridStore(store.root / "empty"), [site()])).state is AlertState.UNKNOWN
 
 
-def test_the_sector_with_the_newest_covering_scan_decides_and_mesoscale_wins_ties(store: FileGridStore) -> None:
+def test_every_covering_sector_feeds_one_time_line_and_the_newest_grid_gives_the_probability(
+    store: FileGridStore,
+) -> None:
     alerts = SiteAlerts(store, [site(hold=0)])
     put(store, 0, {INSIDE: 0.9}, sector="C")
-    put(store, 0, {INSIDE: 0.2}, sector="M1")  # same scan: mesoscale first
+    put(store, 0, {INSIDE: 0.2}, sector="M1")  # same scan: mesoscale is the newest grid, CONUS's crossing counts
     tie = status_of(alerts)
-    assert (tie.state, tie.probability, tie.grid.sector) == (AlertState.CLEAR, 0.2, "M1")
+    assert (tie.state, tie.probability, tie.grid.sector) == (AlertState.ALERT, 0.2, "M1")
     put(store, 5, {INSIDE: 0.7}, sector="C")  # CONUS is newer now
     newer = status_of(alerts)
     assert (newer.state, newer.probability, newer.grid.sector, newer.since) == (AlertState.ALERT, 0.7, "C", at(0))
     put(store, 6, sector="M2", grid=FAR_GRID)  # a newer sector that does not cover the site changes nothing
     assert status_of(alerts).grid.sector == "C"
+
+
+def test_a_crossing_in_one_sector_holds_the_alert_when_another_sector_below_it_comes_next(
+    store: FileGridStore,
+) -> None:
+    alerts = SiteAlerts(store, [site(hold=10)])
+    put(store, 0, {INSIDE: 0.8}, sector="C")
+    put(store, 2, {INSIDE: 0.1}, sector="M1")  # the finer sector sees less 2 minutes later: no early all-clear
+    held = status_of(alerts)
+    assert (held.state, held.probability, held.grid.sector, held.since) == (AlertState.ALERT, 0.1, "M1", at(0))
+    put(store, 11, {INSIDE: 0.1}, sector="M1")  # 11 minutes after the crossing, below all along: all-clear
+    cleared = status_of(alerts)
+    assert (cleared.state, cleared.since, cleared.last_exceeded) == (AlertState.CLEAR, at(11), at(0))
 
 
 def test_missing_pixels_within_the_radius_do_not_count_and_an_all_missing_disc_does_not_cover(
@@ -302,7 +317,8 @@ def test_the_runner_announces_each_transition_once_in_logs_metrics_and_the_webho
     assert message == {"site": "RUN1", "name": "Test field", "lat": SITE_LAT, "lon": SITE_LON, "state": "ALERT",
                        "previous": "CLEAR", "probability": 0.8, "threshold": 0.5, "radius_km": RADIUS_KM,
                        "since": "2024-06-15T20:01:24.000Z", "grid_id": crossing,
-                       "valid_time": "2024-06-15T20:31:24.000Z"}  # fmt: skip
+                       "valid_time": "2024-06-15T20:31:24.000Z",
+                       "event_id": "RUN1/ALERT/2024-06-15T20:01:24.000Z"}  # fmt: skip
     assert [r.getMessage()[:40] for r in caplog.records] == ["alerts: RUN1 (Test field) CLEAR -> ALERT"]
     assert sample("ltgcast_site_alert_state", site="RUN1") == 1
     assert sample("ltgcast_site_probability", site="RUN1") == pytest.approx(0.8)
@@ -456,6 +472,13 @@ def test_a_full_queue_drops_the_oldest_message() -> None:
 def test_a_webhook_url_must_be_http_with_a_host(url: str) -> None:
     with pytest.raises(ConfigError, match=r"^--alert-webhook: expected an http:// or https:// URL with a host"):
         check_webhook_url(url)
+
+
+def test_a_webhook_url_with_a_password_is_refused_and_logs_name_only_its_host() -> None:
+    with pytest.raises(ConfigError, match=r"without user:password@") as refused:
+        check_webhook_url("https://ops:s3cret@hooks.example.com/x")
+    assert "s3cret" not in str(refused.value)
+    assert shown("https://hooks.example.com:8443/services/T0/B0/SECRET") == "https://hooks.example.com:8443/…"
 
 
 # -- the API --------------------------------------------------------------------------------------------------------

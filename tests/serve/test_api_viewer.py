@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from serve.api import GridApi, great_circle_km, vendor_files
+from serve.api import GridApi, vendor_files
 from serve.store import FileGridStore
 from tests.serve.test_api import T0, get, put, seeded_store
 
@@ -84,19 +84,16 @@ def test_a_point_series_lists_the_flashes_within_its_radius_once(store: FileGrid
     grid_id = "G19_M1_20240615T201024Z_lightning-v1"
     flashes = json.loads(get(api, f"/v1/grids/{grid_id}/flashes.geojson").body)["features"]
     lon, lat = flashes[0]["geometry"]["coordinates"]  # the test grids' flashes: one at pixel (30, 40), one 0.05° E
+    # each of the three grids keeps two flashes at its own scan time: one at the point, one 0.05° (4.6 km) east
     doc = json.loads(get(api, f"/v1/points?lat={lat}&lon={lon}&hours=3&flash_radius_km=2").body)
-    # three grids each keep the same two flash times; only the one at the point is within 2 km; merged per grid
     assert doc["flashes"]["radius_km"] == 2.0
-    assert doc["flashes"]["count"] == 3  # one flash per grid (each grid's flash has its own time)
+    assert doc["flashes"]["count"] == 3  # the one at the point, of each grid
+    put(store, 10, 0.5, version=2)  # a second model's grid of the newest scan holds the same flashes: merged
+    again = json.loads(get(api, f"/v1/points?lat={lat}&lon={lon}&hours=3&flash_radius_km=2").body)
+    assert (len(again["series"]), again["flashes"]["count"]) == (4, 3)
     wide = json.loads(get(api, f"/v1/points?lat={lat}&lon={lon}&hours=3&flash_radius_km=10").body)
     assert wide["flashes"]["count"] == 6
     assert all(t.endswith("Z") for t in wide["flashes"]["times"])
     bad = get(api, f"/v1/points?lat={lat}&lon={lon}&flash_radius_km=500")
     assert bad.status == 400
     assert "flash_radius_km" in json.loads(bad.body)["error"]
-
-
-def test_great_circle_distances() -> None:
-    assert great_circle_km(0.0, 0.0, [0.0], [1.0])[0] == pytest.approx(111.19, abs=0.01)
-    assert great_circle_km(35.0, -97.0, [35.0], [-97.0])[0] == 0.0
-    assert great_circle_km(90.0, 0.0, [-90.0], [0.0])[0] == pytest.approx(6371.0 * 3.14159265, rel=1e-6)

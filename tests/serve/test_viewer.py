@@ -171,7 +171,7 @@ def api(viewer: dict[str, Any], path: str) -> Any:
 
 
 def shot(driver: Any, name: str) -> np.ndarray:
-    """Save a screenshot as an artefact and compare it with its baseline (written when asked or missing)."""
+    """Save a screenshot as an artefact and compare it with its baseline (rewritten only when asked)."""
     from PIL import Image
 
     png = driver.get_screenshot_as_png()
