@@ -4,23 +4,34 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 DEMO_DIR ?= var/demo
 PYTEST_ARGS ?=
 VIEWER := serve/viewer
 VIEWER_STAMP := $(VIEWER)/vendor-dist/.built-$(shell cat $(VIEWER)/package-lock.json $(VIEWER)/build.mjs | cksum | cut -d' ' -f1)
 
-.PHONY: install run demo test lint format clean services-up services-down default-model
+.PHONY: install lock run demo test lint format clean services-up services-down default-model
 
 install: $(STAMP) $(VIEWER_STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"ltgcast needs Python 3.11, found {sys.version.split()[0]} at {sys.executable}"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[train,serve,kafka,dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[train,serve,kafka,dev]'
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+## Re-pin constraints.txt to the newest releases pyproject.toml allows (in a scratch venv), then run `make test`
+## before committing it: this is the only way a new upstream version reaches CI.
+lock:
+	rm -rf var/lock-venv
+	$(PYTHON) -m venv var/lock-venv
+	var/lock-venv/bin/python -m pip install --quiet --upgrade pip
+	var/lock-venv/bin/python -m pip install --quiet '.[train,serve,kafka,dev]'
+	{ sed -n '1,3p' constraints.txt; var/lock-venv/bin/pip freeze --exclude-editable | grep -v '^ltgcast' | LC_ALL=C sort -f; } > constraints.new
+	mv constraints.new constraints.txt
+	rm -rf var/lock-venv
 
 ## The viewer's map, chart and basemap packages from npm, pinned by serve/viewer/package-lock.json, copied into
 ## serve/viewer/vendor-dist/ (served at /static/vendor/); redone when the lockfile or the build script changes.

@@ -537,7 +537,7 @@ class RedisGridStore:
     def subscribe(self) -> GridSubscription:
         """Listen to the notification channel; returns once the server confirmed the subscription."""
         with self.translated(f"subscribe {self.settings.channel_name}"):
-            pubsub = self._client.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
+            pubsub = self._client.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call,unused-ignore]
         return GridSubscription(self, pubsub)
 
     def close(self) -> None:
