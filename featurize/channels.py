@@ -59,6 +59,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from foundation.registry import Registry
+
 F32 = NDArray[np.float32]
 
 IR_WARM_K = 320.0
@@ -194,15 +196,18 @@ class FeatureSet:
         return out | {"edges": edges[self.edges], "missing": "inside the frame: each channel's fill value"}
 
 
-FEATURE_SETS: dict[str, FeatureSet] = {
-    fs.key: fs
-    for fs in (
-        FeatureSet("ir-ltg", 1, ("ir", "ltg"), scaling="raw", edges="fill"),
-        FeatureSet("ir-ltg-trend", 1, ("ir", "ltg", "ir_trend"), scaling="raw", edges="fill"),
-        FeatureSet("ir-ltg", 2, ("ir", "ltg")),
-        FeatureSet("ir-ltg-trend", 2, ("ir", "ltg", "ir_trend")),
-    )
-}
+FEATURE_SETS: Registry[FeatureSet] = Registry(
+    "feature set",
+    {
+        fs.key: fs
+        for fs in (
+            FeatureSet("ir-ltg", 1, ("ir", "ltg"), scaling="raw", edges="fill"),
+            FeatureSet("ir-ltg-trend", 1, ("ir", "ltg", "ir_trend"), scaling="raw", edges="fill"),
+            FeatureSet("ir-ltg", 2, ("ir", "ltg")),
+            FeatureSet("ir-ltg-trend", 2, ("ir", "ltg", "ir_trend")),
+        )
+    },
+)
 #: The feature set new datasets use unless told otherwise.
 DEFAULT_FEATURE_SET = "ir-ltg/2"
 
@@ -213,11 +218,7 @@ def get_feature_set(key: str) -> FeatureSet:
     >>> get_feature_set("ir-ltg/1").channels
     ('ir', 'ltg')
     """
-    try:
-        return FEATURE_SETS[key]
-    except KeyError:
-        msg = f"unknown feature set {key!r}; valid: {', '.join(sorted(FEATURE_SETS))}"
-        raise ValueError(msg) from None
+    return FEATURE_SETS.lookup(key)
 
 
 def scene_channels(

@@ -23,7 +23,7 @@ the image for the monitor.
 
 What a reader verifies
 ----------------------
-Before any array is read (:class:`~ingest.errors.FrameShapeError`, stage ``shape``):
+Before any array is read (:class:`~foundation.errors.FrameShapeError`, stage ``shape``):
 
 * ``Rad``/``CMI`` has dimensions ``(y, x)`` and at least 2 × 2 and at most the
   full sector at the band's resolution (:func:`sector_shape`: full disk
@@ -33,7 +33,7 @@ Before any array is read (:class:`~ingest.errors.FrameShapeError`, stage ``shape
 * ``DQF`` has the data variable's shape, ``x`` and ``y`` its columns and rows;
   ``band_id``, ``band_wavelength``, ``t`` and the calibration constants are scalars.
 
-After that (:class:`~ingest.errors.FrameDecodeError`, stage ``decode``):
+After that (:class:`~foundation.errors.FrameDecodeError`, stage ``decode``):
 
 * the band is 1–16 and ``band_id`` and ``platform_ID`` are the ones the name claims;
 * ``t`` (mid-scan) lies inside the scan window of the name (± :data:`SCAN_TIME_SLACK_S`);
@@ -45,7 +45,7 @@ After that (:class:`~ingest.errors.FrameDecodeError`, stage ``decode``):
 * the packing attributes are sane (:mod:`ingest.ncio`), the Planck constants
   (emissive) or ``kappa0`` (reflective) are finite and positive, ``CMI`` units fit the band.
 
-Finally (:class:`~ingest.errors.FrameEmptyError`, stage ``empty``): at least
+Finally (:class:`~foundation.errors.FrameEmptyError`, stage ``empty``): at least
 ``min_valid_share`` (default :data:`MIN_VALID_SHARE`) of the pixels on the
 Earth's disk must be valid, or the frame is refused rather than published as
 a grid of NaN.
@@ -76,7 +76,8 @@ import netCDF4
 import numpy as np
 from numpy.typing import NDArray
 
-from ingest.errors import FrameDecodeError, FrameEmptyError, FrameShapeError
+from foundation.errors import FrameDecodeError, FrameEmptyError, FrameShapeError
+from foundation.utc import iso_utc
 from ingest.filenames import GoesFilename, parse_filename
 from ingest.geometry import GRS80, FixedGrid, GeosProjection
 from ingest.ncio import (
@@ -86,7 +87,6 @@ from ingest.ncio import (
     decode,
     decode_int,
     decode_time,
-    iso_utc,
     open_dataset,
     scalar,
     variable,

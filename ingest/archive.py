@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from ingest.clock import Clock
-from ingest.errors import ConfigError, FilenameError
+from foundation.clock import Clock
+from foundation.errors import ConfigError, FilenameError
 from ingest.filenames import GoesFilename, parse_filename
 from ingest.sources import Candidate, FrameFilter, SourceContext
 from ingest.sources.noaa_s3 import NoaaS3Source

@@ -3,7 +3,7 @@
 Contract of every bus
 ---------------------
 * :meth:`Bus.publish` returns only once the message is durable (Kafka: acknowledged
-  by all in-sync replicas, ``acks=all``); it raises :class:`~ingest.errors.IngestError`
+  by all in-sync replicas, ``acks=all``); it raises :class:`~foundation.errors.IngestError`
   otherwise, and the caller keeps its work to retry.
 * Messages with the same key keep their order, unless published with a
   ``slot``: then the message goes to partition ``slot`` modulo the topic's
@@ -23,7 +23,7 @@ Contract of every bus
   offset) and which were given. A member may be given back a partition it had
   (kafka-python keeps its fetch position then): :meth:`Subscription.rewind`
   makes it deliver such a partition again from the committed offset. A commit for a partition the member no
-  longer holds raises :class:`~ingest.errors.RebalancedError` and changes nothing.
+  longer holds raises :class:`~foundation.errors.RebalancedError` and changes nothing.
 * :meth:`Subscription.lag` is the group's backlog on each partition this member
   reads: the log end offset (the next offset to be written) minus the group's
   committed offset, where a partition the group never committed counts from the
@@ -66,7 +66,8 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from ingest.errors import ConfigError
+from foundation.errors import ConfigError
+from foundation.registry import Registry
 
 #: A topic and partition number.
 TopicPartition = tuple[str, int]
@@ -116,7 +117,7 @@ class Subscription(Protocol):
         """Messages after the group's committed offset, per ``(topic, partition)`` this member reads.
 
         May ask the broker (Kafka: one round trip per partition): call it every
-        few seconds, not on every poll. Raises :class:`~ingest.errors.IngestError`
+        few seconds, not on every poll. Raises :class:`~foundation.errors.IngestError`
         when the bus cannot answer.
         """
         ...
@@ -336,15 +337,11 @@ def _kafka(uri: str) -> Bus:
 
 
 #: URI scheme -> factory.
-BUSES: dict[str, Callable[[str], Bus]] = {"inproc": InProcessBus.from_uri, "kafka": _kafka}
+BUSES: Registry[Callable[[str], Bus]] = Registry(
+    "bus URI", {"inproc": InProcessBus.from_uri, "kafka": _kafka}, shown="{}://"
+)
 
 
 def get_bus(uri: str) -> Bus:
     """The bus for ``uri``; unknown schemes list the valid ones."""
-    scheme = urlsplit(uri).scheme
-    try:
-        factory = BUSES[scheme]
-    except KeyError:
-        msg = f"unknown bus URI {uri!r}; expected one of: {', '.join(f'{s}://' for s in sorted(BUSES))}"
-        raise ConfigError(msg) from None
-    return factory(uri)
+    return BUSES.lookup(urlsplit(uri).scheme, asked=uri)(uri)

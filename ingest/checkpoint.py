@@ -40,9 +40,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from ingest.atomic import atomic_write_text
-from ingest.errors import IngestError
-from ingest.ncio import iso_utc, parse_utc
+from foundation.errors import IngestError
+from foundation.files import atomic_write_text
+from foundation.utc import iso_utc, parse_utc
 
 OUTCOMES = ("announced", "quarantined", "deadletter", "late")
 

@@ -53,20 +53,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from foundation.clock import FUTURE_TOLERANCE_S, Clock, too_far_ahead
+from foundation.errors import FilenameError, FrameDecodeError, IngestError
+from foundation.retry import Retry
+from foundation.utc import iso_utc
 from ingest import metrics
 from ingest.abi import MIN_VALID_SHARE, AbiImage
 from ingest.bus import Bus
 from ingest.checkpoint import Checkpoint
-from ingest.clock import FUTURE_TOLERANCE_S, Clock, too_far_ahead
-from ingest.errors import FilenameError, FrameDecodeError, IngestError
 from ingest.events import DEADLETTER_TOPIC, GLM_KEY, DeadLetterEvent, FrameEvent
 from ingest.filenames import GoesFilename, is_goes_product_name, parse_filename
 from ingest.glm import GlmGranule
 from ingest.handoff import DecodedFiles
-from ingest.ncio import iso_utc
 from ingest.quarantine import Quarantine
 from ingest.readers import read_product
-from ingest.retry import Retry
 from ingest.sandbox import Isolation, check_in_child
 from ingest.sources import Candidate, FrameFilter, FrameSource
 

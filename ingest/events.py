@@ -5,10 +5,10 @@ Every event is one JSON object with ``schema`` (which kind of event) and
 its record. Records are ``msgspec`` structs, and :func:`decode_event` is the one
 place bytes from the bus become a record: any schema or version it does not
 know, any missing field, any value of the wrong type or out of range raises
-:class:`~ingest.errors.EventError` naming what was expected and what was found,
+:class:`~foundation.errors.EventError` naming what was expected and what was found,
 so a consumer dead-letters the message and moves on instead of guessing (or
 crashing on ``"family": 1``). Times are ISO 8601 UTC strings with a ``Z``
-suffix (:func:`ingest.ncio.iso_utc`). Arrays never travel on the bus: a
+suffix (:func:`foundation.utc.iso_utc`). Arrays never travel on the bus: a
 :class:`FrameEvent` carries the URI of a verified local copy of the file, and
 the file name, which is unique per NOAA product file and therefore the
 idempotency key of the event; the name must parse and agree with the event's
@@ -46,9 +46,9 @@ from urllib.parse import unquote, urlsplit
 
 import msgspec
 
-from ingest.errors import EventError, FilenameError
+from foundation.errors import EventError, FilenameError
+from foundation.utc import iso_utc, parse_utc
 from ingest.filenames import GoesFilename, parse_filename
-from ingest.ncio import iso_utc, parse_utc
 
 FRAMES_TOPIC = "ltgcast.frames.v1"
 GLM_TOPIC = "ltgcast.glm.v1"

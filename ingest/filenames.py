@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePath
 
-from ingest.errors import FilenameError
+from foundation.errors import FilenameError
 
 _TIME = r"\d{14}"
 _TAIL = rf"_(?P<satellite>G\d{{2}})_s(?P<start>{_TIME})_e(?P<end>{_TIME})_c(?P<created>{_TIME})\.nc"

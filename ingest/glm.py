@@ -30,7 +30,7 @@ Times are float64 seconds since 1970-01-01T00:00:00Z.
 
 What the reader verifies
 ------------------------
-Before any array is read (:class:`~ingest.errors.FrameShapeError`, stage ``shape``):
+Before any array is read (:class:`~foundation.errors.FrameShapeError`, stage ``shape``):
 
 * the event, group and flash dimensions hold at most :data:`MAX_GLM_COUNT`
   (630 000, the upper bound of the ``valid_range`` NOAA gives ``event_count``,
@@ -40,7 +40,7 @@ Before any array is read (:class:`~ingest.errors.FrameShapeError`, stage ``shape
 * every variable read has exactly the shape of its dimension, and
   ``product_time``, ``nominal_satellite_subpoint_lon`` and the counts are scalars.
 
-Of the granule as a whole (:class:`~ingest.errors.FrameDecodeError`, stage ``decode``):
+Of the granule as a whole (:class:`~foundation.errors.FrameDecodeError`, stage ``decode``):
 
 * ``platform_ID`` is the satellite of the name;
 * ``product_time`` is the granule start of the name (± :data:`PRODUCT_TIME_TOLERANCE_S`)
@@ -71,8 +71,9 @@ import netCDF4
 import numpy as np
 from numpy.typing import NDArray
 
+from foundation.errors import FrameDecodeError, FrameShapeError
+from foundation.utc import iso_utc
 from ingest import metrics
-from ingest.errors import FrameDecodeError, FrameShapeError
 from ingest.filenames import GoesFilename, parse_filename
 from ingest.ncio import (
     attribute,
@@ -82,7 +83,6 @@ from ingest.ncio import (
     decode,
     decode_int,
     decode_time,
-    iso_utc,
     open_dataset,
     time_units,
     variable,

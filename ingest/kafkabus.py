@@ -40,9 +40,9 @@
   rebalance has left the member without partitions.
 
 Every ``kafka.errors.KafkaError`` (and the ``OSError`` of a refused connection)
-becomes :class:`~ingest.errors.IngestError`, naming the brokers and what failed;
+becomes :class:`~foundation.errors.IngestError`, naming the brokers and what failed;
 a commit the group refused after a rebalance becomes
-:class:`~ingest.errors.RebalancedError`.
+:class:`~foundation.errors.RebalancedError`.
 """
 
 from __future__ import annotations
@@ -70,10 +70,10 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from ingest.addresses import parse_address
+from foundation.addresses import parse_address
+from foundation.errors import ConfigError, IngestError, RebalancedError
 from ingest.bus import Message, RebalanceListener
 from ingest.bus import TopicPartition as Partition
-from ingest.errors import ConfigError, IngestError, RebalancedError
 
 log = logging.getLogger(__name__)
 

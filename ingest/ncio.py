@@ -2,7 +2,7 @@
 
 Every GOES-R file is opened here; ``OSError``/``RuntimeError`` from the HDF5
 layer, missing variables and missing attributes become
-:class:`~ingest.errors.FrameDecodeError` naming the file and what was missing.
+:class:`~foundation.errors.FrameDecodeError` naming the file and what was missing.
 
 Packed variables are decoded explicitly rather than through netCDF4's masked
 arrays, so the rules are visible and no masked array escapes:
@@ -19,7 +19,7 @@ to be: :func:`check_shape` compares a variable's *declared* shape (metadata
 only) with what the reader expects before anything is read, and every unpacking
 attribute (``scale_factor``, ``add_offset``, ``_FillValue``, ``valid_range``)
 and storage type is checked, so a wrong one is a
-:class:`~ingest.errors.FrameDecodeError` naming the variable, never a
+:class:`~foundation.errors.FrameDecodeError` naming the variable, never a
 ``ValueError`` from NumPy.
 
 HDF5, under netCDF4, is not thread-safe, and netCDF4 releases the GIL around
@@ -43,7 +43,7 @@ import netCDF4
 import numpy as np
 from numpy.typing import NDArray
 
-from ingest.errors import FrameDecodeError, FrameShapeError
+from foundation.errors import FrameDecodeError, FrameShapeError
 
 #: Held around every use of netCDF4 in the process (HDF5 is not thread-safe); re-entrant.
 NETCDF_LOCK = threading.RLock()
@@ -155,7 +155,7 @@ def raw_integers(
 
     ``unsigned`` overrides the variable's ``_Unsigned`` declaration when given.
     A ``_FillValue`` or ``valid_range`` that is not a number (or a pair of numbers)
-    of the variable's type is a :class:`~ingest.errors.FrameDecodeError`.
+    of the variable's type is a :class:`~foundation.errors.FrameDecodeError`.
     """
     _numeric_kind(var, "iu")
     raw = np.asarray(var[index])
@@ -214,7 +214,7 @@ def decode(var: netCDF4.Variable[Any], unsigned: bool | None = None, index: Any 
 def decode_int(var: netCDF4.Variable[Any], index: Any = Ellipsis) -> NDArray[np.int64]:
     """Integer variable (ids, flags) as int64 with the unsigned view applied; missing → -1.
 
-    A variable stored as floating point is a :class:`~ingest.errors.FrameDecodeError`.
+    A variable stored as floating point is a :class:`~foundation.errors.FrameDecodeError`.
     """
     stored, missing = raw_integers(var, index=index)
     out = stored.astype(np.int64)
@@ -263,34 +263,3 @@ def decode_time(var: netCDF4.Variable[Any], unsigned: bool | None = None) -> NDA
     """Decode a CF time variable to float64 seconds since 1970-01-01T00:00:00Z."""
     per_unit, epoch = time_units(var)
     return decode(var, unsigned) * per_unit + epoch.timestamp()
-
-
-def iso_utc(stamp: float | datetime) -> str:
-    """ISO 8601 UTC with a ``Z`` suffix, rounded to the millisecond.
-
-    >>> iso_utc(1718474520.99962)
-    '2024-06-15T18:02:01.000Z'
-    """
-    when = stamp if isinstance(stamp, datetime) else datetime.fromtimestamp(round(stamp, 3), tz=UTC)
-    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_utc(text: str, *, naive_is_utc: bool = False) -> datetime:
-    """Parse ISO 8601 (``Z`` accepted) into an aware UTC datetime; the inverse of :func:`iso_utc`.
-
-    A time without a zone is refused, unless ``naive_is_utc`` (command-line flags) says to read it as UTC.
-
-    >>> parse_utc("2024-06-15T18:02:01.000Z").isoformat()
-    '2024-06-15T18:02:01+00:00'
-    >>> parse_utc("2024-06-15T20:00+02:00").isoformat()
-    '2024-06-15T18:00:00+00:00'
-    >>> parse_utc("2024-06-15T18:00", naive_is_utc=True).isoformat()
-    '2024-06-15T18:00:00+00:00'
-    """
-    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if when.tzinfo is None:
-        if not naive_is_utc:
-            msg = f"expected an ISO 8601 time with a zone (…Z), found {text!r}"
-            raise ValueError(msg)
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC)

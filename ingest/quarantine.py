@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from ingest.atomic import atomic_write_text
-from ingest.errors import IngestError
-from ingest.ncio import iso_utc
+from foundation.errors import IngestError
+from foundation.files import atomic_write_text
+from foundation.utc import iso_utc
 
 
 @dataclass(frozen=True)

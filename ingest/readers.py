@@ -1,7 +1,7 @@
 """Reader registry: one reader per product family, chosen from the file name.
 
 Every reader refuses a file it cannot vouch for with a
-:class:`~ingest.errors.FrameDecodeError` whose ``stage`` says which check
+:class:`~foundation.errors.FrameDecodeError` whose ``stage`` says which check
 refused it and whose ``reason`` is one line naming what was expected and what
 was found; nothing else escapes (the fuzz loop of :mod:`ltgcast.fuzzing` holds
 the readers to it). The checks, in the order they run:
@@ -29,25 +29,20 @@ from typing import Any
 
 import numpy as np
 
+from foundation.registry import Registry
+from foundation.utc import iso_utc
 from ingest.abi import MIN_VALID_SHARE, AbiImage, AbiL1bRadReader, AbiL2CmipReader
 from ingest.filenames import parse_filename
 from ingest.glm import GlmGranule, GlmLcfaReader
-from ingest.ncio import iso_utc
 
-READERS: dict[str, type[AbiL1bRadReader] | type[AbiL2CmipReader] | type[GlmLcfaReader]] = {
-    "ABI-L1b-Rad": AbiL1bRadReader,
-    "ABI-L2-CMIP": AbiL2CmipReader,
-    "GLM-L2-LCFA": GlmLcfaReader,
-}
+READERS: Registry[type[AbiL1bRadReader] | type[AbiL2CmipReader] | type[GlmLcfaReader]] = Registry(
+    "product family", {"ABI-L1b-Rad": AbiL1bRadReader, "ABI-L2-CMIP": AbiL2CmipReader, "GLM-L2-LCFA": GlmLcfaReader}
+)
 
 
 def get_reader(family: str) -> type[AbiL1bRadReader] | type[AbiL2CmipReader] | type[GlmLcfaReader]:
     """The reader class of a product family; unknown names list the valid ones."""
-    try:
-        return READERS[family]
-    except KeyError:
-        msg = f"unknown product family {family!r}; valid: {', '.join(sorted(READERS))}"
-        raise ValueError(msg) from None
+    return READERS.lookup(family)
 
 
 def read_product(path: str | Path, *, min_valid_share: float = MIN_VALID_SHARE) -> AbiImage | GlmGranule:

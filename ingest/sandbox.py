@@ -9,7 +9,7 @@ every other reader there.
 :func:`check_in_child` therefore reads a file with its product reader in a child forked from a fork
 server that has imported the readers once (a check costs some 40 ms beyond the read), under an
 address-space cap (:attr:`Isolation.memory_limit_mib`) and a time limit (:attr:`Isolation.timeout_s`).
-The outcome comes back as the reader's own :class:`~ingest.errors.FrameDecodeError` (same stage, same
+The outcome comes back as the reader's own :class:`~foundation.errors.FrameDecodeError` (same stage, same
 reason), or as a ``decode`` refusal naming the time limit, the memory cap or the child's exit code.
 Flashes a GLM granule lost are counted and logged here, in the caller's process, as the reader would.
 By default only the verdict crosses the pipe; with ``keep=True`` the product read crosses it too, so the
@@ -28,8 +28,8 @@ from functools import cache
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from foundation.errors import FilenameError, FrameDecodeError, FrameEmptyError, FrameShapeError
 from ingest.abi import MIN_VALID_SHARE, AbiImage
-from ingest.errors import FilenameError, FrameDecodeError, FrameEmptyError, FrameShapeError
 from ingest.glm import GlmGranule, report_dropped
 
 #: Modules the fork server imports besides the readers (:func:`preload_in_checks`).

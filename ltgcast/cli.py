@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ingest.errors import ConfigError, FrameDecodeError, IngestError, ModelRejected, TrainingError
-from ingest.ncio import parse_utc
+from foundation.errors import ConfigError, FrameDecodeError, IngestError, ModelRejected, TrainingError
+from foundation.utc import parse_utc
 from ingest.readers import describe, read_product
 from ingest.sandbox import preload_in_checks
 from ingest.synthetic import SECTORS, SLOTS, ScenarioConfig, simulate

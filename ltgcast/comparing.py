@@ -67,7 +67,7 @@ from numpy.typing import NDArray
 
 from featurize.channels import FeatureSet, get_feature_set
 from featurize.examples import Flashes, LabelRule, frame_channels, frame_labels
-from ingest.errors import ConfigError, FrameDecodeError, IngestError
+from foundation.errors import ConfigError, FrameDecodeError, IngestError
 from models.compare import Tally, compare_units, constant_statistics, frame_statistics, lead_time_intervals, unpack
 
 log = logging.getLogger(__name__)
@@ -317,8 +317,8 @@ class _Walk:
     """Every contender on the frames of one archive: statistics into the tally, box maxima at the storm onsets."""
 
     def __init__(self, settings: CompareSettings, uri: str, contenders: list[Contender], totals: _Totals) -> None:
+        from foundation.clock import SystemClock
         from ingest.archive import get_archive
-        from ingest.clock import SystemClock
 
         s = settings
         self.settings, self.uri, self.contenders, self.totals = s, uri, contenders, totals

@@ -32,12 +32,12 @@ from featurize.examples import Examples, Flashes, LabelRule, frame_examples
 from featurize.features import dense_features, feature_names
 from featurize.sampling import SPLITS, SamplingPlan, split_of
 from featurize.stats import StatsBook
+from foundation.clock import SystemClock
+from foundation.errors import ConfigError, FrameDecodeError, IngestError
+from foundation.utc import iso_utc, parse_utc
 from ingest.abi import AbiImage
 from ingest.archive import Archive, ArchiveItem, get_archive
-from ingest.clock import SystemClock
-from ingest.errors import ConfigError, FrameDecodeError, IngestError
 from ingest.glm import MIN_COVERAGE, GlmGranule, span_coverage
-from ingest.ncio import iso_utc, parse_utc
 from ingest.readers import read_product
 
 log = logging.getLogger(__name__)

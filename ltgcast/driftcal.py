@@ -37,10 +37,10 @@ import numpy as np
 
 from featurize.channels import FeatureSet, get_feature_set
 from featurize.examples import frame_channels
+from foundation.clock import SystemClock
+from foundation.errors import ConfigError, FrameDecodeError, IngestError
+from foundation.utc import iso_utc
 from ingest.archive import ArchiveItem, get_archive
-from ingest.clock import SystemClock
-from ingest.errors import ConfigError, FrameDecodeError, IngestError
-from ingest.ncio import iso_utc
 from ltgcast.datasets import FlashCache
 from ltgcast.leadtimes import previous_values, read_image
 from monitor.drift import DEFAULT_PSI_THRESHOLD, RollingDrift, calibrated_thresholds, scene_of

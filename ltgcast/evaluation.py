@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ingest.errors import ConfigError
+from foundation.errors import ConfigError
 
 if TYPE_CHECKING:  # models.evaluate imports TensorFlow: only `ltgcast evaluate` should pay for it
     from models.evaluate import Forecaster

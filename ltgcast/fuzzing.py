@@ -1,7 +1,7 @@
 """Fuzzing the GOES-R readers: seeded mutations of real-format files, each read in a bounded worker process.
 
 The contract under test is the readers' (:mod:`ingest.readers`): whatever bytes a feed delivers, reading a
-file ends in a parsed product or in a :class:`~ingest.errors.FrameDecodeError` whose reason is one line —
+file ends in a parsed product or in a :class:`~foundation.errors.FrameDecodeError` whose reason is one line —
 no other exception, no hang, no more memory than the largest real product needs — and an accepted product
 is sound (an ABI frame with enough valid earth pixels; no GLM flash outside its granule's window, off the
 globe or with an impossible energy).
@@ -52,8 +52,8 @@ import netCDF4
 import numpy as np
 
 import ingest
+from foundation.errors import ConfigError, FrameDecodeError
 from ingest.abi import MIN_VALID_SHARE, AbiImage
-from ingest.errors import ConfigError, FrameDecodeError
 from ingest.glm import MAX_FLASH_ENERGY_J, WINDOW_MARGIN_S, GlmGranule
 from ingest.ncio import NETCDF_LOCK
 from ingest.readers import read_product

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from foundation.addresses import free_port
+from foundation.clock import wait_until
 from ingest.geometry import FixedGrid, GeosProjection
 from ltgcast.nowcasting import MODEL_BASE_HELP, model_base
 
@@ -110,12 +112,6 @@ def seed(store_root: Path, count: int, now: datetime) -> list[str]:
     return ids
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _status(pid: int) -> dict[str, int]:
     """Threads and peak resident memory (kB) of a process, from ``/proc``."""
     found = {}
@@ -127,19 +123,17 @@ def _status(pid: int) -> dict[str, int]:
 
 
 def _wait_ready(base: str, process: subprocess.Popen[bytes], limit_s: float = 120.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         if process.poll() is not None:
             msg = f"ltgcast run exited with status {process.returncode} before answering"
             raise RuntimeError(msg)
         try:
             with urllib.request.urlopen(f"{base}/healthz", timeout=2) as reply:
-                if reply.status == 200:
-                    return
+                return bool(reply.status == 200)
         except OSError:
-            time.sleep(0.2)
-    msg = f"ltgcast run did not answer {base}/healthz within {limit_s:.0f} s"
-    raise RuntimeError(msg)
+            return False
+
+    wait_until(answers, f"ltgcast run answering {base}/healthz", limit_s, every_s=0.2)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -229,7 +223,7 @@ def bench_http(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         work = Path(folder)
         (work / "spool").mkdir()
         ids = seed(work / "grids", args.grids, datetime.now(UTC))
-        port = _free_port()
+        port = free_port()
         command = [sys.executable, "-m", "ltgcast", "run", "--source", f"dir:{work / 'spool'}", "--store",
                    str(work / "grids"), "--state", str(work / "state"), "--http", f"127.0.0.1:{port}",
                    "--model-base", str(model_base(args.model_base, env))]  # fmt: skip

@@ -22,12 +22,12 @@ from types import FrameType
 
 from prometheus_client import start_http_server
 
-from ingest.addresses import parse_address
+from foundation.addresses import parse_address
+from foundation.clock import FUTURE_TOLERANCE_S, SystemClock
+from foundation.errors import ConfigError, EventError
 from ingest.bus import Bus, InProcessBus, get_bus
 from ingest.checkpoint import Checkpoint
-from ingest.clock import FUTURE_TOLERANCE_S, SystemClock
 from ingest.daemon import DaemonSettings, IngestDaemon, RunSummary
-from ingest.errors import ConfigError, EventError
 from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GLM_TOPIC, GRIDS_TOPIC, describe
 from ingest.quarantine import Quarantine
 from ingest.sources import ABI_SECTORS, FrameFilter, SourceContext, get_source

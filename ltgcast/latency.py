@@ -33,11 +33,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ingest.atomic import atomic_path
+from foundation.errors import ConfigError
+from foundation.files import atomic_path
+from foundation.utc import parse_utc
 from ingest.bus import InProcessBus
-from ingest.errors import ConfigError
 from ingest.events import FRAMES_TOPIC, FrameEvent
-from ingest.ncio import parse_utc
 from ingest.synthetic import ScenarioConfig, simulate
 from ltgcast.nowcasting import MODEL_BASE_HELP, model_base
 from ltgcast.service import Service, ServiceSettings

@@ -30,10 +30,10 @@ from numpy.typing import NDArray
 from featurize.channels import FeatureSet
 from featurize.examples import frame_channels
 from featurize.glm_grid import flash_pixels
+from foundation.clock import SystemClock
+from foundation.errors import FrameDecodeError, IngestError
 from ingest.abi import AbiImage
 from ingest.archive import ArchiveItem, get_archive
-from ingest.clock import SystemClock
-from ingest.errors import FrameDecodeError, IngestError
 from ingest.readers import read_product
 from ltgcast.datasets import FlashCache
 from models.leadtime import Onset, box_max_at, lead_times, storm_onsets

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ingest.errors import ConfigError, ModelRejected
+from foundation.errors import ConfigError, ModelRejected
 from ltgcast.flags import add_old_spelling
 from ltgcast.nowcasting import MODEL_BASE_HELP, model_base
 

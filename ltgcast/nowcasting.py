@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from featurize.examples import Flashes
+from foundation.errors import ConfigError
 from ingest.abi import AbiImage
-from ingest.errors import ConfigError
 from ingest.glm import GlmGranule
 from ingest.readers import read_product
 

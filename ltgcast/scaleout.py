@@ -6,10 +6,11 @@ its share of the frame topic's 12 partitions); then a backlog of mixed sectors (
 GOES-West CONUS every 5 minutes, with their GLM) is published at once, and the clock runs from that moment to
 the last grid in the store. The JSON has, per count, the seconds, grids per minute, and each worker's share.
 
-``--scorer tfserving`` scores on a TF Serving stand-in (``python -m serve.tfs_standin``) started here with
-``--delay-ms`` added to every request: what scaling looks like when scoring is remote (a GPU server) and the
-workers mostly wait. On one small machine, embedded scoring is CPU-bound and the workers share the same
-cores, so adding workers cannot add throughput there.
+``--scorer tfserving`` scores on the TF Serving stand-in of the tests (``python -m tests.support.tfs_standin``,
+so it needs a source checkout: the wheel does not ship test code) started here with ``--delay-ms`` added to
+every request: what scaling looks like when scoring is remote (a GPU server) and the workers mostly wait. On
+one small machine, embedded scoring is CPU-bound and the workers share the same cores, so adding workers
+cannot add throughput there.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,8 +31,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from foundation.addresses import free_port
+from foundation.clock import wait_until
+from foundation.errors import ConfigError
 from ingest.bus import Bus, get_bus
-from ingest.errors import ConfigError
 from ingest.events import FrameEvent
 from ingest.filenames import parse_filename
 from ingest.synthetic import ScenarioConfig, simulate
@@ -58,12 +60,6 @@ def add_bench_scaleout_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default="var/bench/scaleout.json", help="where to write the JSON report")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _get(port: int, path: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
@@ -80,15 +76,6 @@ def _metric(text: str, name: str, label: str = "") -> float:
         if line.startswith(name) and (not label or label in line):
             total += float(line.rsplit(" ", 1)[1])
     return total
-
-
-def _until(condition: Any, what: str, limit_s: float) -> None:
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > deadline:
-            msg = f"bench scaleout: not within {limit_s:.0f} s: {what}"
-            raise RuntimeError(msg)
-        time.sleep(0.25)
 
 
 def _backlog(work: Path, meso: int, conus: int) -> list[FrameEvent]:
@@ -117,7 +104,7 @@ class _Run:
     def __init__(self, work: Path, bus: str, count: int, model_base: Path, scorer_args: list[str]) -> None:
         self.work = work
         self.store = work / "grids"
-        self.ports = [_free_port() for _ in range(count)]
+        self.ports = [free_port() for _ in range(count)]
         self.logs: list[TextIO] = []
         self.processes = []
         for i, port in enumerate(self.ports):
@@ -168,16 +155,18 @@ def _measure(work: Path, bus_uri: str, count: int, events: list[FrameEvent], mod
     run = _Run(work, namespaced, count, model_base, scorer_args)
     frames = sum(1 for e in events if not e.is_glm)
     try:
-        _until(run.settled, f"{count} worker(s) ready and holding the 12 partitions (logs in {work})", SETTLE_LIMIT_S)
+        wait_until(
+            run.settled, f"{count} worker(s) ready and holding the 12 partitions (logs in {work})", SETTLE_LIMIT_S
+        )
         time.sleep(3.0)  # and still stable a moment later (a late joiner would have started a rebalance)
-        _until(run.settled, f"{count} worker(s) still holding the 12 partitions", SETTLE_LIMIT_S)
+        wait_until(run.settled, f"{count} worker(s) still holding the 12 partitions", SETTLE_LIMIT_S)
         bus = get_bus(namespaced)
         began = time.monotonic()
         try:
             _publish(bus, events)
         finally:
             bus.close()
-        _until(lambda: run.grids() >= frames, f"{frames} grids (logs in {work})", RUN_LIMIT_S)
+        wait_until(lambda: run.grids() >= frames, f"{frames} grids (logs in {work})", RUN_LIMIT_S)
         seconds = time.monotonic() - began
         shares = run.shares()
     finally:
@@ -189,14 +178,22 @@ def _measure(work: Path, bus_uri: str, count: int, events: list[FrameEvent], mod
 
 
 def _standin(model_base: Path, delay_ms: float, work: Path) -> tuple[subprocess.Popen[bytes], int]:
-    grpc_port, rest_port = _free_port(), _free_port()
+    checkout = Path(__file__).resolve().parents[1]
+    if not (checkout / "tests" / "support" / "tfs_standin.py").is_file():
+        msg = (
+            f"--scorer tfserving runs the tests' TF Serving stand-in: needs a source checkout, not found at {checkout}"
+        )
+        raise ConfigError(msg)
+    grpc_port, rest_port = free_port(), free_port()
     log = (work / "standin.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "serve.tfs_standin", "--base", str(model_base), "--grpc-port", str(grpc_port),
+        [sys.executable, "-m", "tests.support.tfs_standin", "--base", str(model_base), "--grpc-port", str(grpc_port),
          "--rest-port", str(rest_port), "--delay-ms", str(delay_ms), "--threads", "16"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=checkout,
     )  # fmt: skip
-    _until(lambda: _get(rest_port, "/v1/models/lightning")[0] == 200, "the TF Serving stand-in", SETTLE_LIMIT_S)
+    wait_until(
+        lambda: _get(rest_port, "/v1/models/lightning")[0] == 200, "the TF Serving stand-in", SETTLE_LIMIT_S, 0.25
+    )
     return process, grpc_port
 
 

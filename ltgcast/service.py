@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ingest.addresses import parse_address
+from foundation.addresses import format_address, parse_address
+from foundation.clock import FUTURE_TOLERANCE_S, SystemClock
+from foundation.errors import ConfigError
 from ingest.bus import Bus, InProcessBus, get_bus
 from ingest.checkpoint import Checkpoint
-from ingest.clock import FUTURE_TOLERANCE_S, SystemClock
 from ingest.daemon import DaemonSettings, IngestDaemon
-from ingest.errors import ConfigError
 from ingest.handoff import DecodedFiles
 from ingest.quarantine import Quarantine
 from ingest.readers import read_product
@@ -137,7 +137,7 @@ class ServiceSettings:
             store=Path(pick("store", "LTGCAST_STORE", str(d.store))),
             model_base=model_base(args.model_base, env),
             model_name=args.model_name,
-            http=parse_address(pick("http", "LTGCAST_HTTP", ":".join(map(str, d.http))), "--http", listen=True),
+            http=parse_address(pick("http", "LTGCAST_HTTP", format_address(*d.http)), "--http", listen=True),
             redis=pick("redis", "LTGCAST_REDIS_URL", d.redis),
             admin_token=env.get("LTGCAST_ADMIN_TOKEN", d.admin_token),
             shadow=args.shadow,
@@ -513,12 +513,12 @@ def run_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         return 1
     busy = port_in_use(*settings.http)
     if busy:  # before the service (and TensorFlow, for some scorers) loads
-        msg = f"--http {settings.http[0]}:{settings.http[1]}: {busy}; stop what holds it or pick another port"
+        msg = f"--http {format_address(*settings.http)}: {busy}; stop what holds it or pick another port"
         raise ConfigError(msg)
     began = time.monotonic()
     service = Service(settings).start()
-    host, port = service.http.address
-    sys.stderr.write(f"ltgcast run: {settings.source} -> grids in {settings.store}; viewer http://{host}:{port}/\n")
+    viewer = format_address(*service.http.address)
+    sys.stderr.write(f"ltgcast run: {settings.source} -> grids in {settings.store}; viewer http://{viewer}/\n")
     with stop_on_signals(service.stop_event):
         service.wait()
     service.stop()

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ingest.errors import ConfigError
+from foundation.errors import ConfigError
 
 
 def train_command(args: argparse.Namespace) -> int:

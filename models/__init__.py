@@ -1,1 +1,1 @@
-"""Keras model definitions, training, evaluation, dense export and the model repository (later issue)."""
+"""Offline modelling: Keras models, datasets, training, evaluation, dense export, the model repository and its gate."""

@@ -5,7 +5,7 @@ Signatures
 ``serving_default``
     input ``tile`` float32 ``[N, H + 2h, W + 2h, C]`` with ``h = 32`` → output
     ``probability`` float32 ``[N, H, W]``; output ``(i, j)`` belongs to input
-    pixel ``(i + 32, j + 32)`` (the house contract, ARCHITECTURE.md). The Keras
+    pixel ``(i + 32, j + 32)`` (the house contract, docs/architecture.md). The Keras
     network gives ``H + 1`` by ``W + 1`` values for such a tile; the last row and
     column belong to pixels of the bottom and right halo and are dropped.
 ``patch``
@@ -23,7 +23,7 @@ Inputs are channels scaled and filled as the model card says
 (:func:`featurize.channels.model_input`). Before writing, and again after
 reloading what was written, the two signatures are compared at random pixels of
 a random tile; an export whose largest difference exceeds ``tolerance`` is
-refused with :class:`~ingest.errors.ModelRejected`.
+refused with :class:`~foundation.errors.ModelRejected`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ingest.errors import ModelRejected
+from foundation.errors import ModelRejected
 from models.architectures import HALO, PATCH
 
 #: Name of the optional float16-input signature (serve.tfserving asks for it by this name).
@@ -288,7 +288,8 @@ def converted_agreement(dense: Any, onnx: bytes | Path, feature_set: str, runtim
 
     A runtime not installed here is left out; one that cannot load the model counts as ``inf`` (never exact).
     """
-    from serve.onnx_scoring import ArtefactUnavailable, load_runner
+    from foundation.errors import ArtefactUnavailable
+    from models.onnx import load_runner
 
     tiles = check_tiles(feature_set)
     reference = [np.asarray(dense(tile=tf.constant(t))["probability"]) for t in tiles]
@@ -321,10 +322,10 @@ def _worst(run: Any, tiles: list[np.ndarray], reference: list[np.ndarray]) -> fl
 def add_converted(version_path: Path, card: dict[str, Any], *, tolerance: float = 1e-5) -> dict[str, Any]:
     """Convert a version's SavedModel to ``model.onnx`` beside it; the card entry (hash, Δp per runtime).
 
-    Refused with :class:`~ingest.errors.ModelRejected` when no runtime agrees within ``tolerance``; the
+    Refused with :class:`~foundation.errors.ModelRejected` when no runtime agrees within ``tolerance``; the
     file is written under a temporary name and renamed, so a reader never sees half of it.
     """
-    from serve.onnx_scoring import CARD_KEY, ONNX_FILE, RUNTIMES, sha256_of
+    from models.onnx import CARD_KEY, ONNX_FILE, RUNTIMES, sha256_of
 
     partial = version_path / f".{ONNX_FILE}.partial"
     entry = convert_onnx(version_path, partial)

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from ingest.atomic import atomic_write_text
-from ingest.errors import ModelRejected
-from ingest.ncio import iso_utc
+from foundation.errors import ModelRejected
+from foundation.files import atomic_write_text
+from foundation.utc import iso_utc
 
 # TensorFlow (and Keras) are imported where a SavedModel is written, not here: the service reads the repository
 # (ModelSlot) and scores a converted model without them.

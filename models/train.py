@@ -12,7 +12,7 @@
 * NaN guard: every input batch passes ``tf.debugging.check_numerics`` after the
   fill policy (:mod:`models.data`), and :class:`NanGuard` stops at the first
   non-finite loss, naming the epoch, the step and the batch; both become a
-  :class:`~ingest.errors.TrainingError`. ``keras.callbacks.TerminateOnNaN`` runs too.
+  :class:`~foundation.errors.TrainingError`. ``keras.callbacks.TerminateOnNaN`` runs too.
 * Calibration (default on): Platt scaling fitted on the validation split with
   the sampling weights and appended as a last affine layer
   (:mod:`models.calibration`), so probabilities describe the frames' pixels even
@@ -33,7 +33,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from ingest.errors import TrainingError
+from foundation.errors import TrainingError
 from models.architectures import build, with_persistence_floor
 from models.data import manifest, split_dataset, with_class_weights
 

@@ -118,7 +118,7 @@ def _behaviour(loaded: Any, card: dict[str, Any], report: ValidationReport) -> N
 
 def _converted(loaded: Any, path: Path, card: dict[str, Any], report: ValidationReport) -> None:
     from models.export import converted_agreement
-    from serve.onnx_scoring import CARD_KEY, EXACT_TOLERANCE, ONNX_FILE
+    from models.onnx import CARD_KEY, EXACT_TOLERANCE, ONNX_FILE
 
     entry, artefact = card.get(CARD_KEY), path / ONNX_FILE
     if entry is None and not artefact.exists():

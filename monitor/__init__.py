@@ -1,1 +1,1 @@
-"""Prometheus metrics, NaN accounting, drift and live verification (later issue)."""
+"""Watching the service: metric names, input quality and NaN accounting, feature drift, live verification."""

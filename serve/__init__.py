@@ -1,1 +1,1 @@
-"""The nowcast worker, scorer backends, grid stores, outputs and the HTTP API (later issue)."""
+"""Online serving: scorers, the nowcast worker, hot-swap, grid stores, products, the HTTP API and viewer, alerts."""

@@ -49,9 +49,9 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from foundation.utc import iso_utc
 from ingest.events import SECTORS
 from ingest.geometry import FixedGrid
-from ingest.ncio import iso_utc
 from serve import metrics
 from serve.gridfile import GridFile
 from serve.sites import Site

@@ -59,10 +59,10 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ingest.errors import ModelRejected
+from foundation.errors import ApiError, ModelRejected
+from foundation.utc import iso_utc
 from ingest.events import SECTORS
 from ingest.geometry import LIGHTNING_ELLIPSOID
-from ingest.ncio import iso_utc
 from monitor.quality import LEVELS
 from serve import georef, metrics
 from serve.alerts import great_circle_km
@@ -131,14 +131,6 @@ class Response:
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     file: Path | None = None  # a file to stream as the body (``body`` is then empty)
-
-
-class ApiError(Exception):
-    """A request the API refuses: an HTTP status and a message for the caller."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class AlertBoard(Protocol):

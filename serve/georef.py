@@ -673,7 +673,7 @@ def latlon_netcdf(probability: NDArray[np.floating[Any]], index_map: IndexMap, a
 
 def _write_latlon(ds: Any, lat: NDArray[np.float64], lon: NDArray[np.float64], values: NDArray[np.float32],
                   index_map: IndexMap, attributes: Mapping[str, Any]) -> None:  # fmt: skip
-    from ingest.ncio import iso_utc
+    from foundation.utc import iso_utc
 
     ds.setncatts({k: attributes[k] for k in COPIED_ATTRIBUTES if k in attributes})
     ds.setncatts({"Conventions": "CF-1.8", "title": "ltgcast probability of lightning in the next 30 minutes "

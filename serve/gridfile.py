@@ -26,7 +26,7 @@ so "no flashes recorded" and "no flashes seen" stay apart.
 Besides whole-grid :func:`read_grid`, :class:`GridFile` reads parts of a grid
 cheaply (geometry, one pixel, valid time, flashes) for point time series.
 
-Writes go through :func:`ingest.atomic.atomic_path` (a uniquely named
+Writes go through :func:`foundation.files.atomic_path` (a uniquely named
 temporary, ``fsync``, rename), so readers never see half a file, two workers
 writing one grid leave one whole file, and writing the same grid again replaces
 it (idempotent). Every netCDF4
@@ -47,10 +47,11 @@ import netCDF4
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ingest.atomic import atomic_path
+from foundation.files import atomic_path
+from foundation.utc import iso_utc
 from ingest.events import GridKey
 from ingest.geometry import FixedGrid, GeosProjection
-from ingest.ncio import NETCDF_LOCK, iso_utc
+from ingest.ncio import NETCDF_LOCK
 
 EPOCH = "seconds since 1970-01-01 00:00:00"
 ENCODINGS = ("uint8", "float32")

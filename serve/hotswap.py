@@ -59,9 +59,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ingest.clock import Clock, SystemClock
-from ingest.errors import ModelRejected
-from ingest.ncio import iso_utc
+from foundation.clock import Clock, SystemClock
+from foundation.errors import ModelRejected
+from foundation.utc import iso_utc
 from monitor import metrics
 from serve.scoring import Scorer
 
@@ -120,7 +120,7 @@ class _Rejection:
     signature: tuple[int, ...]
 
 
-class _Refused(Exception):
+class _Refused(ModelRejected):
     """A version failed a stage; carries the stage and the reasons."""
 
     def __init__(self, stage: str, reasons: tuple[str, ...]) -> None:

@@ -34,9 +34,9 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
+from foundation.utc import iso_utc
 from ingest.events import SECTORS
 from ingest.geometry import FixedGrid
-from ingest.ncio import iso_utc
 from monitor.quality import LEVELS  # LightningCast's contour levels, the default of contours()
 from serve.georef import contour_features
 from serve.gridfile import GridFile

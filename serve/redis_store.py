@@ -36,7 +36,7 @@ Rules:
   scan in it; a replayed grid older than that is stored (``get`` finds it) but
   not listed. ``history`` leaves out ids whose grid key has already expired.
 * **Errors.** Every ``redis.exceptions.RedisError`` (and ``OSError``) becomes
-  :class:`~ingest.errors.StoreError` here, naming the server and the operation;
+  :class:`~foundation.errors.StoreError` here, naming the server and the operation;
   a stored grid that does not decode is a ``StoreError`` too. Grid ids are
   parsed with :meth:`ingest.events.GridKey.parse` before any key is built.
 
@@ -69,11 +69,12 @@ from redis.client import PubSub
 from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
-from ingest.addresses import parse_address
-from ingest.errors import ConfigError, StoreError
+from foundation.addresses import format_address, parse_address
+from foundation.errors import ConfigError, StoreError
+from foundation.registry import Registry
+from foundation.utc import iso_utc, parse_utc
 from ingest.events import GridKey, GridView
 from ingest.geometry import Ellipsoid, FixedGrid, GeosProjection
-from ingest.ncio import iso_utc, parse_utc
 from serve.gridfile import GridMeta, pack_percent, unpack_percent
 from serve.store import check_sector
 
@@ -175,7 +176,7 @@ class RedisSettings:
         parts = urlsplit(self.address)
         if parts.scheme == "unix":
             return f"unix://{parts.path}"
-        return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
+        return f"{parts.scheme}://{format_address(parts.hostname or '', parts.port or 6379)}{parts.path}"
 
 
 def _split_address(address: str) -> tuple[str, int] | None:
@@ -284,19 +285,19 @@ def _float_codec(dtype: str) -> _Codec:
     return encode, decode
 
 
-_CODECS: dict[str, _Codec] = {
-    "uint8": (_encode_uint8, _decode_uint8),
-    "float16": _float_codec("<f2"),
-    "float32": _float_codec("<f4"),
-}
+_CODECS: Registry[_Codec] = Registry(
+    "probability encoding",
+    {
+        "uint8": (_encode_uint8, _decode_uint8),
+        "float16": _float_codec("<f2"),
+        "float32": _float_codec("<f4"),
+    },
+)
 ENCODINGS = tuple(_CODECS)
 
 
 def _codec(name: str) -> _Codec:
-    if name not in _CODECS:
-        msg = f"unknown probability encoding {name!r}; valid: {', '.join(ENCODINGS)}"
-        raise ValueError(msg)
-    return _CODECS[name]
+    return _CODECS.lookup(name)
 
 
 # -- geometry and metadata as JSON -------------------------------------------------------
@@ -338,7 +339,7 @@ def grid_from_json(text: str | bytes) -> FixedGrid:
 
 
 def _iso(when: datetime) -> str:
-    """:func:`ingest.ncio.iso_utc` (millisecond ``...Z``) of an aware time; ``ValueError`` for a naive one."""
+    """:func:`foundation.utc.iso_utc` (millisecond ``...Z``) of an aware time; ``ValueError`` for a naive one."""
     if when.tzinfo is None:
         msg = f"times must be timezone-aware UTC; found naive {when.isoformat()}"
         raise ValueError(msg)

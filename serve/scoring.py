@@ -57,7 +57,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from featurize.channels import FeatureSet, get_feature_set, with_halo
-from ingest.errors import ConfigError
+from foundation.errors import BadInput, BadOutput, ConfigError
+from foundation.registry import Registry
 from monitor.metrics import SCORER_CIRCUIT, SCORER_ERRORS
 
 log = logging.getLogger(__name__)
@@ -72,14 +73,6 @@ DEFAULT_TFSERVING = "127.0.0.1:8500"
 ERROR_REASONS = (
     "unavailable", "deadline_exceeded", "resource_exhausted", "invalid_argument", "circuit_open", "bad_output", "other"
 )  # fmt: skip
-
-
-class BadInput(ValueError):
-    """Scorer input that is not ``[H, W, C]`` finite values (nothing was scored)."""
-
-
-class BadOutput(ValueError):
-    """A model answer that is not a finite ``[h, w]`` probability grid."""
 
 
 class Scorer(Protocol):
@@ -110,7 +103,7 @@ class ScorerSettings:
 
 
 def read_card(version_path: Path) -> dict[str, Any]:
-    """A version folder's ``model_card.json``; :class:`~ingest.errors.ConfigError` (a ``ValueError``) naming it."""
+    """A version folder's ``model_card.json``; :class:`~foundation.errors.ConfigError` (a ``ValueError``) naming it."""
     path = version_path / "model_card.json"
     try:
         card: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
@@ -138,7 +131,7 @@ def check_output(probability: NDArray[Any], rows: int, cols: int) -> F32:
     >>> check_output(np.full((2, 3), np.nan), 2, 3)
     Traceback (most recent call last):
     ...
-    serve.scoring.BadOutput: the model answered NaN or inf at 6 of 6 pixels
+    foundation.errors.BadOutput: the model answered NaN or inf at 6 of 6 pixels
     """
     if probability.shape != (rows, cols):
         msg = f"expected a probability of shape ({rows}, {cols}); the model answered {probability.shape}"
@@ -317,7 +310,9 @@ def _converted(runtime: str) -> Callable[[Path, ScorerSettings], Scorer]:
 
 def fastest_exact(version_path: Path, settings: ScorerSettings) -> Scorer:
     """The ``embedded`` backend: the converted artefact on the first runtime that takes it, else TensorFlow."""
-    from serve.onnx_scoring import RUNTIMES, SCORER_FALLBACK, ArtefactUnavailable, ConvertedScorer
+    from foundation.errors import ArtefactUnavailable
+    from models.onnx import RUNTIMES
+    from serve.onnx_scoring import SCORER_FALLBACK, ConvertedScorer
 
     reason, detail = "", ""
     for runtime in RUNTIMES:
@@ -340,22 +335,20 @@ def _tfserving(version_path: Path, settings: ScorerSettings) -> Scorer:
     return TFServingScorer(version_path, TFServingSettings.from_scorer_settings(settings))
 
 
-_FACTORIES: dict[str, Callable[[Path, ScorerSettings], Scorer]] = {
-    "embedded": fastest_exact,
-    "patch": lambda version_path, _settings: PatchScorer(version_path),
-    "tfserving": _tfserving,
-    "tensorflow": EmbeddedScorer,
-    "openvino": _converted("openvino"),
-    "onnxruntime": _converted("onnxruntime"),
-}
+_FACTORIES: Registry[Callable[[Path, ScorerSettings], Scorer]] = Registry(
+    "scorer backend",
+    {
+        "embedded": fastest_exact,
+        "patch": lambda version_path, _settings: PatchScorer(version_path),
+        "tfserving": _tfserving,
+        "tensorflow": EmbeddedScorer,
+        "openvino": _converted("openvino"),
+        "onnxruntime": _converted("onnxruntime"),
+    },
+)
 BACKENDS = tuple(_FACTORIES)
 
 
 def get_scorer(version_path: Path, settings: ScorerSettings) -> Scorer:
     """The scorer of ``settings.backend`` for one model version folder; unknown names list the valid ones."""
-    try:
-        factory = _FACTORIES[settings.backend]
-    except KeyError:
-        msg = f"unknown scorer backend {settings.backend!r}; valid: {', '.join(BACKENDS)}"
-        raise ValueError(msg) from None
-    return factory(version_path, settings)
+    return _FACTORIES.lookup(settings.backend)(version_path, settings)

@@ -16,7 +16,7 @@ defaults and one ``[[site]]`` table per place::
     radius_km = 10          # any default may be overridden per site
 
 Everything is checked when the file is read, before the service starts: a
-refusal is one :class:`~ingest.errors.ConfigError` naming the file, the site
+refusal is one :class:`~foundation.errors.ConfigError` naming the file, the site
 (its id, or its position in the file) and what was expected and found. The
 file is at most :data:`MAX_FILE_BYTES` and holds at most :data:`MAX_SITES`
 sites, which also bounds the ``site`` label of the alert metrics.
@@ -38,7 +38,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ingest.errors import ConfigError
+from foundation.errors import ConfigError
 
 #: What a site id may be (it becomes a URL path segment and a metric label value).
 SITE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
@@ -110,7 +110,7 @@ def parse_sites(text: str, source: str = "<text>") -> tuple[Site, ...]:
     >>> parse_sites('[[site]]\nid = "KOKC"\nlat = 95\nlon = 0', "x.toml")
     Traceback (most recent call last):
     ...
-    ingest.errors.ConfigError: sites file x.toml, site 'KOKC': lat must be a number in [-90, 90] degrees; found 95
+    foundation.errors.ConfigError: sites file x.toml, site 'KOKC': lat must be a number in [-90, 90] degrees; found 95
     """
     try:
         doc = tomllib.loads(text)

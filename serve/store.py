@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ingest.clock import FUTURE_TOLERANCE_S
+from foundation.clock import FUTURE_TOLERANCE_S
 from ingest.events import SECTORS, GridKey, GridView
 from ingest.geometry import FixedGrid
 from serve.gridfile import FlashArrays, GridMeta, write_grid

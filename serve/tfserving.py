@@ -69,7 +69,7 @@ Errors::
                    target and what failed, chained with ``from``); or a label moved
                    to a version whose card (when in the local repository) names
                    another feature set; or the answer is not a finite
-                   probability of the tile's shape (cause: ``serve.scoring.BadOutput``)
+                   probability of the tile's shape (cause: ``foundation.errors.BadOutput``)
     ModelRejected  set_version_labels: the server refused the new labels, or a
                    version did not become AVAILABLE in time (its own boundary)
 
@@ -109,13 +109,22 @@ from tensorflow_serving.apis import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from featurize.channels import FeatureSet, get_feature_set, with_halo
-from ingest.errors import ConfigError, LtgcastError, ModelRejected, ScoringError, ScoringUnavailable
+from foundation.errors import (
+    BadInput,
+    BadOutput,
+    CircuitOpen,
+    ConfigError,
+    LabelUnresolved,
+    LtgcastError,
+    ModelRejected,
+    RestError,
+    ScoringError,
+    ScoringUnavailable,
+)
 from monitor.metrics import SCORER_CIRCUIT
 from serve.scoring import (
     DEFAULT_TFSERVING,
     HALO,
-    BadInput,
-    BadOutput,
     ScorerSettings,
     check_input,
     check_output,
@@ -135,7 +144,7 @@ SIGNATURES = {"float32": "serving_default", "float16": "serving_float16"}
 #: The model card key listing the transports a version allows; absent means float32 only.
 CARD_TRANSPORT_KEY = "transport"
 RETRYABLE_GRPC = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})
-#: Failure reasons that say "not now" rather than "never" (:class:`~ingest.errors.ScoringUnavailable`).
+#: Failure reasons that say "not now" rather than "never" (:class:`~foundation.errors.ScoringUnavailable`).
 TRANSIENT_REASONS = frozenset({"unavailable", "deadline_exceeded", "resource_exhausted", "circuit_open"})
 RETRYABLE_HTTP = frozenset({429, 503, 504})
 TFSERVING = "tfserving"  # the ``backend`` label of this scorer's metrics
@@ -225,7 +234,7 @@ def from_tensor_proto(proto: Any) -> NDArray[Any]:
 
     Raises
     ------
-    serve.scoring.BadOutput
+    foundation.errors.BadOutput
         Another dtype, or a value count that does not fit the shape (a ``ValueError``).
     """
     if proto.dtype not in _PROTO_DTYPES:
@@ -252,10 +261,6 @@ def from_tensor_proto(proto: Any) -> NDArray[Any]:
 
 
 # -- failure handling ----------------------------------------------------------------------
-
-
-class CircuitOpen(Exception):
-    """A breaker is open: the call was not made."""
 
 
 class CircuitBreaker:
@@ -415,15 +420,6 @@ def _grpc_retryable(exc: BaseException) -> bool:
     return code is not None and code.name in RETRYABLE_GRPC
 
 
-class RestError(OSError):
-    """TF Serving's REST API answered with an HTTP error (``status``, and its ``{"error": ...}`` text)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-        self.message = message
-
-
 def _http_retryable(exc: BaseException) -> bool:
     if isinstance(exc, RestError):
         return exc.status in RETRYABLE_HTTP
@@ -442,21 +438,17 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-class LabelUnresolved(ScoringError):
-    """A version label REST cannot send: only gRPC answers say which version a label reached."""
-
-
 def error_reason(exc: BaseException) -> str:
     """The ``reason`` of ``ltgcast_scorer_errors_total`` for a failed call: what failed last.
 
-    A :class:`~ingest.errors.ScoringError` is judged by its cause. gRPC codes
+    A :class:`~foundation.errors.ScoringError` is judged by its cause. gRPC codes
     ``UNAVAILABLE``, ``DEADLINE_EXCEEDED``, ``RESOURCE_EXHAUSTED`` and
     ``INVALID_ARGUMENT`` (REST: 503, 504, 429, 400) give their names in lower
     case; an open breaker ``circuit_open``; refused input ``invalid_argument``;
     an answer that does not decode or has the wrong shape, version or values
-    (:class:`~serve.scoring.BadOutput`, and any other ``ValueError`` that is not
-    an :class:`~ingest.errors.LtgcastError`) ``bad_output``; a REST transport that timed out ``deadline_exceeded``, one
-    that failed otherwise (refused, reset) ``unavailable``; anything else
+    (:class:`~foundation.errors.BadOutput`, and any other ``ValueError`` that is
+    not an :class:`~foundation.errors.LtgcastError`) ``bad_output``; a REST transport that timed out
+    ``deadline_exceeded``, one that failed otherwise (refused, reset) ``unavailable``; anything else
     (another code or status, a label moved to an incompatible version) ``other``.
 
     >>> error_reason(RestError(503, "busy")), error_reason(ScoringError("x")), error_reason(CircuitOpen("x"))

@@ -62,9 +62,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.utils import ClientDisconnected
 
+from foundation.addresses import format_address
+from foundation.errors import ApiError
 from ingest.events import SECTORS
 from serve import metrics
-from serve.api import ERROR_CODES, GRID_ID_PATTERN, MAX_BODY, ApiError, GridApi, Response, route_name
+from serve.api import ERROR_CODES, GRID_ID_PATTERN, MAX_BODY, GridApi, Response, route_name
 from serve.sites import SITE_ID_PATTERN
 
 log = logging.getLogger(__name__)
@@ -991,9 +993,9 @@ class HttpService:
             time.sleep(0.01)
         if not self.server.started:
             self.stop()
-            msg = f"the HTTP server on {self.address[0]}:{self.address[1]} did not start within {wait_s:g} s"
+            msg = f"the HTTP server on {format_address(*self.address)} did not start within {wait_s:g} s"
             raise OSError(msg)
-        log.info("http: serving on http://%s:%d/", *self.address)
+        log.info("http: serving on http://%s/", format_address(*self.address))
         return self
 
     def stop(self) -> None:

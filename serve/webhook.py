@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ingest.errors import ConfigError
+from foundation.errors import ConfigError
 from serve import metrics
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def check_webhook_url(url: str) -> str:
     >>> check_webhook_url("ftp://example.org/x")
     Traceback (most recent call last):
     ...
-    ingest.errors.ConfigError: --alert-webhook: expected an http:// or https:// URL with a host; found 'ftp://example.org/x'
+    foundation.errors.ConfigError: --alert-webhook: expected an http:// or https:// URL with a host; found 'ftp://example.org/x'
     """
     try:
         parts = urlsplit(url)

@@ -6,13 +6,14 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from foundation.addresses import free_port
+from foundation.clock import wait_until
 from ingest.synthetic import ScenarioConfig, simulate
 
 REAL_DATA = Path(
@@ -24,7 +25,7 @@ REAL_DATA = Path(
 def real_data() -> Path:
     """The folder of real NOAA GOES-R samples beside the checkout."""
     if not REAL_DATA.is_dir():
-        pytest.skip(f"real GOES-R samples not found at {REAL_DATA} (see ARCHITECTURE.md)")
+        pytest.skip(f"real GOES-R samples not found at {REAL_DATA} (see docs/architecture.md)")
     return REAL_DATA
 
 
@@ -71,9 +72,7 @@ def redis_address() -> str:
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A moto S3 server on a free loopback port, for the life of the test session."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     with log.open("wb") as out:
         server = subprocess.Popen(
@@ -83,12 +82,17 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             stdin=subprocess.DEVNULL,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while not _reachable(f"127.0.0.1:{port}"):
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            pytest.fail(f"moto S3 server did not start on {url}: {log.read_text()[-2000:]}")
-        time.sleep(0.2)
+
+    def up() -> bool:
+        if server.poll() is not None:
+            pytest.fail(f"moto S3 server exited (status {server.returncode}): {log.read_text()[-2000:]}")
+        return _reachable(f"127.0.0.1:{port}")
+
+    try:
+        wait_until(up, f"moto S3 server on {url}", limit_s=60, every_s=0.2)
+    except TimeoutError:
+        server.kill()
+        pytest.fail(f"moto S3 server did not start on {url}: {log.read_text()[-2000:]}")
     yield url
     server.terminate()
     server.wait(timeout=10)

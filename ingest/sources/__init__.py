@@ -7,7 +7,7 @@ Contract of every source
   being written is never listed. Listing the same file again on later polls is
   expected: the daemon's checkpoint, not the source, decides what is new.
   Transient trouble (an outage, a slow listing) is retried inside the source;
-  when retries run out the poll raises :class:`~ingest.errors.IngestError` and
+  when retries run out the poll raises :class:`~foundation.errors.IngestError` and
   the daemon tries again on its next poll.
 * :meth:`FrameSource.pending` counts files seen but not complete yet, so a
   one-shot run knows whether to wait.
@@ -17,7 +17,7 @@ Contract of every source
   never fetches, opens or copies it.
 * :meth:`FrameSource.fetch` returns a local path to a copy whose size was checked
   against the listing (a spool file is used in place; an S3 object is downloaded
-  into the cache). It raises :class:`~ingest.errors.IngestError` on failure.
+  into the cache). It raises :class:`~foundation.errors.IngestError` on failure.
 * :meth:`FrameSource.discard` is called after the daemon copied a refused file to
   quarantine: a source removes its own copies (the S3 download cache) and leaves
   alone what it does not own (a spool).
@@ -52,8 +52,9 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qs
 
-from ingest.clock import Clock
-from ingest.errors import ConfigError
+from foundation.clock import Clock
+from foundation.errors import ConfigError
+from foundation.registry import Registry
 from ingest.events import SECTORS
 from ingest.filenames import GoesFilename
 
@@ -185,8 +186,11 @@ def _sim(uri: str, context: SourceContext) -> FrameSource:
 
 
 #: URI scheme -> factory.
-SOURCES: dict[str, SourceFactory] = {"dir": _dir, "s3": _s3, "sqs": _sqs, "sim": _sim}
-_EXPECTED = "dir:PATH, s3://BUCKET, sim:[?options], sqs://QUEUE"
+SOURCES: Registry[SourceFactory] = Registry(
+    "source",
+    {"dir": _dir, "s3": _s3, "sim": _sim, "sqs": _sqs},
+    shown={"dir": "dir:PATH", "s3": "s3://BUCKET", "sim": "sim:[?options]", "sqs": "sqs://QUEUE"},
+)
 
 
 def get_source(uri: str, context: SourceContext) -> FrameSource:
@@ -195,16 +199,11 @@ def get_source(uri: str, context: SourceContext) -> FrameSource:
     >>> get_source("ftp://example", SourceContext(Path("."), clock=None))  # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ingest.errors.ConfigError: unknown source 'ftp://example';
+    foundation.errors.ConfigError: unknown source 'ftp://example';
     expected one of: dir:PATH, s3://BUCKET, sim:[?options], sqs://QUEUE
     """
     scheme = uri.split(":", 1)[0] if ":" in uri else ""
-    try:
-        factory = SOURCES[scheme]
-    except KeyError:
-        msg = f"unknown source {uri!r}; expected one of: {_EXPECTED}"
-        raise ConfigError(msg) from None
-    return factory(uri, context)
+    return SOURCES.lookup(scheme, asked=uri)(uri, context)
 
 
 def parse_options(query: str, allowed: Iterable[str], uri: str) -> dict[str, str]:

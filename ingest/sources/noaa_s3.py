@@ -10,7 +10,7 @@ current and previous hour, so a file of 12:59 published at 13:00:20 is still
 found) for every product folder the :class:`~ingest.sources.FrameFilter` wants.
 A missing hour folder is an empty listing, not an error. Outages and slow
 listings (connect/read time-outs, 5xx) are retried with exponential back-off;
-when retries run out the poll fails with :class:`~ingest.errors.IngestError`.
+when retries run out the poll fails with :class:`~foundation.errors.IngestError`.
 
 Downloads stream into ``<cache>/<product>/<name>.part``, are checked against the
 listed size and the response's ``Content-Length``, then renamed into place; a
@@ -43,10 +43,10 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ingest.atomic import atomic_path
-from ingest.clock import Clock
-from ingest.errors import ConfigError, IngestError
-from ingest.retry import Retry
+from foundation.clock import Clock
+from foundation.errors import ConfigError, IngestError
+from foundation.files import atomic_path
+from foundation.retry import Retry
 from ingest.sources import Candidate, SourceContext, parse_options
 
 log = logging.getLogger(__name__)

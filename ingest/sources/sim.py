@@ -22,10 +22,10 @@ import logging
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from ingest.clock import Clock
-from ingest.errors import ConfigError
+from foundation.clock import Clock
+from foundation.errors import ConfigError
+from foundation.utc import parse_utc
 from ingest.filenames import parse_filename
-from ingest.ncio import parse_utc
 from ingest.sources import Candidate, SourceContext, parse_options
 from ingest.synthetic import ScenarioConfig, simulate
 

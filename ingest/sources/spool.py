@@ -61,8 +61,8 @@ from datetime import datetime
 from pathlib import Path
 from stat import S_ISLNK, S_ISREG
 
-from ingest.clock import Clock
-from ingest.errors import ConfigError, FilenameError, IngestError
+from foundation.clock import Clock
+from foundation.errors import ConfigError, FilenameError, IngestError
 from ingest.filenames import parse_filename
 from ingest.sources import Candidate, SourceContext, parse_options
 

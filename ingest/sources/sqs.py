@@ -65,7 +65,7 @@ A key of the layout whose name is not a GOES-R name is handed over, and the
 daemon refuses it (stage ``name``), as with ``s3://``.
 
 botocore exceptions of the queue calls are translated into
-:class:`~ingest.errors.IngestError` in :meth:`SqsSource._aws`, and only there
+:class:`~foundation.errors.IngestError` in :meth:`SqsSource._aws`, and only there
 (the daemon backs off and polls again); downloads go through
 :class:`~ingest.sources.noaa_s3.S3Objects`.
 """
@@ -87,9 +87,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from foundation.clock import Clock
+from foundation.errors import ConfigError, FilenameError, IngestError, NotificationError
 from ingest import metrics
-from ingest.clock import Clock
-from ingest.errors import ConfigError, FilenameError, IngestError, LtgcastError
 from ingest.filenames import is_goes_product_name, parse_filename
 from ingest.sources import Candidate, FrameFilter, SourceContext, parse_options
 from ingest.sources.noaa_s3 import S3Objects, anonymous_client
@@ -107,19 +107,6 @@ _NO_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 
 
 # -- message bodies -----------------------------------------------------------------------
-
-
-class NotificationError(LtgcastError, ValueError):
-    """A queue message that is no S3 object notification (or names what this source must not read).
-
-    ``reason`` is one of :data:`ingest.metrics.SQS_REFUSAL_REASONS`; ``detail`` says
-    what was expected and what was found.
-    """
-
-    def __init__(self, detail: str, *, reason: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -228,7 +215,7 @@ def parse_body(body: str) -> list[ObjectCreated]:
     >>> parse_body('{"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "noaa-goes19"}')  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ingest.sources.sqs.NotificationError: test_event: expected an S3 object notification, found an s3:TestEvent ...
+    foundation.errors.NotificationError: test_event: expected an S3 object notification, found an s3:TestEvent ...
     """
     document = _json(body, "message body")
     if isinstance(document, dict) and "Type" in document:  # the SNS envelope (raw delivery has none)

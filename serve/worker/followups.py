@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from featurize.examples import LabelRule, frame_labels
-from ingest.clock import Clock
+from foundation.clock import Clock
 from ingest.geometry import FixedGrid
 from ingest.glm import MIN_COVERAGE
 from monitor import metrics as monitoring

@@ -11,7 +11,7 @@ gap in NOAA's feed stays a gap): two workers that score the same frame, before
 and after a crash or a rebalance, use the same granules and make the same grid.
 
 A granule event whose scan starts more than ``future_tolerance_s`` after the
-clock is refused (:func:`ingest.clock.too_far_ahead`): it would mark the
+clock is refused (:func:`foundation.clock.too_far_ahead`): it would mark the
 satellite's stream as having "reached" every window up to 2099, so frames
 would be scored before their real GLM arrived.
 
@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from featurize.examples import Flashes
-from ingest.clock import FUTURE_TOLERANCE_S, too_far_ahead
-from ingest.errors import EventError, FrameDecodeError, IngestError
+from foundation.clock import FUTURE_TOLERANCE_S, too_far_ahead
+from foundation.errors import EventError, FrameDecodeError, IngestError
 from ingest.events import FrameEvent, local_path
 from ingest.glm import MIN_COVERAGE, GlmGranule, span_coverage
 

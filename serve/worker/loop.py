@@ -93,9 +93,10 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from featurize.examples import LabelRule
+from foundation.clock import FUTURE_TOLERANCE_S, Clock, too_far_ahead
+from foundation.errors import FrameFailed, LtgcastError, RebalancedError
+from foundation.utc import iso_utc, parse_utc
 from ingest.bus import Bus, Message, Reader, TopicPartition
-from ingest.clock import FUTURE_TOLERANCE_S, Clock, too_far_ahead
-from ingest.errors import LtgcastError, RebalancedError
 from ingest.events import (
     DEADLETTER_TOPIC,
     FRAMES_TOPIC,
@@ -106,7 +107,6 @@ from ingest.events import (
     FrameEvent,
     GridEvent,
 )
-from ingest.ncio import iso_utc, parse_utc
 from ingest.readers import read_product
 from monitor import metrics as monitoring
 from monitor.drift import DriftMonitor, scene_of
@@ -120,7 +120,7 @@ from serve.worker.followups import Awaiting, DriftQueue, VerificationQueue
 from serve.worker.glm import GlmIndex
 from serve.worker.ledger import OffsetLedger
 from serve.worker.sinks import GridSink, SinkFeed
-from serve.worker.step import FrameFailed, Scored, ScoringStep
+from serve.worker.step import Scored, ScoringStep
 from serve.worker.trend import PreviousFrames
 
 log = logging.getLogger(__name__)

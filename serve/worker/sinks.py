@@ -42,8 +42,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from ingest.clock import Clock
-from ingest.errors import LtgcastError
+from foundation.clock import Clock
+from foundation.errors import LtgcastError
 from ingest.events import SECTORS
 from ingest.geometry import FixedGrid
 from serve import metrics

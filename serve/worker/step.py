@@ -7,7 +7,7 @@ into the file store (atomically, under its grid id). It raises
 :class:`FrameFailed`, which says whether the failure is **transient** — the grid
 store could not be written (a full or read-only disk, a network volume that
 went away) or the scorer could not answer now
-(:class:`~ingest.errors.ScoringUnavailable`) — so the worker keeps the frame and
+(:class:`~foundation.errors.ScoringUnavailable`) — so the worker keeps the frame and
 tries again later, or **permanent** — the file is not the product it claims to
 be, the model refused the input — so the worker dead-letters it.
 
@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from featurize.examples import Flashes
+from foundation.errors import EventError, FrameDecodeError, FrameFailed, IngestError, ScoringError, ScoringUnavailable
 from ingest.abi import AbiImage
-from ingest.errors import EventError, FrameDecodeError, IngestError, ScoringError, ScoringUnavailable
 from ingest.events import FrameEvent, local_path
 from monitor import metrics as monitoring
 from monitor.quality import InputQuality, record_input
@@ -41,16 +41,6 @@ from serve.worker.glm import GlmIndex, Window
 from serve.worker.trend import TREND_MISSING, Previous, PreviousFrames
 
 GRANULE_S = 20.0  # a GLM LCFA file spans 20 s
-
-
-class FrameFailed(Exception):
-    """A frame could not become a grid: ``transient`` failures are tried again, the others dead-lettered."""
-
-    def __init__(self, reason: str, *, transient: bool, kind: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.transient = transient
-        self.kind = kind  # what failed: read, score, store
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import pytest
 
 from ingest.synthetic import ScenarioConfig, simulate
 from tests.chaos.harness import ROOT, Feed, dump, reference_grids
-from tests.modelfiles import served_version
+from tests.support.models import served_version
 
 REPORT = ROOT / "var" / "chaos" / "report.json"
 ROWS: list[dict[str, Any]] = []

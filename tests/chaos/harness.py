@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -40,9 +39,11 @@ from typing import Any
 import numpy as np
 import redis
 
-from ingest.atomic import atomic_path
+from foundation.addresses import free_port
+from foundation.clock import wait_until
+from foundation.errors import EventError
+from foundation.files import atomic_path
 from ingest.bus import get_bus
-from ingest.errors import EventError
 from ingest.events import DEADLETTER_TOPIC, GRIDS_TOPIC, DeadLetterEvent, GridEvent
 from ingest.filenames import parse_filename
 from serve.gridfile import pack_percent, read_grid
@@ -50,25 +51,6 @@ from serve.gridfile import pack_percent, read_grid
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = Path(os.environ.get("LTGCAST_SERVICES_DIR", ROOT / "var" / "services"))
 WINDOW = timedelta(minutes=15)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], Any], what: str, limit_s: float = 120.0, every_s: float = 0.2) -> Any:
-    """Wait for ``condition`` (a liveness bound, never a timing assertion); ``AssertionError`` naming ``what``."""
-    deadline = time.monotonic() + limit_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            msg = f"not within {limit_s:.0f} s: {what}"
-            raise AssertionError(msg)
-        time.sleep(every_s)
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 
+from foundation.clock import wait_until
 from ingest.bus import get_bus
 from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GLM_TOPIC, GRIDS_TOPIC, FrameEvent
 from ingest.filenames import format_goes_time, parse_filename
-from tests.chaos.harness import ROOT, Account, Cluster, Feed, service_pid, services_script, wait_until
-from tests.modelfiles import served_version
+from tests.chaos.harness import ROOT, Account, Cluster, Feed, service_pid, services_script
+from tests.support.models import served_version
 
 pytestmark = [pytest.mark.chaos, pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 

@@ -18,7 +18,6 @@ import math
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,8 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from foundation.addresses import free_port
+from foundation.clock import wait_until
 from tests.deploy.promql import PROMETHEUS_OWN, ROOT, defined_metrics, metrics_in
 
 GRAFANA = ROOT / "deploy" / "grafana"
@@ -372,13 +373,6 @@ def installed(command: str) -> str:
     return path
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class Daemon:
     """A server process whose output goes to a log file; stopped (SIGTERM, then SIGKILL) when the block ends."""
 
@@ -425,17 +419,17 @@ class Stack:
 
     def wait_for(self, what: str, check: Callable[[], T | None], deadline_s: float) -> T:
         """Poll ``check`` every second until it returns something truthy; fail naming ``what`` otherwise."""
-        end = time.monotonic() + deadline_s
-        while True:
+
+        def alive_and_checked() -> T | None:
             for daemon in (self.service, self.prometheus):
                 if daemon.process.poll() is not None:
                     pytest.fail(f"{daemon.name} exited while waiting for {what}\n{self.logs()}")
-            found = check()
-            if found:
-                return found
-            if time.monotonic() > end:
-                pytest.fail(f"{what}: not there after {deadline_s:.0f} s\n{self.logs()}")
-            time.sleep(1.0)
+            return check()
+
+        try:
+            return wait_until(alive_and_checked, what, deadline_s, every_s=1.0)
+        except TimeoutError as exc:
+            pytest.fail(f"{exc}\n{self.logs()}")
 
     def api(self, path: str, **params: str) -> dict[str, Any]:
         """A GET on Prometheus's HTTP API; the JSON answer, errors (HTTP 4xx with a JSON body) included."""

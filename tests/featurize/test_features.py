@@ -137,8 +137,8 @@ def test_model_input_fills_nan_once_and_reports_it() -> None:
     assert np.isnan(channels["ir"][0, 1])  # the input was not changed
     with pytest.raises(ValueError, match=r"needs channels \['ir_trend'\]"):
         model_input(channels, get_feature_set("ir-ltg-trend/1"))
-    valid = "ir-ltg-trend/1, ir-ltg-trend/2, ir-ltg/1, ir-ltg/2"
-    with pytest.raises(ValueError, match=f"unknown feature set 'ir/9'; valid: {valid}"):
+    valid = "ir-ltg/1, ir-ltg-trend/1, ir-ltg/2, ir-ltg-trend/2"
+    with pytest.raises(ValueError, match=f"unknown feature set 'ir/9'; expected one of: {valid}"):
         get_feature_set("ir/9")
 
 

@@ -3,16 +3,16 @@ import math
 import numpy as np
 import pytest
 
+from foundation.errors import FilenameError, FrameDecodeError
 from ingest.abi import (
     PLANCK_VARIABLES,
     AbiL1bRadReader,
     brightness_temperature,
     radiance_from_brightness_temperature,
 )
-from ingest.errors import FilenameError, FrameDecodeError
 from ingest.readers import read_product
 from ingest.synthetic import BAND13
-from tests.goesfiles import write_abi_l1b
+from tests.support.goesfiles import write_abi_l1b
 
 K = tuple(BAND13[name] for name in PLANCK_VARIABLES)
 

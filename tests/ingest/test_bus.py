@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from foundation.addresses import free_port
+from foundation.errors import ConfigError, IngestError
 from ingest.bus import Bus, InProcessBus, Message, Subscription, get_bus
-from ingest.errors import ConfigError, IngestError
 from ingest.events import TOPICS
 from ingest.kafkabus import KafkaBus
 
@@ -219,11 +220,8 @@ def test_kafka_lag_is_published_minus_committed_per_partition(kafka_bus: Bus) ->
 
 
 def test_kafka_outage_is_an_ingest_error() -> None:
-    import socket
 
-    with socket.socket() as probe:  # a loopback port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     bus = get_bus(f"kafka://127.0.0.1:{port}?timeout_s=2")
     with pytest.raises(IngestError, match=rf"Kafka at 127.0.0.1:{port}: no broker reachable .*refused"):
         bus.publish("ltgcast.frames.v1", "C", b"{}")

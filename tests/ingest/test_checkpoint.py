@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from foundation.errors import IngestError
 from ingest.checkpoint import Checkpoint
-from ingest.errors import IngestError
 
 T0 = datetime(2024, 6, 15, 18, 0, tzinfo=UTC)
 

@@ -19,17 +19,17 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from foundation.errors import IngestError
 from ingest.bus import InProcessBus
 from ingest.checkpoint import Checkpoint
 from ingest.daemon import DaemonSettings, IngestDaemon
-from ingest.errors import IngestError
 from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GLM_TOPIC, DeadLetterEvent, FrameEvent
 from ingest.filenames import parse_filename
 from ingest.quarantine import Quarantine
 from ingest.sources import Candidate, FrameFilter
 from ingest.sources.spool import DirSpool
-from ingest.testing import FakeClock
-from tests.goesfiles import write_abi_l1b, write_glm
+from tests.support.clock import FakeClock
+from tests.support.goesfiles import write_abi_l1b, write_glm
 
 NOW = datetime(2024, 6, 15, 18, 40, tzinfo=UTC)
 

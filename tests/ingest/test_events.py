@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ingest.errors import EventError
+from foundation.errors import EventError
 from ingest.events import (
     DEADLETTER_TOPIC,
     FRAMES_TOPIC,

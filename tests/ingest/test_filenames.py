@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ingest.errors import FilenameError
+from foundation.errors import FilenameError
 from ingest.filenames import abi_filename, format_goes_time, glm_filename, parse_filename, parse_goes_time
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from ingest.glm import GlmLcfaReader, wrap_longitude
 from ingest.readers import read_product
-from tests.goesfiles import write_glm
+from tests.support.goesfiles import write_glm
 
 START = datetime(2024, 6, 15, 18, 2, tzinfo=UTC)
 LAT, LON, OFFSETS = [35.0, 36.5, 20.0], [-97.0, -96.2, -80.0], [0.5, 10.25, 19.75]

@@ -15,18 +15,19 @@ from pathlib import Path
 import boto3
 import pytest
 
+from foundation.addresses import free_port
+from foundation.errors import IngestError
+from foundation.retry import Retry
 from ingest.bus import InProcessBus
 from ingest.checkpoint import Checkpoint
 from ingest.daemon import IngestDaemon
-from ingest.errors import IngestError
 from ingest.events import FRAMES_TOPIC, GLM_TOPIC, FrameEvent
 from ingest.filenames import parse_filename
 from ingest.quarantine import Quarantine
-from ingest.retry import Retry
 from ingest.sources import Candidate, FrameFilter, SourceContext, get_source
 from ingest.sources.noaa_s3 import NoaaS3Source
-from ingest.testing import FakeClock
 from tests.conftest import make_public_bucket
+from tests.support.clock import FakeClock
 
 
 def key_of(path: Path) -> str:
@@ -140,9 +141,7 @@ def test_short_downloads_are_retried_then_refused(
 
 
 def test_an_outage_is_retried_with_backoff_then_reported(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     clock = FakeClock(datetime(2024, 6, 15, 18, 30, tzinfo=UTC))
     source = source_for(f"http://127.0.0.1:{port}", "noaa-goes19", tmp_path, clock, timeout_s="1")
     source.retry = Retry(attempts=3, base_s=0.5)

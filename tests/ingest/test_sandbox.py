@@ -16,16 +16,16 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from foundation.errors import FrameDecodeError
 from ingest.bus import InProcessBus
 from ingest.checkpoint import Checkpoint
 from ingest.daemon import DaemonSettings, IngestDaemon
-from ingest.errors import FrameDecodeError
 from ingest.events import DEADLETTER_TOPIC, GLM_TOPIC, DeadLetterEvent, FrameEvent
 from ingest.quarantine import Quarantine
 from ingest.sandbox import Isolation, check_in_child
 from ingest.sources import Candidate
-from ingest.testing import FakeClock
-from tests.goesfiles import write_abi_l1b, write_glm
+from tests.support.clock import FakeClock
+from tests.support.goesfiles import write_abi_l1b, write_glm
 
 STUCK = "OR_GLM-L2-LCFA_G16_s20241671802200_e20241671802400_c20241671802415.nc"
 

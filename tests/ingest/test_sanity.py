@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from foundation.errors import FrameDecodeError
 from ingest.abi import PLANCK_VARIABLES, radiance_from_brightness_temperature
 from ingest.bus import InProcessBus
 from ingest.checkpoint import Checkpoint
 from ingest.daemon import DaemonSettings, IngestDaemon
-from ingest.errors import FrameDecodeError
 from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, DeadLetterEvent, FrameEvent
 from ingest.filenames import abi_filename
 from ingest.formats import load_template, write_product
@@ -30,8 +30,8 @@ from ingest.quarantine import Quarantine
 from ingest.readers import read_product
 from ingest.sources.spool import DirSpool
 from ingest.synthetic import BAND13, J2000
-from ingest.testing import FakeClock
-from tests.goesfiles import START, write_abi_l1b, write_glm
+from tests.support.clock import FakeClock
+from tests.support.goesfiles import START, write_abi_l1b, write_glm
 
 K = tuple(BAND13[name] for name in PLANCK_VARIABLES)
 GLM_START = datetime(2024, 6, 15, 18, 2, tzinfo=UTC)

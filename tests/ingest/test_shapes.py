@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 
 import ingest
-from ingest.errors import FrameDecodeError
+from foundation.errors import FrameDecodeError
 from ingest.filenames import abi_filename, glm_filename
 from ingest.formats import load_template, write_product
 from ingest.glm import TIME_OFFSET_VARIABLES
 from ingest.readers import read_product
 from ingest.synthetic import J2000
-from tests.goesfiles import START, write_abi_l1b, write_glm
+from tests.support.goesfiles import START, write_abi_l1b, write_glm
 
 #: The address space a capped subprocess gets: far below what a declared 100000 x 100000 image would need.
 CAP_BYTES = 1536 * 2**20
@@ -34,7 +34,7 @@ CAP_BYTES = 1536 * 2**20
 _READ_CAPPED = """
 import json, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[2]), int(sys.argv[2])))
-from ingest.errors import FrameDecodeError
+from foundation.errors import FrameDecodeError
 from ingest.readers import read_product
 try:
     read_product(sys.argv[1])

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from ingest.errors import ConfigError, IngestError
+from foundation.errors import ConfigError, IngestError
 from ingest.sources import Candidate, FrameFilter, SourceContext, get_source
 from ingest.sources.sim import SimSource
 from ingest.sources.spool import DirSpool
-from ingest.testing import FakeClock
 from ltgcast.cli import main
+from tests.support.clock import FakeClock
 
 
 def context(tmp_path: Path) -> SourceContext:

@@ -17,17 +17,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from foundation.clock import SystemClock
+from foundation.errors import ConfigError
 from ingest.bus import InProcessBus
 from ingest.checkpoint import Checkpoint
-from ingest.clock import SystemClock
 from ingest.daemon import DaemonSettings, IngestDaemon
-from ingest.errors import ConfigError
 from ingest.events import FRAMES_TOPIC, FrameEvent
 from ingest.quarantine import Quarantine
 from ingest.sources import SourceContext, get_source
 from ingest.sources.spool import DirSpool
-from ingest.testing import FakeClock
-from tests.goesfiles import START, write_abi_l1b
+from tests.support.clock import FakeClock
+from tests.support.goesfiles import START, write_abi_l1b
 
 NAME = "OR_ABI-L1b-RadC-M6C13_G16_s20241671801178_e20241671803551_c20241671804000.nc"
 LONG = 60.0  # a settle time and a poll interval no test here waits out
@@ -194,7 +194,7 @@ def test_a_renamed_in_file_never_overtakes_an_older_one_still_settling(tmp_path:
     older = "OR_GLM-L2-LCFA_G16_s20241671800000_e20241671800200_c20241671800220.nc"
     newer = "OR_ABI-L1b-RadM1-M6C13_G16_s20241671800245_e20241671800303_c20241671800350.nc"
     (root / older).write_bytes(b"g" * 100)  # there before the notifications start: it settles
-    spool = spool_of(root, settle_s=1.0)
+    spool = spool_of(root, settle_s=5.0)  # long enough that a loaded machine (CI) does not see it settle early
     try:
         spool.wait(0.0)
         renamed_in(root, newer)  # ready at once on its own, but scanned after the settling granule

@@ -9,7 +9,6 @@ queue and its subscription are real, and the notifications go through SNS.
 from __future__ import annotations
 
 import json
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,19 +22,20 @@ import boto3
 import pytest
 from prometheus_client import REGISTRY
 
+from foundation.addresses import free_port
+from foundation.errors import ConfigError, IngestError, NotificationError
+from foundation.retry import Retry
 from ingest.bus import InProcessBus
 from ingest.checkpoint import Checkpoint
 from ingest.daemon import DaemonSettings, IngestDaemon
-from ingest.errors import ConfigError, IngestError
 from ingest.events import FRAMES_TOPIC, GLM_TOPIC, FrameEvent
 from ingest.filenames import parse_filename
 from ingest.quarantine import Quarantine
-from ingest.retry import Retry
 from ingest.sources import Candidate, FrameFilter, SourceContext, get_source
-from ingest.sources.sqs import NotificationError, ObjectCreated, SqsSource, parse_body
-from ingest.testing import FakeClock
+from ingest.sources.sqs import ObjectCreated, SqsSource, parse_body
 from tests.conftest import make_public_bucket
 from tests.ingest.test_noaa_s3 import key_of
+from tests.support.clock import FakeClock
 
 FRAME = "OR_ABI-L1b-RadM1-M6C13_G19_s20241671801178_e20241671801235_c20241671801270.nc"
 NOAA_TOPIC = "arn:aws:sns:us-east-1:123901341784:NewGOES19Object"
@@ -432,9 +432,7 @@ def test_an_unreachable_or_missing_queue_is_an_ingest_error(noaa: Noaa, tmp_path
     missing = get_source(noaa.uri().replace(noaa.queue, "no-such-queue"), context(tmp_path))
     with pytest.raises(IngestError, match=r"looking up SQS queue 'no-such-queue': expected the queue to exist"):
         missing.poll()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     down = get_source(f"sqs://q?bucket=noaa-goes19&endpoint=http://127.0.0.1:{port}&timeout_s=1", context(tmp_path))
     with pytest.raises(IngestError, match=r"looking up SQS queue 'q' failed: Could not connect"):
         down.poll()
@@ -476,9 +474,9 @@ def test_the_visibility_of_a_held_message_is_extended(noaa: Noaa, tmp_path: Path
 def test_notifications_become_a_stored_grid_and_the_queue_empties(
     noaa: Noaa, meso_scenario: Path, tmp_path: Path
 ) -> None:
+    from foundation.clock import wait_until
     from ltgcast.service import Service, ServiceSettings
-    from tests.ltgcast.test_service import until
-    from tests.modelfiles import DEFAULT_MODELS, served_version
+    from tests.support.models import DEFAULT_MODELS, served_version
 
     granules = sorted(meso_scenario.glob("OR_GLM-*.nc"))
     frame = sorted(meso_scenario.glob("OR_ABI-*.nc"))[-1]
@@ -491,8 +489,8 @@ def test_notifications_become_a_stored_grid_and_the_queue_empties(
                                glm_deadline_s=5.0, max_age_s=0.0)  # fmt: skip
     service = Service(settings).start()
     try:
-        newest = until(lambda: service.store.latest("M1"), "the grid of the notified frame")
-        until(lambda: noaa.counts() == (0, 0), "an empty queue")
+        newest = wait_until(lambda: service.store.latest("M1"), "the grid of the notified frame", limit_s=120.0)
+        wait_until(lambda: noaa.counts() == (0, 0), "an empty queue", limit_s=120.0)
         checkpoint = service.checkpoint
     finally:
         service.stop()

@@ -4,7 +4,7 @@ One embedded service (:class:`ltgcast.service.Service`, run in-process as tests/
 takes the whole corpus: each bad file must end in ``STATE/quarantine/<day>/<name>.reason.json`` with its stage
 and a reason naming what was wrong, with a dead letter on the bus, and never become a grid; the good frame
 dropped after them (with its GLM) must still be scored. Each case is written by the project's own writers
-(``tests/goesfiles.py``, ``ingest.formats``, the synthetic scenario), so a case is a real-format file that is
+(``tests/support/goesfiles.py``, ``ingest.formats``, the synthetic scenario), so a case is a real-format file that is
 wrong in exactly one way.
 """
 
@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from foundation.clock import wait_until
 from ingest.events import DEADLETTER_TOPIC, DeadLetterEvent
 from ingest.filenames import abi_filename
 from ingest.formats import load_template, write_product
 from ltgcast.latency import deliver
 from ltgcast.service import Service, ServiceSettings
-from tests.goesfiles import START, write_abi_l1b
-from tests.ltgcast.test_service import until
-from tests.modelfiles import served_version
+from tests.support.goesfiles import START, write_abi_l1b
+from tests.support.models import served_version
 
 ROOT = Path(__file__).resolve().parents[2]
 RADIANCE = np.full((4, 5), 100.0, np.float32)  # a valid CONUS block (G16, band 13) when nothing else is wrong
@@ -144,10 +144,10 @@ def test_every_bad_file_is_quarantined_with_its_stage_and_the_next_good_frame_is
     service = Service(settings).start()
     good = sorted(meso_scenario.glob("OR_ABI-*.nc"))[-1]
     try:
-        until(lambda: set(bad) <= set(reasons(state)), "a reason file for every bad file")
+        wait_until(lambda: set(bad) <= set(reasons(state)), "a reason file for every bad file", limit_s=120.0)
         for path in sorted(meso_scenario.glob("OR_GLM-*.nc")) + [good]:  # after the bad ones: a replay goes on
             deliver(path, spool)
-        newest = until(lambda: service.store.latest("M1"), "the grid of the good frame")
+        newest = wait_until(lambda: service.store.latest("M1"), "the grid of the good frame", limit_s=120.0)
         letters = [DeadLetterEvent.from_json(m.value) for m in service.bus.messages(DEADLETTER_TOPIC)]
         checkpoint = service.checkpoint
     finally:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from ltgcast.cli import main
-from tests.goesfiles import write_abi_l1b, write_glm
-from tests.modelfiles import served_version
+from tests.support.goesfiles import write_abi_l1b, write_glm
+from tests.support.models import served_version
 
 
 def test_inspect_prints_one_json_object_per_file(tmp_path, capsys):

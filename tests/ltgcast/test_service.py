@@ -8,10 +8,9 @@ import contextlib
 import io
 import json
 import shutil
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,12 +19,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from foundation.clock import wait_until
 from ingest.handoff import HANDOFF
 from ingest.synthetic import ScenarioConfig, simulate
 from ltgcast.cli import main
 from ltgcast.latency import deliver
 from ltgcast.service import Service, ServiceSettings
-from tests.modelfiles import served_version
+from tests.support.models import served_version
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODELS = ROOT / "models" / "repository"
@@ -51,17 +51,6 @@ def http(service: Service, target: str) -> Any:
     with urllib.request.urlopen(f"http://{host}:{port}{target}", timeout=30) as reply:
         body = reply.read()
     return json.loads(body) if reply.headers.get_content_type().endswith("json") else body
-
-
-def until(condition: Callable[[], Any], what: str, limit_s: float = 120.0) -> Any:
-    """Wait for ``condition`` to hold (a liveness bound, not a timing assertion)."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"{what} did not happen within {limit_s:.0f} s")
 
 
 def latest_id(service: Service, sector: str = "M1") -> str | None:
@@ -100,7 +89,7 @@ def running(scenario: list[Path], tmp_path_factory: pytest.TempPathFactory, redi
     try:
         drop(glm(scenario), spool)
         drop(abi(scenario)[-4:], spool)
-        until(lambda: len(service.worker.grids) >= 4, "four grids")
+        wait_until(lambda: len(service.worker.grids) >= 4, "four grids", limit_s=120.0)
         service.handoff_delta = {k: v - before[k] for k, v in handoff_counts().items()}  # type: ignore[attr-defined]
         yield service
     finally:
@@ -231,7 +220,7 @@ def test_the_viewer_shows_the_latest_grid_in_chromium(running: Service) -> None:
 @pytest.mark.slow
 def test_hot_swap_while_frames_flow_and_a_nan_version_is_refused(scenario: list[Path], tmp_path: Path) -> None:
     from models.repository import ModelRepository
-    from tests.modelfiles import export_version
+    from tests.support.models import export_test_model
 
     base = tmp_path / "repo"
     shutil.copytree(DEFAULT_MODELS, base)
@@ -246,16 +235,18 @@ def test_hot_swap_while_frames_flow_and_a_nan_version_is_refused(scenario: list[
     try:
         drop(glm(scenario), spool)
         drop(frames[-8:-5], spool)
-        until(lambda: len(service.worker.grids) >= 3, "three grids from the default version")
-        assert export_version(repo, tmp_path / "v2", seed=21, behaved=True) == new  # appears while the service runs
+        wait_until(lambda: len(service.worker.grids) >= 3, "three grids from the default version", limit_s=120.0)
+        assert export_test_model(repo, tmp_path / "v2", seed=21, behaved=True) == new  # appears while the service runs
         drop(frames[-5:-3], spool)  # frames keep flowing while version 2 is vetted
-        until(lambda: service.models.current().stable.version == new, "the swap to the new version")
+        wait_until(lambda: service.models.current().stable.version == new, "the swap to the new version", limit_s=120.0)
         drop(frames[-3:-1], spool)
-        until(lambda: len(service.worker.grids) >= 7, "seven grids")
-        assert export_version(repo, tmp_path / "v3", seed=22, scale=float("nan")) == bad
-        until(lambda: str(bad) in service.models.status()["rejected"], "the rejection of the NaN version")
+        wait_until(lambda: len(service.worker.grids) >= 7, "seven grids", limit_s=120.0)
+        assert export_test_model(repo, tmp_path / "v3", seed=22, scale=float("nan")) == bad
+        wait_until(
+            lambda: str(bad) in service.models.status()["rejected"], "the rejection of the NaN version", limit_s=120.0
+        )
         drop(frames[-1:], spool)
-        until(lambda: len(service.worker.grids) >= 8, "eight grids")
+        wait_until(lambda: len(service.worker.grids) >= 8, "eight grids", limit_s=120.0)
         rolled = cli_on_service(service, "adm1n", ["rollback"])  # `ltgcast models rollback --service URL`
         on_service = service.models.current().stable.version
     finally:
@@ -283,7 +274,7 @@ def test_hot_swap_while_frames_flow_and_a_nan_version_is_refused(scenario: list[
 def test_the_tfserving_backend_gives_the_same_grids_as_embedded(running: Service, scenario: list[Path],
                                                                 tmp_path: Path) -> None:  # fmt: skip
     from serve.gridfile import read_grid
-    from serve.tfs_standin import serve
+    from tests.support.tfs_standin import serve
 
     standin = serve(DEFAULT_MODELS, 0, 0)  # TF Serving's protocol over gRPC, the committed model behind it
     spool = tmp_path / "spool"
@@ -293,7 +284,7 @@ def test_the_tfserving_backend_gives_the_same_grids_as_embedded(running: Service
         remote.start()
         drop(glm(scenario), spool)
         drop(abi(scenario)[-4:], spool)
-        until(lambda: len(remote.worker.grids) >= 4, "four grids scored through TF Serving")
+        wait_until(lambda: len(remote.worker.grids) >= 4, "four grids scored through TF Serving", limit_s=120.0)
     finally:
         remote.stop()
         standin.stop()
@@ -347,7 +338,7 @@ def run_until_idle(tmp: Path, **changes: Any) -> Service:
     service = Service(settings(tmp, spool, source=TREND_SOURCE, exit_when_idle=True, glm_deadline_s=0.5,
                                **changes)).start()  # fmt: skip
     try:
-        until(service.stop_event.is_set, "the replay to be scored", limit_s=300)
+        wait_until(service.stop_event.is_set, "the replay to be scored", limit_s=300)
     finally:
         service.stop()
     return service
@@ -355,7 +346,7 @@ def run_until_idle(tmp: Path, **changes: Any) -> Service:
 
 @pytest.fixture(scope="module")
 def trend_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Service, Path]:
-    from tests.modelfiles import trend_repository
+    from tests.support.models import trend_repository
 
     base = trend_repository(tmp_path_factory)
     return run_until_idle(tmp_path_factory.mktemp("trend-run"), model_base=base), base
@@ -409,7 +400,7 @@ def test_a_temporal_model_through_tfserving_gives_the_embedded_grids(trend_run: 
                                                                     tmp_path: Path) -> None:  # fmt: skip
     from ingest.events import DEADLETTER_TOPIC
     from serve.gridfile import read_grid
-    from serve.tfs_standin import serve
+    from tests.support.tfs_standin import serve
 
     local, base = trend_run
     standin = serve(base, 0, 0)  # TF Serving's protocol over gRPC, the 3-channel model behind it

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.onnx import sha256_of
 from models.repository import ModelRepository
 from models.validation import validate
-from serve.onnx_scoring import sha256_of
 
 ROOT = Path(__file__).resolve().parents[2]
 REPOSITORY = ROOT / "models" / "repository"

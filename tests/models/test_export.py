@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ingest.errors import ModelRejected
+from foundation.errors import ModelRejected
 from models.architectures import build
 from models.export import ServedModel, agreement, export
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ingest.errors import ModelRejected
+from foundation.errors import ModelRejected
 from ingest.synthetic import ScenarioConfig, simulate
 from ltgcast.cli import main
 from models.architectures import build

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ingest.errors import TrainingError
+from foundation.errors import TrainingError
 from ingest.synthetic import ScenarioConfig, simulate
 from ltgcast.cli import main
 from models.architectures import build

@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from foundation.errors import ConfigError
 from ingest.bus import InProcessBus
-from ingest.errors import ConfigError
-from ingest.events import FRAMES_TOPIC, FrameEvent
+from ingest.events import FRAMES_TOPIC
 from ingest.filenames import parse_filename
 from ingest.synthetic import ScenarioConfig, simulate
-from ingest.testing import FakeClock
 from ltgcast.driftcal import DriftCalibration, calibrate_drift
 from monitor.drift import (
     DEFAULT_PSI_THRESHOLD,
@@ -34,7 +33,9 @@ from monitor.drift import (
 from serve.scoring import EmbeddedScorer
 from serve.store import FileGridStore
 from serve.worker import NowcastWorker, WorkerSettings
-from tests.modelfiles import served_version
+from tests.support.clock import FakeClock
+from tests.support.frames import publish_frames
+from tests.support.models import served_version
 
 ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2024, 7, 30, 17, 0, tzinfo=UTC)
@@ -162,10 +163,8 @@ def through_the_worker(scenario: list[Path], tmp_path: Path, card: dict[str, Any
     """Every frame of ``scenario`` through the real worker and the default model; the monitor that saw them."""
     end = max(parse_filename(p.name).scan_start for p in scenario)
     bus = InProcessBus()
-    for path in sorted(p for p in scenario if "_GLM-" in p.name) + sorted(p for p in scenario if "_ABI-" in p.name):
-        event = FrameEvent.of(parse_filename(path), uri=str(path), source_uri=str(path), size=path.stat().st_size,
-                              ingest_time=end + timedelta(minutes=1))  # fmt: skip
-        bus.publish(FRAMES_TOPIC, event.key, event.to_json())
+    paths = sorted(p for p in scenario if "_GLM-" in p.name) + sorted(p for p in scenario if "_ABI-" in p.name)
+    publish_frames(bus, paths, end + timedelta(minutes=1), topic=FRAMES_TOPIC)
     scorer = EmbeddedScorer(model)
     if card is not None:
         scorer.card = card

@@ -12,15 +12,15 @@ from prometheus_client import REGISTRY
 
 from ingest.abi import AbiImage, PixelAccounting
 from ingest.bus import InProcessBus
-from ingest.events import FRAMES_TOPIC, FrameEvent
-from ingest.filenames import parse_filename
+from ingest.events import FRAMES_TOPIC
 from ingest.readers import read_product
 from ingest.synthetic import ScenarioConfig, simulate
-from ingest.testing import FakeClock
 from monitor.quality import InputQuality, record_prediction
 from serve.scoring import EmbeddedScorer
 from serve.store import FileGridStore
 from serve.worker import NowcastWorker, WorkerSettings
+from tests.support.clock import FakeClock
+from tests.support.frames import publish_frames
 
 ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2024, 6, 15, 20, 0, tzinfo=UTC)
@@ -41,9 +41,8 @@ def conus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def score(frame: Path, tmp_path: Path) -> None:
     bus = InProcessBus()
-    event = FrameEvent.of(parse_filename(frame), uri=frame.resolve().as_uri(), source_uri=frame.as_uri(),
-                          size=frame.stat().st_size, ingest_time=START + timedelta(minutes=6))  # fmt: skip
-    bus.publish(FRAMES_TOPIC, event.key, event.to_json())
+    publish_frames(bus, [frame], START + timedelta(minutes=6), topic=FRAMES_TOPIC, uri=frame.resolve().as_uri(),
+                   source_uri=frame.as_uri())  # fmt: skip
     scorer = EmbeddedScorer(ROOT / "models" / "repository" / "lightning" / "1")
     clock = FakeClock(START + timedelta(minutes=7))
     worker = NowcastWorker(bus, scorer, FileGridStore(tmp_path / "grids"), clock, WorkerSettings(glm_deadline_s=0))

@@ -14,18 +14,18 @@ from prometheus_client import REGISTRY
 from featurize.examples import Flashes, LabelRule, frame_labels
 from ingest.abi import AbiImage
 from ingest.bus import InProcessBus
-from ingest.events import FRAMES_TOPIC, FrameEvent
-from ingest.filenames import parse_filename
+from ingest.events import FRAMES_TOPIC
 from ingest.glm import GlmGranule
 from ingest.readers import read_product
 from ingest.synthetic import ScenarioConfig, simulate
-from ingest.testing import FakeClock
 from models.metrics import brier, contingency, reliability
 from monitor.verify import LiveSkill, score_grid
 from serve.nowcast import nowcast_frame
 from serve.scoring import EmbeddedScorer
 from serve.store import FileGridStore
 from serve.worker import NowcastWorker, WorkerSettings
+from tests.support.clock import FakeClock
+from tests.support.frames import publish_frames
 
 ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2024, 7, 31, 17, 0, tzinfo=UTC)
@@ -62,10 +62,7 @@ def test_live_scores_equal_the_offline_verification_of_the_same_frames(scenario:
     frames = sorted(p for p in scenario if "_ABI-" in p.name)[15:21]  # their 30 minutes end before the scenario does
     granules = sorted(p for p in scenario if "_GLM-" in p.name)
     bus = InProcessBus()
-    for path in granules + frames:
-        event = FrameEvent.of(parse_filename(path), uri=str(path), source_uri=str(path), size=path.stat().st_size,
-                              ingest_time=START + timedelta(minutes=53))  # fmt: skip
-        bus.publish(FRAMES_TOPIC, event.key, event.to_json())
+    publish_frames(bus, granules + frames, START + timedelta(minutes=53), topic=FRAMES_TOPIC)
     scorer = EmbeddedScorer(ROOT / "models" / "repository" / "lightning" / "1")
     clock = FakeClock(START + timedelta(minutes=55))
     settings = WorkerSettings(glm_deadline_s=0, verify_window=100)
@@ -97,10 +94,7 @@ def test_a_grid_whose_glm_never_completes_is_given_up_and_counted(scenario: list
     frame = sorted(p for p in scenario if "_ABI-" in p.name)[40]  # its 30 minutes run past the scenario's GLM
     granules = sorted(p for p in scenario if "_GLM-" in p.name)
     bus = InProcessBus()
-    for path in [*granules, frame]:
-        event = FrameEvent.of(parse_filename(path), uri=str(path), source_uri=str(path), size=path.stat().st_size,
-                              ingest_time=START)  # fmt: skip
-        bus.publish(FRAMES_TOPIC, event.key, event.to_json())
+    publish_frames(bus, [*granules, frame], START, topic=FRAMES_TOPIC)
     scorer = EmbeddedScorer(ROOT / "models" / "repository" / "lightning" / "1")
     clock = FakeClock(START + timedelta(minutes=55))
     worker = NowcastWorker(bus, scorer, FileGridStore(tmp_path / "g"), clock, WorkerSettings(glm_deadline_s=0))
@@ -123,16 +117,13 @@ def test_live_verification_of_a_temporal_model_scores_the_grids_it_made(
     import json
 
     from serve.gridfile import read_grid
-    from tests.modelfiles import trend_repository
+    from tests.support.models import trend_repository
 
     abi = sorted(p for p in scenario if "_ABI-" in p.name)
     frames = abi[:6] + abi[15:21]
     granules = sorted(p for p in scenario if "_GLM-" in p.name)
     bus = InProcessBus()
-    for path in granules + frames:
-        event = FrameEvent.of(parse_filename(path), uri=str(path), source_uri=str(path), size=path.stat().st_size,
-                              ingest_time=START + timedelta(minutes=53))  # fmt: skip
-        bus.publish(FRAMES_TOPIC, event.key, event.to_json())
+    publish_frames(bus, granules + frames, START + timedelta(minutes=53), topic=FRAMES_TOPIC)
     scorer = EmbeddedScorer(trend_repository(tmp_path_factory) / "lightning" / "1")
     store = FileGridStore(tmp_path / "grids")
     worker = NowcastWorker(bus, scorer, store, FakeClock(START + timedelta(minutes=55)),

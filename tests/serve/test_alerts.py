@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,7 +17,8 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from ingest.errors import ConfigError
+from foundation.clock import wait_until
+from foundation.errors import ConfigError
 from ingest.geometry import FixedGrid, GeosProjection
 from serve.alerts import AlertRunner, AlertState, SiteAlerts, great_circle_km
 from serve.api import GridApi
@@ -98,17 +98,6 @@ def at(minute: float) -> datetime:
 
 def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-def until(condition: Callable[[], Any], what: str, limit_s: float = 30.0) -> Any:
-    """Wait for ``condition`` (a liveness bound, not a timing assertion)."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.01)
-    pytest.fail(f"{what} did not happen within {limit_s} s")
 
 
 # -- the sites file -------------------------------------------------------------------------------------------------
@@ -342,7 +331,7 @@ def test_the_runner_thread_picks_up_new_grids(store: FileGridStore) -> None:
     runner = AlertRunner(SiteAlerts(store, [site(site_id="RUN2")]), webhook, poll_s=0.02).start()
     try:
         put(store, 0, {INSIDE: 0.9})
-        until(lambda: webhook.messages, "the alert")
+        wait_until(lambda: webhook.messages, "the alert", limit_s=30.0)
         assert webhook.messages[0]["state"] == "ALERT"
         assert runner.alive()
     finally:
@@ -414,7 +403,7 @@ def test_a_failing_receiver_is_retried_until_it_accepts(sending: list[WebhookSen
         sender = WebhookSender(fast(hook.url)).start()
         sending.append(sender)
         sender.enqueue({"site": "KOKC", "state": "ALERT"})
-        until(lambda: sender.outcomes["sent"], "the delivery")
+        wait_until(lambda: sender.outcomes["sent"], "the delivery", limit_s=30.0)
     assert hook.bodies == [{"site": "KOKC", "state": "ALERT"}] * 3
     assert sender.outcomes == {"sent": 1, "failed": 0, "dropped": 0}
     assert sample("ltgcast_alert_webhook_total", outcome="sent") == sent + 1
@@ -426,7 +415,7 @@ def test_a_client_error_is_not_retried_but_408_and_429_are(sending: list[Webhook
         sending.append(sender)
         sender.enqueue({"n": 1})
         sender.enqueue({"n": 2})
-        until(lambda: sum(sender.outcomes.values()) == 2, "both outcomes")
+        wait_until(lambda: sum(sender.outcomes.values()) == 2, "both outcomes", limit_s=30.0)
     assert [b["n"] for b in hook.bodies] == [1, 2, 2, 2]
     assert sender.outcomes == {"sent": 1, "failed": 1, "dropped": 0}
 
@@ -437,12 +426,12 @@ def test_a_hanging_receiver_never_blocks_the_caller(sending: list[WebhookSender]
         sender = WebhookSender(fast(hook.url, timeout_s=60.0)).start()
         sending.append(sender)
         sender.enqueue({"n": 1})
-        until(lambda: hook.bodies, "the first delivery to reach the receiver")
+        wait_until(lambda: hook.bodies, "the first delivery to reach the receiver", limit_s=30.0)
         for n in (2, 3):
             sender.enqueue({"n": n})  # returns while the first message is held by the receiver
         assert (sender.pending(), sender.outcomes) == (2, {"sent": 0, "failed": 0, "dropped": 0})
         release.set()
-        until(lambda: sender.outcomes["sent"] == 3, "the deliveries once the receiver answers")
+        wait_until(lambda: sender.outcomes["sent"] == 3, "the deliveries once the receiver answers", limit_s=30.0)
     assert [b["n"] for b in hook.bodies] == [1, 2, 3]
 
 
@@ -453,7 +442,7 @@ def test_a_receiver_that_does_not_answer_in_time_fails_after_its_attempts(sendin
         sending.append(sender)
         sender.enqueue({"n": 1})
         sender.enqueue({"n": 2})
-        until(lambda: sender.outcomes["failed"] == 2, "both messages given up")
+        wait_until(lambda: sender.outcomes["failed"] == 2, "both messages given up", limit_s=30.0)
     assert [b["n"] for b in hook.bodies] == [1, 1, 2, 2]
     assert sample("ltgcast_alert_webhook_total", outcome="failed") == failed + 2
 

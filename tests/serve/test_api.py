@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -15,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ingest.errors import ModelRejected
+from foundation.clock import wait_until
+from foundation.errors import ModelRejected
 from ingest.geometry import LIGHTNING_ELLIPSOID, FixedGrid, GeosProjection
 from serve.api import ApiSettings, GridApi, Response
 from serve.gridfile import GridMeta, read_grid
@@ -255,13 +255,13 @@ def test_over_a_real_socket_with_metrics(store: FileGridStore) -> None:
         assert refused.value.code == 400
         assert "sector: Input should be 'C', 'F', 'M1' or 'M2'; found 'Q'" in json.loads(refused.value.read())["error"]
         wanted = 'ltgcast_http_requests_total{route="latest",status="4xx"}'
-        deadline = time.monotonic() + 10
-        while True:  # a request is counted once its answer is written: the client may read /metrics first
+
+        def metrics() -> str:
             with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as reply:
-                text = reply.read().decode()
-            if wanted in text or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+                return str(reply.read().decode())
+
+        # a request is counted once its answer is written: the client may read /metrics first
+        text = wait_until(lambda: text if wanted in (text := metrics()) else None, wanted, limit_s=10, every_s=0.05)
         assert 'ltgcast_http_requests_total{route="latest",status="2xx"}' in text
         assert 'ltgcast_http_requests_total{route="latest",status="4xx"}' in text
     finally:

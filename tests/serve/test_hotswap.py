@@ -11,8 +11,6 @@ import json
 import re
 import shutil
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,13 +21,14 @@ import pytest
 from prometheus_client import REGISTRY
 
 from featurize.channels import get_feature_set
-from ingest.errors import ModelRejected
-from ingest.testing import FakeClock
+from foundation.clock import wait_until
+from foundation.errors import ModelRejected
 from models.repository import ModelRepository
 from models.validation import ValidationReport
 from serve.hotswap import GATE_REASON, HotSwapSettings, ModelSlot, ServingModels, SwapEvent, warm_up
 from serve.scoring import EmbeddedScorer, ScorerSettings
-from tests.modelfiles import export_version
+from tests.support.clock import FakeClock
+from tests.support.models import export_test_model
 
 NAME = "lightning"
 START = datetime(2024, 6, 15, 18, 0, tzinfo=UTC)
@@ -87,13 +86,6 @@ def make_slot(base: Path, doubles: Doubles, **settings: Any) -> ModelSlot:
 
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-def wait_for(condition: Callable[[], bool], limit_s: float = 10.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        assert time.monotonic() < deadline, "the watcher thread did not get there"
-        time.sleep(0.01)
 
 
 # -- the scan -------------------------------------------------------------------------------------------------------
@@ -400,11 +392,11 @@ def test_a_failing_scan_does_not_stop_the_watcher(tmp_path: Path) -> None:
         slot.check()
     slot.start()
     try:
-        wait_for(lambda: slot.status()["check_errors"] >= 2)
+        wait_until(lambda: slot.status()["check_errors"] >= 2, "two failed scans", limit_s=10.0, every_s=0.01)
         assert slot.status()["watching"]
         serving.write_text(good)
         add_version(tmp_path, 0.2)
-        wait_for(lambda: slot.current().stable.version == 2)
+        wait_until(lambda: slot.current().stable.version == 2, "version 2 swapped in", limit_s=10.0, every_s=0.01)
     finally:
         slot.stop()
     assert not slot.status()["watching"]
@@ -431,8 +423,8 @@ def test_real_versions_a_good_one_is_swapped_in_and_a_nan_one_rejected(model_bas
     first = slot.current().stable
     assert (first.version, slot.check()) == (1, [])
 
-    assert export_version(repo, tmp_path / "v2", seed=12, behaved=True) == 2
-    assert export_version(repo, tmp_path / "v3", seed=13, scale=float("nan")) == 3
+    assert export_test_model(repo, tmp_path / "v2", seed=12, behaved=True) == 2
+    assert export_test_model(repo, tmp_path / "v3", seed=13, scale=float("nan")) == 3
     swapped, rejected = slot.check()
     assert swapped == SwapEvent(2, "swapped", previous=1)
     assert (rejected.version, rejected.outcome) == (3, "rejected")

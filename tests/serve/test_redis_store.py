@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,7 +11,8 @@ import numpy as np
 import pytest
 import redis
 
-from ingest.errors import ConfigError, StoreError
+from foundation.addresses import free_port
+from foundation.errors import ConfigError, StoreError
 from ingest.geometry import FixedGrid, GeosProjection
 from serve.gridfile import GridMeta
 from serve.redis_store import (
@@ -56,12 +56,6 @@ def field(value: float = 0.25) -> np.ndarray:
     p[3, 5] = 1.0
     p[2, 1] = 0.0
     return p
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -269,7 +263,7 @@ def test_a_conus_grid_is_stored_compactly(store: RedisGridStore, raw: redis.Redi
 
 @pytest.mark.redis
 def test_a_dead_server_is_a_store_error_naming_address_and_operation() -> None:
-    port = closed_port()
+    port = free_port()
     settings = RedisSettings(address=f"127.0.0.1:{port}", prefix="dead", connect_timeout_s=1.0, retries=0)
     store = RedisGridStore(settings)  # constructing never connects
     m = meta()
@@ -293,7 +287,7 @@ def test_a_dead_server_is_a_store_error_naming_address_and_operation() -> None:
 
 
 def test_ids_are_validated_before_any_key_is_built_or_the_server_is_asked() -> None:
-    store = RedisGridStore(RedisSettings(address=f"127.0.0.1:{closed_port()}", retries=0))
+    store = RedisGridStore(RedisSettings(address=f"127.0.0.1:{free_port()}", retries=0))
     for bad in ("../secret", "G19_M1_20240615T200224Z_lightning-v1 extra", "ltgcast:*", ""):
         with pytest.raises(ValueError, match="grid id must look like"):
             store.get(bad)
@@ -301,7 +295,9 @@ def test_ids_are_validated_before_any_key_is_built_or_the_server_is_asked() -> N
         store.latest("M3")
     with pytest.raises(ValueError, match="timezone-aware"):
         store.history("M1", datetime(2024, 6, 15))  # noqa: DTZ001 - the naive time under test
-    with pytest.raises(ValueError, match="unknown probability encoding 'png'; valid: uint8, float16, float32"):
+    with pytest.raises(
+        ValueError, match="unknown probability encoding 'png'; expected one of: uint8, float16, float32"
+    ):
         store.put(field(), small_grid(), meta(), encoding="png")
     with pytest.raises(ValueError, match=r"probability shape \(3, 6\) does not match the grid \(4, 6\)"):
         store.put(field()[:3], small_grid(), meta())

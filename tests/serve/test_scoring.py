@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from serve.scoring import ERROR_REASONS, BadInput, BadOutput, EmbeddedScorer, PatchScorer, ScorerSettings, get_scorer
-from tests.modelfiles import frame
+from foundation.errors import BadInput, BadOutput
+from serve.scoring import ERROR_REASONS, EmbeddedScorer, PatchScorer, ScorerSettings, get_scorer
+from tests.support.models import frame
 
 
 def test_tiles_with_halos_give_the_whole_frame_answer(model_base: Path) -> None:
@@ -42,7 +43,7 @@ def test_bad_input_and_backends_are_named(model_base: Path) -> None:
         scorer.score(x)
     with pytest.raises(ValueError, match=r"must be \[H, W, 2\]; found shape \(10, 10, 3\)"):
         scorer.score(np.zeros((10, 10, 3), np.float32))
-    with pytest.raises(ValueError, match="unknown scorer backend 'gpu'; valid: embedded, patch"):
+    with pytest.raises(ValueError, match="unknown scorer backend 'gpu'; expected one of: embedded, patch"):
         get_scorer(model_base / "lightning" / "1", ScorerSettings(backend="gpu"))
 
 

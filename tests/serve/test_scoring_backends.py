@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 from featurize.channels import get_feature_set, model_input, scene_channels
+from foundation.errors import ArtefactUnavailable
 from models.behaviour import field
-from serve.onnx_scoring import RUNTIMES, SCORER_FALLBACK, ArtefactUnavailable, ConvertedScorer
+from models.onnx import RUNTIMES
+from serve.onnx_scoring import SCORER_FALLBACK, ConvertedScorer
 from serve.scoring import EmbeddedScorer, ScorerSettings, get_scorer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,7 +137,7 @@ def test_the_bytes_hashed_are_the_bytes_loaded(tmp_path: Path, monkeypatch: pyte
     """A model.onnx swapped just after its hash was checked is never loaded: the scorer runs the bytes it hashed."""
     import hashlib
 
-    import serve.onnx_scoring
+    import models.onnx
 
     version = _copy("2", tmp_path)
     sha256 = hashlib.sha256
@@ -145,7 +147,7 @@ def test_the_bytes_hashed_are_the_bytes_loaded(tmp_path: Path, monkeypatch: pyte
         (version / "model.onnx").write_bytes(b"swapped after the check")  # an attacker's timing, at its best
         return digest
 
-    monkeypatch.setattr(serve.onnx_scoring.hashlib, "sha256", hash_then_swap)
+    monkeypatch.setattr(models.onnx.hashlib, "sha256", hash_then_swap)
     scorer = get_scorer(version, ScorerSettings(backend="onnxruntime", tile=0))
     monkeypatch.undo()
     x = in_range((20, 30), 3)

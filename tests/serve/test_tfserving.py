@@ -1,6 +1,6 @@
 """The tfserving scorer against the TF Serving stand-in, and its retry, breaker and codec logic against doubles.
 
-The stand-in is a real gRPC + REST server (serve.tfs_standin) on loopback ports
+The stand-in is a real gRPC + REST server (tests.support.tfs_standin) on loopback ports
 serving real exported SavedModel versions; EmbeddedScorer on the same version
 folders is the reference every grid is compared with.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import threading
 import time
 import urllib.error
@@ -33,14 +32,12 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
-from ingest.errors import ConfigError, ModelRejected, ScoringError
+from foundation.addresses import free_port
+from foundation.errors import CircuitOpen, ConfigError, ModelRejected, RestError, ScoringError
 from serve.scoring import ERROR_REASONS, EmbeddedScorer, ScorerSettings, get_scorer
-from serve.tfs_standin import StandIn, serve
 from serve.tfserving import (
     SIGNATURES,
     CircuitBreaker,
-    CircuitOpen,
-    RestError,
     TFServingScorer,
     TFServingSettings,
     backoff_delays,
@@ -49,17 +46,12 @@ from serve.tfserving import (
     set_version_labels,
     tensor_proto,
 )
-from tests.modelfiles import frame
+from tests.support.models import export_test_model, frame
+from tests.support.tfs_standin import StandIn, serve
 
 MODEL = "lightning"
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 END = get_model_status_pb2.ModelVersionStatus.END
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # -- fixtures: a repository with two versions, and a stand-in serving it --------------------
@@ -68,25 +60,15 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def two_versions(model_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of ``model_base`` plus version 2: another model (seed 12) exported with the float16 signature."""
-    import keras
-
-    from models.architectures import build
-    from models.calibration import calibrated
-    from models.export import FLOAT16_SIGNATURE, export
+    from models.export import FLOAT16_SIGNATURE
     from models.repository import ModelRepository
 
     base = tmp_path_factory.mktemp("two-versions") / "repo"
     shutil.copytree(model_base, base)
-    model = build("combined", ("ir", "ltg"), width=4, seed=12)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            layer.kernel.assign(layer.kernel * 3.0)
-    scratch = base / "scratch-2"
-    check = export(calibrated(model, 1.0, -1.0), scratch, channels=2, float16=True)
     assert FLOAT16_SIGNATURE == SIGNATURES["float16"]
-    assert 0.0 < check["float16_max_abs_difference"] < 0.05
-    card = {"feature_set": "ir-ltg/1", "channels": ["ir", "ltg"], "halo": 32, "transport": ["float32", "float16"]}
-    assert ModelRepository(base).add(MODEL, scratch, card, channels=2) == 2  # added, not promoted: v1 stays served
+    version = export_test_model(ModelRepository(base), base / "scratch-2", seed=12, float16=True,
+                                card={"transport": ["float32", "float16"]})  # fmt: skip
+    assert version == 2  # added, not promoted: v1 stays served
     return base
 
 
@@ -687,7 +669,7 @@ def test_settings_are_checked_and_the_registry_names_the_backend(version_path: P
         TFServingSettings(transport="bfloat16", concurrency=0)
     with pytest.raises(ConfigError, match="rest must be an http"):
         TFServingSettings(rest="127.0.0.1:8501")
-    with pytest.raises(ValueError, match="unknown scorer backend 'tfs'; valid: embedded, patch, tfserving"):
+    with pytest.raises(ValueError, match="unknown scorer backend 'tfs'; expected one of: embedded, patch, tfserving"):
         get_scorer(version_path, ScorerSettings(backend="tfs"))
     carried = TFServingSettings.from_scorer_settings(
         ScorerSettings(backend="tfserving", tile=64, target="t:1", rest="http://r:2", label="stable", concurrency=2)

@@ -21,7 +21,6 @@ from ingest.filenames import parse_filename
 from ingest.glm import GlmGranule
 from ingest.readers import read_product
 from ingest.synthetic import ScenarioConfig, simulate
-from ingest.testing import FakeClock
 from serve.gridfile import read_grid
 from serve.hotswap import ServingModels
 from serve.nowcast import nowcast_frame, previous_problem
@@ -29,8 +28,10 @@ from serve.scoring import EmbeddedScorer
 from serve.store import FileGridStore
 from serve.worker import NowcastWorker, WorkerSettings
 from serve.worker.trend import FrameCache, PreviousFrames
-from tests.goesfiles import write_abi_l1b
-from tests.modelfiles import trend_repository
+from tests.support.clock import FakeClock
+from tests.support.frames import publish_frames
+from tests.support.goesfiles import write_abi_l1b
+from tests.support.models import trend_repository
 
 START = datetime(2024, 6, 15, 20, 0, tzinfo=UTC)
 T0 = datetime(2024, 6, 15, 18, 0, 17, 800000, tzinfo=UTC)
@@ -168,9 +169,7 @@ def glm(paths: list[Path]) -> list[Path]:
 
 
 def announce(bus: InProcessBus, path: Path) -> None:
-    event = FrameEvent.of(parse_filename(path), uri=str(path), source_uri=str(path), size=path.stat().st_size,
-                          ingest_time=START)  # fmt: skip
-    bus.publish(event.topic, event.key, event.to_json(), slot=event.slot)
+    publish_frames(bus, [path], START)
 
 
 def drain(worker: NowcastWorker) -> None:
@@ -352,8 +351,8 @@ def test_a_three_channel_model_passes_the_gate(trend_base: Path) -> None:
 @pytest.mark.slow
 def test_tfserving_scores_a_three_channel_model_as_embedded(trend_base: Path) -> None:
     from serve.scoring import ScorerSettings, get_scorer
-    from serve.tfs_standin import serve
     from serve.tfserving import TFServingScorer
+    from tests.support.tfs_standin import serve
 
     rng = np.random.default_rng(4)
     x = np.zeros((90, 131, 3), np.float32)  # ir, ltg (bounded: 0.15 a flash) and ir_trend, in their ranges

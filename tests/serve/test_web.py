@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from foundation.clock import wait_until
 from ltgcast.httpbench import burst, seed
 from serve.api import ApiSettings, GridApi
 from serve.store import FileGridStore
@@ -159,14 +160,10 @@ def test_f4_a_client_that_never_reads_is_cut_off_and_frees_its_slot(store: FileG
         hog.connect(service.address)
         hog.settimeout(30)
         hog.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * 500)  # pipelined (15 MB of answers), never read
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # once cut off, the slot is free again
-            reply = raw(
-                service.address, b"GET /v1/grids/latest?sector=M1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            )
-            if reply.startswith(b"HTTP/1.1 200"):
-                break
-            time.sleep(0.2)
+        request = b"GET /v1/grids/latest?sector=M1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        # once cut off, the slot is free again
+        reply = wait_until(lambda: (r := raw(service.address, request)).startswith(b"HTTP/1.1 200") and r,
+                           "the slot of the stalled reader freed", limit_s=30, every_s=0.2)  # fmt: skip
         assert reply.startswith(b"HTTP/1.1 200")
         answers, tail = 0, b""
         try:

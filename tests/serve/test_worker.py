@@ -11,17 +11,18 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from foundation.errors import IngestError
 from ingest.bus import InProcessBus
-from ingest.errors import IngestError
 from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GLM_TOPIC, GRIDS_TOPIC, DeadLetterEvent, FrameEvent, GridEvent
 from ingest.filenames import glm_filename, parse_filename
 from ingest.readers import read_product
 from ingest.synthetic import ScenarioConfig, simulate
-from ingest.testing import FakeClock
 from serve.gridfile import read_grid
 from serve.scoring import EmbeddedScorer
 from serve.store import FileGridStore
 from serve.worker import NowcastWorker, WorkerSettings
+from tests.support.clock import FakeClock
+from tests.support.frames import publish_frames
 
 START = datetime(2024, 6, 15, 20, 0, tzinfo=UTC)
 
@@ -33,10 +34,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 def announce(bus: InProcessBus, path: Path) -> FrameEvent:
     """What the ingest daemon does: frames spread on the frame topic, granules on the GLM topic."""
-    event = FrameEvent.of(parse_filename(path), uri=str(path), source_uri=str(path), size=path.stat().st_size,
-                          ingest_time=START)  # fmt: skip
-    bus.publish(event.topic, event.key, event.to_json(), slot=event.slot)
-    return event
+    return publish_frames(bus, [path], START)[0]
 
 
 def variant(event: FrameEvent, *, start: datetime | None = None, band: int | None = None,
@@ -201,7 +199,7 @@ class FlakySink:
         self.ids: list[str] = []
 
     def put(self, probability: object, grid: object, meta: Any, *, encoding: str = "uint8") -> object:
-        from ingest.errors import StoreError
+        from foundation.errors import StoreError
 
         self.calls += 1
         if self.calls <= self.failures:

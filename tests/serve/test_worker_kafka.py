@@ -25,11 +25,11 @@ from ingest.quarantine import Quarantine
 from ingest.sources import FrameFilter
 from ingest.sources.spool import DirSpool
 from ingest.synthetic import ScenarioConfig, simulate
-from ingest.testing import FakeClock
 from monitor.metrics import CONSUMER_LAG
 from serve.scoring import EmbeddedScorer
 from serve.store import FileGridStore
 from serve.worker import NowcastWorker, WorkerSettings
+from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.kafka
 
@@ -198,7 +198,7 @@ def test_workers_of_a_temporal_model_find_each_frames_predecessor_on_any_partiti
     import json
 
     from serve.gridfile import read_grid
-    from tests.modelfiles import trend_repository
+    from tests.support.models import trend_repository
 
     base = trend_repository(tmp_path_factory)
     abi = frames_of(scenario, 24)

@@ -14,15 +14,13 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from ingest.atomic import atomic_path, atomic_write_text
+from foundation.clock import SystemClock
+from foundation.errors import EventError, IngestError, StoreError
+from foundation.files import atomic_path, atomic_write_text
 from ingest.bus import InProcessBus, Message
-from ingest.clock import SystemClock
-from ingest.errors import EventError, IngestError, StoreError
 from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GRIDS_TOPIC, DeadLetterEvent, FrameEvent, GridEvent
-from ingest.filenames import parse_filename
 from ingest.readers import read_product
 from ingest.synthetic import ScenarioConfig, simulate
-from ingest.testing import FakeClock
 from monitor.quality import record_prediction
 from serve.scoring import EmbeddedScorer
 from serve.store import FileGridStore
@@ -31,6 +29,8 @@ from serve.worker import NowcastWorker, WorkerSettings
 from serve.worker.glm import GlmIndex
 from serve.worker.ledger import OffsetLedger
 from serve.worker.sinks import SinkFeed
+from tests.support.clock import FakeClock
+from tests.support.frames import frame_event, publish_frames
 
 START = datetime(2024, 6, 15, 20, 0, tzinfo=UTC)
 
@@ -41,14 +41,11 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def event_of(path: Path, uri: str | None = None) -> FrameEvent:
-    return FrameEvent.of(parse_filename(path), uri=uri or str(path), source_uri=str(path), size=path.stat().st_size,
-                         ingest_time=START)  # fmt: skip
+    return frame_event(path, START, uri=uri)
 
 
 def announce(bus: InProcessBus, path: Path, uri: str | None = None) -> FrameEvent:
-    event = event_of(path, uri)
-    bus.publish(event.topic, event.key, event.to_json(), slot=event.slot)
-    return event
+    return publish_frames(bus, [path], START, uri=uri)[0]
 
 
 def abi(paths: list[Path]) -> list[Path]:

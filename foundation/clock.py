@@ -1,7 +1,7 @@
 """The clock seam: every daemon asks an injected :class:`Clock` for the time.
 
 Production code uses :class:`SystemClock`; tests use
-:class:`ingest.testing.FakeClock`, which moves only when told to, so polling,
+:class:`tests.support.clock.FakeClock`, which moves only when told to, so polling,
 settling, back-off and lag are tested without sleeping.
 
 :func:`too_far_ahead` is the one rule for input from the future: a file or an
@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 #: How far (seconds) a scan start may lie ahead of the clock before the input is refused as from the future.
 FUTURE_TOLERANCE_S = 300.0
@@ -100,3 +103,28 @@ def too_far_ahead(scan_start: datetime, now: datetime, tolerance_s: float) -> st
         f"scan start {scan_start:%Y-%m-%dT%H:%M:%SZ} is {ahead:.0f} s ahead of the clock ({now:%Y-%m-%dT%H:%M:%SZ}); "
         f"expected at most {tolerance_s:g} s ahead (--future-tolerance-s)"
     )
+
+
+def wait_until(condition: Callable[[], T | None], what: str, limit_s: float = 60.0, every_s: float = 0.1) -> T:
+    """Poll ``condition`` until it returns something truthy, and return that; :class:`TimeoutError` naming ``what``.
+
+    For benchmarks and tests that wait on real processes: ``limit_s`` is a liveness bound, never a timing
+    assertion. ``condition`` may raise to stop early (a process it watches has exited).
+
+    >>> calls = []
+    >>> wait_until(lambda: calls.append(1) or len(calls) >= 3 and "ready", "three calls", every_s=0.0)
+    'ready'
+    >>> wait_until(lambda: None, "a miracle", limit_s=0.0)
+    Traceback (most recent call last):
+    ...
+    TimeoutError: not within 0 s: a miracle
+    """
+    deadline = time.monotonic() + limit_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            msg = f"not within {limit_s:.0f} s: {what}"
+            raise TimeoutError(msg)
+        time.sleep(every_s)

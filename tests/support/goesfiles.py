@@ -58,7 +58,7 @@ def write_abi_l1b(
         "t": (start - J2000).total_seconds(),
         **{k: BAND13[k] for k in PLANCK_VARIABLES},
     }
-    attrs = {
+    attrs: dict[str, dict[str, Any]] = {
         "Rad": {"scale_factor": np.float32(BAND13["scale_factor"]), "add_offset": np.float32(BAND13["add_offset"])},
         "x": {"scale_factor": np.float32(STEP), "add_offset": np.float32(x0)},
         "y": {"scale_factor": np.float32(-STEP), "add_offset": np.float32(y0)},

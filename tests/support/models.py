@@ -10,7 +10,7 @@ import numpy as np
 from models.repository import ModelRepository
 
 #: The committed model repository, which ``ltgcast run`` serves by default.
-DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "models" / "repository"
+DEFAULT_MODELS = Path(__file__).resolve().parents[2] / "models" / "repository"
 
 
 def served_version(name: str = "lightning") -> int:
@@ -20,9 +20,9 @@ def served_version(name: str = "lightning") -> int:
     return version
 
 
-def export_version(
+def export_test_model(
     repo: ModelRepository, scratch: Path, *, seed: int, scale: float = 1.0, name: str = "lightning",
-    feature_set: str = "ir-ltg/1", behaved: bool = False,
+    feature_set: str = "ir-ltg/1", behaved: bool = False, float16: bool = False, card: dict[str, Any] | None = None,
 ) -> int:  # fmt: skip
     """Export a small combined model (width 4, random weights) as the next version of ``name``.
 
@@ -30,7 +30,8 @@ def export_version(
     ``feature_set`` chooses the channels: ``ir-ltg-trend/2`` gives a 3-channel model with ``ir_trend``.
     ``behaved`` makes it a version the behavioural gate accepts (random weights do not pass it): the deep path
     silenced and the wide path a logistic model of the coldest top and the most flashes in the core box, so the
-    seed still changes the trunk but not the answer.
+    seed still changes the trunk but not the answer. ``float16`` adds the float16 transport signature (its rounding
+    checked here); ``card`` adds entries to the model card.
     """
     import keras
     import tensorflow as tf
@@ -43,7 +44,7 @@ def export_version(
 
     channels = get_feature_set(feature_set).channels
     model = build("combined", channels, width=4, seed=seed)
-    for layer in model.layers:  # as tests/serve/conftest.py: spread the logits
+    for layer in model.layers:  # spread the logits so probabilities are not all near 0.5
         if isinstance(layer, keras.layers.Conv2D):
             layer.kernel.assign(layer.kernel * 3.0)
     if behaved:
@@ -57,12 +58,14 @@ def export_version(
         kernel[..., names.index("ltg_max_16"), 0] = 4.0 if fs.scaling == "raw" else 20.0
         wide.kernel.assign(kernel)
     if np.isfinite(scale):
-        export(calibrated(model, scale, -1.0), scratch, channels=len(channels))
+        check = export(calibrated(model, scale, -1.0), scratch, channels=len(channels), float16=float16)
+        if float16:
+            assert 0.0 < check["float16_max_abs_difference"] < 0.05, check
     else:  # export() itself refuses a NaN model (its signatures "disagree by nan"): write it as a careless tool would
         served = ServedModel(calibrated(model, scale, -1.0), len(channels))
         tf.saved_model.save(served, str(scratch), signatures={"serving_default": served.dense, "patch": served.patch})
-    card = {"feature_set": feature_set, "channels": list(channels), "halo": 32}
-    return repo.add(name, scratch, card, channels=len(channels))
+    entries = {"feature_set": feature_set, "channels": list(channels), "halo": 32, **(card or {})}
+    return repo.add(name, scratch, entries, channels=len(channels))
 
 
 _TREND_BASES: dict[Path, Path] = {}
@@ -75,7 +78,7 @@ def trend_repository(tmp_path_factory: Any) -> Path:
     if session not in _TREND_BASES:
         base = Path(tmp_path_factory.mktemp("trend-repo"))
         repo = ModelRepository(base)
-        version = export_version(repo, base / "scratch", seed=13, feature_set="ir-ltg-trend/2")
+        version = export_test_model(repo, base / "scratch", seed=13, feature_set="ir-ltg-trend/2")
         repo.promote("lightning", version, reason="test: a temporal model")
         _TREND_BASES[session] = base
     return _TREND_BASES[session]

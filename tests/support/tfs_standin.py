@@ -1,6 +1,6 @@
 """A TensorFlow Serving stand-in, for tests and laptops only: production runs the ``tensorflow/serving`` image.
 
-TF Serving's binary cannot be installed on these machines (ARCHITECTURE.md), so
+TF Serving's binary cannot be installed on these machines (docs/architecture.md), so
 the ``tfserving`` scorer's protocol is tested against this server: the real
 ``tensorflow-serving-api`` gRPC services and TF Serving's REST API, answered by
 the SavedModel versions of a model repository (``BASE/<name>/<version>/``)
@@ -49,7 +49,7 @@ Not copied: batching, polling the file system for new versions (reload the
 config instead), asynchronous loading (loads finish inside the reload call),
 GetModelMetadata, Classify, Regress, MultiInference, metrics and monitoring.
 
-Run it: ``python -m serve.tfs_standin --base models/repository --grpc-port 8500 --rest-port 8501``.
+Run it: ``python -m tests.support.tfs_standin --base models/repository --grpc-port 8500 --rest-port 8501``.
 """
 
 from __future__ import annotations
@@ -713,8 +713,8 @@ class StandInSettings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m serve.tfs_standin --base PATH --grpc-port N --rest-port N``: serve until SIGINT/SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m serve.tfs_standin", description=__doc__.split("\n")[0])
+    """``python -m tests.support.tfs_standin --base PATH --grpc-port N --rest-port N``: serve until SIGINT/SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m tests.support.tfs_standin", description=__doc__.split("\n")[0])
     parser.add_argument("--base", required=True, type=Path, help="model repository base (BASE/<name>/<version>/)")
     parser.add_argument("--grpc-port", type=int, default=8500)
     parser.add_argument("--rest-port", type=int, default=8501)

@@ -1,14 +1,15 @@
-"""Retry with exponential back-off, on an injected clock.
+"""Retry with exponential back-off, on an injected clock: the one retry loop of ingest and TF Serving.
 
->>> from datetime import UTC, datetime
->>> from ingest.testing import FakeClock
->>> clock = FakeClock(datetime(2024, 6, 15, tzinfo=UTC))
+>>> class Recorder:  # a clock that records its waits instead of sleeping
+...     slept: list[float] = []
+...     def sleep(self, seconds): self.slept.append(seconds)
 >>> calls = []
 >>> def flaky():
 ...     calls.append(1)
 ...     if len(calls) < 3:
 ...         raise TimeoutError("slow listing")
 ...     return "ok"
+>>> clock = Recorder()
 >>> Retry(attempts=4, base_s=0.5).call(flaky, clock, transient=(TimeoutError,), what="list")
 'ok'
 >>> clock.slept
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ingest.clock import Clock
+from foundation.clock import Clock
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
