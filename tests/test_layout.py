@@ -1,0 +1,116 @@
+"""The house plan's rules, checked against the code: which room may import which, and no import runs back up.
+
+docs/architecture.md draws the same arrows; a change of layout changes both in one commit.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Room -> the rooms it may import (directly or lazily inside a function). Everything points down.
+ALLOWED: dict[str, set[str]] = {
+    "foundation": set(),
+    "ingest": {"foundation"},
+    "featurize": {"foundation", "ingest"},
+    "models": {"foundation", "ingest", "featurize"},
+    "monitor": {"foundation", "ingest", "featurize", "models"},
+    "serve": {"foundation", "ingest", "featurize", "models", "monitor"},
+    "ltgcast": {"foundation", "ingest", "featurize", "models", "monitor", "serve"},
+}
+ROOMS = set(ALLOWED)
+#: Libraries that must stay out of the pure kernels (STYLE.md: featurize is arrays in, arrays out).
+NOT_IN_FEATURIZE = {"tensorflow", "keras", "kafka", "redis", "prometheus_client", "netCDF4", "grpc", "boto3"}
+
+
+def _imports(path: Path, *, eager_only: bool = False) -> set[str]:
+    """Absolute module names a file imports: anywhere in it (lazy imports are arrows too), or at module level."""
+    found: set[str] = set()
+    tree = ast.parse(path.read_text(), str(path))
+    nodes = _module_level(tree) if eager_only else ast.walk(tree)
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _module_level(tree: ast.Module) -> list[ast.stmt]:
+    """Statements that run on import (``if TYPE_CHECKING:`` blocks do not)."""
+    out: list[ast.stmt] = []
+    for node in tree.body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        out.extend(
+            [node, *(n for n in ast.walk(node) if isinstance(n, ast.stmt) and isinstance(node, ast.Try | ast.If))]
+        )
+    return out
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _product_files() -> list[Path]:
+    return sorted(p for room in ROOMS for p in (ROOT / room).rglob("*.py"))
+
+
+def room_arrows() -> dict[tuple[str, str], list[str]]:
+    """(from room, to room) -> the modules that draw the arrow."""
+    arrows: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for path in _product_files():
+        room = path.relative_to(ROOT).parts[0]
+        for name in _imports(path):
+            top = name.split(".")[0]
+            if top in ROOMS and top != room:
+                arrows[(room, top)].append(f"{_module(path)} -> {name}")
+    return arrows
+
+
+def test_every_import_between_rooms_points_down() -> None:
+    arrows = room_arrows()
+    upward = {arrow: sorted(set(where))[:3] for arrow, where in arrows.items() if arrow[1] not in ALLOWED[arrow[0]]}
+    assert not upward, f"imports against the house plan (docs/architecture.md): {upward}"
+    # the plan's arrows are the code's: an arrow allowed but never drawn is a stale plan
+    drawn = {arrow for arrow in arrows}
+    assert ("serve", "monitor") in drawn
+    assert ("featurize", "ingest") in drawn
+    assert all(room in ROOMS for room, _ in drawn)
+
+
+def test_the_product_never_imports_its_tests() -> None:
+    offenders = [f"{_module(p)} -> {n}" for p in _product_files() for n in _imports(p) if n.split(".")[0] == "tests"]
+    assert not offenders
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "featurize").rglob("*.py")), ids=lambda p: p.name)
+def test_featurize_stays_pure(path: Path) -> None:
+    heavy = {n for n in _imports(path) if n.split(".")[0] in NOT_IN_FEATURIZE}
+    assert not heavy, f"{path.name} imports {sorted(heavy)}"
+
+
+def test_no_two_modules_import_each_other_on_import() -> None:
+    # A registry may import an implementation lazily inside its factory (the implementation imports the
+    # family's protocol from it); on import, no two modules may need each other.
+    modules = {_module(p): p for p in _product_files()}
+    graph = {name: {n for n in _imports(path, eager_only=True) if n in modules and n != name}
+             for name, path in modules.items()}  # fmt: skip
+    pairs = sorted({tuple(sorted((a, b))) for a, targets in graph.items() for b in targets if a in graph.get(b, set())})
+    assert not pairs, f"modules importing each other: {pairs}"
+
+
+def test_the_arrow_check_sees_an_upward_import(tmp_path: Path) -> None:
+    # the check itself must be able to fail: a file that imports upward is reported
+    bad = tmp_path / "x.py"
+    bad.write_text("def f():\n    from serve.api import GridApi\n")
+    assert "serve.api" in _imports(bad)
+    assert "serve.api" not in _imports(bad, eager_only=True)
+    assert "serve" not in ALLOWED["ingest"]
