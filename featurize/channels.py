@@ -49,7 +49,7 @@ cloud-free 320 K), which put a fake cloud edge wherever cloud met the border
 each channel's neutral value (:data:`FILL_VALUES`) — ``ir`` 0 (320 K, warm and
 cloud-free: space holds no weather), ``ltg`` 0, ``ir_trend`` 0 (no change).
 The fraction filled per channel is returned for the monitor, and the
-probability of a pixel without IR is NaN, never 0 (:mod:`serve.nowcast`).
+probability of a pixel without IR is NaN, never 0 (:mod:`serve.worker.nowcast`).
 """
 
 from __future__ import annotations

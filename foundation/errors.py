@@ -26,7 +26,7 @@ programming errors::
     ├── StoreError               the grid store (Redis) failed or holds an undecodable grid
     ├── ApiError                 an HTTP request the API refuses (``status``)
     ├── TrainingError            training diverged or met non-finite input
-    └── ModelRejected            a model version failed validation (``serve.hotswap`` refuses a stage with a
+    └── ModelRejected            a model version failed validation (``serve.scoring.hotswap`` refuses a stage with a
                                  private subclass that names it)
 
 The ``ValueError`` and ``OSError`` bases are kept where callers (and the standard library's own handlers) already

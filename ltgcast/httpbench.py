@@ -89,8 +89,8 @@ def burst(address: tuple[str, int], targets: list[str], timeout: float = 20.0) -
 # -- the server ------------------------------------------------------------------------------------------------------
 def seed(store_root: Path, count: int, now: datetime) -> list[str]:
     """Write ``count`` CONUS grids, 5 minutes apart, ending 10 minutes before ``now``; return their ids."""
-    from serve.gridfile import GridMeta
-    from serve.store import FileGridStore
+    from serve.stores.files import FileGridStore
+    from serve.stores.gridfile import GridMeta
 
     store = FileGridStore(store_root)
     rows, cols = CONUS

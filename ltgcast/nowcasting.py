@@ -7,7 +7,7 @@ unless ``--version`` says otherwise.
 
 A temporal model (``ir_trend``) takes ``--previous``, the band-13 frame of the
 same satellite and sector 15 minutes (± 90 s) earlier on the same grid
-(:func:`serve.nowcast.previous_problem`). Without it the frame is scored as the
+(:func:`serve.worker.nowcast.previous_problem`). Without it the frame is scored as the
 worker scores a frame with no predecessor (:mod:`serve.worker.trend`): with
 ``ir_trend`` 0 (no change), a warning, and ``trend: missing`` in the summary and
 the grid. A ``--previous`` that does not qualify is refused with the reason
@@ -90,9 +90,9 @@ def _flashes(paths: list[str], satellite: str) -> tuple[Flashes, list[str]]:
 
 def nowcast_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Score one frame and write its grid; print a JSON summary."""
-    from serve.gridfile import GridMeta, write_grid
-    from serve.nowcast import nowcast_frame
     from serve.scoring import DEFAULT_TFSERVING, ScorerSettings, get_scorer
+    from serve.stores.gridfile import GridMeta, write_grid
+    from serve.worker.nowcast import nowcast_frame
 
     image = read_product(args.ir)
     if not isinstance(image, AbiImage):
@@ -137,7 +137,7 @@ def _previous(path: str | None, image: AbiImage, feature_set: Any) -> np.ndarray
     Without ``--previous`` a temporal model is scored with the frame itself as its predecessor (``ir_trend`` 0,
     no change), as the worker does when it has none, with a warning and ``trend: missing`` in the grid.
     """
-    from serve.nowcast import previous_problem
+    from serve.worker.nowcast import previous_problem
 
     if not feature_set.temporal:
         return None
@@ -171,9 +171,9 @@ def bench_nowcast(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     minutes before; full disk (every 10 minutes) has none and is scored as the worker scores it then, with no
     change (``trend: missing`` in the report).
     """
-    from serve.gridfile import GridMeta, write_grid
-    from serve.nowcast import nowcast_frame
     from serve.scoring import ScorerSettings, get_scorer
+    from serve.stores.gridfile import GridMeta, write_grid
+    from serve.worker.nowcast import nowcast_frame
 
     began = time.perf_counter()
     path = version_path(model_base(args.model_base, env), args.name, args.version)
@@ -250,7 +250,7 @@ def simulated_frame(folder: Path, sector: str, seed: int, window_minutes: float 
     or where the sector has none (full disk is scanned every 10 minutes).
     """
     from ingest.synthetic import ScenarioConfig, simulate
-    from serve.nowcast import previous_problem
+    from serve.worker.nowcast import previous_problem
 
     start = datetime(2024, 6, 15, 20, 0, tzinfo=UTC)
     paths = simulate(ScenarioConfig(out=folder, sector=sector, start=start, minutes=16, seed=seed))

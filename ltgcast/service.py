@@ -15,7 +15,7 @@ With ``--source none`` the service is a worker (and API) of the distributed
 mode: there is no ingest thread, and ``/readyz`` asks only that the worker loop
 comes round.
 
-Beside them, unless ``--sites none``, the site-alert runner (:mod:`serve.alerts`)
+Beside them, unless ``--sites none``, the site-alert runner (:mod:`serve.alerts.states`)
 derives each site's ALERT/CLEAR/UNKNOWN state from the stored grids, serves it at
 ``/v1/alerts`` and hands transitions to the webhook thread (``--alert-webhook``);
 neither ever waits on the worker.
@@ -54,8 +54,8 @@ from ltgcast.nowcasting import DEFAULT_BASE, MODEL_BASE_HELP, model_base
 from serve.scoring import DEFAULT_TFSERVING
 
 if TYPE_CHECKING:
-    from serve.alerts import AlertRunner
-    from serve.webhook import WebhookSender
+    from serve.alerts.states import AlertRunner
+    from serve.alerts.webhook import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class ServiceSettings:
     http_max_connections: int = 512
     http_max_in_flight: int = 64
     http_header_timeout_s: float = 10.0
-    sites: str = ""  # the sites file of the site alerts: "" the packaged airports, "none" off (serve.sites)
+    sites: str = ""  # the sites file of the site alerts: "" the packaged airports, "none" off (serve.alerts.sites)
     alert_webhook: str = ""  # http(s) URL each site-alert transition is POSTed to ("" none)
 
     @classmethod
@@ -216,8 +216,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _alert_settings(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, str]:
     """``--sites`` and ``--alert-webhook`` (env ``LTGCAST_SITES``, ``LTGCAST_ALERT_WEBHOOK``), checked now."""
-    from serve.sites import resolve_sites
-    from serve.webhook import check_webhook_url
+    from serve.alerts.sites import resolve_sites
+    from serve.alerts.webhook import check_webhook_url
 
     sites = getattr(args, "sites", None) or env.get("LTGCAST_SITES", "")
     webhook = getattr(args, "alert_webhook", None) or env.get("LTGCAST_ALERT_WEBHOOK", "")
@@ -276,11 +276,11 @@ class Service:
     """The embedded service: ingest, worker, model slot and HTTP API, wired from :class:`ServiceSettings`."""
 
     def __init__(self, settings: ServiceSettings) -> None:
-        from serve.api import ApiSettings, GridApi
-        from serve.hotswap import HotSwapSettings, ModelSlot
+        from serve.api.grids import ApiSettings, GridApi
+        from serve.api.web import HttpService, WebSettings
         from serve.scoring import ScorerSettings, get_scorer
-        from serve.store import FileGridStore
-        from serve.web import HttpService, WebSettings
+        from serve.scoring.hotswap import HotSwapSettings, ModelSlot
+        from serve.stores.files import FileGridStore
         from serve.worker import NowcastWorker, WorkerSettings
 
         self.settings = s = settings
@@ -328,9 +328,9 @@ class Service:
         Live (``max_age_s`` > 0) the clock is "now", so a feed that stops turns the sites UNKNOWN; on a replay
         "now" is the newest scan in the store.
         """
-        from serve.alerts import AlertRunner, SiteAlerts
-        from serve.sites import resolve_sites
-        from serve.webhook import WebhookSender, WebhookSettings
+        from serve.alerts.sites import resolve_sites
+        from serve.alerts.states import AlertRunner, SiteAlerts
+        from serve.alerts.webhook import WebhookSender, WebhookSettings
 
         s = self.settings
         sites = resolve_sites(s.sites)
@@ -343,7 +343,7 @@ class Service:
     def _sinks(self) -> tuple[Any, ...]:
         if not self.settings.redis:
             return ()
-        from serve.redis_store import RedisGridStore, RedisSettings
+        from serve.stores.redis_grids import RedisGridStore, RedisSettings
 
         return (RedisGridStore(RedisSettings(address=self.settings.redis)),)
 

@@ -40,7 +40,7 @@ import tensorflow as tf
 from foundation.errors import ModelRejected
 from models.architectures import HALO, PATCH
 
-#: Name of the optional float16-input signature (serve.tfserving asks for it by this name).
+#: Name of the optional float16-input signature (serve.scoring.tfserving asks for it by this name).
 FLOAT16_SIGNATURE = "serving_float16"
 
 

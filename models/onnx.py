@@ -6,7 +6,7 @@ TensorFlow measured there. :func:`verified_artefact` hands out the bytes only wh
 (at most :data:`EXACT_TOLERANCE` on the runtime asked) and the bytes hash to the recorded value;
 :func:`load_runner` turns them into a function on tiles. Every refusal is a
 :class:`~foundation.errors.ArtefactUnavailable` with a bounded ``reason`` (:data:`FALLBACK_REASONS`).
-The scorer that uses them is :class:`serve.onnx_scoring.ConvertedScorer`.
+The scorer that uses them is :class:`serve.scoring.onnx.ConvertedScorer`.
 
 Nothing here imports TensorFlow; OpenVINO and ONNX Runtime are imported only when a runner is loaded.
 """

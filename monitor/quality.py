@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from ingest.abi import PixelAccounting
 from monitor import metrics
 
-#: LightningCast's contour levels: the metrics' thresholds, and the default contours of serve.outputs and the API.
+#: LightningCast's contour levels: the metrics' thresholds, the default contours of serve.products.outputs and the API.
 LEVELS = (0.10, 0.25, 0.50, 0.75)
 
 

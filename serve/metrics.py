@@ -3,9 +3,9 @@
 The metrics of frames, inputs, predictions, stages and models that dashboards and
 alerts rely on are in :mod:`monitor.metrics`. Labels here are bounded: ``sector``
 one of C/F/M1/M2, ``route`` one of the API's route names (those of
-:data:`serve.api.PATHS` and :data:`serve.api.GRID_FILES`, admin, static, unknown),
+:data:`serve.api.grids.PATHS` and :data:`serve.api.grids.GRID_FILES`, admin, static, unknown),
 ``status`` an HTTP status class (2xx … 5xx), ``site`` a site id of the sites file
-(at most :data:`serve.sites.MAX_SITES`), ``to`` an alert state. No label ever carries a file name, a
+(at most :data:`serve.alerts.sites.MAX_SITES`), ``to`` an alert state. No label ever carries a file name, a
 grid id or a user's parameter.
 """
 
@@ -69,7 +69,7 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
 )
 
-# Site alerts (serve.alerts): ``site`` is a site id of the sites file, which holds at most 1000 sites.
+# Site alerts (serve.alerts.states): ``site`` is a site id of the sites file, which holds at most 1000 sites.
 SITE_ALERT_STATE = Gauge(
     "ltgcast_site_alert_state", "Alert state of a site: 0 clear, 1 alert, -1 unknown (stale feed).", ["site"]
 )

@@ -24,6 +24,16 @@ ALLOWED: dict[str, set[str]] = {
     "ltgcast": {"foundation", "ingest", "featurize", "models", "monitor", "serve"},
 }
 ROOMS = set(ALLOWED)
+#: serve's rooms -> the serve rooms each may import; ``metrics`` is the shared counter module every room may use.
+SERVE_ALLOWED: dict[str, set[str]] = {
+    "metrics": set(),
+    "stores": {"metrics"},
+    "scoring": {"metrics"},
+    "products": {"metrics", "stores"},
+    "alerts": {"metrics", "stores"},
+    "api": {"metrics", "stores", "products", "alerts"},
+    "worker": {"metrics", "stores", "scoring"},
+}
 #: Libraries that must stay out of the pure kernels (STYLE.md: featurize is arrays in, arrays out).
 NOT_IN_FEATURIZE = {"tensorflow", "keras", "kafka", "redis", "prometheus_client", "netCDF4", "grpc", "boto3"}
 
@@ -86,6 +96,30 @@ def test_every_import_between_rooms_points_down() -> None:
     assert all(room in ROOMS for room, _ in drawn)
 
 
+def serve_arrows() -> dict[tuple[str, str], list[str]]:
+    """(from serve room, to serve room) -> the modules that draw the arrow."""
+    arrows: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for path in sorted((ROOT / "serve").rglob("*.py")):
+        parts = path.relative_to(ROOT / "serve").parts
+        if len(parts) == 1 and parts[0] == "__init__.py":
+            continue
+        room = parts[0] if len(parts) > 1 else path.stem
+        for name in _imports(path):
+            bits = name.split(".")
+            if bits[0] == "serve" and len(bits) > 1 and bits[1] != room:
+                arrows[(room, bits[1])].append(f"{_module(path)} -> {name}")
+    return arrows
+
+
+def test_serve_rooms_point_down() -> None:
+    arrows = serve_arrows()
+    assert {room for room, _ in arrows} <= set(SERVE_ALLOWED), f"a serve room the plan does not know: {arrows}"
+    upward = {arrow: where[:3] for arrow, where in arrows.items() if arrow[1] not in SERVE_ALLOWED[arrow[0]]}
+    assert not upward, f"imports between serve rooms against docs/architecture.md: {upward}"
+    assert ("api", "products") in arrows
+    assert ("worker", "scoring") in arrows
+
+
 def test_the_product_never_imports_its_tests() -> None:
     offenders = [f"{_module(p)} -> {n}" for p in _product_files() for n in _imports(p) if n.split(".")[0] == "tests"]
     assert not offenders
@@ -110,7 +144,7 @@ def test_no_two_modules_import_each_other_on_import() -> None:
 def test_the_arrow_check_sees_an_upward_import(tmp_path: Path) -> None:
     # the check itself must be able to fail: a file that imports upward is reported
     bad = tmp_path / "x.py"
-    bad.write_text("def f():\n    from serve.api import GridApi\n")
-    assert "serve.api" in _imports(bad)
-    assert "serve.api" not in _imports(bad, eager_only=True)
+    bad.write_text("def f():\n    from serve.api.grids import GridApi\n")
+    assert "serve.api.grids" in _imports(bad)
+    assert "serve.api.grids" not in _imports(bad, eager_only=True)
     assert "serve" not in ALLOWED["ingest"]

@@ -33,7 +33,7 @@ from ingest.glm import MIN_COVERAGE
 from monitor import metrics as monitoring
 from monitor.drift import DriftMonitor
 from monitor.verify import LiveSkill, score_grid
-from serve.gridfile import GridMeta
+from serve.stores.gridfile import GridMeta
 from serve.worker.glm import GlmIndex
 
 log = logging.getLogger(__name__)

@@ -76,7 +76,7 @@ the recent grid events 1000, verification ``max_awaiting`` grids, the previous
 frames of temporal models ``trend_cache_mib`` and 20 minutes per sector, the frame
 events indexed for them 1024 per sector and ``glm_lookback_s``.
 
-Models: one :class:`~serve.hotswap.ServingModels` snapshot per frame, so a
+Models: one :class:`~serve.scoring.hotswap.ServingModels` snapshot per frame, so a
 hot-swap lands between two frames and a grid is never made by two versions.
 """
 
@@ -112,13 +112,13 @@ from monitor import metrics as monitoring
 from monitor.drift import DriftMonitor, scene_of
 from monitor.quality import record_age, record_prediction
 from serve import metrics
-from serve.hotswap import ServingModels
-from serve.nowcast import IR_BAND
 from serve.scoring import Scorer
-from serve.store import FileGridStore
+from serve.scoring.hotswap import ServingModels
+from serve.stores.files import FileGridStore
 from serve.worker.followups import Awaiting, DriftQueue, VerificationQueue
 from serve.worker.glm import GlmIndex
 from serve.worker.ledger import OffsetLedger
+from serve.worker.nowcast import IR_BAND
 from serve.worker.sinks import GridSink, SinkFeed
 from serve.worker.step import Scored, ScoringStep
 from serve.worker.trend import PreviousFrames
@@ -167,7 +167,7 @@ class WorkerSettings:
 
 @runtime_checkable
 class ModelSource(Protocol):
-    """Where the worker gets the models for the next frame (:class:`serve.hotswap.ModelSlot`)."""
+    """Where the worker gets the models for the next frame (:class:`serve.scoring.hotswap.ModelSlot`)."""
 
     def current(self) -> ServingModels:
         """The stable model (and shadow) to use for one whole frame."""

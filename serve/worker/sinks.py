@@ -10,10 +10,10 @@ blocks the worker and never loses the grid:
   out and counted. The queue is bounded (``max_queue`` grids; beyond that the oldest
   are dropped, counted, and come back with the next back-fill).
 * **Back-filled.** A sink that can say which grids it lacks
-  (:meth:`~serve.redis_store.RedisGridStore.missing`) is reconciled with the
+  (:meth:`~serve.stores.redis_grids.RedisGridStore.missing`) is reconciled with the
   file store: when the feed starts (grids a stopped worker had not delivered),
   after every recovery from failures, and whenever the sink says it is a new
-  instance (:meth:`Redis's run id <serve.redis_store.RedisGridStore.instance>`,
+  instance (:meth:`Redis's run id <serve.stores.redis_grids.RedisGridStore.instance>`,
   asked every ``check_s``: a restart without persistence, as ltgcast runs
   Redis, forgets every grid). Every grid within ``backfill`` of each sector's
   newest scan (the sink's history window, 6 hours of scan time for Redis) that
@@ -47,8 +47,8 @@ from foundation.errors import LtgcastError
 from ingest.events import SECTORS
 from ingest.geometry import FixedGrid
 from serve import metrics
-from serve.gridfile import GridMeta, load_grid
-from serve.store import FileGridStore
+from serve.stores.files import FileGridStore
+from serve.stores.gridfile import GridMeta, load_grid
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 :class:`ScoringStep` is the worker's pure-ish core with its side effects named:
 it reads the frame named by the event and the flashes of its granules, scores
-it with one :class:`~serve.hotswap.ServingModels` snapshot and writes the grid
+it with one :class:`~serve.scoring.hotswap.ServingModels` snapshot and writes the grid
 into the file store (atomically, under its grid id). It raises
 :class:`FrameFailed`, which says whether the failure is **transient** — the grid
 store could not be written (a full or read-only disk, a network volume that
@@ -32,12 +32,12 @@ from ingest.abi import AbiImage
 from ingest.events import FrameEvent, local_path
 from monitor import metrics as monitoring
 from monitor.quality import InputQuality, record_input
-from serve.gridfile import GridMeta
-from serve.hotswap import ServingModels
-from serve.nowcast import Nowcast, nowcast_frame
 from serve.scoring import Scorer
-from serve.store import FileGridStore
+from serve.scoring.hotswap import ServingModels
+from serve.stores.files import FileGridStore
+from serve.stores.gridfile import GridMeta
 from serve.worker.glm import GlmIndex, Window
+from serve.worker.nowcast import Nowcast, nowcast_frame
 from serve.worker.trend import TREND_MISSING, Previous, PreviousFrames
 
 GRANULE_S = 20.0  # a GLM LCFA file spans 20 s

@@ -27,9 +27,9 @@ stable model's and the shadow's alike, in this order:
    needs, as the topic still holds the events of the frames before it stopped.
 
 Matching is training's (``ltgcast/datasets.py``,
-:func:`serve.nowcast.previous_problem`): the same satellite and sector, the scan
+:func:`serve.worker.nowcast.previous_problem`): the same satellite and sector, the scan
 start nearest to ``window_minutes`` before the frame's and within
-:data:`~serve.nowcast.TREND_TOLERANCE_S` (90 s), on the same grid (shape and
+:data:`~serve.worker.nowcast.TREND_TOLERANCE_S` (90 s), on the same grid (shape and
 ``x``/``y`` scan angles: a mesoscale sector that moved is another grid).
 
 **When there is no previous frame** the frame is scored all the same, never
@@ -67,7 +67,7 @@ from prometheus_client import Counter
 
 from ingest.abi import AbiImage
 from ingest.events import FrameEvent, local_path
-from serve.nowcast import IR_BAND, TREND_TOLERANCE_S, same_grid
+from serve.worker.nowcast import IR_BAND, TREND_TOLERANCE_S, same_grid
 
 log = logging.getLogger(__name__)
 

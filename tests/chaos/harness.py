@@ -46,7 +46,7 @@ from foundation.files import atomic_path
 from ingest.bus import get_bus
 from ingest.events import DEADLETTER_TOPIC, GRIDS_TOPIC, DeadLetterEvent, GridEvent
 from ingest.filenames import parse_filename
-from serve.gridfile import pack_percent, read_grid
+from serve.stores.gridfile import pack_percent, read_grid
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = Path(os.environ.get("LTGCAST_SERVICES_DIR", ROOT / "var" / "services"))
@@ -357,8 +357,8 @@ def reference_grids(frames: Iterable[Path], granules: Iterable[Path], model: Pat
     from ingest.abi import AbiImage
     from ingest.glm import GlmGranule
     from ingest.readers import read_product
-    from serve.nowcast import nowcast_frame, previous_problem
     from serve.scoring import EmbeddedScorer
+    from serve.worker.nowcast import nowcast_frame, previous_problem
 
     scorer = EmbeddedScorer(model)
     flashes = {p.name: g.flashes for p in granules if isinstance(g := read_product(p), GlmGranule)}

@@ -20,7 +20,7 @@ from ltgcast.cli import build_parser
 from ltgcast.ingestion import IngestSettings
 from ltgcast.service import ServiceSettings
 from monitor.metrics import CONSUMER_LAG
-from serve.api import PATHS
+from serve.api.grids import PATHS
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"

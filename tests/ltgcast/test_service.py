@@ -100,7 +100,7 @@ def running(scenario: list[Path], tmp_path_factory: pytest.TempPathFactory, redi
 @pytest.mark.redis
 def test_frames_in_the_spool_become_grids_in_the_file_store_and_redis(running: Service, scenario: list[Path],
                                                                       redis_address: str) -> None:  # fmt: skip
-    from serve.redis_store import RedisGridStore, RedisSettings
+    from serve.stores.redis_grids import RedisGridStore, RedisSettings
 
     assert running.worker.outcomes["scored"] == 4
     assert running.worker.outcomes["failed"] == 0
@@ -125,7 +125,7 @@ def test_frames_in_the_spool_become_grids_in_the_file_store_and_redis(running: S
     assert got is not None
     nc = http(running, newest["links"]["netcdf"])
     assert nc[:4] == b"\x89HDF"
-    from serve.gridfile import read_grid
+    from serve.stores.gridfile import read_grid
 
     on_disk, _ = read_grid(grids[-1].path)
     np.testing.assert_allclose(got.probability, on_disk, atol=0.006, equal_nan=True)
@@ -138,7 +138,7 @@ def test_contours_points_and_metrics_are_served(running: Service) -> None:
     newest = http(running, "/v1/grids/latest?sector=M1")
     contours = http(running, newest["links"]["contours"] + "?levels=0.1,0.5")
     assert [f["properties"]["level"] for f in contours["features"]] == [0.1, 0.5]
-    from serve.gridfile import read_grid
+    from serve.stores.gridfile import read_grid
 
     stored = running.store.get(newest["grid_id"])
     assert stored is not None
@@ -157,7 +157,7 @@ def test_contours_points_and_metrics_are_served(running: Service) -> None:
 
 
 def stored_grid_lonlat(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    from serve.gridfile import read_geometry
+    from serve.stores.gridfile import read_geometry
 
     return read_geometry(path).lonlat()
 
@@ -261,7 +261,7 @@ def test_hot_swap_while_frames_flow_and_a_nan_version_is_refused(scenario: list[
     assert set(versions) == {old, new}
     reasons = service.models.status()["rejected"][str(bad)]
     assert any("finite" in r for r in reasons)
-    from serve.gridfile import read_grid
+    from serve.stores.gridfile import read_grid
 
     for stored in service.store.grids("M1"):  # every grid says which version made it, and is a real field
         probability, attrs = read_grid(stored.path)
@@ -273,7 +273,7 @@ def test_hot_swap_while_frames_flow_and_a_nan_version_is_refused(scenario: list[
 @pytest.mark.redis
 def test_the_tfserving_backend_gives_the_same_grids_as_embedded(running: Service, scenario: list[Path],
                                                                 tmp_path: Path) -> None:  # fmt: skip
-    from serve.gridfile import read_grid
+    from serve.stores.gridfile import read_grid
     from tests.support.tfs_standin import serve
 
     standin = serve(DEFAULT_MODELS, 0, 0)  # TF Serving's protocol over gRPC, the committed model behind it
@@ -298,7 +298,7 @@ def test_the_tfserving_backend_gives_the_same_grids_as_embedded(running: Service
 def same_stored_grid(embedded: np.ndarray, tensorflow: np.ndarray) -> None:
     """Grids stored as uint8 (steps of 0.01) by the embedded scorer and by TensorFlow: equal but for rare pixels.
 
-    Those lie within the scorers' difference (at most 1e-5, serve.onnx_scoring) of a rounding boundary.
+    Those lie within the scorers' difference (at most 1e-5, serve.scoring.onnx) of a rounding boundary.
     """
     np.testing.assert_array_equal(np.isnan(embedded), np.isnan(tensorflow))
     differ = ~np.isnan(embedded) & (embedded != tensorflow)
@@ -353,7 +353,7 @@ def trend_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Service, Path]:
 
 
 def provenance(path: Path) -> dict[str, Any]:
-    from serve.gridfile import read_grid
+    from serve.stores.gridfile import read_grid
 
     return dict(json.loads(read_grid(path)[1]["provenance"]))
 
@@ -365,9 +365,9 @@ def test_a_temporal_model_is_served_with_its_trend_and_no_frame_dead_lettered(tr
     from ingest.events import DEADLETTER_TOPIC
     from ingest.glm import GlmGranule
     from ingest.readers import read_product
-    from serve.gridfile import read_grid
-    from serve.nowcast import nowcast_frame
     from serve.scoring import EmbeddedScorer
+    from serve.stores.gridfile import read_grid
+    from serve.worker.nowcast import nowcast_frame
 
     service, base = trend_run
     outcomes = service.worker.outcomes  # frames 0-13 wait for their GLM deadline: some may be scored after later ones
@@ -399,7 +399,7 @@ def test_a_temporal_model_is_served_with_its_trend_and_no_frame_dead_lettered(tr
 def test_a_temporal_model_through_tfserving_gives_the_embedded_grids(trend_run: tuple[Service, Path],
                                                                     tmp_path: Path) -> None:  # fmt: skip
     from ingest.events import DEADLETTER_TOPIC
-    from serve.gridfile import read_grid
+    from serve.stores.gridfile import read_grid
     from tests.support.tfs_standin import serve
 
     local, base = trend_run

@@ -158,7 +158,7 @@ def test_reading_the_repository_does_not_import_tensorflow() -> None:
 
     code = (
         "import sys; from pathlib import Path; from models.repository import ModelRepository; "
-        "from serve.hotswap import ModelSlot; "
+        "from serve.scoring.hotswap import ModelSlot; "
         "print(ModelRepository(Path('models/repository')).current('lightning'), 'tensorflow' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

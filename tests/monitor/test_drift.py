@@ -31,7 +31,7 @@ from monitor.drift import (
     window_of,
 )
 from serve.scoring import EmbeddedScorer
-from serve.store import FileGridStore
+from serve.stores.files import FileGridStore
 from serve.worker import NowcastWorker, WorkerSettings
 from tests.support.clock import FakeClock
 from tests.support.frames import publish_frames

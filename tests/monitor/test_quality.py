@@ -17,7 +17,7 @@ from ingest.readers import read_product
 from ingest.synthetic import ScenarioConfig, simulate
 from monitor.quality import InputQuality, record_prediction
 from serve.scoring import EmbeddedScorer
-from serve.store import FileGridStore
+from serve.stores.files import FileGridStore
 from serve.worker import NowcastWorker, WorkerSettings
 from tests.support.clock import FakeClock
 from tests.support.frames import publish_frames

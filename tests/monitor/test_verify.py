@@ -20,10 +20,10 @@ from ingest.readers import read_product
 from ingest.synthetic import ScenarioConfig, simulate
 from models.metrics import brier, contingency, reliability
 from monitor.verify import LiveSkill, score_grid
-from serve.nowcast import nowcast_frame
 from serve.scoring import EmbeddedScorer
-from serve.store import FileGridStore
+from serve.stores.files import FileGridStore
 from serve.worker import NowcastWorker, WorkerSettings
+from serve.worker.nowcast import nowcast_frame
 from tests.support.clock import FakeClock
 from tests.support.frames import publish_frames
 
@@ -116,7 +116,7 @@ def test_live_verification_of_a_temporal_model_scores_the_grids_it_made(
     without the previous frame (frames 0-5 have none, 15-20 have frames 0-5)."""
     import json
 
-    from serve.gridfile import read_grid
+    from serve.stores.gridfile import read_grid
     from tests.support.models import trend_repository
 
     abi = sorted(p for p in scenario if "_ABI-" in p.name)

@@ -20,13 +20,13 @@ from prometheus_client import REGISTRY
 from foundation.clock import wait_until
 from foundation.errors import ConfigError
 from ingest.geometry import FixedGrid, GeosProjection
-from serve.alerts import AlertRunner, AlertState, SiteAlerts, great_circle_km
-from serve.api import GridApi
-from serve.gridfile import GridMeta
-from serve.sites import MAX_SITES, Site, load_sites, parse_sites, resolve_sites
-from serve.store import FileGridStore
-from serve.web import HttpService
-from serve.webhook import WebhookSender, WebhookSettings, check_webhook_url, shown
+from serve.alerts.sites import MAX_SITES, Site, load_sites, parse_sites, resolve_sites
+from serve.alerts.states import AlertRunner, AlertState, SiteAlerts, great_circle_km
+from serve.alerts.webhook import WebhookSender, WebhookSettings, check_webhook_url, shown
+from serve.api.grids import GridApi
+from serve.api.web import HttpService
+from serve.stores.files import FileGridStore
+from serve.stores.gridfile import GridMeta
 
 T0 = datetime(2024, 6, 15, 20, 0, 24, tzinfo=UTC)
 SHAPE = (60, 80)
@@ -270,7 +270,7 @@ def test_a_broken_grid_file_is_skipped_counted_and_logged_once(
     broken.path.write_bytes(b"not a netCDF file")
     counted = sample("ltgcast_grid_files_unreadable_total", route="alerts")
     alerts = SiteAlerts(store, [site()])
-    with caplog.at_level(logging.WARNING, logger="serve.alerts"):
+    with caplog.at_level(logging.WARNING, logger="serve.alerts.states"):
         first, again = status_of(alerts), status_of(alerts)
     assert (first.state, first.grid.scan_start) == (again.state, again.grid.scan_start) == (AlertState.ALERT, at(0))
     assert len(caplog.records) == 1
@@ -300,7 +300,7 @@ def test_the_runner_announces_each_transition_once_in_logs_metrics_and_the_webho
     assert sample("ltgcast_site_alert_state", site="RUN1") == 0
     assert not runner.check()  # no new grid: nothing recomputed
     crossing = put(store, 1, {INSIDE: 0.8})
-    with caplog.at_level(logging.INFO, logger="serve.alerts"):
+    with caplog.at_level(logging.INFO, logger="serve.alerts.states"):
         assert runner.check()
     (message,) = webhook.messages
     assert message == {"site": "RUN1", "name": "Test field", "lat": SITE_LAT, "lon": SITE_LON, "state": "ALERT",

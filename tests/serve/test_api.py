@@ -17,10 +17,10 @@ from PIL import Image
 from foundation.clock import wait_until
 from foundation.errors import ModelRejected
 from ingest.geometry import LIGHTNING_ELLIPSOID, FixedGrid, GeosProjection
-from serve.api import ApiSettings, GridApi, Response
-from serve.gridfile import GridMeta, read_grid
-from serve.store import FileGridStore
-from serve.web import HttpService
+from serve.api.grids import ApiSettings, GridApi, Response
+from serve.api.web import HttpService
+from serve.stores.files import FileGridStore
+from serve.stores.gridfile import GridMeta, read_grid
 
 T0 = datetime(2024, 6, 15, 20, 0, 24, tzinfo=UTC)
 SHAPE = (60, 80)
@@ -283,17 +283,17 @@ def test_a_replayed_grid_is_rendered_again(store: FileGridStore) -> None:
 def test_renderings_are_bounded_and_the_rest_get_503(store: FileGridStore, monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    import serve.api
+    import serve.api.grids
 
     started, release = threading.Event(), threading.Event()
-    real = serve.api.overlay_png
+    real = serve.api.grids.overlay_png
 
     def slow_png(probability: np.ndarray, *, legend: bool = True) -> bytes:
         started.set()
         release.wait(30)
         return real(probability, legend=legend)
 
-    monkeypatch.setattr(serve.api, "overlay_png", slow_png)
+    monkeypatch.setattr(serve.api.grids, "overlay_png", slow_png)
     api = GridApi(store, ApiSettings(renderers=1, render_wait_s=0.05))
     grid_id = "G19_M1_20240615T201024Z_lightning-v1"
     answers: list[Response] = []
@@ -342,7 +342,7 @@ def length(reply: bytes) -> int:
 
 
 def test_the_socket_refuses_bad_lengths_and_survives_an_internal_error(store: FileGridStore, monkeypatch: Any) -> None:
-    import serve.api
+    import serve.api.grids
 
     service = HttpService(GridApi(store, ApiSettings(admin_token="t")), "127.0.0.1", 0).start()
     try:
@@ -356,7 +356,7 @@ def test_the_socket_refuses_bad_lengths_and_survives_an_internal_error(store: Fi
             msg = "HDF5: corrupt B-tree"
             raise TypeError(msg)  # an unforeseen failure (a damaged file is skipped instead)
 
-        monkeypatch.setattr(serve.api, "read_attributes", broken)
+        monkeypatch.setattr(serve.api.grids, "read_attributes", broken)
         failed = raw(service, b"GET /v1/grids/latest?sector=M1 HTTP/1.1\r\nHost: x\r\n\r\n")
         assert failed.startswith(b"HTTP/1.1 500")
         assert b'"code": "internal"' in failed
@@ -367,7 +367,7 @@ def test_the_socket_refuses_bad_lengths_and_survives_an_internal_error(store: Fi
         service.stop()
 
 
-# -- georeferenced products (serve.georef) ---------------------------------------------------------------------------
+# -- georeferenced products (serve.products.georef) --------------------------------------------------------------------
 def test_map_json_places_the_layers_and_a_value_pixel_reads_back_the_grid(store: FileGridStore) -> None:
     import pyproj
 
@@ -469,7 +469,7 @@ def test_the_latlon_netcdf_and_the_cog_are_served(store: FileGridStore) -> None:
 
 
 def test_the_georeferenced_routes_have_bounded_route_names() -> None:
-    from serve.api import route_name
+    from serve.api.grids import route_name
 
     base = "/v1/grids/G19_M1_20240615T201024Z_lightning-v1"
     assert [route_name(base + s) for s in ("/latlon.nc", ".nc", "/latlon.tif", "/map.json", "/map/probability.png",

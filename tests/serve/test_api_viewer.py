@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from serve.api import GridApi, vendor_files
-from serve.store import FileGridStore
+from serve.api.grids import GridApi, vendor_files
+from serve.stores.files import FileGridStore
 from tests.serve.test_api import T0, get, put, seeded_store
 
 
@@ -71,7 +71,7 @@ def test_the_viewer_files_from_npm_are_served_and_nothing_else(store: FileGridSt
 def test_without_the_built_packages_the_answer_says_how_to_build_them(
     store: FileGridStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("serve.api.vendor_files", dict)
+    monkeypatch.setattr("serve.api.grids.vendor_files", dict)
     answer = get(GridApi(store), "/static/vendor/leaflet.js")
     assert answer.status == 404
     assert "run make install" in json.loads(answer.body)["error"]

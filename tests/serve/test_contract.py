@@ -20,8 +20,8 @@ from hypothesis import HealthCheck
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from serve.api import ApiSettings, GridApi
-from serve.web import HttpService
+from serve.api.grids import ApiSettings, GridApi
+from serve.api.web import HttpService
 from tests.serve.test_api import seeded_store
 
 EXAMPLES = 15  # per operation and mode: about 350 requests in all

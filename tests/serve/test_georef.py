@@ -18,8 +18,8 @@ from PIL import Image
 
 from ingest.geometry import FixedGrid, GeosProjection
 from ingest.synthetic import ScenarioConfig, sector_grid
-from serve import georef
-from serve.gridfile import GridFile, GridMeta, pack_underlay, read_underlay, write_grid
+from serve.products import georef
+from serve.stores.gridfile import GridFile, GridMeta, pack_underlay, read_underlay, write_grid
 
 START = datetime(2024, 6, 15, 20, 0, tzinfo=UTC)
 EAST = GeosProjection(lon_0=-75.2, height=35786023.0)

@@ -25,8 +25,8 @@ from foundation.clock import wait_until
 from foundation.errors import ModelRejected
 from models.repository import ModelRepository
 from models.validation import ValidationReport
-from serve.hotswap import GATE_REASON, HotSwapSettings, ModelSlot, ServingModels, SwapEvent, warm_up
 from serve.scoring import EmbeddedScorer, ScorerSettings
+from serve.scoring.hotswap import GATE_REASON, HotSwapSettings, ModelSlot, ServingModels, SwapEvent, warm_up
 from tests.support.clock import FakeClock
 from tests.support.models import export_test_model
 

@@ -17,9 +17,9 @@ from ingest.abi import AbiImage
 from ingest.readers import read_product
 from ingest.synthetic import ScenarioConfig, simulate
 from ltgcast.cli import main
-from serve.gridfile import GridMeta, read_grid, write_grid
-from serve.nowcast import nowcast_frame
 from serve.scoring import EmbeddedScorer
+from serve.stores.gridfile import GridMeta, read_grid, write_grid
+from serve.worker.nowcast import nowcast_frame
 
 
 @pytest.fixture(scope="module")

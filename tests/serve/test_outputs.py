@@ -22,7 +22,9 @@ from featurize.examples import Flashes
 from ingest.geometry import FixedGrid, GeosProjection
 from ingest.ncio import NETCDF_LOCK
 from ingest.synthetic import FD_EDGE, FD_SIZE, FD_STEP, ScenarioConfig, sector_grid
-from serve.gridfile import (
+from serve.products.outputs import contours, nearest_pixel, overlay_png, point_series
+from serve.stores.files import FileGridStore
+from serve.stores.gridfile import (
     GridFile,
     GridMeta,
     read_attributes,
@@ -32,8 +34,6 @@ from serve.gridfile import (
     read_point,
     write_grid,
 )
-from serve.outputs import contours, nearest_pixel, overlay_png, point_series
-from serve.store import FileGridStore
 
 START = datetime(2024, 6, 15, 20, 0, tzinfo=UTC)
 

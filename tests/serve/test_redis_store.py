@@ -14,8 +14,8 @@ import redis
 from foundation.addresses import free_port
 from foundation.errors import ConfigError, StoreError
 from ingest.geometry import FixedGrid, GeosProjection
-from serve.gridfile import GridMeta
-from serve.redis_store import (
+from serve.stores.gridfile import GridMeta
+from serve.stores.redis_grids import (
     GridNotification,
     RedisGridStore,
     RedisSettings,

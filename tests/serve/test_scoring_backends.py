@@ -1,4 +1,4 @@
-"""The converted scorers (serve/onnx_scoring.py) against TensorFlow, their fallback, and the fast path's imports."""
+"""The converted scorers (serve/scoring/onnx.py) against TensorFlow, their fallback, and the fast path's imports."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from featurize.channels import get_feature_set, model_input, scene_channels
 from foundation.errors import ArtefactUnavailable
 from models.behaviour import field
 from models.onnx import RUNTIMES
-from serve.onnx_scoring import SCORER_FALLBACK, ConvertedScorer
 from serve.scoring import EmbeddedScorer, ScorerSettings, get_scorer
+from serve.scoring.onnx import SCORER_FALLBACK, ConvertedScorer
 
 ROOT = Path(__file__).resolve().parents[2]
 REPOSITORY = ROOT / "models" / "repository" / "lightning"

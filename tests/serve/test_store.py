@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from ingest.geometry import FixedGrid, GeosProjection
-from serve.gridfile import GridMeta, read_grid
-from serve.store import FileGridStore
+from serve.stores.files import FileGridStore
+from serve.stores.gridfile import GridMeta, read_grid
 
 
 def small_grid() -> FixedGrid:

@@ -35,7 +35,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from foundation.addresses import free_port
 from foundation.errors import CircuitOpen, ConfigError, ModelRejected, RestError, ScoringError
 from serve.scoring import ERROR_REASONS, EmbeddedScorer, ScorerSettings, get_scorer
-from serve.tfserving import (
+from serve.scoring.tfserving import (
     SIGNATURES,
     CircuitBreaker,
     TFServingScorer,

@@ -21,12 +21,12 @@ from ingest.filenames import parse_filename
 from ingest.glm import GlmGranule
 from ingest.readers import read_product
 from ingest.synthetic import ScenarioConfig, simulate
-from serve.gridfile import read_grid
-from serve.hotswap import ServingModels
-from serve.nowcast import nowcast_frame, previous_problem
 from serve.scoring import EmbeddedScorer
-from serve.store import FileGridStore
+from serve.scoring.hotswap import ServingModels
+from serve.stores.files import FileGridStore
+from serve.stores.gridfile import read_grid
 from serve.worker import NowcastWorker, WorkerSettings
+from serve.worker.nowcast import nowcast_frame, previous_problem
 from serve.worker.trend import FrameCache, PreviousFrames
 from tests.support.clock import FakeClock
 from tests.support.frames import publish_frames
@@ -351,7 +351,7 @@ def test_a_three_channel_model_passes_the_gate(trend_base: Path) -> None:
 @pytest.mark.slow
 def test_tfserving_scores_a_three_channel_model_as_embedded(trend_base: Path) -> None:
     from serve.scoring import ScorerSettings, get_scorer
-    from serve.tfserving import TFServingScorer
+    from serve.scoring.tfserving import TFServingScorer
     from tests.support.tfs_standin import serve
 
     rng = np.random.default_rng(4)

@@ -25,12 +25,12 @@ import pytest
 
 from ingest.geometry import LIGHTNING_ELLIPSOID, FixedGrid
 from ingest.synthetic import ScenarioConfig, sector_grid
-from serve.alerts import AlertRunner, SiteAlerts
-from serve.api import ApiSettings, GridApi
-from serve.gridfile import GridMeta
-from serve.sites import default_sites_path, load_sites
-from serve.store import FileGridStore
-from serve.web import HttpService
+from serve.alerts.sites import default_sites_path, load_sites
+from serve.alerts.states import AlertRunner, SiteAlerts
+from serve.api.grids import ApiSettings, GridApi
+from serve.api.web import HttpService
+from serve.stores.files import FileGridStore
+from serve.stores.gridfile import GridMeta
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

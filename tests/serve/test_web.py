@@ -23,9 +23,9 @@ import pytest
 
 from foundation.clock import wait_until
 from ltgcast.httpbench import burst, seed
-from serve.api import ApiSettings, GridApi
-from serve.store import FileGridStore
-from serve.web import HttpService, WebSettings
+from serve.api.grids import ApiSettings, GridApi
+from serve.api.web import HttpService, WebSettings
+from serve.stores.files import FileGridStore
 from tests.serve.test_api import seeded_store
 
 GRID = "G19_M1_20240615T201024Z_lightning-v1"
@@ -277,13 +277,13 @@ def test_request_bodies_are_bounded_whatever_their_framing(server: HttpService) 
 
 # -- F7: leaks -------------------------------------------------------------------------------------------------------
 def test_f7_no_banner_and_no_exception_text_in_errors(server: HttpService, monkeypatch: pytest.MonkeyPatch) -> None:
-    import serve.api
+    import serve.api.grids
 
     def broken(path: Path) -> dict[str, Any]:
         msg = f"a bug, with {path} in its message"
         raise TypeError(msg)  # not a damaged file: a failure nobody foresaw
 
-    monkeypatch.setattr(serve.api, "read_attributes", broken)
+    monkeypatch.setattr(serve.api.grids, "read_attributes", broken)
     reply = raw(server.address, b"GET /v1/grids/latest?sector=M1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     head, _, text = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 500")
@@ -316,7 +316,7 @@ def test_f7_a_corrupt_grid_file_is_skipped_in_listings_and_points(
 
 
 def _centre(store: FileGridStore) -> tuple[float, float]:
-    from serve.gridfile import read_geometry
+    from serve.stores.gridfile import read_geometry
 
     latest = store.latest("M1")
     assert latest is not None

@@ -17,9 +17,9 @@ from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GLM_TOPIC, GRIDS_TOPIC
 from ingest.filenames import glm_filename, parse_filename
 from ingest.readers import read_product
 from ingest.synthetic import ScenarioConfig, simulate
-from serve.gridfile import read_grid
 from serve.scoring import EmbeddedScorer
-from serve.store import FileGridStore
+from serve.stores.files import FileGridStore
+from serve.stores.gridfile import read_grid
 from serve.worker import NowcastWorker, WorkerSettings
 from tests.support.clock import FakeClock
 from tests.support.frames import publish_frames
@@ -211,7 +211,7 @@ class FlakySink:
 
 def test_a_failing_sink_loses_nothing_and_a_shadow_model_scores_beside(scenario: list[Path], setup: Setup,
                                                                        model_base: Path) -> None:  # fmt: skip
-    from serve.hotswap import ServingModels
+    from serve.scoring.hotswap import ServingModels
 
     bus, clock, store, scorer = setup
     shadow = EmbeddedScorer(model_base / "lightning" / "1")

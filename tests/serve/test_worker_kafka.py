@@ -27,7 +27,7 @@ from ingest.sources.spool import DirSpool
 from ingest.synthetic import ScenarioConfig, simulate
 from monitor.metrics import CONSUMER_LAG
 from serve.scoring import EmbeddedScorer
-from serve.store import FileGridStore
+from serve.stores.files import FileGridStore
 from serve.worker import NowcastWorker, WorkerSettings
 from tests.support.clock import FakeClock
 
@@ -197,7 +197,7 @@ def test_workers_of_a_temporal_model_find_each_frames_predecessor_on_any_partiti
     reads the frame topic whole and reads the predecessor's file; nobody scores without the trend."""
     import json
 
-    from serve.gridfile import read_grid
+    from serve.stores.gridfile import read_grid
     from tests.support.models import trend_repository
 
     base = trend_repository(tmp_path_factory)

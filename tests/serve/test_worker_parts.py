@@ -23,8 +23,8 @@ from ingest.readers import read_product
 from ingest.synthetic import ScenarioConfig, simulate
 from monitor.quality import record_prediction
 from serve.scoring import EmbeddedScorer
-from serve.store import FileGridStore
-from serve.tfserving import CircuitBreaker, _Retrying
+from serve.scoring.tfserving import CircuitBreaker, _Retrying
+from serve.stores.files import FileGridStore
 from serve.worker import NowcastWorker, WorkerSettings
 from serve.worker.glm import GlmIndex
 from serve.worker.ledger import OffsetLedger
@@ -260,7 +260,7 @@ def test_a_store_failure_is_retried_after_a_back_off_not_dead_lettered(scenario:
 
 
 def test_a_stored_grid_carries_its_scan_as_the_map_underlay(scenario: list[Path], setup: Setup) -> None:
-    from serve.gridfile import read_underlay
+    from serve.stores.gridfile import read_underlay
 
     bus, clock, store, scorer = setup
     frame = abi(scenario)[-1]

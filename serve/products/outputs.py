@@ -12,7 +12,7 @@ The contract, once for every function here:
   hair below its level), in the contours and the overlay alike.
 - GeoJSON follows RFC 7946: WGS84 ``[lon, lat]`` in degrees, rounded to 5
   decimals (about 1 m). Contours are valid polygons with holes
-  (:mod:`serve.georef`): filled contours traced in pixel space (contourpy),
+  (:mod:`serve.products.georef`): filled contours traced in pixel space (contourpy),
   only their vertices mapped to the ground through the grid's scan angles and
   the satellite's geostationary projection, then made valid and oriented.
   Missing pixels are masked there: a polygon stops at the centres of the valid
@@ -38,9 +38,9 @@ from foundation.utc import iso_utc
 from ingest.events import SECTORS
 from ingest.geometry import FixedGrid
 from monitor.quality import LEVELS  # LightningCast's contour levels, the default of contours()
-from serve.georef import contour_features
-from serve.gridfile import GridFile
-from serve.store import FileGridStore, StoredGrid
+from serve.products.georef import contour_features
+from serve.stores.files import FileGridStore, StoredGrid
+from serve.stores.gridfile import GridFile
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def contours(probability: NDArray[np.floating[Any]], grid: FixedGrid, levels: Se
     dict
         One Feature per level that some pixel reaches, ascending (a level
         nowhere reached has no Feature): the region ``p >= level`` traced by
-        :func:`serve.georef.contour_polygons` (valid after rounding, rings of 4
+        :func:`serve.products.georef.contour_polygons` (valid after rounding, rings of 4
         or more positions, exteriors anticlockwise and holes clockwise; missing
         pixels masked). Properties: ``level``, ``percent``, ``parallax_km`` and
         ``properties``.

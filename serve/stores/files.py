@@ -1,7 +1,7 @@
 """The file grid store: one CF NetCDF per grid under ``ROOT/<sector>/<YYYY-MM-DD>/<grid_id>.nc``.
 
 Grid ids are ``<satellite>_<sector>_<YYYYmmddTHHMMSSZ>_<model>-v<version>``
-(:class:`serve.gridfile.GridMeta`); a grid written again under the same id
+(:class:`serve.stores.gridfile.GridMeta`); a grid written again under the same id
 replaces the file atomically, so replaying a frame never makes a second grid.
 Every lookup parses the id against that grammar first, so no request can name a
 path outside the store.
@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 from foundation.clock import FUTURE_TOLERANCE_S
 from ingest.events import SECTORS, GridKey, GridView
 from ingest.geometry import FixedGrid
-from serve.gridfile import FlashArrays, GridMeta, write_grid
+from serve.stores.gridfile import FlashArrays, GridMeta, write_grid
 
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -123,7 +123,7 @@ class FileGridStore:
         """Write (or rewrite) the grid of ``meta``, with the GLM ``flashes`` it was made from when given.
 
         ``underlay``: the scan's band-13 brightness temperature in K for the map's
-        infrared layer (:func:`serve.gridfile.write_grid`); left out when ``None``.
+        infrared layer (:func:`serve.stores.gridfile.write_grid`); left out when ``None``.
         """
         key = meta.key
         path = write_grid(self._path(key), probability, grid, meta, encoding=encoding, flashes=flashes,

@@ -1,6 +1,6 @@
 """The Redis grid store: the distributed-mode sink for probability grids.
 
-Same call shape as :class:`serve.store.FileGridStore` (``put(probability, grid,
+Same call shape as :class:`serve.stores.files.FileGridStore` (``put(probability, grid,
 meta, encoding=...)``), so the worker can write to both. One put is one atomic
 Lua script, followed by one ``PUBLISH``.
 
@@ -75,8 +75,8 @@ from foundation.registry import Registry
 from foundation.utc import iso_utc, parse_utc
 from ingest.events import GridKey, GridView
 from ingest.geometry import Ellipsoid, FixedGrid, GeosProjection
-from serve.gridfile import GridMeta, pack_percent, unpack_percent
-from serve.store import check_sector
+from serve.stores.files import check_sector
+from serve.stores.gridfile import GridMeta, pack_percent, unpack_percent
 
 log = logging.getLogger(__name__)
 

@@ -12,18 +12,18 @@ stable, see :data:`ERROR_CODES`)::
     /v1/grids/{id}.png                      the PNG overlay with its legend
     /v1/grids/{id}/contours.geojson?levels=0.1,0.25&crs=lonlat|pixel&geometry=polygons|lines&parallax_km=0
     /v1/grids/{id}/flashes.geojson?crs=…    the GLM flashes the grid was made from
-    /v1/grids/{id}/latlon.nc?parallax_km=9  CF NetCDF on a regular lat/lon grid (:mod:`serve.georef`)
+    /v1/grids/{id}/latlon.nc?parallax_km=9  CF NetCDF on a regular lat/lon grid (:mod:`serve.products.georef`)
     /v1/grids/{id}/latlon.tif?parallax_km=… Cloud-Optimized GeoTIFF, EPSG:4326
     /v1/grids/{id}/map.json?parallax_km=…   the Web Mercator layers' bounds and URLs: map/probability.png,
                                             map/value.png (p = byte * 0.004), map/ir.png (band-13 underlay)
     /v1/points?lat=…&lon=…&hours=…          probability at a place over the last hours
                   …&flash_radius_km=20      and the GLM flashes within that distance (times, deduplicated)
     /v1/models                              the model slot's status (stable, shadow, rejected)
-    /v1/alerts  /v1/alerts/{site_id}        site alert states: ALERT, CLEAR or UNKNOWN (:mod:`serve.alerts`)
+    /v1/alerts  /v1/alerts/{site_id}        site alert states: ALERT, CLEAR or UNKNOWN (:mod:`serve.alerts.states`)
     POST /v1/admin/models/promote           {"version": N, "reason": "…"} with ``Authorization: Bearer TOKEN``
     POST /v1/admin/models/rollback          same token
     /healthz  /readyz  /metrics
-    /openapi.json  /docs                    the contract and its human docs (:mod:`serve.web`)
+    /openapi.json  /docs                    the contract and its human docs (:mod:`serve.api.web`)
 
 Grid ids are parsed against their grammar before any file is touched
 (:meth:`ingest.events.GridKey.parse`), so no request can reach outside the store.
@@ -31,7 +31,7 @@ Grid ids are parsed against their grammar before any file is touched
 viewer draws over the PNG); the default is GeoJSON's lon/lat.
 
 :class:`GridApi` is the routing and the answers, with no socket (tested
-directly); :class:`serve.web.HttpService` serves it over HTTP (ASGI under
+directly); :class:`serve.api.web.HttpService` serves it over HTTP (ASGI under
 uvicorn) with its OpenAPI contract. A grid file that cannot be read is skipped
 in listings and point series (``skipped`` counts them; the metric
 ``ltgcast_grid_files_unreadable_total`` too; each file is logged once), and
@@ -64,12 +64,13 @@ from foundation.utc import iso_utc
 from ingest.events import SECTORS
 from ingest.geometry import LIGHTNING_ELLIPSOID
 from monitor.quality import LEVELS
-from serve import georef, metrics
-from serve.alerts import great_circle_km
-from serve.gridfile import GridFile, read_attributes, read_flashes, read_geometry, read_grid
-from serve.outputs import MAX_LEVELS, check_levels, contours, overlay_png, point_series, positions
-from serve.sites import SITE_ID, SITE_ID_PATTERN
-from serve.store import FileGridStore, StoredGrid, check_sector
+from serve import metrics
+from serve.alerts.sites import SITE_ID, SITE_ID_PATTERN
+from serve.alerts.states import great_circle_km
+from serve.products import georef
+from serve.products.outputs import MAX_LEVELS, check_levels, contours, overlay_png, point_series, positions
+from serve.stores.files import FileGridStore, StoredGrid, check_sector
+from serve.stores.gridfile import GridFile, read_attributes, read_flashes, read_geometry, read_grid
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ PATHS = {
 }  # fmt: skip
 #: ``/v1/grids/{id}<suffix>``: what a grid is served as, by suffix.
 GRID_FILES = {".nc": "netcdf", ".png": "png", "/contours.geojson": "contours", "/flashes.geojson": "flashes"}
-#: The georeferenced products (:mod:`serve.georef`); suffixes match longest first (``/latlon.nc`` is not ``.nc``).
+#: The georeferenced products (:mod:`serve.products.georef`); longest suffix first (``/latlon.nc`` is not ``.nc``).
 GRID_FILES.update({"/latlon.nc": "latlon", "/latlon.tif": "cog", "/map.json": "map", "/map/ir.png": "map_ir",
                    "/map/probability.png": "map_probability", "/map/value.png": "map_value"})  # fmt: skip
 STATIC = {"viewer.js": "text/javascript; charset=utf-8", "viewer.css": "text/css; charset=utf-8"}
@@ -134,7 +135,7 @@ class Response:
 
 
 class AlertBoard(Protocol):
-    """What the alert routes read (:class:`serve.alerts.AlertRunner`)."""
+    """What the alert routes read (:class:`serve.alerts.states.AlertRunner`)."""
 
     def current(self) -> dict[str, Any]:
         """``{"sites": [one status per site], "evaluated_at": ..., "reference": ...}``."""
@@ -142,7 +143,7 @@ class AlertBoard(Protocol):
 
 
 class ModelControl(Protocol):
-    """What the admin endpoints drive (:class:`serve.hotswap.ModelSlot`)."""
+    """What the admin endpoints drive (:class:`serve.scoring.hotswap.ModelSlot`)."""
 
     def status(self) -> dict[str, Any]:
         """JSON-able state of the served models."""
@@ -516,7 +517,7 @@ class GridApi:
         body = self._cached(self._key(stored, "contours", levels, crs, shape, parallax), make)
         return Response(200, body, "application/geo+json")
 
-    # -- georeferenced rasters (serve.georef) ------------------------------------------------------------------------
+    # -- georeferenced rasters (serve.products.georef) -----------------------------------------------------------------
     def _loaded(self, stored: StoredGrid, *, ir: bool = False) -> tuple[Any, Any, dict[str, Any]]:
         """The probability (or the infrared underlay, ``None`` when the file has none), geometry and attributes."""
         with GridFile(stored.path) as grid_file:

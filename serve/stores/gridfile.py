@@ -15,7 +15,7 @@ The GLM flashes the grid was made from may ride along on a ``flash`` dimension:
 lightning ellipsoid) and ``flash_time`` (seconds since 1970, UTC), all float64.
 The scan's band-13 brightness temperature may ride along as ``underlay``
 (``uint8``, 0.75 K steps from 150 K, 255 missing; CF ``toa_brightness_temperature``),
-the infrared layer of the map (:mod:`serve.georef`); grids written before it,
+the infrared layer of the map (:mod:`serve.products.georef`); grids written before it,
 or from another band, have none (:meth:`GridFile.underlay` gives ``None``).
 
 A grid written without flashes has no ``flash`` dimension; one written with an

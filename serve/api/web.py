@@ -1,6 +1,6 @@
-"""The socket side of the API: :class:`~serve.api.GridApi` as an ASGI app under uvicorn, with its OpenAPI contract.
+"""The socket side of the API: :class:`~serve.api.grids.GridApi` as an ASGI app under uvicorn, with its OpenAPI spec.
 
-What this layer adds to the routing logic of :mod:`serve.api` (which stays socket-free and is tested directly):
+What this layer adds to the routing logic of :mod:`serve.api.grids` (which stays socket-free and is tested directly):
 
 * **A strict HTTP/1.1 parser** (h11, through uvicorn): a ``Content-Length`` that is not ASCII digits, two
   different ``Content-Length`` headers, ``Transfer-Encoding`` beside ``Content-Length``, request lines and
@@ -66,8 +66,8 @@ from foundation.addresses import format_address
 from foundation.errors import ApiError
 from ingest.events import SECTORS
 from serve import metrics
-from serve.api import ERROR_CODES, GRID_ID_PATTERN, MAX_BODY, GridApi, Response, route_name
-from serve.sites import SITE_ID_PATTERN
+from serve.alerts.sites import SITE_ID_PATTERN
+from serve.api.grids import ERROR_CODES, GRID_ID_PATTERN, MAX_BODY, GridApi, Response, route_name
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ class Promotion(BaseModel):
 
 
 class SiteAlert(BaseModel):
-    """A site's alert state (:mod:`serve.alerts`); times are scan times, ISO 8601 UTC."""
+    """A site's alert state (:mod:`serve.alerts.states`); times are scan times, ISO 8601 UTC."""
 
     id: str = Field(pattern=SITE_ID_PATTERN)
     name: str
@@ -327,14 +327,14 @@ def build_app(api: GridApi, settings: WebSettings | None = None) -> FastAPI:
 
 
 Answer = Callable[..., Awaitable[StarletteResponse]]
-#: The cloud-top height of the parallax correction (serve.georef), km; 0: none.
+#: The cloud-top height of the parallax correction (serve.products.georef), km; 0: none.
 Parallax = Annotated[float, Query(ge=0, le=20, description="cloud-top height of the parallax correction, km (0: none)")]
 _GRID_ID = Annotated[str, PathParam(pattern=GRID_ID_PATTERN, max_length=120,
                                     examples=["G19_C_20240615T200024Z_lightning-v3"])]  # fmt: skip
 
 
 def _georef_routes(app: FastAPI, answer: Answer) -> None:
-    """The georeferenced products of :mod:`serve.georef`: lat/lon NetCDF, COG, Web Mercator layers."""
+    """The georeferenced products of :mod:`serve.products.georef`: lat/lon NetCDF, COG, Web Mercator layers."""
 
     def png(description: str) -> dict[int | str, dict[str, Any]]:
         return {200: {"content": {"image/png": {}}, "description": description}, **_errors(400, 404, 503)}
@@ -772,7 +772,7 @@ def _closing(status: int, message: str) -> StarletteResponse:
 
 
 async def _read_body(scope: Scope, receive: Receive, limit_s: float) -> bytes | StarletteResponse:
-    """The whole request body (at most :data:`serve.api.MAX_BODY` bytes, within ``limit_s``), or the refusal."""
+    """The whole request body (at most :data:`serve.api.grids.MAX_BODY` bytes, within ``limit_s``), or the refusal."""
     declared = dict(scope.get("headers", [])).get(b"content-length", b"0")
     if declared.isdigit() and int(declared) > MAX_BODY:
         return _closing(413, f"request bodies are at most {MAX_BODY} bytes; found a Content-Length of {int(declared)}")

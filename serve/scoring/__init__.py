@@ -2,7 +2,7 @@
 
 * ``embedded`` — the fastest exact in-process scorer this version and host
   allow: the version's converted ``model.onnx`` run by ONNX Runtime, else by
-  OpenVINO (:mod:`serve.onnx_scoring`: the card vouches for its hash and for a
+  OpenVINO (:mod:`serve.scoring.onnx`: the card vouches for its hash and for a
   probability difference ≤ 1e-5 against TensorFlow on each runtime), else
   ``tensorflow``. Falling back says why once per version and reason (a
   warning in the log) and counts ``ltgcast_scorer_fallback_total{reason}``.
@@ -18,7 +18,7 @@
 * ``patch`` — the naive path: one 64 × 64 patch per pixel through the ``patch``
   signature. Kept for equivalence checks and as the benchmark's baseline.
 * ``tfserving`` — the same tiles sent to TensorFlow Serving over gRPC (REST as
-  the fallback); see :mod:`serve.tfserving`.
+  the fallback); see :mod:`serve.scoring.tfserving`.
 
 Inputs are ``[H, W, C]`` float32, already scaled and filled
 (:func:`featurize.channels.model_input`); outputs ``[H, W]`` float32 in [0, 1].
@@ -36,10 +36,10 @@ fallbacks, in ``ltgcast_scorer_errors_total{backend, reason}``: the reasons of
 shadow grids, the hot-swap warm-ups. The embedded backends give
 ``invalid_argument`` (input refused), ``bad_output`` or ``other`` (TensorFlow
 failed); ``tfserving`` maps the gRPC code or HTTP status
-(:func:`serve.tfserving.error_reason`). A scorer sets its backend's reasons to
+(:func:`serve.scoring.tfserving.error_reason`). A scorer sets its backend's reasons to
 0 when built, so ``rate()`` works from the first failure, and exports
 ``ltgcast_scorer_circuit_state`` (``embedded``/``local`` is always 0;
-``tfserving`` per transport, see :mod:`serve.tfserving`).
+``tfserving`` per transport, see :mod:`serve.scoring.tfserving`).
 """
 
 from __future__ import annotations
@@ -301,7 +301,7 @@ _FELL_BACK: set[tuple[str, str]] = set()  # (version folder, reason) already war
 
 def _converted(runtime: str) -> Callable[[Path, ScorerSettings], Scorer]:
     def build(version_path: Path, settings: ScorerSettings) -> Scorer:
-        from serve.onnx_scoring import ConvertedScorer
+        from serve.scoring.onnx import ConvertedScorer
 
         return ConvertedScorer(version_path, settings, runtime=runtime)
 
@@ -312,7 +312,7 @@ def fastest_exact(version_path: Path, settings: ScorerSettings) -> Scorer:
     """The ``embedded`` backend: the converted artefact on the first runtime that takes it, else TensorFlow."""
     from foundation.errors import ArtefactUnavailable
     from models.onnx import RUNTIMES
-    from serve.onnx_scoring import SCORER_FALLBACK, ConvertedScorer
+    from serve.scoring.onnx import SCORER_FALLBACK, ConvertedScorer
 
     reason, detail = "", ""
     for runtime in RUNTIMES:
@@ -330,7 +330,7 @@ def fastest_exact(version_path: Path, settings: ScorerSettings) -> Scorer:
 
 
 def _tfserving(version_path: Path, settings: ScorerSettings) -> Scorer:
-    from serve.tfserving import TFServingScorer, TFServingSettings
+    from serve.scoring.tfserving import TFServingScorer, TFServingSettings
 
     return TFServingScorer(version_path, TFServingSettings.from_scorer_settings(settings))
 

@@ -1,6 +1,6 @@
 """Georeferenced products of a grid: valid GeoJSON polygons, parallax correction, lat/lon and Web Mercator rasters.
 
-The native CF NetCDF (:mod:`serve.gridfile`) stays the reference: it is on the
+The native CF NetCDF (:mod:`serve.stores.gridfile`) stays the reference: it is on the
 satellite's own fixed grid, which GIS tools and web maps cannot place without
 a geostationary reprojection. This module makes what they can place, from the
 probability ``[H, W]`` (float32 in ``[0, 1]``, NaN where missing) and its

@@ -1,7 +1,7 @@
 """Site alerts: ALERT, CLEAR or UNKNOWN for each configured site, derived from the stored grids alone.
 
 What a commercial lightning service offers airports and venues, from the
-nowcast: for each site of the sites file (:mod:`serve.sites`),
+nowcast: for each site of the sites file (:mod:`serve.alerts.sites`),
 
 * the **value of a grid** at a site is the highest probability over the pixels
   whose centres lie within ``radius_km`` of the site (great circle on a sphere
@@ -30,7 +30,7 @@ the stored grids, restarts and several API processes agree without shared state.
 once); :class:`AlertRunner` is the thread that recomputes when a sector's
 newest grid changes (polling the store's listings: the worker is never
 touched), sets the Prometheus series, logs each transition once and hands it
-to the webhook (:mod:`serve.webhook`).
+to the webhook (:mod:`serve.alerts.webhook`).
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ from foundation.utc import iso_utc
 from ingest.events import SECTORS
 from ingest.geometry import FixedGrid
 from serve import metrics
-from serve.gridfile import GridFile
-from serve.sites import Site
-from serve.store import FileGridStore, StoredGrid
+from serve.alerts.sites import Site
+from serve.stores.files import FileGridStore, StoredGrid
+from serve.stores.gridfile import GridFile
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class SiteAlerts:
     store
         The grid store.
     sites
-        The sites (:func:`serve.sites.load_sites`).
+        The sites (:func:`serve.alerts.sites.load_sites`).
     now
         A clock for a live service: "now" is then the later of it and the newest scan, so a feed that stops
         turns every site UNKNOWN. Without it (replays, tests) "now" is the newest scan in the store.
@@ -331,7 +331,7 @@ def decide(site: Site, seen: Sequence[tuple[StoredGrid, float]], reference: date
 
 
 class Webhook(Protocol):
-    """Where transitions go (:class:`serve.webhook.WebhookSender`)."""
+    """Where transitions go (:class:`serve.alerts.webhook.WebhookSender`)."""
 
     def enqueue(self, message: dict[str, Any]) -> None:
         """Queue one message; never blocks."""

@@ -1,6 +1,6 @@
 """The alert webhook: site-alert transitions POSTed as JSON to one URL, on a thread of its own.
 
-Network code kept apart from the alert logic (:mod:`serve.alerts`), behind one
+Network code kept apart from the alert logic (:mod:`serve.alerts.states`), behind one
 seam (:data:`Post`, a test double can replace it). What it promises:
 
 * :meth:`WebhookSender.enqueue` never blocks and never raises: the caller (the
