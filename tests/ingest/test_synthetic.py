@@ -13,15 +13,8 @@ from ingest.filenames import parse_filename
 from ingest.geometry import LIGHTNING_ELLIPSOID
 from ingest.glm import GlmGranule
 from ingest.readers import read_product
-from ingest.synthetic import (
-    Cell,
-    ScenarioConfig,
-    _peak_flash_rate,
-    _steering_wind,
-    _World,
-    sector_grid,
-    simulate,
-)
+from ingest.synthetic import ScenarioConfig, _Scenario, sector_grid, simulate
+from ingest.synthetic.weather import Cell, Weather, _peak_flash_rate, _steering_wind
 
 START = datetime(2024, 6, 15, 18, 0, tzinfo=UTC)
 
@@ -213,13 +206,13 @@ def stepped() -> dict[int, tuple[tuple[int, int], list[Seen]]]:
     runs = {}
     for seed in SEEDS:
         config = ScenarioConfig(out=Path("unused"), sector="M1", start=START, minutes=120, seed=seed)
-        world = _World(config)
+        weather = Weather(config)
         seen = []
         for minute in range(121):
-            world._advance_to(START + timedelta(minutes=minute))
+            weather.advance_to(START + timedelta(minutes=minute))
             seen += [Seen(minute, c.id, c.kind, c.row, c.col, c.radius(), c.core_bt(), c.flash_rate(), c.parent)
-                     for c in world.state.cells]  # fmt: skip
-        runs[seed] = (world.grid.shape, seen)
+                     for c in weather.state.cells]  # fmt: skip
+        runs[seed] = (weather.grid.shape, seen)
     return runs
 
 
@@ -334,14 +327,14 @@ def test_steering_winds_run_from_near_stationary_to_fast_and_blow_from_every_sid
 
 def test_glm_granules_of_an_intense_storm_pack_over_100_flashes_a_minute_within_8_px(tmp_path):
     config = ScenarioConfig(out=tmp_path, sector="M1", start=START, minutes=1, seed=3)
-    world = _World(config)
+    scenario = _Scenario(config)
     storm = Cell(id=1, row=250.0, col=250.0, v_row=0.0, v_col=0.0, growth=20.0, mature=60.0, decay=30.0,
                  t_min=190.0, r_max=30.0, rate_max=300.0, age=40.0, onset_k=235.0)  # fmt: skip
-    world.state.cells = [storm]
+    scenario.weather.state.cells = [storm]
     grid = sector_grid(config)
     flashes = near = groups = events = 0
     for i in range(3):  # one minute of granules
-        granule = read_product(world.write_granule(START + timedelta(seconds=20 * i)))
+        granule = read_product(scenario.write_granule(START + timedelta(seconds=20 * i)))
         assert isinstance(granule, GlmGranule)
         rows, cols = grid.rowcol(granule.flashes.lat, granule.flashes.lon, ellipsoid=LIGHTNING_ELLIPSOID)
         flashes += rows.size

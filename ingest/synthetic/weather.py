@@ -1,9 +1,8 @@
-"""Synthetic GOES-R scenarios in NOAA's exact file format.
+"""The weather of the synthetic scenarios: storm cells, steering winds, flash rates, flashes, groups and events.
 
-:func:`simulate` writes ABI L1b ``Rad`` band-13 frames and GLM LCFA 20-second
-granules for one sector, named and laid out like NOAA's (the layouts come from
-real files, see :mod:`ingest.formats`), so every reader, source and test runs
-on them exactly as on real data.
+:class:`Weather` evolves one sector's clouds and convective cells and renders its band-13 brightness
+temperature; :class:`Lightning` draws a GLM granule's flashes, groups and events from the cells' flash
+rates. Neither writes files (:mod:`ingest.synthetic.writer` does).
 
 The weather is simple but learnable, and its ranges are meant to cover what
 GOES-R sees, not only the typical storm:
@@ -139,123 +138,20 @@ and summaries, not every full paper was read):
 Lightning is placed consistently with GLM's navigation: a flash at ABI pixel
 ``(row, col)`` of its cell is written at the latitude/longitude where that
 line of sight meets the lightning ellipsoid (see :mod:`ingest.geometry`).
-
-Cadence (ABI Mode 6): full disk every 10 min, CONUS every 5 min, mesoscale every
-minute; GLM every 20 s. The same seed gives byte-identical data values.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ingest.abi import PLANCK_VARIABLES, radiance_from_brightness_temperature
-from ingest.filenames import abi_filename, format_goes_time, glm_filename
-from ingest.formats import load_template, write_product
-from ingest.geometry import LIGHTNING_ELLIPSOID, FixedGrid, GeosProjection
-from ingest.glm import TIME_OFFSET_VARIABLES
-
-log = logging.getLogger(__name__)
-
-J2000 = datetime(2000, 1, 1, 12, tzinfo=UTC)
-FD_SIZE = 5424
-FD_STEP = 5.6e-5  # rad per 2-km IR pixel
-FD_EDGE = 0.151844  # rad, centre of the first full-disk pixel
-GLM_SECONDS = 20.0
-
-#: Band 13 (10.3 µm) constants of the GOES-16 ABI as carried by NOAA's files, and its packing.
-BAND13 = {
-    "planck_fk1": 10803.3,
-    "planck_fk2": 1392.74,
-    "planck_bc1": 0.0755,
-    "planck_bc2": 0.99975,
-    "wavelength_um": 10.33,
-    "scale_factor": 0.15307,
-    "add_offset": -1.6443,
-}
-
-
-@dataclass(frozen=True)
-class Slot:
-    """An orbital slot: projection origin, sub-satellite longitude, CONUS origin in the full disk."""
-
-    lon_0: float
-    subpoint_lon: float
-    conus_row: int
-    conus_col: int
-
-
-#: CONUS (1500 × 2500) is a fixed block of the full disk, different per slot.
-SLOTS = {
-    "GOES-East": Slot(-75.0, -75.2, 422, 902),
-    "GOES-West": Slot(-137.0, -137.2, 422, 1462),
-    "GOES-Test": Slot(-89.5, -89.5, 452, 1372),
-}
-
-
-@dataclass(frozen=True)
-class Sector:
-    """An ABI scan sector: size, scene name, cadence and Mode-6 scan timing (s)."""
-
-    code: str
-    scene_id: str
-    rows: int
-    cols: int
-    cadence_s: int
-    offset_s: float
-    duration_s: float
-    storm_density: float  # storms alive at once per million pixels
-
-
-SECTORS = {
-    "F": Sector("F", "Full Disk", FD_SIZE, FD_SIZE, 600, 20.3, 579.6, 3.0),
-    "C": Sector("C", "CONUS", 1500, 2500, 300, 77.8, 158.5, 12.0),
-    "M1": Sector("M1", "Mesoscale", 500, 500, 60, 24.5, 5.8, 100.0),
-    "M2": Sector("M2", "Mesoscale", 500, 500, 60, 54.5, 5.8, 100.0),
-}
-
-
-@dataclass(frozen=True)
-class ScenarioConfig:
-    """What to simulate. ``meso_center`` (lat, lon) places a mesoscale sector."""
-
-    out: Path
-    sector: str
-    start: datetime
-    minutes: int
-    seed: int
-    satellite: str = "G19"
-    slot: str = "GOES-East"
-    meso_center: tuple[float, float] = (35.0, -97.5)
-    glm: bool = True
-    spin_up_minutes: int = 90
-    cloud_top_offset_k: float = 0.0  # a regime change for drift tests: every cloud top (cirrus, anvil, core) warmer
-
-    def __post_init__(self) -> None:
-        """Reject impossible scenarios at once, naming the valid choices."""
-        if self.sector not in SECTORS:
-            msg = f"unknown sector {self.sector!r}; valid: {', '.join(SECTORS)}"
-            raise ValueError(msg)
-        if self.slot not in SLOTS:
-            msg = f"unknown orbital slot {self.slot!r}; valid: {', '.join(SLOTS)}"
-            raise ValueError(msg)
-        if self.start.tzinfo is None:
-            msg = "start must be timezone-aware UTC"
-            raise ValueError(msg)
-        if self.minutes <= 0:
-            msg = f"minutes must be positive, got {self.minutes}"
-            raise ValueError(msg)
-
+from ingest.geometry import LIGHTNING_ELLIPSOID
+from ingest.synthetic.scenario import GLM_SECONDS, SECTORS, ScenarioConfig, sector_grid
 
 BIRTH_K = 262.0
 ONSET_K = 236.0
@@ -379,54 +275,17 @@ class _State:
     event_id: int = 0
 
 
-def sector_grid(config: ScenarioConfig) -> FixedGrid:
-    """The fixed grid of the configured sector (2-km IR pixels)."""
-    sector, slot = SECTORS[config.sector], SLOTS[config.slot]
-    projection = GeosProjection(lon_0=slot.lon_0, height=35786023.0)
-    if sector.code == "F":
-        row0, col0 = 0, 0
-    elif sector.code == "C":
-        row0, col0 = slot.conus_row, slot.conus_col
-    else:
-        x, y = projection.scan_angles(config.meso_center[0], config.meso_center[1])
-        if not (np.isfinite(x) and np.isfinite(y)):
-            msg = f"mesoscale centre {config.meso_center} is not visible from {config.slot}"
-            raise ValueError(msg)
-        col0 = round((float(x) + FD_EDGE) / FD_STEP) - sector.cols // 2
-        row0 = round((FD_EDGE - float(y)) / FD_STEP) - sector.rows // 2
-    xs = -FD_EDGE + FD_STEP * (col0 + np.arange(sector.cols, dtype=np.float64))
-    ys = FD_EDGE - FD_STEP * (row0 + np.arange(sector.rows, dtype=np.float64))
-    return FixedGrid(projection, xs, ys)
+class Weather:
+    """The evolving weather of one scenario's sector: clear sky, cirrus and convective cells.
 
-
-def simulate(config: ScenarioConfig) -> list[Path]:
-    """Write the scenario's ABI frames and GLM granules; return the paths written.
-
-    Also writes ``truth.jsonl``: per ABI frame, the state of every cell (pixel
-    position, top temperature, flash rate), for tests and demos.
+    ``rng`` is the scenario's one random stream, seeded by ``config.seed``; the scenario's files draw
+    their creation delays and ids from it too, in turn with the weather, so the same seed gives the
+    same files.
     """
-    config.out.mkdir(parents=True, exist_ok=True)
-    world = _World(config)
-    written: list[Path] = []
-    with (config.out / "truth.jsonl").open("w", encoding="utf-8") as truth:
-        for kind, when in world.schedule():
-            if kind == "abi":
-                path, cells = world.write_frame(when)
-                truth.write(json.dumps({"frame": path.name, "scan_start": when.isoformat(), "cells": cells}) + "\n")
-            else:
-                path = world.write_granule(when)
-            written.append(path)
-    log.info("simulate: wrote %d files to %s", len(written), config.out)
-    return written
-
-
-class _World:
-    """The evolving weather of one scenario and the writers of its files."""
 
     def __init__(self, config: ScenarioConfig) -> None:
         self.config = config
         self.sector = SECTORS[config.sector]
-        self.slot = SLOTS[config.slot]
         self.grid = sector_grid(config)
         rng = np.random.default_rng(config.seed)
         self.state = _State(rng=rng, wind=_steering_wind(rng))
@@ -441,18 +300,14 @@ class _World:
         self.clock = config.start - timedelta(minutes=config.spin_up_minutes)
         self.lightning_projection = self.grid.projection.on_ellipsoid(LIGHTNING_ELLIPSOID)
 
-    # ---- schedule -------------------------------------------------------------------------
-    def schedule(self) -> Iterator[tuple[str, datetime]]:
-        """(kind, time) of every file in time order, advancing the weather as it goes."""
-        end = self.config.start + timedelta(minutes=self.config.minutes)
-        frames = list(_frame_starts(self.sector, self.config.start, end))
-        granules = [self.config.start + timedelta(seconds=GLM_SECONDS * i) for i in range(self.config.minutes * 3)]
-        events = sorted([("glm", t) for t in granules] * self.config.glm + [("abi", t) for t in frames], key=_key)
-        for kind, when in events:
-            self._advance_to(when)
-            yield kind, when
+    @property
+    def rng(self) -> np.random.Generator:
+        """The scenario's random stream."""
+        return self.state.rng
 
-    def _advance_to(self, when: datetime) -> None:
+    # ---- evolution --------------------------------------------------------------------------
+    def advance_to(self, when: datetime) -> None:
+        """Step the weather in 20-s steps (one GLM granule) while a whole step fits before ``when``."""
         while self.clock + timedelta(seconds=GLM_SECONDS) <= when:
             self._step(GLM_SECONDS / 60.0)
             self.clock += timedelta(seconds=GLM_SECONDS)
@@ -624,26 +479,10 @@ class _World:
         bt += self.state.rng.normal(0.0, 0.3, bt.shape).astype(np.float32)
         return bt
 
-    # ---- writers ----------------------------------------------------------------------------
-    def write_frame(self, scan_start: datetime) -> tuple[Path, list[dict[str, Any]]]:
-        """Write one ABI L1b band-13 file for the scan starting at ``scan_start``."""
-        bt = self.render()
-        k = BAND13
-        radiance = radiance_from_brightness_temperature(bt.astype(np.float64), *(k[n] for n in PLANCK_VARIABLES))
-        scan_end = scan_start + timedelta(seconds=self.sector.duration_s)
-        created = scan_end + timedelta(seconds=float(self.state.rng.uniform(20, 40)))
-        name = abi_filename(
-            sector=self.sector.code,
-            mode=6,
-            band=13,
-            satellite=self.config.satellite,
-            scan_start=scan_start,
-            scan_end=scan_end,
-            created=created,
-        )
-        path = self.config.out / name
-        _write_abi(path, self, radiance, scan_start, scan_end, created)
-        cells = [
+    # ---- truth ------------------------------------------------------------------------------
+    def truth(self) -> list[dict[str, Any]]:
+        """Every cell now, as ``truth.jsonl`` records it: pixel position, top temperature, flash rate, kind, parent."""
+        return [
             {
                 "id": c.id,
                 "row": round(c.row, 2),
@@ -658,33 +497,6 @@ class _World:
             }
             for c in self.state.cells
         ]
-        return path, cells
-
-    def write_granule(self, start: datetime) -> Path:
-        """Write one 20-second GLM LCFA granule starting at ``start``."""
-        end = start + timedelta(seconds=GLM_SECONDS)
-        lightning = _Lightning.generate(self, start)
-        created = end + timedelta(seconds=float(self.state.rng.uniform(1, 3)))
-        path = self.config.out / glm_filename(
-            satellite=self.config.satellite, scan_start=start, scan_end=end, created=created
-        )
-        _write_glm(path, self, lightning, start, end, created)
-        return path
-
-
-def _key(item: tuple[str, datetime]) -> tuple[datetime, int]:
-    return (item[1], 0 if item[0] == "glm" else 1)
-
-
-def _frame_starts(sector: Sector, start: datetime, end: datetime) -> Iterator[datetime]:
-    """Mode-6 scan starts of ``sector`` in ``[start, end)``."""
-    day = start.replace(hour=0, minute=0, second=0, microsecond=0)
-    first = math.floor((start - day).total_seconds() / sector.cadence_s)
-    when = day + timedelta(seconds=first * sector.cadence_s + sector.offset_s)
-    while when < end:
-        if when >= start:
-            yield when
-        when += timedelta(seconds=sector.cadence_s)
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell: int, sigma: float) -> NDArray[np.float64]:
@@ -718,7 +530,7 @@ def _blend(bt: NDArray[np.float32], row: float, col: float, radius: float, top: 
 
 
 @dataclass
-class _Lightning:
+class Lightning:
     """Flashes, groups and events of one granule, in physical units."""
 
     flash: dict[str, NDArray[Any]]
@@ -726,9 +538,9 @@ class _Lightning:
     event: dict[str, NDArray[Any]]
 
     @classmethod
-    def generate(cls, world: _World, start: datetime) -> _Lightning:
+    def generate(cls, weather: Weather, start: datetime) -> Lightning:
         """Draw this granule's flashes from every electrified cell's current rate."""
-        rng, state = world.state.rng, world.state
+        rng, state = weather.state.rng, weather.state
         rows: list[NDArray[np.float64]] = []
         rates: list[NDArray[np.float64]] = []
         for cell in state.cells:
@@ -744,32 +556,32 @@ class _Lightning:
                 rates.append(np.full(count, rate))
         centres = np.concatenate(rows) if rows else np.empty((0, 2))
         rate_of = np.concatenate(rates) if rates else np.empty(0)
-        centre_lon, centre_lat = _pixel_to_lightning_lonlat(world, centres)
+        centre_lon, centre_lat = _pixel_to_lightning_lonlat(weather, centres)
         visible = np.isfinite(centre_lon)
-        return _build_hierarchy(world, centres[visible], centre_lon[visible], centre_lat[visible], rate_of[visible])
+        return _build_hierarchy(weather, centres[visible], centre_lon[visible], centre_lat[visible], rate_of[visible])
 
 
 def _pixel_to_lightning_lonlat(
-    world: _World, pix: NDArray[np.float64]
+    weather: Weather, pix: NDArray[np.float64]
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Sector pixel (row, col) → lon/lat where that line of sight meets the lightning ellipsoid."""
-    x, y = world.grid.scan_angles_of(pix[:, 0], pix[:, 1])
-    return world.lightning_projection.lonlat(x, y)
+    x, y = weather.grid.scan_angles_of(pix[:, 0], pix[:, 1])
+    return weather.lightning_projection.lonlat(x, y)
 
 
 def _build_hierarchy(
-    world: _World,
+    weather: Weather,
     centres: NDArray[np.float64],
     centre_lon: NDArray[np.float64],
     centre_lat: NDArray[np.float64],
     rates: NDArray[np.float64],
-) -> _Lightning:
+) -> Lightning:
     """Flashes at ``centres`` (sector pixels; their lightning-ellipsoid lon/lat given) → groups → events.
 
     ``rates`` is the flash rate (per minute) of each flash's cell: the more flashes a
     cell makes, the smaller they are (fewer groups, events nearer the flash centre).
     """
-    rng, state = world.state.rng, world.state
+    rng, state = weather.state.rng, weather.state
     n = centres.shape[0]
     intensity = np.clip(rates / 300.0, 0.0, 1.0)
     t0 = np.asarray(rng.uniform(0.0, GLM_SECONDS - 1.5, n), dtype=np.float64)
@@ -780,7 +592,7 @@ def _build_hierarchy(
     event_group = np.repeat(np.arange(group_flash.size), n_events)
     event_spread = (3.0 - 1.8 * intensity)[group_flash][event_group]
     pix = centres[group_flash][event_group] + rng.normal(0, 1.0, (event_group.size, 2)) * event_spread[:, None]
-    lon, lat = _pixel_to_lightning_lonlat(world, pix)
+    lon, lat = _pixel_to_lightning_lonlat(weather, pix)
     off_disk = ~np.isfinite(lon)  # events spread past the limb fall back to their flash centre
     event_flash = group_flash[event_group]
     lon[off_disk], lat[off_disk] = centre_lon[event_flash[off_disk]], centre_lat[event_flash[off_disk]]
@@ -808,7 +620,7 @@ def _build_hierarchy(
     state.flash_id += n
     state.group_id += group_flash.size
     state.event_id += event_group.size
-    return _Lightning(
+    return Lightning(
         flash={"id": flash_ids, "lat": f_lat, "lon": f_lon, "t_first": t_first, "t_last": t_last,
                "energy": f_energy, "area": f_area},
         group={"id": group_ids, "lat": g_lat, "lon": g_lon, "time": group_time, "energy": g_energy,
@@ -816,141 +628,3 @@ def _build_hierarchy(
         event={"id": event_ids, "lat": lat, "lon": lon, "time": event_time, "energy": energy,
                "parent": group_ids[event_group]},
     )  # fmt: skip
-
-
-def _j2000(when: datetime) -> float:
-    return (when - J2000).total_seconds()
-
-
-def _goes_time(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 100_000}Z"
-
-
-def _seeded_uuid(world: _World) -> str:
-    return str(uuid.UUID(bytes=world.state.rng.bytes(16), version=4))
-
-
-def _write_abi(
-    path: Path, world: _World, radiance: NDArray[np.float64], start: datetime, end: datetime, created: datetime
-) -> None:
-    template = load_template("abi_l1b_rad")
-    grid, slot, k = world.grid, world.slot, BAND13
-    rows, cols = grid.shape
-    valid = np.isfinite(radiance)
-    dqf = np.where(valid, 0, 3).astype(np.int8)
-    rad_good = radiance[valid]
-    lon, lat = grid.projection.lonlat(grid.x[[0, -1, cols // 2, cols // 2]], grid.y[[rows // 2, rows // 2, 0, -1]])
-    x_span, y_span = (float(grid.x[0]), float(grid.x[-1])), (float(grid.y[0]), float(grid.y[-1]))
-    rad_range = np.array([k["add_offset"], k["add_offset"] + 4094 * k["scale_factor"]], dtype=np.float32)
-    globals_ = {
-        "dataset_name": path.name,
-        "orbital_slot": world.config.slot,
-        "platform_ID": world.config.satellite,
-        "scene_id": world.sector.scene_id,
-        "timeline_id": "ABI Mode 6",
-        "production_site": "WCDAS",
-        "date_created": _goes_time(created),
-        "time_coverage_start": _goes_time(start),
-        "time_coverage_end": _goes_time(end),
-        "id": _seeded_uuid(world),
-        "summary": "Single emissive band ABI L1b Radiance Products are digital maps of outgoing radiance values "
-        "at the top of the atmosphere for IR bands.",
-    }
-    pixel = f"{FD_STEP:.6f}"
-    values: dict[str, Any] = {
-        "Rad": radiance,
-        "DQF": dqf,
-        "t": _j2000(start + (end - start) / 2),
-        "y": grid.y,
-        "x": grid.x,
-        "time_bounds": [_j2000(start), _j2000(end)],
-        "y_image": float(np.mean(y_span)),
-        "y_image_bounds": [y_span[0] + FD_STEP / 2, y_span[1] - FD_STEP / 2],
-        "x_image": float(np.mean(x_span)),
-        "x_image_bounds": [x_span[0] - FD_STEP / 2, x_span[1] + FD_STEP / 2],
-        "nominal_satellite_subpoint_lon": slot.subpoint_lon,
-        "band_id": [13],
-        "band_wavelength": [k["wavelength_um"]],
-        "esun": np.nan,
-        "kappa0": np.nan,
-        **{name: k[name] for name in PLANCK_VARIABLES},
-        "valid_pixel_count": int(valid.sum()),
-        "missing_pixel_count": int((~valid & world.earth).sum()),
-        "min_radiance_value_of_valid_pixels": float(rad_good.min()) if rad_good.size else np.nan,
-        "max_radiance_value_of_valid_pixels": float(rad_good.max()) if rad_good.size else np.nan,
-        "mean_radiance_value_of_valid_pixels": float(rad_good.mean()) if rad_good.size else np.nan,
-        "std_dev_radiance_value_of_valid_pixels": float(rad_good.std()) if rad_good.size else np.nan,
-        "earth_sun_distance_anomaly_in_AU": 1.0,
-    }
-    attrs: dict[str, dict[str, Any]] = {
-        "Rad": {"scale_factor": np.float32(k["scale_factor"]), "add_offset": np.float32(k["add_offset"]),
-                "resolution": f"y: {pixel} rad x: {pixel} rad"},
-        "DQF": {"percent_good_pixel_qf": np.float32(valid.mean()),
-                "percent_no_value_pixel_qf": np.float32(1 - valid.mean())},
-        "y": {"scale_factor": np.float32(-FD_STEP), "add_offset": np.float32(grid.y[0])},
-        "x": {"scale_factor": np.float32(FD_STEP), "add_offset": np.float32(grid.x[0])},
-        "goes_imager_projection": {"longitude_of_projection_origin": np.float64(slot.lon_0)},
-        "geospatial_lat_lon_extent": _extent(lat, lon, slot),
-        "algorithm_dynamic_input_data_container": {
-            "input_ABI_L0_data": f"OR_ABI-L0-{world.sector.code[0]}-M6_{world.config.satellite}"
-            f"_s{format_goes_time(start)}_e{format_goes_time(end)}_c*.nc"},
-        **{name: {"valid_range": rad_range} for name in (
-            "min_radiance_value_of_valid_pixels", "max_radiance_value_of_valid_pixels",
-            "mean_radiance_value_of_valid_pixels")},
-    }  # fmt: skip
-    write_product(path, template, dimensions={"y": rows, "x": cols}, global_attrs=globals_, values=values, attrs=attrs)
-
-
-def _extent(lat: NDArray[np.float64], lon: NDArray[np.float64], slot: Slot) -> dict[str, Any]:
-    def f(v: float) -> np.float32:
-        return np.float32(v if np.isfinite(v) else -999.0)
-
-    return {
-        "geospatial_westbound_longitude": f(lon[0]),
-        "geospatial_eastbound_longitude": f(lon[1]),
-        "geospatial_northbound_latitude": f(lat[2]),
-        "geospatial_southbound_latitude": f(lat[3]),
-        "geospatial_lon_nadir": np.float32(slot.lon_0),
-    }
-
-
-def _write_glm(path: Path, world: _World, ltg: _Lightning, start: datetime, end: datetime, created: datetime) -> None:
-    template = load_template("glm_l2_lcfa")
-    slot = world.slot
-    units = f"seconds since {start:%Y-%m-%d %H:%M:%S}.000"
-    f, g, e = ltg.flash, ltg.group, ltg.event
-    values: dict[str, Any] = {
-        "event_id": e["id"], "event_time_offset": e["time"], "event_lat": e["lat"], "event_lon": e["lon"],
-        "event_energy": e["energy"], "event_parent_group_id": e["parent"],
-        "group_id": g["id"], "group_time_offset": g["time"], "group_frame_time_offset": g["time"],
-        "group_lat": g["lat"], "group_lon": g["lon"], "group_area": g["area"] * 1e6, "group_energy": g["energy"],
-        "group_parent_flash_id": g["parent"], "group_quality_flag": np.zeros(g["id"].size),
-        "flash_id": f["id"], "flash_time_offset_of_first_event": f["t_first"],
-        "flash_time_offset_of_last_event": f["t_last"], "flash_frame_time_offset_of_first_event": f["t_first"],
-        "flash_frame_time_offset_of_last_event": f["t_last"], "flash_lat": f["lat"], "flash_lon": f["lon"],
-        "flash_area": f["area"] * 1e6, "flash_energy": f["energy"], "flash_quality_flag": np.zeros(f["id"].size),
-        "product_time": _j2000(start), "product_time_bounds": [_j2000(start), _j2000(end)],
-        # NOAA writes fill, not 0, in the counts of an empty granule (valid_range starts at 1)
-        **{f"{k}_count": v["id"].size or np.nan for k, v in (("event", e), ("group", g), ("flash", f))},
-        "nominal_satellite_subpoint_lon": slot.subpoint_lon, "lon_field_of_view": slot.lon_0,
-        "lon_field_of_view_bounds": [slot.lon_0 - 64.4, slot.lon_0 + 64.0],
-        "yaw_flip_flag": 0,
-    }  # fmt: skip
-    attrs: dict[str, dict[str, Any]] = {name: {"units": units} for name in TIME_OFFSET_VARIABLES}
-    attrs["event_lon"] = {"add_offset": np.float32(slot.lon_0 - 66.56)}
-    attrs["algorithm_dynamic_input_data_container"] = {
-        "input_GLM_L0_data": f"OR_GLM-L0_{world.config.satellite}_s{format_goes_time(start)}"
-        f"_e{format_goes_time(end)}_c*.nc"
-    }
-    globals_ = {
-        "dataset_name": path.name,
-        "orbital_slot": world.config.slot,
-        "platform_ID": world.config.satellite,
-        "production_site": "WCDAS",
-        "date_created": _goes_time(created),
-        "time_coverage_start": _goes_time(start),
-        "time_coverage_end": _goes_time(end),
-        "id": _seeded_uuid(world),
-    }
-    dims = {"number_of_flashes": f["id"].size, "number_of_groups": g["id"].size, "number_of_events": e["id"].size}
-    write_product(path, template, dimensions=dims, global_attrs=globals_, values=values, attrs=attrs)
