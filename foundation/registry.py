@@ -2,7 +2,7 @@
 
 The families: product readers (``ingest.readers``), buses (``ingest.bus``), frame sources
 (``ingest.sources``), feature sets (``featurize.channels``), scorer backends (``serve.scoring``) and
-the Redis store's grid codecs (``serve.stores.redis_grids``). An unknown name raises one error, worded one way, listing
+the Redis store's grid codecs (``serve.stores.redis_codecs``). An unknown name raises one error, worded one way, listing
 the valid names in the order they were registered (:meth:`Registry.lookup`):
 
 >>> colours = Registry("colour", {"red": 1, "green": 2})

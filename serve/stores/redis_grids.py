@@ -2,7 +2,9 @@
 
 Same call shape as :class:`serve.stores.files.FileGridStore` (``put(probability, grid,
 meta, encoding=...)``), so the worker can write to both. One put is one atomic
-Lua script, followed by one ``PUBLISH``.
+Lua script, followed by one ``PUBLISH``. This module is the half that talks to
+Redis (settings, the store, the subscription); what it writes, as bytes and JSON,
+is :mod:`serve.stores.redis_codecs`, which has no ``redis`` import.
 
 Key layout (``P`` is :attr:`RedisSettings.prefix`, default ``ltgcast``)::
 
@@ -17,7 +19,8 @@ Key layout (``P`` is :attr:`RedisSettings.prefix`, default ``ltgcast``)::
     P:latest:<sector>      hash {grid_id, scan, version}; TTL = grid_ttl, refreshed when it moves
 
 Notifications go to :attr:`RedisSettings.channel_name` (default ``P:grids``) as
-small JSON objects (:class:`GridNotification`), never the arrays.
+small JSON objects (:class:`~serve.stores.redis_codecs.GridNotification`), never the
+arrays; :meth:`RedisGridStore.subscribe` listens to them.
 
 Rules:
 
@@ -53,9 +56,9 @@ import logging
 import math
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, NamedTuple, cast
@@ -66,17 +69,24 @@ import redis
 from numpy.typing import NDArray
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.client import PubSub
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from foundation.addresses import format_address, parse_address
 from foundation.errors import ConfigError, StoreError
-from foundation.registry import Registry
-from foundation.utc import iso_utc, parse_utc
 from ingest.events import GridKey, GridView
-from ingest.geometry import Ellipsoid, FixedGrid, GeosProjection
+from ingest.geometry import FixedGrid
 from serve.stores.files import check_sector
-from serve.stores.gridfile import GridMeta, pack_percent, unpack_percent
+from serve.stores.gridfile import GridMeta
+from serve.stores.redis_codecs import (
+    GridNotification,
+    aware_iso,
+    codec,
+    geometry_json,
+    grid_from_json,
+    meta_from_json,
+    meta_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -215,153 +225,6 @@ class RedisGrid(NamedTuple):
     grid: FixedGrid
 
 
-@dataclass(frozen=True)
-class GridNotification(GridView):
-    """The pub/sub message of one put (small JSON; fetch the grid with ``get``): a view of the grid's key.
-
-    ``scan_start`` is the frame's, to the millisecond (the key keeps whole seconds).
-    """
-
-    grid: GridKey
-    scan_start: datetime
-    valid_time: datetime
-    latest: bool
-
-    @classmethod
-    def of(cls, meta: GridMeta, latest: bool) -> GridNotification:
-        """The notification of a put of ``meta``; ``latest``: whether the put moved the sector's latest."""
-        return cls(meta.key, meta.scan_start, meta.valid_time, latest)
-
-    def to_json(self) -> bytes:
-        """UTF-8 JSON: the id, its parts, times as ISO 8601 UTC."""
-        key = self.grid
-        body = {"grid_id": key.grid_id, "satellite": key.satellite, "sector": key.sector,
-                "scan_start": _iso(self.scan_start), "valid_time": _iso(self.valid_time),
-                "model_name": key.model_name, "model_version": key.model_version, "latest": self.latest}  # fmt: skip
-        return json.dumps(body, separators=(",", ":")).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes | str) -> GridNotification:
-        """Parse :meth:`to_json` output; ``ValueError`` naming what is wrong otherwise."""
-        try:
-            body = json.loads(data)
-            key = GridKey.parse(body["grid_id"])
-            latest = body["latest"]
-            if not isinstance(latest, bool):
-                msg = f"latest must be true or false, found {latest!r}"
-                raise TypeError(msg)
-            scan_start = parse_utc(body["scan_start"])
-            if scan_start.replace(microsecond=0) != key.scan_start:
-                msg = f"scan_start {body['scan_start']} is not the scan of {key.grid_id}"
-                raise ValueError(msg)
-            return cls(key, scan_start, parse_utc(body["valid_time"]), latest)
-        except (KeyError, TypeError, ValueError) as exc:
-            msg = f"not a grid notification ({type(exc).__name__}: {exc}): {data[:200]!r}"
-            raise ValueError(msg) from exc
-
-
-# -- encodings: a registry, one encoder/decoder pair per name ----------------------------
-
-_Encoder = Callable[[NDArray[np.float32]], bytes]
-_Decoder = Callable[[bytes, tuple[int, int]], NDArray[np.float32]]
-_Codec = tuple[_Encoder, _Decoder]
-
-
-def _encode_uint8(p: NDArray[np.float32]) -> bytes:
-    return pack_percent(p).tobytes()
-
-
-def _decode_uint8(raw: bytes, shape: tuple[int, int]) -> NDArray[np.float32]:
-    return unpack_percent(np.frombuffer(raw, np.uint8).reshape(shape))
-
-
-def _float_codec(dtype: str) -> _Codec:
-    def encode(p: NDArray[np.float32]) -> bytes:
-        return np.where(np.isfinite(p), np.clip(p, 0, 1), np.nan).astype(dtype).tobytes()
-
-    def decode(raw: bytes, shape: tuple[int, int]) -> NDArray[np.float32]:
-        return np.frombuffer(raw, dtype).reshape(shape).astype(np.float32)
-
-    return encode, decode
-
-
-_CODECS: Registry[_Codec] = Registry(
-    "probability encoding",
-    {
-        "uint8": (_encode_uint8, _decode_uint8),
-        "float16": _float_codec("<f2"),
-        "float32": _float_codec("<f4"),
-    },
-)
-ENCODINGS = tuple(_CODECS)
-
-
-def _codec(name: str) -> _Codec:
-    return _CODECS.lookup(name)
-
-
-# -- geometry and metadata as JSON -------------------------------------------------------
-
-
-def _axis(values: NDArray[np.float64]) -> dict[str, float | int]:
-    """First value and mean step of a regular axis (exact at both ends)."""
-    return {"first": float(values[0]), "step": float((values[-1] - values[0]) / (values.size - 1)), "size": values.size}
-
-
-def geometry_json(grid: FixedGrid) -> str:
-    """The grid as JSON: projection attributes and ``x``/``y`` first value, step and size."""
-    proj = grid.projection
-    return json.dumps(
-        {
-            "lon_0": proj.lon_0,
-            "height": proj.height,
-            "semi_major_axis": proj.ellipsoid.a,
-            "semi_minor_axis": proj.ellipsoid.b,
-            "sweep": proj.sweep,
-            "x": _axis(grid.x),
-            "y": _axis(grid.y),
-        },
-        sort_keys=True,
-    )
-
-
-def grid_from_json(text: str | bytes) -> FixedGrid:
-    """Inverse of :func:`geometry_json`."""
-    g = json.loads(text)
-    projection = GeosProjection(
-        lon_0=float(g["lon_0"]),
-        height=float(g["height"]),
-        ellipsoid=Ellipsoid(float(g["semi_major_axis"]), float(g["semi_minor_axis"])),
-        sweep=str(g["sweep"]),
-    )
-    x, y = (g[n]["first"] + g[n]["step"] * np.arange(int(g[n]["size"]), dtype=np.float64) for n in ("x", "y"))
-    return FixedGrid(projection, x, y)
-
-
-def _iso(when: datetime) -> str:
-    """:func:`foundation.utc.iso_utc` (millisecond ``...Z``) of an aware time; ``ValueError`` for a naive one."""
-    if when.tzinfo is None:
-        msg = f"times must be timezone-aware UTC; found naive {when.isoformat()}"
-        raise ValueError(msg)
-    return iso_utc(when)
-
-
-def meta_json(meta: GridMeta) -> str:
-    """The GridMeta fields as JSON, times as ISO 8601 UTC."""
-    body = asdict(meta)
-    body["scan_start"], body["valid_time"] = _iso(meta.scan_start), _iso(meta.valid_time)
-    body["glm_files"] = list(meta.glm_files)
-    return json.dumps(body, sort_keys=True)
-
-
-def meta_from_json(text: str | bytes) -> dict[str, Any]:
-    """Inverse of :func:`meta_json`: ``GridMeta(**meta_from_json(...))`` rebuilds the meta."""
-    body: dict[str, Any] = json.loads(text)
-    body["scan_start"], body["valid_time"] = parse_utc(body["scan_start"]), parse_utc(body["valid_time"])
-    body["glm_files"] = tuple(body.get("glm_files", ()))
-    return body
-
-
 # -- the store ----------------------------------------------------------------------------
 
 
@@ -371,7 +234,9 @@ class RedisGridStore:
     def __init__(self, settings: RedisSettings | None = None, *, client: redis.Redis | None = None) -> None:
         self.settings = settings or RedisSettings()
         self._client = client if client is not None else self._connect()
-        self._sha: str | None = None
+        # EVALSHA by the script's SHA-1 (computed here, no round trip); on NOSCRIPT (first use, a restart, a
+        # SCRIPT FLUSH) redis-py loads the script and runs it again.
+        self._put_script = self._client.register_script(_PUT_LUA)
 
     def _connect(self) -> redis.Redis:
         """A client; redis-py connects lazily, on the first command."""
@@ -413,7 +278,7 @@ class RedisGridStore:
             encoding: str = "uint8") -> RedisStoredGrid:  # fmt: skip
         """Write (or rewrite) the grid of ``meta`` atomically, then publish a notification."""
         grid_key = meta.key
-        encode, _ = _codec(encoding)
+        encode, _ = codec(encoding)
         if probability.shape != grid.shape:
             msg = f"probability shape {probability.shape} does not match the grid {grid.shape}"
             raise ValueError(msg)
@@ -433,20 +298,10 @@ class RedisGridStore:
                                          repr(self.settings.history_window.total_seconds())]  # fmt: skip
         args += [item for pair in fields.items() for item in pair]
         with self.translated(f"put {meta.grid_id}"):
-            moved = bool(self._run_put(keys, args))
+            moved = bool(self._put_script(keys, args))
             self._client.publish(self.settings.channel_name, GridNotification.of(meta, moved).to_json())
         log.debug("stored %s in Redis (%d bytes, latest moved: %s)", meta.grid_id, len(blob), moved)
         return RedisStoredGrid(grid_key, key, len(blob), moved)
-
-    def _run_put(self, keys: list[str], args: list[str | bytes | int]) -> int:
-        """EVALSHA the put script, loading it on first use or after a server restart."""
-        if self._sha is None:
-            self._sha = self._client.script_load(_PUT_LUA)
-        try:
-            return cast(int, self._client.evalsha(self._sha, len(keys), *keys, *args))
-        except NoScriptError:
-            self._sha = self._client.script_load(_PUT_LUA)
-            return cast(int, self._client.evalsha(self._sha, len(keys), *keys, *args))
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -471,7 +326,7 @@ class RedisGridStore:
             raise ValueError(msg)
         raw = {name: cast(bytes, value) for name, value in fields.items()}
         height, width = (int(n) for n in json.loads(raw["shape"]))
-        _, decode = _codec(raw["encoding"].decode())
+        _, decode = codec(raw["encoding"].decode())
         cells = zlib.decompress(raw["probability"])
         probability = decode(cells, (height, width))
         grid = grid_from_json(raw["geometry"])
@@ -490,7 +345,7 @@ class RedisGridStore:
     def history(self, sector: str, since: datetime) -> list[str]:
         """Ids of the grids of a sector scanned at or after ``since`` and still stored, oldest first."""
         key = self.key("history", check_sector(sector))
-        _iso(since)  # ValueError for a naive time
+        aware_iso(since)  # ValueError for a naive time
         start = since.timestamp()
         with self.translated(f"history {sector}"):
             members = cast(list[bytes], self._client.zrangebyscore(key, start, "+inf"))

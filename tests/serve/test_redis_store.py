@@ -15,13 +15,8 @@ from foundation.addresses import free_port
 from foundation.errors import ConfigError, StoreError
 from ingest.geometry import FixedGrid, GeosProjection
 from serve.stores.gridfile import GridMeta
-from serve.stores.redis_grids import (
-    GridNotification,
-    RedisGridStore,
-    RedisSettings,
-    geometry_json,
-    grid_from_json,
-)
+from serve.stores.redis_codecs import GridNotification, geometry_json, grid_from_json
+from serve.stores.redis_grids import RedisGridStore, RedisSettings
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +139,14 @@ def test_a_replayed_put_rewrites_the_same_key_and_one_history_entry(store: Redis
 
 
 @pytest.mark.redis
-def test_a_put_reloads_its_script_when_the_server_forgot_it(store: RedisGridStore) -> None:
+def test_a_put_survives_a_script_flush_on_the_server(store: RedisGridStore, raw: redis.Redis) -> None:
+    sha = store._put_script.sha
     store.put(field(), small_grid(), meta(1))
-    store._sha = "0" * 40  # as after a server restart: EVALSHA answers NOSCRIPT
+    assert raw.script_exists(sha) == [True]
+    raw.script_flush()  # as after a server restart: EVALSHA answers NOSCRIPT
+    assert raw.script_exists(sha) == [False]
     assert store.put(field(), small_grid(), meta(2)).latest
+    assert raw.script_exists(sha) == [True]
     assert store.latest("M1") == meta(2).grid_id
 
 
