@@ -152,13 +152,17 @@ def _masked(probability: NDArray[np.floating[Any]], grid: FixedGrid) -> np.ma.Ma
     return np.ma.masked_array(p, mask=~np.isfinite(p) | ~grid.earth_mask())
 
 
-def _filled(z: np.ma.MaskedArray[Any, Any], level: float) -> list[list[NDArray[np.float64]]]:
-    """The rings of the region ``z >= level``: per polygon, its exterior then its holes, ``(col, row)`` each."""
+def _tracer(probability: NDArray[np.floating[Any]], grid: FixedGrid) -> Any:
+    """A contourpy generator over the masked grid: built once per grid, asked once per level."""
     import contourpy  # a serve dependency; imported here so that importing this module stays cheap
 
-    generator = contourpy.contour_generator(z=z, name="serial", fill_type=contourpy.FillType.OuterOffset,
-                                            corner_mask=True)  # fmt: skip
-    points, offsets = cast(Any, generator.filled(level - _EPS, 2.0))  # p <= 1 < 2: every pixel at or above the level
+    return contourpy.contour_generator(z=_masked(probability, grid), name="serial",
+                                       fill_type=contourpy.FillType.OuterOffset, corner_mask=True)  # fmt: skip
+
+
+def _filled(tracer: Any, level: float) -> list[list[NDArray[np.float64]]]:
+    """The rings of the region ``z >= level``: per polygon, its exterior then its holes, ``(col, row)`` each."""
+    points, offsets = cast(Any, tracer.filled(level - _EPS, 2.0))  # p <= 1 < 2: every pixel at or above the level
     return [[xy[a:b] for a, b in zip(off[:-1], off[1:], strict=True)] for xy, off in zip(points, offsets, strict=True)]
 
 
@@ -216,12 +220,16 @@ def contour_polygons(probability: NDArray[np.floating[Any]], grid: FixedGrid, le
     >>> len(poly.interiors), poly.is_valid, poly.exterior.is_ccw, poly.interiors[0].is_ccw
     (1, True, True, False)
     """
+    return _polygons_at(_tracer(probability, grid), grid, level, crs, parallax_km)
+
+
+def _polygons_at(tracer: Any, grid: FixedGrid, level: float, crs: str, parallax_km: float) -> MultiPolygon:
     if crs not in ("lonlat", "pixel"):
         msg = f"crs must be lonlat or pixel; found {crs!r}"
         raise ValueError(msg)
     projection = cloud_top_projection(grid.projection, parallax_km)
     polygons = []
-    for rings in _filled(_masked(probability, grid), level):
+    for rings in _filled(tracer, level):
         placed = rings if crs == "pixel" else _to_ground(rings, grid, projection)
         if not all(np.isfinite(r).all() for r in placed):  # cannot happen on the disk mask; never emit NaN
             logger.debug("contour polygon with a vertex off the disk dropped at level %s", level)
@@ -278,8 +286,9 @@ def contour_features(probability: NDArray[np.floating[Any]], grid: FixedGrid, le
         raise ValueError(msg)
     decimals = PIXEL_DECIMALS if crs == "pixel" else DEGREE_DECIMALS
     features = []
+    tracer = _tracer(probability, grid) if levels else None
     for level in levels:
-        polygons = contour_polygons(probability, grid, level, crs=crs, parallax_km=parallax_km)
+        polygons = _polygons_at(tracer, grid, level, crs, parallax_km)
         if polygons.is_empty:
             continue
         shape: dict[str, Any]
