@@ -15,6 +15,7 @@ import pytest
 from foundation.addresses import free_port
 from foundation.clock import wait_until
 from ingest.synthetic import ScenarioConfig, simulate
+from tests.support.metrics import zero_metrics
 
 REAL_DATA = Path(
     os.environ.get("LTGCAST_GOES_SAMPLES", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "goes16")
@@ -35,6 +36,12 @@ def meso_scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("meso")
     simulate(ScenarioConfig(out=out, sector="M1", start=datetime(2024, 6, 15, 18, 0, tzinfo=UTC), minutes=30, seed=1))
     return out
+
+
+@pytest.fixture(autouse=True)
+def fresh_metrics() -> int:
+    """Each test starts with ltgcast's metric series at zero (tests/support/metrics.py): none reads another's."""
+    return zero_metrics()
 
 
 # -- real services ---------------------------------------------------------------------
