@@ -54,8 +54,9 @@ from pathlib import Path
 from typing import Any
 
 from foundation.clock import FUTURE_TOLERANCE_S, Clock, too_far_ahead
-from foundation.errors import FilenameError, FrameDecodeError, IngestError
+from foundation.errors import ConfigError, FilenameError, FrameDecodeError, IngestError
 from foundation.retry import Retry
+from foundation.settings import check_numbers
 from foundation.utc import iso_utc
 from ingest import metrics
 from ingest.abi import MIN_VALID_SHARE, AbiImage
@@ -86,6 +87,13 @@ class DaemonSettings:
     isolation: Isolation | None = field(default_factory=Isolation)
     future_tolerance_s: float = FUTURE_TOLERANCE_S  # a scan starting further ahead of the clock is refused
     backoff: Retry = field(default_factory=lambda: Retry(base_s=2.0, max_s=60.0))
+
+    def __post_init__(self) -> None:
+        check_numbers(self, positive=("poll_interval_s",), non_negative=("future_tolerance_s",),
+                      counts=("max_fetch_failures", "max_poll_failures"))  # fmt: skip
+        if not 0.0 <= self.min_valid_share <= 1.0:
+            msg = f"DaemonSettings.min_valid_share: expected a share in [0, 1], found {self.min_valid_share!r}"
+            raise ConfigError(msg)
 
 
 @dataclass

@@ -18,7 +18,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from foundation.errors import ConfigError, FrameDecodeError, IngestError, ModelRejected, TrainingError
@@ -153,9 +153,13 @@ def _add_bench_read(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=_bench_read)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand (a :class:`ltgcast.flags.Parser`, as are all its subparsers)."""
+def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser of every subcommand (a :class:`ltgcast.flags.Parser`, as are all its subparsers).
+
+    ``env`` (the process's environment unless given) is where the ``LTGCAST_*`` defaults of the flags come from.
+    """
     parser = Parser(
+        env=env,
         prog="ltgcast",
         description="ltgcast: the probability of lightning in the next 30 minutes "
         "from GOES-R ABI and GLM, as a streaming service and its tools.",
@@ -194,11 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = sub.add_parser("ingest", help="announce each new GOES-R file on the bus, exactly once")
     add_ingest_arguments(ingest)
-    ingest.set_defaults(func=lambda a: ingest_command(a, os.environ))
+    ingest.set_defaults(func=ingest_command)
 
     events = sub.add_parser("events", help="print events from a bus topic as JSON lines")
     add_events_arguments(events)
-    events.set_defaults(func=lambda a: events_command(a, os.environ))
+    events.set_defaults(func=events_command)
 
     bench_all = sub.add_parser("bench", help="benchmarks that print numbers and write JSON")
     bench_kinds = bench_all.add_subparsers(dest="benchmark", required=True)
@@ -211,24 +215,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench_featurize_parser.set_defaults(func=bench_featurize)
     bench_nowcast_parser = bench_kinds.add_parser("nowcast", help="the worker path on a simulated frame")
     add_bench_nowcast_arguments(bench_nowcast_parser)
-    bench_nowcast_parser.set_defaults(func=lambda a: bench_nowcast(a, os.environ))
+    bench_nowcast_parser.set_defaults(func=bench_nowcast)
     bench_latency_parser = bench_kinds.add_parser("latency", help="a frame in the spool -> /v1/grids/latest")
     add_bench_latency_arguments(bench_latency_parser)
-    bench_latency_parser.set_defaults(func=lambda a: bench_latency(a, os.environ))
+    bench_latency_parser.set_defaults(func=bench_latency)
     bench_http_parser = bench_kinds.add_parser(
         "http", help="the HTTP server of `ltgcast run` under a burst and slow clients"
     )
     add_bench_http_arguments(bench_http_parser)
-    bench_http_parser.set_defaults(func=lambda a: bench_http(a, os.environ))
+    bench_http_parser.set_defaults(func=bench_http)
     bench_scaleout_parser = bench_kinds.add_parser(
         "scaleout", help="grids per minute for 1, 2, 3 workers of the distributed mode (needs Kafka)"
     )
     add_bench_scaleout_arguments(bench_scaleout_parser)
-    bench_scaleout_parser.set_defaults(func=lambda a: bench_scaleout(a, os.environ))
+    bench_scaleout_parser.set_defaults(func=bench_scaleout)
 
     nowcast = sub.add_parser("nowcast", help="score one frame into a NetCDF probability grid")
     add_nowcast_arguments(nowcast)
-    nowcast.set_defaults(func=lambda a: nowcast_command(a, os.environ))
+    nowcast.set_defaults(func=nowcast_command)
 
     dataset = sub.add_parser("dataset", help="training sets")
     dataset_kinds = dataset.add_subparsers(dest="action", required=True)
@@ -249,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="the main job: the embedded nowcast service (ingest, worker, HTTP API)")
     add_run_arguments(run)
-    run.set_defaults(func=lambda args: run_command(args, os.environ))
+    run.set_defaults(func=run_command)
     return parser
 
 

@@ -30,7 +30,6 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ import numpy as np
 from foundation.addresses import free_port
 from foundation.clock import wait_until
 from ingest.geometry import FixedGrid, GeosProjection
-from ltgcast.nowcasting import MODEL_BASE_HELP, model_base
+from ltgcast.nowcasting import add_model_base_argument
 
 CONUS = (1500, 2500)
 #: CONUS 2 km scan angles (radians) of GOES-East's fixed grid: first column, first row, step.
@@ -52,7 +51,7 @@ def add_bench_http_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--burst", type=int, default=200, help="connections opened at once in the burst")
     parser.add_argument("--slow", type=int, default=300, help="slow clients holding half a request")
     parser.add_argument("--grids", type=int, default=6, help="CONUS grids seeded into the store")
-    parser.add_argument("--model-base", help=MODEL_BASE_HELP)
+    add_model_base_argument(parser)
     parser.add_argument("--json", default="var/bench/http.json", help="where to write the JSON report")
 
 
@@ -217,7 +216,7 @@ def _with_slow_clients(address: tuple[str, int], pid: int, count: int, slow: lis
     }
 
 
-def bench_http(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def bench_http(args: argparse.Namespace) -> int:
     """Start ``ltgcast run`` with its defaults, load it, print and write the figures."""
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
@@ -226,7 +225,7 @@ def bench_http(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         port = free_port()
         command = [sys.executable, "-m", "ltgcast", "run", "--source", f"dir:{work / 'spool'}", "--store",
                    str(work / "grids"), "--state", str(work / "state"), "--http", f"127.0.0.1:{port}",
-                   "--model-base", str(model_base(args.model_base, env))]  # fmt: skip
+                   "--model-base", str(args.model_base)]  # fmt: skip
         log = (work / "run.log").open("wb")
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:

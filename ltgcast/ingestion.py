@@ -1,6 +1,6 @@
 """``ltgcast ingest`` and ``ltgcast events``: settings at the edge, then the daemon.
 
-Settings come from flags, then ``LTGCAST_*`` environment variables, then the
+Settings come from flags, then ``LTGCAST_*`` environment variables (the flags' defaults, read once), then the
 embedded defaults; everything is checked here, before anything starts, and a bad
 value stops the command with exit status 2 naming the flag.
 """
@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,6 +31,7 @@ from ingest.daemon import DaemonSettings, IngestDaemon, RunSummary
 from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GLM_TOPIC, GRIDS_TOPIC, describe
 from ingest.quarantine import Quarantine
 from ingest.sources import ABI_SECTORS, FrameFilter, SourceContext, get_source
+from ltgcast.flags import add_env_argument
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +65,9 @@ class IngestSettings:
     future_tolerance_s: float = FUTURE_TOLERANCE_S
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, env: Mapping[str, str]) -> IngestSettings:
-        """Flags win over ``LTGCAST_SOURCE``/``LTGCAST_BUS``/``LTGCAST_STATE``, which win over defaults."""
-        state = Path(args.state or env.get("LTGCAST_STATE") or "var/state/ingest")
+    def from_args(cls, args: argparse.Namespace) -> IngestSettings:
+        """The settings of parsed ``ltgcast ingest`` flags (their defaults already hold the ``LTGCAST_*`` variables)."""
+        state = Path(args.state)
         try:
             bands = tuple(int(b) for b in split_list(args.bands, "--bands"))
         except ValueError as exc:
@@ -79,8 +80,8 @@ class IngestSettings:
             msg = f"--future-tolerance-s: expected a number >= 0, found {args.future_tolerance_s}"
             raise ConfigError(msg)
         return cls(
-            source=args.source or env.get("LTGCAST_SOURCE") or "s3://noaa-goes19",
-            bus=args.bus or env.get("LTGCAST_BUS") or "inproc://",
+            source=args.source,
+            bus=args.bus,
             state=state,
             quarantine=Path(args.quarantine) if args.quarantine else state / "quarantine",
             cache=Path(args.cache) if args.cache else state / "cache",
@@ -102,10 +103,11 @@ class IngestSettings:
 
 def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``ltgcast ingest``."""
-    parser.add_argument("--source", help="dir:PATH, s3://noaa-goes19, sqs://QUEUE?bucket=noaa-goes19 (notifications "
-                        "of NOAA's NewGOES19Object topic) or sim:[?options] (env LTGCAST_SOURCE)")  # fmt: skip
-    parser.add_argument("--bus", help="inproc:// or kafka://HOST:PORT (env LTGCAST_BUS)")
-    parser.add_argument("--state", help="checkpoint folder (env LTGCAST_STATE; default var/state/ingest)")
+    add_env_argument(parser, "--source", "LTGCAST_SOURCE", default="s3://noaa-goes19",
+                     help="dir:PATH, s3://noaa-goes19, sqs://QUEUE?bucket=noaa-goes19 (notifications of NOAA's "
+                     "NewGOES19Object topic) or sim:[?options]")  # fmt: skip
+    add_env_argument(parser, "--bus", "LTGCAST_BUS", default="inproc://", help="inproc:// or kafka://HOST:PORT")
+    add_env_argument(parser, "--state", "LTGCAST_STATE", default="var/state/ingest", help="checkpoint folder")
     parser.add_argument("--quarantine", help="where refused files go (default STATE/quarantine)")
     parser.add_argument("--cache", help="where downloads go (default STATE/cache)")
     parser.add_argument("--once", action="store_true", help="process what is there now, then exit")
@@ -176,9 +178,9 @@ def run_ingest(settings: IngestSettings) -> RunSummary:
         bus.close()
 
 
-def ingest_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def ingest_command(args: argparse.Namespace) -> int:
     """``ltgcast ingest``: exit 0 when all went well, 1 when files were refused or polls kept failing."""
-    settings = IngestSettings.from_args(args, env)
+    settings = IngestSettings.from_args(args)
     summary = run_ingest(settings)
     report = summary.to_dict()
     sys.stdout.write(json.dumps(report) + "\n")
@@ -192,10 +194,9 @@ def _describe(topic: str, value: bytes) -> str:
     return value.decode()
 
 
-def events_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def events_command(args: argparse.Namespace) -> int:
     """``ltgcast events``: print events from a topic as JSON lines, committing each after printing."""
-    uri = args.bus or env.get("LTGCAST_BUS") or ""
-    bus: Bus = get_bus(uri)
+    bus: Bus = get_bus(args.bus or "")
     if isinstance(bus, InProcessBus):
         msg = "ltgcast events needs a shared bus (kafka://HOST:PORT); inproc:// lives inside one process"
         raise ConfigError(msg)
@@ -223,7 +224,7 @@ def events_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def add_events_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``ltgcast events``."""
-    parser.add_argument("--bus", help="kafka://HOST:PORT (env LTGCAST_BUS)")
+    add_env_argument(parser, "--bus", "LTGCAST_BUS", help="kafka://HOST:PORT")
     parser.add_argument("--topic", choices=sorted(TOPIC_NAMES), default="frames", help="bus topic to print")
     parser.add_argument("--group", default="ltgcast-events", help="consumer group (offsets are committed)")
     parser.add_argument("--max", type=int, help="stop after this many events")

@@ -27,8 +27,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,7 @@ from foundation.utc import parse_utc
 from ingest.bus import InProcessBus
 from ingest.events import FRAMES_TOPIC, FrameEvent
 from ingest.synthetic import ScenarioConfig, simulate
-from ltgcast.nowcasting import MODEL_BASE_HELP, model_base
+from ltgcast.nowcasting import add_model_base_argument
 from ltgcast.service import Service, ServiceSettings
 
 
@@ -48,7 +46,7 @@ def add_bench_latency_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sector", choices=("C", "M1"), default="C", help="ABI sector simulated")
     parser.add_argument("--frames", type=int, default=5, help="frames measured after the warm-up frame")
     parser.add_argument("--json", default="var/bench/latency.json", help="where to write the JSON report")
-    parser.add_argument("--model-base", help=MODEL_BASE_HELP)
+    add_model_base_argument(parser)
     parser.add_argument("--settle", type=float, help="the spool's settle time in seconds (default: the service's)")
     parser.add_argument("--poll-interval", type=float, help="the daemon's poll interval (default: the service's)")
     parser.add_argument("--seed", type=int, default=5, help="seed of the simulated scenario")
@@ -105,7 +103,7 @@ def _announced(service: Service, name: str) -> float:
     return math.nan
 
 
-def bench_latency(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def bench_latency(args: argparse.Namespace) -> int:
     """Run the service on a spool, deliver frames one at a time, time each to ``/v1/grids/latest``."""
     if args.frames < 1:
         msg = f"--frames: expected at least 1, found {args.frames}"
@@ -122,14 +120,13 @@ def bench_latency(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         spool = work / "spool"
         spool.mkdir()
         defaults = ServiceSettings()
-        settings = replace(
-            defaults,
+        settings = defaults.replaced(
             source=f"dir:{spool}" + ("" if args.settle is None else f"?settle_s={args.settle}"),
             store=work / "grids",
             state=work / "state",
-            model_base=model_base(args.model_base, env),
+            model_base=Path(args.model_base),
             http=("127.0.0.1", 0),
-            poll_interval_s=defaults.poll_interval_s if args.poll_interval is None else args.poll_interval,
+            poll_interval_s=defaults.daemon.poll_interval_s if args.poll_interval is None else args.poll_interval,
         )
         service = Service(settings).start()
         try:
@@ -148,9 +145,9 @@ def bench_latency(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         "frames": len(seconds),
         "settings": "tuned" if tuned else "defaults",
         "spool_settle_s": args.settle if args.settle is not None else "default (a renamed-in file: none)",
-        "poll_interval_s": settings.poll_interval_s,
+        "poll_interval_s": settings.daemon.poll_interval_s,
         "spool_watch": watch,
-        "scorer": settings.backend,
+        "scorer": settings.scorer.backend,
         "model": model,
         "warmup_seconds": round(warm, 3),
         "seconds": [round(s, 3) for s in seconds],

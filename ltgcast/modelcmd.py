@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from foundation.errors import ConfigError, ModelRejected
-from ltgcast.flags import add_old_spelling
-from ltgcast.nowcasting import MODEL_BASE_HELP, model_base
+from ltgcast.flags import add_old_spelling, env_of
+from ltgcast.nowcasting import add_model_base_argument
 
 
 def _card(run: Path) -> dict[str, Any]:
@@ -138,13 +136,13 @@ def _validate(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     return {"name": args.name, "version": report.version, "passed": True, "checks": report.checks}
 
 
-def _on_service(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
+def _on_service(args: argparse.Namespace) -> dict[str, Any]:
     """Promote or roll back on a running ``ltgcast run`` through its admin endpoint (token from the environment)."""
     if getattr(args, "holdout", None):
         msg = ("--holdout cannot go with --service: the running service gates with its own rules (signatures, "
                "golden batch, warm-up); run `ltgcast models validate --holdout` first")  # fmt: skip
         raise ConfigError(msg)
-    token = env.get("LTGCAST_ADMIN_TOKEN", "")
+    token = args.admin_token
     if not token:
         msg = "--service: set LTGCAST_ADMIN_TOKEN to the token the service was started with"
         raise ConfigError(msg)
@@ -217,15 +215,15 @@ def _calibrate_drift(args: argparse.Namespace, repo: Any) -> dict[str, Any]:
     return {"name": args.name, "version": args.version, "sectors": list(sectors), "drift_thresholds": block}
 
 
-def models_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def models_command(args: argparse.Namespace) -> int:
     """Run one repository action and print its result as JSON."""
     from models.repository import ModelRepository
 
     if getattr(args, "service", None):
-        sys.stdout.write(json.dumps(_on_service(args, env)) + "\n")
+        sys.stdout.write(json.dumps(_on_service(args)) + "\n")
         return 0
 
-    base = model_base(args.base, env)
+    base = Path(args.base)
     repo = ModelRepository(base)
     if args.action == "list":
         result: Any = [{"name": n, "versions": repo.versions(n), "current": repo.current(n)} for n in repo.names()]
@@ -260,7 +258,7 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> None:
         ("convert", "(re)write a version's model.onnx for the fast embedded scorer, checked against TensorFlow"),
     ):
         sub = actions.add_parser(action, help=text)
-        sub.add_argument("--model-base", dest="base", help=MODEL_BASE_HELP)
+        add_model_base_argument(sub, dest="base")
         add_old_spelling(sub, "--base", "--model-base")
         if action != "list":
             sub.add_argument("--model-name", dest="name", default="lightning", help="model name in the repository")
@@ -297,7 +295,7 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> None:
             sub.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the service")
         if action == "promote":
             sub.add_argument("--reason", default="", help="why, for the promotion log")
-    parser.set_defaults(func=lambda a: models_command(a, os.environ))
+    parser.set_defaults(func=models_command, admin_token=env_of(parser).get("LTGCAST_ADMIN_TOKEN", ""))
     from ltgcast.comparing import add_compare_arguments, compare_command
 
     compare = actions.add_parser("compare", help="models and baselines on held-out frames, with bootstrap intervals")

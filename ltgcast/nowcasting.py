@@ -27,7 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from foundation.errors import ConfigError
 from ingest.abi import AbiImage
 from ingest.glm import GlmGranule
 from ingest.readers import read_product
+from ltgcast.flags import add_env_argument
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +51,14 @@ DEFAULT_BASE = (
     if (_PROJECT_ROOT / "models" / "repository").is_dir()
     else "models/repository"
 )
-#: The help of every ``--model-base`` flag.
-MODEL_BASE_HELP = f"model repository (env LTGCAST_MODEL_BASE, or LTGCAST_MODELS; default {DEFAULT_BASE})"
+#: The variables a ``--model-base`` flag's default comes from, the first set one winning.
+MODEL_BASE_VARIABLES = ("LTGCAST_MODEL_BASE", "LTGCAST_MODELS")
 
 
-def model_base(flag: str | None, env: Mapping[str, str]) -> Path:
-    """The repository: ``--model-base``, else ``LTGCAST_MODEL_BASE``, else ``LTGCAST_MODELS``, else the default."""
-    return Path(flag or env.get("LTGCAST_MODEL_BASE") or env.get("LTGCAST_MODELS") or DEFAULT_BASE)
+def add_model_base_argument(parser: argparse.ArgumentParser, **kwargs: Any) -> None:
+    """``--model-base``: the model repository (``LTGCAST_MODEL_BASE``, else ``LTGCAST_MODELS``, else the default)."""
+    add_env_argument(parser, "--model-base", MODEL_BASE_VARIABLES, default=DEFAULT_BASE, help="model repository",
+                     **kwargs)  # fmt: skip
 
 
 HORIZON = timedelta(minutes=30)
@@ -88,9 +90,10 @@ def _flashes(paths: list[str], satellite: str) -> tuple[Flashes, list[str]]:
     return Flashes.concat([g.flashes for g in granules]), [Path(p).name for p in paths]
 
 
-def nowcast_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def nowcast_command(args: argparse.Namespace) -> int:
     """Score one frame and write its grid; print a JSON summary."""
-    from serve.scoring import DEFAULT_TFSERVING, ScorerSettings, get_scorer
+    from serve.scoring import get_scorer
+    from serve.scoring.settings import ScorerSettings
     from serve.stores.gridfile import GridMeta, write_grid
     from serve.worker.nowcast import nowcast_frame
 
@@ -99,9 +102,8 @@ def nowcast_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         msg = f"--ir: {args.ir} is not an ABI L1b/CMIP image"
         raise ConfigError(msg)
     flashes, used = _flashes(args.glm or [], image.name.satellite)
-    base = model_base(args.model_base, env)
-    target = args.tfserving or env.get("LTGCAST_TFSERVING") or DEFAULT_TFSERVING
-    settings = ScorerSettings(args.backend, args.tile, target=target)
+    base = Path(args.model_base)
+    settings = ScorerSettings(args.backend, args.tile, tfserving=tfserving_settings(args))
     scorer = get_scorer(version_path(base, args.name, args.version), settings)
     previous = _previous(args.previous, image, scorer.feature_set)
     result = nowcast_frame(image, flashes, scorer, previous)
@@ -158,7 +160,7 @@ def _previous(path: str | None, image: AbiImage, feature_set: Any) -> np.ndarray
     return before.values
 
 
-def bench_nowcast(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def bench_nowcast(args: argparse.Namespace) -> int:
     """Time the worker path on a simulated frame, stage by stage (read, featurize, score, write); print and JSON.
 
     ``peak_rss_mib`` is the process's peak (simulation, inputs and the timed passes) before the naive pass, which
@@ -171,12 +173,13 @@ def bench_nowcast(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     minutes before; full disk (every 10 minutes) has none and is scored as the worker scores it then, with no
     change (``trend: missing`` in the report).
     """
-    from serve.scoring import ScorerSettings, get_scorer
+    from serve.scoring import get_scorer
+    from serve.scoring.settings import ScorerSettings
     from serve.stores.gridfile import GridMeta, write_grid
     from serve.worker.nowcast import nowcast_frame
 
     began = time.perf_counter()
-    path = version_path(model_base(args.model_base, env), args.name, args.version)
+    path = version_path(Path(args.model_base), args.name, args.version)
     scorer = get_scorer(path, ScorerSettings(args.backend, args.tile, args.threads))
     with tempfile.TemporaryDirectory() as folder:
         window = scorer.feature_set.window_minutes if scorer.feature_set.temporal else None
@@ -296,11 +299,48 @@ def _naive_seconds_per_pixel(path: Path, image: AbiImage, flashes: Flashes, samp
     return (time.perf_counter() - began) / sample
 
 
+#: TF Serving's knobs as flags: (flag suffix, TFServingSettings field, type, help); ``--tfserving`` is the target.
+TFSERVING_FLAGS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
+    ("rest", "rest", str, 'REST base URL of the fallback, e.g. http://127.0.0.1:8501 ("": no fallback)'),
+    ("model", "model", str, 'model name on the server ("": the card\'s name, the repository folder)'),
+    ("label", "label", str, "version label (stable, canary) instead of the served version's number"),
+    ("transport", "transport", str, "tile dtype on the wire: float32, or float16 where the model card allows it"),
+    ("timeout", "timeout_s", float, "seconds one request may take"),
+    ("retries", "retries", int, "further tries after a retryable failure"),
+    ("backoff", "backoff_s", float, "seconds before the first retry, doubled after each"),
+    ("backoff-max", "backoff_max_s", float, "the longest wait between two tries"),
+    ("breaker-failures", "breaker_failures", int, "consecutive retryable failures that open the circuit breaker"),
+    ("breaker-cooldown", "breaker_cooldown_s", float, "seconds an open breaker waits before trying again"),
+    ("max-message-mb", "max_message_mb", int, "gRPC message size limit, both ways"),
+)
+
+
+def add_tfserving_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--tfserving HOST:PORT`` and every other knob of :class:`TFServingSettings`, in a group of their own."""
+    from serve.scoring.settings import TFServingSettings
+
+    d = TFServingSettings()
+    group = parser.add_argument_group("TF Serving (--scorer tfserving)")
+    add_env_argument(parser, "--tfserving", "LTGCAST_TFSERVING", default=d.target, group=group, metavar="HOST:PORT",
+                     help="TF Serving's gRPC address")  # fmt: skip
+    for flag, name, kind, text in TFSERVING_FLAGS:
+        group.add_argument(f"--tfserving-{flag}", dest=f"tfserving_{name}", type=kind, default=getattr(d, name),
+                           help=text)  # fmt: skip
+
+
+def tfserving_settings(args: argparse.Namespace) -> Any:
+    """The :class:`TFServingSettings` of parsed :func:`add_tfserving_arguments` flags (checked on construction)."""
+    from serve.scoring.settings import TFServingSettings
+
+    knobs = {name: getattr(args, f"tfserving_{name}") for _, name, _, _ in TFSERVING_FLAGS}
+    return TFServingSettings(target=args.tfserving, **knobs)
+
+
 def _model_flags(parser: argparse.ArgumentParser, backends: tuple[str, ...] | None) -> None:
     """The model flags ``nowcast`` and ``bench nowcast`` share (``--name`` and ``--backend``: their old spellings)."""
     from ltgcast.flags import add_old_spelling
 
-    parser.add_argument("--model-base", help=MODEL_BASE_HELP)
+    add_model_base_argument(parser)
     parser.add_argument("--model-name", dest="name", default="lightning", help="model name in the repository")
     add_old_spelling(parser, "--name", "--model-name")
     parser.add_argument("--version", type=int, help="model version (default: the served one)")
@@ -317,7 +357,7 @@ def add_nowcast_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--previous", help="band-13 frame 15 minutes earlier (feature sets with ir_trend)")
     parser.add_argument("--out", required=True, help="output NetCDF path")
     backends = ("embedded", "onnxruntime", "openvino", "tensorflow", "patch", "tfserving")
-    parser.add_argument("--tfserving", help="TF Serving gRPC HOST:PORT for --scorer tfserving (env LTGCAST_TFSERVING)")
+    add_tfserving_arguments(parser)
     parser.add_argument("--encoding", choices=("uint8", "float32"), default="uint8", help="probability storage")
     _model_flags(parser, backends)
 

@@ -26,7 +26,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -38,8 +37,9 @@ from ingest.bus import Bus, get_bus
 from ingest.events import FrameEvent
 from ingest.filenames import parse_filename
 from ingest.synthetic import ScenarioConfig, simulate
+from ltgcast.flags import add_env_argument
 from ltgcast.ingestion import split_list
-from ltgcast.nowcasting import MODEL_BASE_HELP, model_base
+from ltgcast.nowcasting import add_model_base_argument
 
 PARTITIONS = 12
 SETTLE_LIMIT_S = 90.0
@@ -48,7 +48,7 @@ RUN_LIMIT_S = 1800.0
 
 def add_bench_scaleout_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``ltgcast bench scaleout``."""
-    parser.add_argument("--bus", help="kafka://HOST:PORT (env LTGCAST_BUS; default kafka://127.0.0.1:9092)")
+    add_env_argument(parser, "--bus", "LTGCAST_BUS", default="kafka://127.0.0.1:9092", help="kafka://HOST:PORT")
     parser.add_argument("--workers", default="1,2,3", help="worker counts to measure (default %(default)s)")
     parser.add_argument("--scorer", choices=("embedded", "tfserving"), default="embedded",
                         help="embedded (default) or tfserving: a TF Serving stand-in started here")  # fmt: skip
@@ -56,7 +56,7 @@ def add_bench_scaleout_arguments(parser: argparse.ArgumentParser) -> None:
                         help="added by the stand-in to every request (--scorer tfserving; default 0)")  # fmt: skip
     parser.add_argument("--meso", type=int, default=24, help="M1 frames in the backlog (default %(default)s)")
     parser.add_argument("--conus", type=int, default=4, help="CONUS frames in the backlog (default %(default)s)")
-    parser.add_argument("--model-base", help=MODEL_BASE_HELP)
+    add_model_base_argument(parser)
     parser.add_argument("--json", default="var/bench/scaleout.json", help="where to write the JSON report")
 
 
@@ -197,17 +197,17 @@ def _standin(model_base: Path, delay_ms: float, work: Path) -> tuple[subprocess.
     return process, grpc_port
 
 
-def bench_scaleout(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def bench_scaleout(args: argparse.Namespace) -> int:
     """Measure each worker count; print a table and write JSON."""
     counts = [int(n) for n in split_list(args.workers, "--workers")]
     if any(n < 1 or n > PARTITIONS for n in counts) or args.meso < 1 or args.conus < 0 or args.delay_ms < 0:
         msg = f"--workers must be 1..{PARTITIONS}, --meso >= 1, --conus >= 0, --delay-ms >= 0"
         raise ConfigError(msg)
-    bus_uri = args.bus or env.get("LTGCAST_BUS") or "kafka://127.0.0.1:9092"
+    bus_uri = args.bus
     if not bus_uri.startswith("kafka://"):
         msg = f"--bus: the distributed mode needs Kafka (kafka://HOST:PORT); found {bus_uri!r}"
         raise ConfigError(msg)
-    base = model_base(args.model_base, env).resolve()
+    base = Path(args.model_base).resolve()
     rows = []
     with tempfile.TemporaryDirectory(prefix="ltgcast-scaleout-") as folder:
         work = Path(folder)

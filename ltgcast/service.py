@@ -20,8 +20,10 @@ derives each site's ALERT/CLEAR/UNKNOWN state from the stored grids, serves it a
 ``/v1/alerts`` and hands transitions to the webhook thread (``--alert-webhook``);
 neither ever waits on the worker.
 
-Settings come from flags, then ``LTGCAST_*`` environment variables, then the
-embedded defaults, and are checked before anything starts.
+Settings come from flags, then ``LTGCAST_*`` environment variables (read once,
+as the flags' defaults: ``--help`` shows each as ``[env: …]``), then the
+embedded defaults; :class:`ServiceSettings` holds each stage's settings and
+checks them, and what spans them, before anything starts.
 """
 
 from __future__ import annotations
@@ -32,16 +34,16 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from foundation.addresses import format_address, parse_address
-from foundation.clock import FUTURE_TOLERANCE_S, SystemClock
+from foundation.clock import SystemClock
 from foundation.errors import ConfigError
+from foundation.settings import check_numbers
 from ingest.bus import Bus, InProcessBus, get_bus
 from ingest.checkpoint import Checkpoint
 from ingest.daemon import DaemonSettings, IngestDaemon
@@ -49,9 +51,13 @@ from ingest.handoff import DecodedFiles
 from ingest.quarantine import Quarantine
 from ingest.readers import read_product
 from ingest.sources import ABI_SECTORS, FrameFilter, SourceContext, get_source
+from ltgcast.flags import add_env_argument, env_of
 from ltgcast.ingestion import split_list, stop_on_signals
-from ltgcast.nowcasting import DEFAULT_BASE, MODEL_BASE_HELP, model_base
-from serve.scoring import DEFAULT_TFSERVING
+from ltgcast.nowcasting import DEFAULT_BASE, add_tfserving_arguments, tfserving_settings
+from serve.api.settings import ApiSettings, WebSettings
+from serve.scoring.hotswap import HotSwapSettings
+from serve.scoring.settings import ScorerSettings
+from serve.worker.settings import WorkerSettings
 
 if TYPE_CHECKING:
     from serve.alerts.states import AlertRunner
@@ -62,127 +68,177 @@ log = logging.getLogger(__name__)
 PRUNE_EVERY_S = 600.0
 WORKER_STALL_S = 60.0  # /readyz fails when the worker loop has not come round for this long
 STOP_TIMEOUT_S = 60.0  # how long stop() waits for the worker thread (deploy/k8s gives a pod 120 s to stop)
+RUN_SECTORS = ("C", "M1", "M2")  # CONUS and both mesoscale sectors; the full disk only when asked
 NO_SOURCE = "none"  # --source none: a worker (and API) of the distributed mode; frames come from Kafka
 
 
 @dataclass(frozen=True)
 class ServiceSettings:
-    """Everything ``ltgcast run`` needs, checked; the field defaults are the embedded defaults (and the flags')."""
+    """Everything ``ltgcast run`` needs: the service's own choices and each stage's settings, checked on construction.
+
+    The stages' settings are the ones the stages take (:class:`DaemonSettings`, :class:`WorkerSettings`,
+    :class:`ScorerSettings`, :class:`HotSwapSettings`, :class:`WebSettings`), each validated in its own
+    ``__post_init__``; this class checks what spans them. Facts two stages share (the sectors, the future tolerance)
+    are held by the worker's settings and must agree with the daemon's. The defaults are ``ltgcast run``'s.
+    """
 
     source: str = "s3://noaa-goes19"
     bus: str = "inproc://"
-    backend: str = "embedded"
-    tile: int = 512
-    tfserving: str = DEFAULT_TFSERVING
     store: Path = Path("var/grids")
+    state: Path = Path("var/state/run")
     model_base: Path = Path(DEFAULT_BASE)
     model_name: str = "lightning"
     http: tuple[str, int] = ("127.0.0.1", 8080)
-    redis: str = ""
-    admin_token: str = ""
-    shadow: bool = False
-    watch_s: float = 10.0
-    state: Path = Path("var/state/run")
-    sectors: tuple[str, ...] = ("C", "M1", "M2")
-    poll_interval_s: float = 2.0
-    glm_deadline_s: float = 90.0
-    max_age_s: float = 3600.0  # 0: no limit (replays)
-    exit_when_idle: bool = False
+    redis: str = ""  # also store grids in Redis (redis://HOST:PORT/DB); "" none
+    watch: bool = True  # the model slot's watcher thread (hot-swap); hotswap.interval_s is its period
     keep_days: float = 7.0  # 0: never prune (replays of old archives)
-    future_tolerance_s: float = FUTURE_TOLERANCE_S  # scans starting further ahead of the clock are refused
-    cors_origins: tuple[str, ...] = ()  # origins a browser may read the API from (empty: CORS off)
-    http_max_connections: int = 512
-    http_max_in_flight: int = 64
-    http_header_timeout_s: float = 10.0
+    exit_when_idle: bool = False
     sites: str = ""  # the sites file of the site alerts: "" the packaged airports, "none" off (serve.alerts.sites)
     alert_webhook: str = ""  # http(s) URL each site-alert transition is POSTed to ("" none)
+    scorer: ScorerSettings = field(default_factory=ScorerSettings)
+    hotswap: HotSwapSettings = field(default_factory=HotSwapSettings)
+    daemon: DaemonSettings = field(default_factory=lambda: DaemonSettings(poll_interval_s=2.0))
+    worker: WorkerSettings = field(default_factory=lambda: WorkerSettings(sectors=frozenset(RUN_SECTORS),
+                                                                          poll_timeout_s=0.25))  # fmt: skip
+    web: WebSettings = field(default_factory=WebSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)  # its admin_token comes from LTGCAST_ADMIN_TOKEN only
+
+    def __post_init__(self) -> None:
+        check_numbers(self, non_negative=("keep_days",))
+        if self.source == NO_SOURCE and not self.bus.startswith("kafka://"):
+            msg = "--source none (a worker without ingest) needs a shared bus: --bus kafka://HOST:PORT"
+            raise ConfigError(msg)
+        if self.scorer.backend == "tfserving" and (self.hotswap.shadow or self.watch):
+            msg = ("--scorer tfserving: TF Serving loads versions from models.config, so the service cannot gate, "
+                   "warm up and swap them itself; run with --watch 0 and without --shadow, and move versions with "
+                   "`ltgcast models promote` (models.config) and TF Serving's version labels")  # fmt: skip
+            raise ConfigError(msg)
+        if self.daemon.future_tolerance_s != self.worker.future_tolerance_s:
+            msg = (f"ServiceSettings: the daemon and the worker must refuse the same future scans; found "
+                   f"future_tolerance_s {self.daemon.future_tolerance_s} and "
+                   f"{self.worker.future_tolerance_s}")  # fmt: skip
+            raise ConfigError(msg)
+
+    @property
+    def sectors(self) -> tuple[str, ...]:
+        """The ABI sectors nowcast (ingest announces only these), in the order ``ABI_SECTORS`` lists them."""
+        return tuple(sector for sector in ABI_SECTORS if sector in self.worker.sectors)
+
+    @property
+    def future_tolerance_s(self) -> float:
+        """Scans starting further ahead of the clock are refused (ingest, worker) and hidden (store)."""
+        return self.worker.future_tolerance_s
+
+    @property
+    def max_age_s(self) -> float:
+        """Frames older than this on arrival are let go; 0: no limit (replays)."""
+        return self.worker.max_age_s
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, env: Mapping[str, str]) -> ServiceSettings:
-        """Flags win over ``LTGCAST_*`` variables, which win over the embedded defaults."""
-
-        def pick(flag: str, variable: str, default: str) -> str:
-            value = getattr(args, flag)
-            return str(value) if value not in (None, "") else env.get(variable) or default
-
+    def from_args(cls, args: argparse.Namespace) -> ServiceSettings:
+        """The settings of parsed ``ltgcast run`` flags (their defaults already hold the ``LTGCAST_*`` variables)."""
         d = cls()
         numbers = {"poll_interval": args.poll_interval, "glm_deadline": args.glm_deadline, "watch": args.watch,
                    "max_age_minutes": args.max_age_minutes, "keep_days": args.keep_days,
                    "future_tolerance_s": args.future_tolerance_s}  # fmt: skip
         for name, value in numbers.items():
-            if value < 0:
+            if not value >= 0:
                 msg = f"--{name.replace('_', '-')}: expected a number >= 0, found {value}"
                 raise ConfigError(msg)
-        shared = pick("bus", "LTGCAST_BUS", "").startswith("kafka://")
-        if pick("source", "LTGCAST_SOURCE", "") == NO_SOURCE and not shared:
-            msg = "--source none (a worker without ingest) needs a shared bus: --bus kafka://HOST:PORT"
+        if args.poll_interval == 0:
+            msg = "--poll-interval: expected a number > 0, found 0"
             raise ConfigError(msg)
         sectors = split_list(args.sectors, "--sectors")
         unknown = sorted(set(sectors) - set(ABI_SECTORS))
         if unknown:
             msg = f"--sectors: expected a subset of {','.join(ABI_SECTORS)}, found {','.join(unknown)}"
             raise ConfigError(msg)
-        backend = pick("scorer", "LTGCAST_SCORER", d.backend)
-        if backend == "tfserving" and (args.shadow or args.watch):
-            msg = ("--scorer tfserving: TF Serving loads versions from models.config, so the service cannot gate, "
-                   "warm up and swap them itself; run with --watch 0 and without --shadow, and move versions with "
-                   "`ltgcast models promote` (models.config) and TF Serving's version labels")  # fmt: skip
-            raise ConfigError(msg)
         return cls(
-            source=pick("source", "LTGCAST_SOURCE", d.source),
-            bus=pick("bus", "LTGCAST_BUS", d.bus),
-            backend=backend,
-            tile=args.tile,
-            tfserving=pick("tfserving", "LTGCAST_TFSERVING", d.tfserving),
-            store=Path(pick("store", "LTGCAST_STORE", str(d.store))),
-            model_base=model_base(args.model_base, env),
+            source=args.source,
+            bus=args.bus,
+            store=Path(args.store),
+            state=Path(args.state),
+            model_base=Path(args.model_base),
             model_name=args.model_name,
-            http=parse_address(pick("http", "LTGCAST_HTTP", format_address(*d.http)), "--http", listen=True),
-            redis=pick("redis", "LTGCAST_REDIS_URL", d.redis),
-            admin_token=env.get("LTGCAST_ADMIN_TOKEN", d.admin_token),
-            shadow=args.shadow,
-            watch_s=args.watch,
-            state=Path(pick("state", "LTGCAST_STATE", str(d.state))),
-            sectors=sectors,
-            poll_interval_s=args.poll_interval,
-            glm_deadline_s=args.glm_deadline,
-            max_age_s=args.max_age_minutes * 60.0,
-            exit_when_idle=args.exit_when_idle,
+            http=parse_address(args.http, "--http", listen=True),
+            redis=args.redis,
+            watch=args.watch > 0,
             keep_days=args.keep_days,
-            future_tolerance_s=args.future_tolerance_s,
-            cors_origins=tuple(args.cors_origin or _origins(env.get("LTGCAST_CORS_ORIGINS", ""))),
-            http_max_connections=args.http_max_connections,
-            http_max_in_flight=args.http_max_in_flight,
-            http_header_timeout_s=args.http_header_timeout,
-            **_alert_settings(args, env),
-        )
+            exit_when_idle=args.exit_when_idle,
+            **_alert_settings(args),
+            scorer=ScorerSettings(backend=args.scorer, tile=args.tile, concurrency=args.concurrency,
+                                  tfserving=tfserving_settings(args)),
+            hotswap=HotSwapSettings(interval_s=args.watch or d.hotswap.interval_s, shadow=args.shadow),
+            daemon=replace(d.daemon, poll_interval_s=args.poll_interval, future_tolerance_s=args.future_tolerance_s),
+            worker=replace(d.worker, sectors=frozenset(sectors), glm_deadline_s=args.glm_deadline,
+                           max_age_s=args.max_age_minutes * 60.0, future_tolerance_s=args.future_tolerance_s),
+            web=WebSettings(max_connections=args.http_max_connections, max_in_flight=args.http_max_in_flight,
+                            header_timeout_s=args.http_header_timeout, cors_origins=_origins(args.cors_origin)),
+            api=ApiSettings(admin_token=args.admin_token),
+        )  # fmt: skip
+
+    def replaced(self, **changes: Any) -> ServiceSettings:
+        """A copy with ``changes``, where a stage's field name changes that stage.
+
+        ``poll_interval_s``, ``glm_deadline_s``, ``tile``, ``shadow``, …: tests and benchmarks say what they change in
+        one call. A name two stages share (``future_tolerance_s``) changes both.
+        """
+        own = {name: changes.pop(name) for name in list(changes) if name in _OWN_FIELDS}
+        stages: dict[str, Any] = {}
+        for stage in _STAGES:
+            current = stages.get(stage, getattr(self, stage))
+            mine = {name: value for name, value in changes.items() if name in _fields_of(current)}
+            if mine:
+                stages[stage] = replace(current, **mine)
+        unknown = sorted(set(changes) - {name for stage in _STAGES for name in _fields_of(getattr(self, stage))})
+        if unknown:
+            msg = f"ServiceSettings.replaced: no setting named {', '.join(unknown)}"
+            raise ConfigError(msg)
+        return replace(self, **own, **stages)
+
+
+def _fields_of(settings: Any) -> set[str]:
+    return {f.name for f in fields(settings)}
+
+
+_STAGES = ("scorer", "hotswap", "daemon", "worker", "web", "api")
+_OWN_FIELDS = {f.name for f in fields(ServiceSettings)} - set(_STAGES)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of ``ltgcast run`` (defaults from :class:`ServiceSettings`)."""
+    """The flags of ``ltgcast run``: defaults from :class:`ServiceSettings`, or from ``LTGCAST_*`` variables."""
     d = ServiceSettings()
-    parser.add_argument("--source", help="dir:PATH, s3://noaa-goes19, sqs://QUEUE?bucket=noaa-goes19 (NOAA's "
-                        "new-object notifications), sim:[?options], or none: a worker fed by "
-                        "`ltgcast ingest` over Kafka (env LTGCAST_SOURCE)")  # fmt: skip
-    parser.add_argument("--bus", help="inproc:// or kafka://HOST:PORT (env LTGCAST_BUS; default inproc://)")
-    parser.add_argument("--scorer", help="embedded or tfserving (env LTGCAST_SCORER; default embedded)")
-    parser.add_argument("--tile", type=int, default=d.tile, help="output pixels per scoring tile side (0: whole frame)")
-    parser.add_argument("--tfserving", help="TF Serving gRPC HOST:PORT for --scorer tfserving (env LTGCAST_TFSERVING)")
-    parser.add_argument("--store", help="grid store folder (env LTGCAST_STORE; default var/grids)")
-    parser.add_argument("--model-base", help=MODEL_BASE_HELP)
+    env = env_of(parser)
+    parser.set_defaults(admin_token=env.get("LTGCAST_ADMIN_TOKEN", ""))  # a secret: never a flag
+    add_env_argument(parser, "--source", "LTGCAST_SOURCE", default=d.source,
+                     help="dir:PATH, s3://noaa-goes19, sqs://QUEUE?bucket=noaa-goes19 (NOAA's new-object "
+                     "notifications), sim:[?options], or none: a worker fed by `ltgcast ingest` (Kafka)")  # fmt: skip
+    add_env_argument(parser, "--bus", "LTGCAST_BUS", default=d.bus, help="inproc:// or kafka://HOST:PORT")
+    add_env_argument(parser, "--scorer", "LTGCAST_SCORER", default=d.scorer.backend,
+                     help="embedded (the fastest exact scorer in process) or tfserving")  # fmt: skip
+    parser.add_argument("--tile", type=int, default=d.scorer.tile,
+                        help="output pixels per scoring tile side (0: whole frame)")  # fmt: skip
+    parser.add_argument("--concurrency", type=_positive_int, default=d.scorer.concurrency,
+                        help="tiles scored at once: threads in process, or requests to TF Serving")  # fmt: skip
+    add_tfserving_arguments(parser)
+    add_env_argument(parser, "--store", "LTGCAST_STORE", default=str(d.store), help="grid store folder")
+    add_env_argument(parser, "--model-base", ("LTGCAST_MODEL_BASE", "LTGCAST_MODELS"), default=str(d.model_base),
+                     help="model repository")  # fmt: skip
     parser.add_argument("--model-name", default=d.model_name, help="model name in the repository")
-    parser.add_argument("--http", help="HTTP API listen HOST:PORT (env LTGCAST_HTTP; default 127.0.0.1:8080)")
-    parser.add_argument("--redis", help="also store grids in Redis: redis://HOST:PORT/DB (env LTGCAST_REDIS_URL)")
+    add_env_argument(parser, "--http", "LTGCAST_HTTP", default=format_address(*d.http),
+                     help="HTTP API listen HOST:PORT")  # fmt: skip
+    add_env_argument(parser, "--redis", "LTGCAST_REDIS_URL", default=d.redis,
+                     help="also store grids in Redis: redis://HOST:PORT/DB")  # fmt: skip
     parser.add_argument("--shadow", action="store_true", help="score new model versions in shadow, promote by hand")
-    parser.add_argument(
-        "--watch", type=float, default=d.watch_s, help="seconds between model-repository checks (0: off)"
-    )
-    parser.add_argument("--state", help="checkpoint, quarantine and cache (env LTGCAST_STATE; default var/state/run)")
-    parser.add_argument("--sectors", default=",".join(d.sectors), help="ABI sectors to nowcast (default %(default)s)")
-    parser.add_argument("--poll-interval", type=float, default=d.poll_interval_s, help="seconds between source polls")
-    parser.add_argument(
-        "--glm-deadline", type=float, default=d.glm_deadline_s, help="seconds a frame waits for late GLM"
-    )
+    parser.add_argument("--watch", type=float, default=d.hotswap.interval_s,
+                        help="seconds between model-repository checks (0: off)")  # fmt: skip
+    add_env_argument(parser, "--state", "LTGCAST_STATE", default=str(d.state),
+                     help="checkpoint, quarantine and cache folder")  # fmt: skip
+    parser.add_argument("--sectors", default=",".join(d.sectors), help="ABI sectors to nowcast")
+    parser.add_argument("--poll-interval", type=float, default=d.daemon.poll_interval_s,
+                        help="seconds between source polls")  # fmt: skip
+    parser.add_argument("--glm-deadline", type=float, default=d.worker.glm_deadline_s,
+                        help="seconds a frame waits for late GLM")  # fmt: skip
     parser.add_argument("--max-age-minutes", type=float, default=d.max_age_s / 60.0,
                         help="skip frames older than this when they arrive (0: no limit, for replays)")  # fmt: skip
     parser.add_argument("--keep-days", type=float, default=d.keep_days,
@@ -190,45 +246,47 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         "(0: never prune, for replays of old archives)")  # fmt: skip
     parser.add_argument("--future-tolerance-s", type=float, default=d.future_tolerance_s,
                         help="refuse frames and GLM granules whose scan starts more than this many seconds "
-                        "after the clock (stage future), and hide such grids (default %(default)g)")  # fmt: skip
+                        "after the clock (stage future), and hide such grids")  # fmt: skip
     parser.add_argument("--exit-when-idle", action="store_true",
                         help="stop once the source is exhausted and every frame scored (replays)")  # fmt: skip
     alerts = parser.add_argument_group("site alerts")
-    alerts.add_argument("--sites", metavar="PATH",
-                        help="TOML file of the sites with a lightning alert state, or none (env LTGCAST_SITES; "
-                        "default: the packaged major US airports, serve/sitefiles/airports.toml)")  # fmt: skip
-    alerts.add_argument("--alert-webhook", metavar="URL",
-                        help="POST each site-alert transition as JSON to this http(s) URL "
-                        "(env LTGCAST_ALERT_WEBHOOK; default none)")  # fmt: skip
+    add_env_argument(parser, "--sites", "LTGCAST_SITES", group=alerts, metavar="PATH",
+                     help="TOML file of the sites with a lightning alert state, or none (default: the packaged "
+                     "major US airports, serve/sitefiles/airports.toml)")  # fmt: skip
+    add_env_argument(parser, "--alert-webhook", "LTGCAST_ALERT_WEBHOOK", group=alerts, metavar="URL",
+                     help="POST each site-alert transition as JSON to this http(s) URL (default none)")  # fmt: skip
     http = parser.add_argument_group("HTTP server limits")
-    http.add_argument("--cors-origin", action="append", metavar="ORIGIN",
-                      help="let a browser viewer at ORIGIN (e.g. https://wx.example.org) read the API; repeatable "
-                      "(env LTGCAST_CORS_ORIGINS, comma-separated; default: CORS off)")  # fmt: skip
-    http.add_argument("--http-max-connections", type=_positive_int, default=d.http_max_connections,
-                      help="open connections; more are answered 503 at once (default %(default)s)")  # fmt: skip
-    http.add_argument("--http-max-in-flight", type=_positive_int, default=d.http_max_in_flight,
-                      help="requests answered at once (probes aside); more are answered 503 with Retry-After "
-                      "(default %(default)s)")  # fmt: skip
-    http.add_argument("--http-header-timeout", type=float, default=d.http_header_timeout_s,
-                      help="seconds a client has to send a request's line and headers "
-                      "(default %(default)g)")  # fmt: skip
+    add_env_argument(parser, "--cors-origin", "LTGCAST_CORS_ORIGINS", group=http, action="append", metavar="ORIGIN",
+                     help="let a browser viewer at ORIGIN (e.g. https://wx.example.org) read the API; repeatable, "
+                     "or comma-separated in the variable (default: CORS off)")  # fmt: skip
+    http.add_argument("--http-max-connections", type=_positive_int, default=d.web.max_connections,
+                      help="open connections; more are answered 503 at once")  # fmt: skip
+    http.add_argument("--http-max-in-flight", type=_positive_int, default=d.web.max_in_flight,
+                      help="requests answered at once (probes aside); more get 503 with Retry-After")  # fmt: skip
+    http.add_argument("--http-header-timeout", type=float, default=d.web.header_timeout_s,
+                      help="seconds a client has to send a request's line and headers")  # fmt: skip
 
 
-def _alert_settings(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, str]:
-    """``--sites`` and ``--alert-webhook`` (env ``LTGCAST_SITES``, ``LTGCAST_ALERT_WEBHOOK``), checked now."""
+def _alert_settings(args: argparse.Namespace) -> dict[str, str]:
+    """``--sites`` and ``--alert-webhook``, checked now."""
     from serve.alerts.sites import resolve_sites
     from serve.alerts.webhook import check_webhook_url
 
-    sites = getattr(args, "sites", None) or env.get("LTGCAST_SITES", "")
-    webhook = getattr(args, "alert_webhook", None) or env.get("LTGCAST_ALERT_WEBHOOK", "")
+    sites = getattr(args, "sites", None) or ""
+    webhook = getattr(args, "alert_webhook", None) or ""
     resolve_sites(sites)  # a bad sites file stops the start, naming the file, the site and the problem
     if webhook:
         check_webhook_url(webhook)
     return {"sites": sites, "alert_webhook": webhook}
 
 
-def _origins(text: str) -> tuple[str, ...]:
-    return split_list(text, "LTGCAST_CORS_ORIGINS") if text.strip() else ()
+def _origins(given: str | list[str] | None) -> tuple[str, ...]:
+    """``--cors-origin`` values (a list), or ``LTGCAST_CORS_ORIGINS`` (one comma-separated string), or none."""
+    if not given:
+        return ()
+    if isinstance(given, str):
+        return split_list(given, "LTGCAST_CORS_ORIGINS") if given.strip() else ()
+    return tuple(given)
 
 
 def _positive_int(text: str) -> int:
@@ -276,19 +334,17 @@ class Service:
     """The embedded service: ingest, worker, model slot and HTTP API, wired from :class:`ServiceSettings`."""
 
     def __init__(self, settings: ServiceSettings) -> None:
-        from serve.api.grids import ApiSettings, GridApi
-        from serve.api.web import HttpService, WebSettings
-        from serve.scoring import ScorerSettings, get_scorer
-        from serve.scoring.hotswap import HotSwapSettings, ModelSlot
+        from serve.api.grids import GridApi
+        from serve.api.web import HttpService
+        from serve.scoring import get_scorer
+        from serve.scoring.hotswap import ModelSlot
         from serve.stores.files import FileGridStore
-        from serve.worker import NowcastWorker, WorkerSettings
+        from serve.worker.loop import NowcastWorker
 
         self.settings = s = settings
         self.stop_event = threading.Event()
         self.clock = SystemClock(interrupt=self.stop_event)
-        scorer_settings = ScorerSettings(backend=s.backend, tile=s.tile, target=s.tfserving)
-        swap = HotSwapSettings(interval_s=s.watch_s or 10.0, shadow=s.shadow)
-        self.models = ModelSlot(s.model_base, s.model_name, lambda path: get_scorer(path, scorer_settings), swap)
+        self.models = ModelSlot(s.model_base, s.model_name, lambda path: get_scorer(path, s.scorer), s.hotswap)
         self.bus: Bus = get_bus(s.bus)
         self.checkpoint: Checkpoint | None = None
         self.daemon: IngestDaemon | None = None
@@ -299,23 +355,16 @@ class Service:
             context = SourceContext(cache=s.state / "cache", clock=self.clock, frame_filter=frame_filter)
             source = get_source(s.source, context)  # checked before anything holds a file open
             self.checkpoint = Checkpoint.open(s.state / "ingest")
-            daemon_settings = DaemonSettings(poll_interval_s=s.poll_interval_s, future_tolerance_s=s.future_tolerance_s)
             self.daemon = IngestDaemon(source, self.bus, self.checkpoint,
                                        Quarantine(s.state / "quarantine"), self.clock, frame_filter=frame_filter,
-                                       settings=daemon_settings, handoff=self.handoff)  # fmt: skip
+                                       settings=s.daemon, handoff=self.handoff)  # fmt: skip
         self.store = FileGridStore(s.store, now=self.clock.now, future_tolerance_s=s.future_tolerance_s)
-        worker_settings = WorkerSettings(sectors=frozenset(s.sectors), glm_deadline_s=s.glm_deadline_s,
-                                         max_age_s=s.max_age_s or float("inf"), poll_timeout_s=0.25,
-                                         future_tolerance_s=s.future_tolerance_s)  # fmt: skip
         read = self.handoff.read if self.handoff is not None else read_product
-        self.worker = NowcastWorker(self.bus, self.models, self.store, self.clock, worker_settings,
+        self.worker = NowcastWorker(self.bus, self.models, self.store, self.clock, s.worker,
                                     sinks=self._sinks(), read=read)  # fmt: skip
         self.alerts, self.webhook = self._site_alerts()
-        self.api = GridApi(self.store, ApiSettings(admin_token=s.admin_token), models=self.models,
-                           ready=self.problems, alerts=self.alerts)  # fmt: skip
-        web = WebSettings(max_connections=s.http_max_connections, max_in_flight=s.http_max_in_flight,
-                          header_timeout_s=s.http_header_timeout_s, cors_origins=s.cors_origins)  # fmt: skip
-        self.http = HttpService(self.api, *s.http, web)
+        self.api = GridApi(self.store, s.api, models=self.models, ready=self.problems, alerts=self.alerts)
+        self.http = HttpService(self.api, *s.http, s.web)
         self.threads: dict[str, threading.Thread] = {}
         self.ingest_done = threading.Event()
         self.worker_errors = 0
@@ -449,7 +498,7 @@ class Service:
             self.webhook.start()
         if self.alerts is not None:
             self.alerts.start()
-        if self.settings.watch_s > 0:
+        if self.settings.watch:
             self.models.start()
         targets = [("worker", self._work)]
         if self.daemon is not None:
@@ -497,11 +546,11 @@ class Service:
         }
 
 
-def run_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def run_command(args: argparse.Namespace) -> int:
     """``ltgcast run``: check the settings and the network, start the service, wait for a signal."""
     import json
 
-    settings = ServiceSettings.from_args(args, env)
+    settings = ServiceSettings.from_args(args)
     problem = unreachable(settings.source)
     if problem:
         sys.stderr.write(

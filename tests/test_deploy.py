@@ -18,14 +18,15 @@ def services() -> dict[str, dict]:
 
 
 def test_every_ltgcast_command_in_the_compose_file_parses_and_builds_its_settings() -> None:
-    parser = build_parser()
+    parser = build_parser({})
     ingest = parser.parse_args(services()["ingest"]["command"])
     assert (ingest.command, ingest.bus) == ("ingest", "kafka://kafka:9092")
     worker = parser.parse_args(services()["worker"]["command"])
-    settings = ServiceSettings.from_args(worker, {})
-    assert (settings.source, settings.backend, settings.tfserving) == ("none", "tfserving", "tfserving:8500")
+    settings = ServiceSettings.from_args(worker)
+    assert (settings.source, settings.scorer.backend) == ("none", "tfserving")
+    assert settings.scorer.tfserving.target == "tfserving:8500"
     assert settings.http == ("0.0.0.0", 8080)
-    assert settings.watch_s == 0
+    assert not settings.watch
 
 
 def test_tf_serving_reads_the_repository_as_ltgcast_writes_it() -> None:

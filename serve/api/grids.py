@@ -67,6 +67,7 @@ from monitor.quality import LEVELS
 from serve import metrics
 from serve.alerts.sites import SITE_ID, SITE_ID_PATTERN
 from serve.alerts.states import great_circle_km
+from serve.api.settings import ApiSettings
 from serve.products import georef
 from serve.products.outputs import MAX_LEVELS, check_levels, contours, overlay_png, point_series, positions
 from serve.stores.files import FileGridStore, StoredGrid, check_sector
@@ -108,19 +109,6 @@ MAX_FLASH_HOURS = timedelta(hours=3)
 UNREADABLE = (OSError, ValueError, RuntimeError, KeyError, IndexError)
 #: How many unreadable grid files are remembered (so each is logged once).
 _BROKEN_REMEMBERED = 10_000
-
-
-@dataclass(frozen=True)
-class ApiSettings:
-    """Limits and the admin token of the API."""
-
-    admin_token: str = ""  # empty: the admin endpoints answer 403
-    max_hours: float = 48.0  # longest history a list or point request may ask for
-    cache_entries: int = 32  # rendered contours/PNGs kept in memory
-    renderers: int = 2  # PNG/contour renderings at once; more wait up to render_wait_s, then get 503
-    summary_entries: int = 20_000  # grid attributes kept in memory (a few hundred bytes each)
-    max_vertices: int = 1_000_000  # a contour answer larger than this is refused (413): a noise field is not a forecast
-    render_wait_s: float = 30.0
 
 
 @dataclass(frozen=True)

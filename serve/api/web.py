@@ -37,7 +37,6 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, ClassVar, Literal
@@ -68,6 +67,7 @@ from ingest.events import SECTORS
 from serve import metrics
 from serve.alerts.sites import SITE_ID_PATTERN
 from serve.api.grids import ERROR_CODES, GRID_ID_PATTERN, MAX_BODY, GridApi, Response, route_name
+from serve.api.settings import WebSettings
 
 log = logging.getLogger(__name__)
 
@@ -75,32 +75,6 @@ log = logging.getLogger(__name__)
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 SECTORS_PATTERN = r"^(C|F|M1|M2)(,(C|F|M1|M2)){0,3}$"
 LEVELS_PATTERN = r"^\s*0?\.\d+\s*(,\s*0?\.\d+\s*){0,9}$"
-
-
-@dataclass(frozen=True)
-class WebSettings:
-    """Limits of the HTTP server (the defaults are what ``ltgcast run`` serves with)."""
-
-    max_connections: int = 512  # open sockets; more are answered 503 and closed
-    max_in_flight: int = 64  # requests being answered (probes aside); more are answered 503 with Retry-After
-    threads: int = 16  # worker threads reading and rendering grid files
-    header_timeout_s: float = 10.0  # a request line and headers must arrive within this
-    body_timeout_s: float = 10.0  # and then its body within this (answered 408 otherwise)
-    write_timeout_s: float = 30.0  # a client that reads nothing of its answer for this long is cut off
-    keep_alive_s: int = 5  # an idle kept-alive connection is closed after this
-    backlog: int = 1024  # connections the kernel queues before the server accepts them
-    max_header_bytes: int = 16 * 1024  # request line + headers
-    cors_origins: tuple[str, ...] = ()  # origins a browser may read the API from; empty: CORS off
-
-    def __post_init__(self) -> None:
-        for name in ("max_connections", "max_in_flight", "threads", "backlog", "max_header_bytes", "keep_alive_s"):
-            if int(getattr(self, name)) < 1:
-                msg = f"WebSettings.{name} must be a positive integer; found {getattr(self, name)!r}"
-                raise ValueError(msg)
-        for name in ("header_timeout_s", "body_timeout_s", "write_timeout_s"):
-            if not float(getattr(self, name)) > 0:
-                msg = f"WebSettings.{name} must be positive; found {getattr(self, name)!r}"
-                raise ValueError(msg)
 
 
 # -- the contract's answers -----------------------------------------------------------------------------------------
@@ -1007,4 +981,4 @@ class HttpService:
             self.socket.close()
 
 
-__all__ = ["HttpService", "WebSettings", "build_app"]
+__all__ = ["HttpService", "build_app"]

@@ -49,7 +49,6 @@ import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -60,6 +59,7 @@ from featurize.channels import FeatureSet, get_feature_set, with_halo
 from foundation.errors import BadInput, BadOutput, ConfigError
 from foundation.registry import Registry
 from monitor.metrics import SCORER_CIRCUIT, SCORER_ERRORS
+from serve.scoring.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,6 @@ F32 = NDArray[np.float32]
 HALO = 32
 PATCH = 2 * HALO
 EMBEDDED = "embedded"  # the ``backend`` label of the in-process scorers
-#: TF Serving's gRPC ``host:port`` when none is given (settings, ``--tfserving``, ``LTGCAST_TFSERVING``).
-DEFAULT_TFSERVING = "127.0.0.1:8500"
 #: ``reason`` values of ``ltgcast_scorer_errors_total`` (monitor.metrics).
 ERROR_REASONS = (
     "unavailable", "deadline_exceeded", "resource_exhausted", "invalid_argument", "circuit_open", "bad_output", "other"
@@ -85,21 +83,6 @@ class Scorer(Protocol):
     def score(self, stacked: F32) -> F32:
         """``[H, W, C]`` filled model input → ``[H, W]`` probability."""
         ...
-
-
-@dataclass(frozen=True)
-class ScorerSettings:
-    """Which backend and how it cuts the frame (the ``tfserving`` fields are read by that backend only)."""
-
-    backend: str = "embedded"
-    tile: int = 512  # output pixels per tile side; 0 = the whole frame at once
-    threads: int = 0  # in-process threads per tile (TensorFlow intra-op, OpenVINO, ONNX Runtime); 0 = default
-    target: str = DEFAULT_TFSERVING  # TF Serving gRPC host:port
-    rest: str = ""  # TF Serving REST base URL (e.g. http://127.0.0.1:8501) for the fallback; "" = none
-    label: str = ""  # version label (stable, canary) instead of the version folder's number
-    timeout_s: float = 10.0  # deadline of one request
-    concurrency: int = 4  # tiles in flight at once
-    transport: str = "float32"  # tile dtype on the wire; float16 only where the model card allows it
 
 
 def read_card(version_path: Path) -> dict[str, Any]:
@@ -330,9 +313,9 @@ def fastest_exact(version_path: Path, settings: ScorerSettings) -> Scorer:
 
 
 def _tfserving(version_path: Path, settings: ScorerSettings) -> Scorer:
-    from serve.scoring.tfserving import TFServingScorer, TFServingSettings
+    from serve.scoring.tfserving import TFServingScorer
 
-    return TFServingScorer(version_path, TFServingSettings.from_scorer_settings(settings))
+    return TFServingScorer(version_path, settings)
 
 
 _FACTORIES: Registry[Callable[[Path, ScorerSettings], Scorer]] = Registry(

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from serve.scoring import ScorerSettings, get_scorer
+from serve.scoring import get_scorer
+from serve.scoring.settings import ScorerSettings
 
 SECTORS = {"C": (1500, 2500), "M": (500, 500), "F": (5424, 5424)}
 

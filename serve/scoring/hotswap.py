@@ -61,6 +61,7 @@ import numpy as np
 
 from foundation.clock import Clock, SystemClock
 from foundation.errors import ModelRejected
+from foundation.settings import check_numbers
 from foundation.utc import iso_utc
 from monitor import metrics
 from serve.scoring import Scorer
@@ -101,6 +102,10 @@ class HotSwapSettings:
     margin: float = 0.02  # the default gate's allowed loss of Brier skill against the current version
     stop_timeout_s: float = 30.0  # how long stop() waits for a scan in progress
     retire_after_s: float = 120.0  # a replaced scorer is closed this long after the swap (a frame may still use it)
+
+    def __post_init__(self) -> None:
+        check_numbers(self, positive=("interval_s", "stop_timeout_s"), non_negative=("margin", "retire_after_s"),
+                      counts=("warmup_size",))  # fmt: skip
 
 
 @dataclass(frozen=True)

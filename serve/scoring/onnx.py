@@ -27,17 +27,8 @@ from prometheus_client import Counter
 
 from featurize.channels import get_feature_set
 from models.onnx import Runner, load_runner, verified_artefact
-from serve.scoring import (
-    EMBEDDED,
-    F32,
-    HALO,
-    ScorerSettings,
-    check_output,
-    counting_failures,
-    export_embedded,
-    read_card,
-    score_tiled,
-)
+from serve.scoring import EMBEDDED, F32, HALO, check_output, counting_failures, export_embedded, read_card, score_tiled
+from serve.scoring.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """The nowcast worker, in named parts: frame events in, probability grids stored and announced.
 
 * :mod:`serve.worker.loop` — :class:`NowcastWorker`, the loop that drives the parts (its docstring is the
-  worker's contract), and :class:`WorkerSettings`;
+  worker's contract);
+* :mod:`serve.worker.settings` — :class:`WorkerSettings`, light to import (the CLI's defaults);
 * :mod:`serve.worker.glm` — :class:`~serve.worker.glm.GlmIndex`, the lightning context every worker holds whole;
 * :mod:`serve.worker.ledger` — :class:`~serve.worker.ledger.OffsetLedger`, how far each partition may be committed;
 * :mod:`serve.worker.step` — :class:`~serve.worker.step.ScoringStep`, one frame read, scored and stored;
@@ -10,8 +11,3 @@
 * :mod:`serve.worker.followups` — live verification and drift, off the frame's path;
 * :mod:`serve.worker.sinks` — :class:`~serve.worker.sinks.SinkFeed`, extra sinks (Redis) retried and back-filled.
 """
-
-from serve.worker.loop import FixedModels, ModelSource, NowcastWorker, WorkerSettings
-from serve.worker.sinks import GridSink
-
-__all__ = ["FixedModels", "GridSink", "ModelSource", "NowcastWorker", "WorkerSettings"]

@@ -83,7 +83,6 @@ hot-swap lands between two frames and a grid is never made by two versions.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -93,7 +92,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from featurize.examples import LabelRule
-from foundation.clock import FUTURE_TOLERANCE_S, Clock, too_far_ahead
+from foundation.clock import Clock, too_far_ahead
 from foundation.errors import FrameFailed, LtgcastError, RebalancedError
 from foundation.utc import iso_utc, parse_utc
 from ingest.bus import Bus, Message, Reader, TopicPartition
@@ -119,6 +118,7 @@ from serve.worker.followups import Awaiting, DriftQueue, VerificationQueue
 from serve.worker.glm import GlmIndex
 from serve.worker.ledger import OffsetLedger
 from serve.worker.nowcast import IR_BAND
+from serve.worker.settings import WorkerSettings
 from serve.worker.sinks import GridSink, SinkFeed
 from serve.worker.step import Scored, ScoringStep
 from serve.worker.trend import PreviousFrames
@@ -127,42 +127,6 @@ log = logging.getLogger(__name__)
 
 RECENT_GRIDS = 1000
 REPLAY_GLM_KEEP = timedelta(hours=2)  # with no age limit: GLM kept behind the newest granule
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """What the worker scores, how long it waits, and how it bounds its work."""
-
-    sectors: frozenset[str] = frozenset(SECTORS)
-    glm_deadline_s: float = 90.0
-    max_age_s: float = 3600.0  # frames older than this on arrival are let go; inf: no limit (replays)
-    future_tolerance_s: float = FUTURE_TOLERANCE_S  # frames and granules starting further ahead of the clock: refused
-    horizon: timedelta = timedelta(minutes=30)
-    encoding: str = "uint8"
-    group: str = "ltgcast-worker"
-    poll_timeout_s: float = 1.0
-    verify: bool = True  # score each grid against the flashes of its 30 minutes once they are in
-    verify_deadline_s: float = 600.0  # after the label window (or arrival, on replays) GLM may still complete it
-    verify_window: int = 12  # grids per sector in the rolling live scores
-    max_awaiting: int = 128  # grids held in memory for verification; the oldest beyond are dropped (counted)
-    lag_interval_s: float = 10.0  # seconds between two reads of the consumer lag (a broker round trip on Kafka)
-    glm_lookback_s: float = 0.0  # how far back the GLM topic is read at start; 0: max age + 25 min (6 h: no limit)
-    retry_first_s: float = 1.0  # first wait before a frame that failed transiently is tried again
-    retry_max_s: float = 60.0  # the longest wait between two tries
-    step_budget_s: float = 2.0  # scoring time per step before polling again (a rebalance waits for every member)
-    read_tries: int = 4  # tries of a frame whose file (or a granule's) cannot be read (a shared volume's hiccup)
-    max_pending: int = 256  # frames in hand beyond which fetching pauses
-    poll_records: int = 20  # frame messages per poll
-    flash_cache: int = 400  # granules whose flashes stay in memory
-    trend_cache_mib: float = 256.0  # band-13 frames kept for temporal models' ir_trend (20 min per sector at most)
-
-    def lookback_s(self) -> float:
-        """Seconds of GLM topic read at start: the oldest frame scored needs its 15-minute window, plus margin."""
-        if self.glm_lookback_s > 0:
-            return self.glm_lookback_s
-        if math.isfinite(self.max_age_s):
-            return self.max_age_s + 25 * 60.0
-        return 6 * 3600.0
 
 
 @runtime_checkable
@@ -434,7 +398,7 @@ class NowcastWorker:
             self._done(message, "other_band", sector)
         elif event.sector not in s.sectors:
             self._done(message, "other_sector", sector)
-        elif (self.clock.now() - start).total_seconds() > s.max_age_s:
+        elif s.max_age_s > 0 and (self.clock.now() - start).total_seconds() > s.max_age_s:
             self._done(message, "too_old", sector)
         elif (event.satellite, sector, start) in self.scored:
             self._done(message, "duplicate", sector)
@@ -528,7 +492,7 @@ class NowcastWorker:
         the frame's arrival instead, which is what the replay's operator can act on.
         """
         meta, now = scored.meta, self.clock.now()
-        if math.isfinite(self.settings.max_age_s):
+        if self.settings.max_age_s > 0:
             age = f"age {(now - frame.scan_start).total_seconds():.1f} s"
         else:
             age = f"replayed, {(now - frame.arrived).total_seconds():.1f} s after arrival"
@@ -663,7 +627,7 @@ class NowcastWorker:
 
     def _prune(self) -> None:
         """Bound the GLM index and the scored set: by the clock, or (no age limit) behind the newest granule."""
-        if math.isfinite(self.settings.max_age_s):
+        if self.settings.max_age_s > 0:
             horizon = self.clock.now() - timedelta(seconds=self.settings.lookback_s())
         else:
             newest = self.glm.newest()

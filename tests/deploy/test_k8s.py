@@ -85,19 +85,19 @@ def mounts(deployment: str) -> dict[str, str]:
 
 def test_the_worker_runs_as_a_distributed_worker_on_tf_serving_with_probes_the_api_answers() -> None:
     worker = container("ltgcast-worker")
-    args = build_parser().parse_args(worker["args"])
-    settings = ServiceSettings.from_args(args, environment())
-    assert (settings.source, settings.backend, settings.watch_s) == ("none", "tfserving", 0)
+    args = build_parser(environment()).parse_args(worker["args"])
+    settings = ServiceSettings.from_args(args)
+    assert (settings.source, settings.scorer.backend, settings.watch) == ("none", "tfserving", False)
     assert settings.bus.startswith("kafka://")
     assert settings.http == ("0.0.0.0", worker["ports"][0]["containerPort"])
     service = find("Service", "ltgcast-tfserving")
-    assert settings.tfserving == f"{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+    assert settings.scorer.tfserving.target == f"{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
     redis = find("Service", "ltgcast-redis")
     assert settings.redis.startswith(f"redis://{redis['metadata']['name']}:{redis['spec']['ports'][0]['port']}/")
     assert str(settings.store).startswith("/var/lib/ltgcast/")
     assert mounts("ltgcast-worker")["/var/lib/ltgcast"] == "shared"
     assert mounts("ltgcast-worker")[str(settings.model_base)] == "models"
-    assert settings.admin_token  # from the Secret
+    assert settings.api.admin_token  # from the Secret
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert worker[probe]["httpGet"]["path"] in PATHS, probe
     assert worker["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -108,8 +108,8 @@ def test_the_worker_runs_as_a_distributed_worker_on_tf_serving_with_probes_the_a
 def test_one_ingest_daemon_writes_where_the_workers_read() -> None:
     deployment = find("Deployment", "ltgcast-ingest")
     assert (deployment["spec"]["replicas"], deployment["spec"]["strategy"]["type"]) == (1, "Recreate")
-    args = build_parser().parse_args(container("ltgcast-ingest")["args"])
-    settings = IngestSettings.from_args(args, environment())
+    args = build_parser(environment()).parse_args(container("ltgcast-ingest")["args"])
+    settings = IngestSettings.from_args(args)
     assert (settings.source, settings.bus) == ("s3://noaa-goes19", environment()["LTGCAST_BUS"])
     assert str(settings.cache).startswith("/var/lib/ltgcast/")  # the frame events' URIs point here
     assert mounts("ltgcast-ingest")["/var/lib/ltgcast"] == mounts("ltgcast-worker")["/var/lib/ltgcast"] == "shared"
@@ -142,10 +142,11 @@ def test_the_autoscaler_follows_the_lag_the_workers_export_within_the_partitions
 
 def test_compose_runs_the_same_roles_the_same_way() -> None:
     services = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))["services"]
-    parser = build_parser()
-    compose_worker = ServiceSettings.from_args(parser.parse_args(services["worker"]["command"]), {})
-    k8s_worker = ServiceSettings.from_args(parser.parse_args(container("ltgcast-worker")["args"]), environment())
-    for field in ("source", "backend", "watch_s", "sectors", "glm_deadline_s", "max_age_s"):
+    compose_worker = ServiceSettings.from_args(build_parser({}).parse_args(services["worker"]["command"]))
+    k8s_args = build_parser(environment()).parse_args(container("ltgcast-worker")["args"])
+    k8s_worker = ServiceSettings.from_args(k8s_args)
+    for field in ("source", "watch", "worker"):  # the worker's settings: sectors, GLM deadline, age limit, ...
         assert getattr(compose_worker, field) == getattr(k8s_worker, field), field
+    assert compose_worker.scorer.backend == k8s_worker.scorer.backend
     assert services["kafka"]["environment"]["KAFKA_NUM_PARTITIONS"] == KafkaBus("x:1").partitions
     assert services["worker"]["deploy"]["replicas"] == find("Deployment", "ltgcast-worker")["spec"]["replicas"]

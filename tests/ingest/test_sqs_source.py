@@ -484,9 +484,9 @@ def test_notifications_become_a_stored_grid_and_the_queue_empties(
         noaa.notify(noaa.upload(path), path.stat().st_size)  # through the NewGOES19Object topic
     noaa.sqs.send_message(QueueUrl=noaa.queue_url, MessageBody="<html>503 Service Unavailable</html>")
     garbage = refused("not_json")
-    settings = ServiceSettings(source=noaa.uri(wait_s=1), store=tmp_path / "grids", state=tmp_path / "state",
-                               model_base=DEFAULT_MODELS, http=("127.0.0.1", 0), watch_s=0.0, poll_interval_s=0.2,
-                               glm_deadline_s=5.0, max_age_s=0.0)  # fmt: skip
+    settings = ServiceSettings().replaced(source=noaa.uri(wait_s=1), store=tmp_path / "grids", state=tmp_path / "state",
+                                          model_base=DEFAULT_MODELS, http=("127.0.0.1", 0), watch=False,
+                                          poll_interval_s=0.2, glm_deadline_s=5.0, max_age_s=0.0)  # fmt: skip
     service = Service(settings).start()
     try:
         newest = wait_until(lambda: service.store.latest("M1"), "the grid of the notified frame", limit_s=120.0)

@@ -137,10 +137,10 @@ def test_every_bad_file_is_quarantined_with_its_stage_and_the_next_good_frame_is
     bad = {case.make(spool, outside, minute).name: case for minute, case in enumerate(CASES, start=1)}
     assert len(bad) == len(CASES)
     state = tmp_path / "state"
-    settings = ServiceSettings(source=f"dir:{spool}?settle_s=0.2", store=tmp_path / "grids", state=state,
-                               model_base=ROOT / "models" / "repository", http=("127.0.0.1", 0), watch_s=0.0,
-                               poll_interval_s=0.2, glm_deadline_s=5.0, max_age_s=0.0,
-                               future_tolerance_s=600.0)  # fmt: skip
+    settings = ServiceSettings().replaced(source=f"dir:{spool}?settle_s=0.2", store=tmp_path / "grids", state=state,
+                                          model_base=ROOT / "models" / "repository", http=("127.0.0.1", 0),
+                                          watch=False, poll_interval_s=0.2, glm_deadline_s=5.0, max_age_s=0.0,
+                                          future_tolerance_s=600.0)  # fmt: skip
     service = Service(settings).start()
     good = sorted(meso_scenario.glob("OR_ABI-*.nc"))[-1]
     try:

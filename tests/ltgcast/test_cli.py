@@ -90,16 +90,15 @@ def test_run_refuses_bad_settings_before_starting_anything(flags, message, capsy
 
 
 def test_the_future_tolerance_is_a_flag_of_run_and_ingest(tmp_path, capsys):
-    import argparse
-
+    from ltgcast.flags import Parser
     from ltgcast.ingestion import IngestSettings, add_ingest_arguments
     from ltgcast.service import ServiceSettings, add_run_arguments
 
     for add, settings in ((add_run_arguments, ServiceSettings), (add_ingest_arguments, IngestSettings)):
-        parser = argparse.ArgumentParser()
+        parser = Parser(env={})
         add(parser)
-        assert settings.from_args(parser.parse_args(["--source", "sim:"]), {}).future_tolerance_s == 300.0
-        tolerant = settings.from_args(parser.parse_args(["--source", "sim:", "--future-tolerance-s", "900"]), {})
+        assert settings.from_args(parser.parse_args(["--source", "sim:"])).future_tolerance_s == 300.0
+        tolerant = settings.from_args(parser.parse_args(["--source", "sim:", "--future-tolerance-s", "900"]))
         assert tolerant.future_tolerance_s == 900.0
     assert main(["ingest", "--source", f"dir:{tmp_path}", "--state", str(tmp_path), "--future-tolerance-s", "-5"]) == 2
     assert "--future-tolerance-s: expected a number >= 0, found -5.0" in capsys.readouterr().err
@@ -299,7 +298,7 @@ def test_a_busy_port_is_refused_in_one_line_before_anything_heavy_loads(tmp_path
     assert err == [f"ltgcast run: --http 127.0.0.1:{port}: cannot listen there (Address already in use); "
                    "stop what holds it or pick another port"]  # fmt: skip
     assert "ltgcast.cli" in imported  # the import times were read
-    assert not {"tensorflow", "onnxruntime", "uvicorn", "serve.worker"} & imported
+    assert not {"tensorflow", "onnxruntime", "uvicorn", "fastapi", "serve.worker.loop"} & imported  # settings only
     assert not (tmp_path / "state").exists()
 
 
@@ -316,12 +315,19 @@ def test_a_bad_flag_is_refused_in_one_line_before_anything_heavy_loads(tmp_path)
 
 
 def test_the_default_model_is_found_from_any_working_directory(tmp_path, monkeypatch, capsys):
-    from ltgcast.nowcasting import model_base, version_path
+    from ltgcast.flags import Parser
+    from ltgcast.nowcasting import add_model_base_argument, version_path
+
+    def model_base(argv: list[str], env: dict[str, str]) -> Path:
+        parser = Parser(env=env)
+        add_model_base_argument(parser)
+        return Path(parser.parse_args(argv).model_base)
 
     monkeypatch.chdir(tmp_path)
-    assert version_path(model_base(None, {}), "lightning", None).is_dir()
-    assert model_base(None, {"LTGCAST_MODEL_BASE": "a", "LTGCAST_MODELS": "b"}) == Path("a")
-    assert model_base("c", {"LTGCAST_MODEL_BASE": "a"}) == Path("c")
+    assert version_path(model_base([], {}), "lightning", None).is_dir()
+    assert model_base([], {"LTGCAST_MODEL_BASE": "a", "LTGCAST_MODELS": "b"}) == Path("a")
+    assert model_base([], {"LTGCAST_MODELS": "b"}) == Path("b")
+    assert model_base(["--model-base", "c"], {"LTGCAST_MODEL_BASE": "a"}) == Path("c")
     simulate = ["simulate", "--out", "scenario", "--sector", "M1", "--start", "2024-06-15T18:00Z", "--minutes", "1"]
     assert main(simulate) == 0
     frame = next(str(p) for p in Path("scenario").glob("OR_ABI-*.nc"))
@@ -339,3 +345,67 @@ def test_tensorflow_start_up_noise_stays_off_stderr_and_other_lines_are_kept():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env,
                           check=True)  # fmt: skip
     assert done.stderr.splitlines() == ["mine", "end"]
+
+
+def test_the_environment_is_read_once_as_the_flags_defaults_and_shown_in_the_help(capsys):
+    from ltgcast.cli import build_parser
+    from ltgcast.service import ServiceSettings
+
+    env = {"LTGCAST_BUS": "kafka://broker:9092", "LTGCAST_CORS_ORIGINS": "https://a.example,https://b.example",
+           "LTGCAST_ADMIN_TOKEN": "s3cret", "LTGCAST_MODELS": "/srv/models"}  # fmt: skip
+    parser = build_parser(env)
+    settings = ServiceSettings.from_args(parser.parse_args(["run", "--source", "sim:"]))
+    assert settings.bus == "kafka://broker:9092"
+    assert settings.web.cors_origins == ("https://a.example", "https://b.example")
+    assert settings.api.admin_token == "s3cret"
+    assert settings.model_base == Path("/srv/models")
+    # a flag on the command line wins, and an appended flag replaces the variable's list rather than adding to it
+    flags = parser.parse_args(["run", "--source", "sim:", "--bus", "inproc://", "--cors-origin", "https://c.example"])
+    chosen = ServiceSettings.from_args(flags)
+    assert (chosen.bus, chosen.web.cors_origins) == ("inproc://", ("https://c.example",))
+    # the help names every variable; the token is never a flag
+    with pytest.raises(SystemExit):
+        build_parser({}).parse_args(["run", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for variable in ("LTGCAST_SOURCE", "LTGCAST_BUS", "LTGCAST_SCORER", "LTGCAST_TFSERVING", "LTGCAST_STORE",
+                     "LTGCAST_MODEL_BASE, LTGCAST_MODELS", "LTGCAST_HTTP", "LTGCAST_REDIS_URL", "LTGCAST_STATE",
+                     "LTGCAST_SITES", "LTGCAST_ALERT_WEBHOOK", "LTGCAST_CORS_ORIGINS"):  # fmt: skip
+        assert f"[env: {variable}]" in shown, variable
+    assert "token" not in shown.lower()
+
+
+def test_a_bad_value_in_the_environment_is_refused_naming_the_variable(capsys):
+    from ltgcast.flags import Parser, add_env_argument
+
+    parser = Parser(prog="ltgcast run", env={"LTGCAST_TILE": "large"})
+    add_env_argument(parser, "--tile", "LTGCAST_TILE", type=int, default=512, help="tile side")
+    with pytest.raises(SystemExit) as stopped:
+        parser.parse_args([])
+    assert stopped.value.code == 2
+    assert "'large' from LTGCAST_TILE" in capsys.readouterr().err
+    assert parser.parse_args(["--tile", "256"]).tile == 256  # the command line still wins
+
+
+def test_service_settings_check_every_stage_on_construction_benchmarks_included():
+    from foundation.errors import ConfigError
+    from ltgcast.service import ServiceSettings
+
+    defaults = ServiceSettings()
+    assert (defaults.daemon.poll_interval_s, defaults.worker.poll_timeout_s) == (2.0, 0.25)
+    assert defaults.sectors == ("C", "M1", "M2")
+    with pytest.raises(ConfigError, match=r"DaemonSettings.poll_interval_s: expected a number > 0, found 0"):
+        defaults.replaced(poll_interval_s=0)
+    with pytest.raises(ConfigError, match=r"WorkerSettings.glm_deadline_s: expected a number >= 0, found -1"):
+        defaults.replaced(glm_deadline_s=-1)
+    with pytest.raises(ConfigError, match=r"WorkerSettings.sectors: expected some of"):
+        defaults.replaced(sectors=frozenset({"X"}))
+    with pytest.raises(ConfigError, match=r"no setting named poll_intervall_s"):
+        defaults.replaced(poll_intervall_s=1.0)
+    with pytest.raises(ConfigError, match=r"needs a shared bus"):
+        defaults.replaced(source="none")
+    with pytest.raises(ConfigError, match=r"--scorer tfserving"):
+        defaults.replaced(backend="tfserving")  # the watcher is on by default
+    both = defaults.replaced(future_tolerance_s=900.0)
+    assert (both.daemon.future_tolerance_s, both.worker.future_tolerance_s) == (900.0, 900.0)
+    with pytest.raises(ConfigError, match=r"must refuse the same future scans"):
+        ServiceSettings(daemon=both.daemon)

@@ -11,7 +11,6 @@ import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from ingest.synthetic import ScenarioConfig, simulate
 from ltgcast.cli import main
 from ltgcast.latency import deliver
 from ltgcast.service import Service, ServiceSettings
+from serve.scoring.settings import TFServingSettings
 from tests.support.models import served_version
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,10 +35,10 @@ START = datetime(2024, 6, 15, 20, 0, tzinfo=UTC)
 
 def settings(tmp: Path, spool: Path, **changes: Any) -> ServiceSettings:
     """The service on a spool with a free port, replays allowed (no age limit), hot-swap off unless changed."""
-    base = ServiceSettings(source=f"dir:{spool}?settle_s=0.2", store=tmp / "grids", state=tmp / "state",
-                           model_base=DEFAULT_MODELS, http=("127.0.0.1", 0), watch_s=0.0, poll_interval_s=0.2,
-                           glm_deadline_s=5.0, max_age_s=0.0)  # fmt: skip
-    return replace(base, **changes)
+    base = ServiceSettings().replaced(source=f"dir:{spool}?settle_s=0.2", store=tmp / "grids", state=tmp / "state",
+                                      model_base=DEFAULT_MODELS, http=("127.0.0.1", 0), watch=False,
+                                      poll_interval_s=0.2, glm_deadline_s=5.0, max_age_s=0.0)  # fmt: skip
+    return base.replaced(**changes)
 
 
 def drop(paths: list[Path], spool: Path) -> None:
@@ -230,7 +230,9 @@ def test_hot_swap_while_frames_flow_and_a_nan_version_is_refused(scenario: list[
     new, bad = max(repo.versions("lightning")) + 1, max(repo.versions("lightning")) + 2
     spool = tmp_path / "spool"
     spool.mkdir()
-    service = Service(settings(tmp_path, spool, model_base=base, watch_s=0.2, admin_token="adm1n")).start()
+    service = Service(
+        settings(tmp_path, spool, model_base=base, watch=True, interval_s=0.2, admin_token="adm1n")
+    ).start()
     frames = abi(scenario)
     try:
         drop(glm(scenario), spool)
@@ -279,7 +281,11 @@ def test_the_tfserving_backend_gives_the_same_grids_as_embedded(running: Service
     standin = serve(DEFAULT_MODELS, 0, 0)  # TF Serving's protocol over gRPC, the committed model behind it
     spool = tmp_path / "spool"
     spool.mkdir()
-    remote = Service(settings(tmp_path, spool, backend="tfserving", tfserving=f"127.0.0.1:{standin.grpc_port}"))
+    remote = Service(
+        settings(
+            tmp_path, spool, backend="tfserving", tfserving=TFServingSettings(target=f"127.0.0.1:{standin.grpc_port}")
+        )
+    )
     try:
         remote.start()
         drop(glm(scenario), spool)
@@ -406,7 +412,7 @@ def test_a_temporal_model_through_tfserving_gives_the_embedded_grids(trend_run: 
     standin = serve(base, 0, 0)  # TF Serving's protocol over gRPC, the 3-channel model behind it
     try:
         remote = run_until_idle(tmp_path, model_base=base, backend="tfserving",
-                                tfserving=f"127.0.0.1:{standin.grpc_port}")  # fmt: skip
+                                tfserving=TFServingSettings(target=f"127.0.0.1:{standin.grpc_port}"))  # fmt: skip
     finally:
         standin.stop()
     outcomes = remote.worker.outcomes

@@ -32,7 +32,8 @@ from monitor.drift import (
 )
 from serve.scoring import EmbeddedScorer
 from serve.stores.files import FileGridStore
-from serve.worker import NowcastWorker, WorkerSettings
+from serve.worker.loop import NowcastWorker
+from serve.worker.settings import WorkerSettings
 from tests.support.clock import FakeClock
 from tests.support.frames import publish_frames
 from tests.support.models import served_version

@@ -18,7 +18,8 @@ from ingest.synthetic import ScenarioConfig, simulate
 from monitor.quality import InputQuality, record_prediction
 from serve.scoring import EmbeddedScorer
 from serve.stores.files import FileGridStore
-from serve.worker import NowcastWorker, WorkerSettings
+from serve.worker.loop import NowcastWorker
+from serve.worker.settings import WorkerSettings
 from tests.support.clock import FakeClock
 from tests.support.frames import publish_frames
 

@@ -22,8 +22,9 @@ from models.metrics import brier, contingency, reliability
 from monitor.verify import LiveSkill, score_grid
 from serve.scoring import EmbeddedScorer
 from serve.stores.files import FileGridStore
-from serve.worker import NowcastWorker, WorkerSettings
+from serve.worker.loop import NowcastWorker
 from serve.worker.nowcast import nowcast_frame
+from serve.worker.settings import WorkerSettings
 from tests.support.clock import FakeClock
 from tests.support.frames import publish_frames
 

@@ -520,9 +520,8 @@ def test_the_alert_routes_are_in_the_served_contract(store: FileGridStore) -> No
 
 # -- ltgcast run's flags --------------------------------------------------------------------------------------------
 def test_run_checks_the_sites_file_and_the_webhook_before_starting(tmp_path: Path, capsys: Any) -> None:
-    import argparse
-
     from ltgcast.cli import main
+    from ltgcast.flags import Parser
     from ltgcast.service import ServiceSettings, add_run_arguments
 
     bad = tmp_path / "sites.toml"
@@ -533,13 +532,16 @@ def test_run_checks_the_sites_file_and_the_webhook_before_starting(tmp_path: Pat
     )
     assert main(["run", "--source", "sim:", "--alert-webhook", "ftp://ops.example.org/"]) == 2
     assert "--alert-webhook: expected an http:// or https:// URL with a host" in capsys.readouterr().err
-    parser = argparse.ArgumentParser()
+    parser = Parser(env={})
     add_run_arguments(parser)
     flags = parser.parse_args(["--source", "sim:", "--sites", "none", "--alert-webhook", "https://ops.example.org/h"])
-    chosen = ServiceSettings.from_args(flags, {})
+    chosen = ServiceSettings.from_args(flags)
     assert (chosen.sites, chosen.alert_webhook) == ("none", "https://ops.example.org/h")
     good = tmp_path / "good.toml"
     good.write_text(GOOD)
-    from_env = ServiceSettings.from_args(parser.parse_args(["--source", "sim:"]), {"LTGCAST_SITES": str(good)})
-    assert (from_env.sites, from_env.alert_webhook) == (str(good), "")
-    assert ServiceSettings.from_args(parser.parse_args(["--source", "sim:"]), {}).sites == ""  # the packaged airports
+    from_env = Parser(env={"LTGCAST_SITES": str(good)})
+    add_run_arguments(from_env)
+    chosen = ServiceSettings.from_args(from_env.parse_args(["--source", "sim:"]))
+    assert (chosen.sites, chosen.alert_webhook) == (str(good), "")
+    assert "[env: LTGCAST_SITES]" in from_env.format_help()
+    assert ServiceSettings.from_args(parser.parse_args(["--source", "sim:"])).sites == ""  # the packaged airports

@@ -17,7 +17,8 @@ from PIL import Image
 from foundation.clock import wait_until
 from foundation.errors import ModelRejected
 from ingest.geometry import LIGHTNING_ELLIPSOID, FixedGrid, GeosProjection
-from serve.api.grids import ApiSettings, GridApi, Response
+from serve.api.grids import GridApi, Response
+from serve.api.settings import ApiSettings
 from serve.api.web import HttpService
 from serve.stores.files import FileGridStore
 from serve.stores.gridfile import GridMeta, read_grid

@@ -20,7 +20,8 @@ from hypothesis import HealthCheck
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from serve.api.grids import ApiSettings, GridApi
+from serve.api.grids import GridApi
+from serve.api.settings import ApiSettings
 from serve.api.web import HttpService
 from tests.serve.test_api import seeded_store
 

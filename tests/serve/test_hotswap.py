@@ -25,8 +25,9 @@ from foundation.clock import wait_until
 from foundation.errors import ModelRejected
 from models.repository import ModelRepository
 from models.validation import ValidationReport
-from serve.scoring import EmbeddedScorer, ScorerSettings
+from serve.scoring import EmbeddedScorer
 from serve.scoring.hotswap import GATE_REASON, HotSwapSettings, ModelSlot, ServingModels, SwapEvent, warm_up
+from serve.scoring.settings import ScorerSettings
 from tests.support.clock import FakeClock
 from tests.support.models import export_test_model
 

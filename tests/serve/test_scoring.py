@@ -9,7 +9,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from foundation.errors import BadInput, BadOutput
-from serve.scoring import ERROR_REASONS, EmbeddedScorer, PatchScorer, ScorerSettings, get_scorer
+from serve.scoring import ERROR_REASONS, EmbeddedScorer, PatchScorer, get_scorer
+from serve.scoring.settings import ScorerSettings
 from tests.support.models import frame
 
 

@@ -16,8 +16,9 @@ from featurize.channels import get_feature_set, model_input, scene_channels
 from foundation.errors import ArtefactUnavailable
 from models.behaviour import field
 from models.onnx import RUNTIMES
-from serve.scoring import EmbeddedScorer, ScorerSettings, get_scorer
+from serve.scoring import EmbeddedScorer, get_scorer
 from serve.scoring.onnx import SCORER_FALLBACK, ConvertedScorer
+from serve.scoring.settings import ScorerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 REPOSITORY = ROOT / "models" / "repository" / "lightning"
@@ -79,7 +80,7 @@ def test_embedded_picks_the_converted_scorer_without_importing_tensorflow() -> N
     code = (
         "import sys, numpy as np\n"
         "from pathlib import Path\n"
-        "from serve.scoring import ScorerSettings, get_scorer\n"
+        "from serve.scoring import get_scorer\nfrom serve.scoring.settings import ScorerSettings\n"
         f"s = get_scorer(Path({str(REPOSITORY / '2')!r}), ScorerSettings())\n"
         "p = s.score(np.zeros((70, 90, 3), np.float32))\n"
         "assert p.shape == (70, 90), p.shape\n"

@@ -33,19 +33,13 @@ from tensorflow_serving.apis import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from foundation.addresses import free_port
-from foundation.errors import CircuitOpen, ConfigError, ModelRejected, RestError, ScoringError
-from serve.scoring import ERROR_REASONS, EmbeddedScorer, ScorerSettings, get_scorer
-from serve.scoring.tfserving import (
-    SIGNATURES,
-    CircuitBreaker,
-    TFServingScorer,
-    TFServingSettings,
-    backoff_delays,
-    error_reason,
-    from_tensor_proto,
-    set_version_labels,
-    tensor_proto,
-)
+from foundation.errors import CircuitOpen, ConfigError, RestError, ScoringError
+from serve.scoring import ERROR_REASONS, EmbeddedScorer, get_scorer
+from serve.scoring.settings import ScorerSettings, TFServingSettings
+from serve.scoring.tfserving import CircuitBreaker, TFServingScorer
+from serve.scoring.tfserving.codec import from_tensor_proto, tensor_proto
+from serve.scoring.tfserving.errors import error_reason
+from serve.scoring.tfserving.scorer import SIGNATURES, retry_of
 from tests.support.models import export_test_model, frame
 from tests.support.tfs_standin import StandIn, serve
 
@@ -79,8 +73,30 @@ def standin(two_versions: Path) -> Iterator[StandIn]:
     handle.stop()
 
 
-def settings(handle: StandIn, **changes: Any) -> TFServingSettings:
-    return TFServingSettings(**{"target": f"127.0.0.1:{handle.grpc_port}", "tile": 40, **changes})
+def scoring(**options: Any) -> ScorerSettings:
+    """``options`` sorted into the scorer's own (``tile``, ``concurrency``) and TF Serving's (the rest)."""
+    own = {name: options.pop(name) for name in ("tile", "concurrency") if name in options}
+    return ScorerSettings(backend="tfserving", **own, tfserving=TFServingSettings(**options))
+
+
+def settings(handle: StandIn, **changes: Any) -> ScorerSettings:
+    return scoring(**{"target": f"127.0.0.1:{handle.grpc_port}", "tile": 40, **changes})
+
+
+def label_versions(handle: StandIn, labels: dict[str, int]) -> None:
+    """Serve exactly the labelled versions with ``version_labels``, as TF Serving does from a ``models.config``.
+
+    Two reloads: TF Serving labels only versions already AVAILABLE (the stand-in loads inside the reload call).
+    """
+    config = model_server_config_pb2.ModelServerConfig()
+    entry = config.model_config_list.config.add(name=MODEL, base_path=f"/models/{MODEL}", model_platform="tensorflow")
+    entry.model_version_policy.specific.versions.extend(sorted(set(labels.values())))
+    with grpc.insecure_channel(f"127.0.0.1:{handle.grpc_port}") as channel:
+        reload = model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest
+        reload(model_management_pb2.ReloadConfigRequest(config=config))
+        for label, version in labels.items():
+            entry.version_labels[label] = version
+        reload(model_management_pb2.ReloadConfigRequest(config=config))
 
 
 def embedded(base: Path, version: int, x: np.ndarray, tile: int = 40) -> np.ndarray:
@@ -106,7 +122,7 @@ def test_tfserving_gives_the_embedded_grid(two_versions: Path, standin: StandIn)
     x = frame()  # 40-pixel tiles do not divide 90 or 131: 12 tiles with ragged edges, 4 in flight
     scorer = get_scorer(
         two_versions / MODEL / "1",
-        ScorerSettings(backend="tfserving", tile=40, target=f"127.0.0.1:{standin.grpc_port}", concurrency=4),
+        scoring(tile=40, target=f"127.0.0.1:{standin.grpc_port}", concurrency=4),
     )
     assert isinstance(scorer, TFServingScorer)
     assert (scorer.name, scorer.version, scorer.feature_set.key) == (MODEL, 1, "ir-ltg/1")
@@ -129,13 +145,13 @@ def test_a_tile_over_grpcs_default_4_mb_limit_passes(two_versions: Path, standin
 
 
 @pytest.mark.slow
-def test_version_labels_set_by_reload_config_choose_the_version(two_versions: Path, standin: StandIn) -> None:
+def test_version_labels_in_the_server_config_choose_the_version(two_versions: Path, standin: StandIn) -> None:
     target = f"127.0.0.1:{standin.grpc_port}"
     x = frame(seed=4)
     v1, v2 = embedded(two_versions, 1, x), embedded(two_versions, 2, x)
     assert float(np.abs(v1 - v2).max()) > 0.05  # two different models
 
-    set_version_labels(target, MODEL, f"/models/{MODEL}", {"stable": 1, "canary": 2})  # v2 is loaded, then labelled
+    label_versions(standin, {"stable": 1, "canary": 2})  # v2 is loaded, then labelled
     canary = TFServingScorer(two_versions / MODEL / "1", settings(standin, label="canary"))
     stable = TFServingScorer(two_versions / MODEL / "1", settings(standin, label="stable"))
     assert (canary.version, stable.version) == (2, 1)
@@ -143,7 +159,7 @@ def test_version_labels_set_by_reload_config_choose_the_version(two_versions: Pa
     np.testing.assert_allclose(stable.score(x), v1, rtol=0, atol=1e-6)
     assert (canary.version, stable.version) == (2, 1)
 
-    set_version_labels(target, MODEL, f"/models/{MODEL}", {"stable": 2})  # promote: v1 is unloaded
+    label_versions(standin, {"stable": 2})  # promote: v1 is unloaded
     np.testing.assert_allclose(stable.score(x), v2, rtol=0, atol=1e-6)
     assert stable.version == 2  # what grids record: the version that produced them
     with pytest.raises(ScoringError, match=r"INVALID_ARGUMENT: Unrecognized servable version label: canary"):
@@ -153,21 +169,6 @@ def test_version_labels_set_by_reload_config_choose_the_version(two_versions: Pa
             get_model_status_pb2.GetModelStatusRequest(model_spec={"name": MODEL})
         )
     assert {(s.version, s.state) for s in status.model_version_status} == {(1, END), (2, AVAILABLE)}
-
-
-@pytest.mark.slow
-def test_a_label_for_a_version_that_never_loads_is_rejected(two_versions: Path, standin: StandIn) -> None:
-    now = [0.0]
-
-    def sleep(seconds: float) -> None:
-        now[0] += seconds
-
-    with pytest.raises(ModelRejected, match=r"versions \[1, 9\] not all AVAILABLE .* after 5 s"):
-        set_version_labels(
-            f"127.0.0.1:{standin.grpc_port}", MODEL, f"/models/{MODEL}", {"stable": 1, "canary": 9},
-            timeout_s=5, poll_s=1, clock=lambda: now[0], sleep=sleep,
-        )  # fmt: skip
-    assert now[0] >= 5
 
 
 @pytest.mark.slow
@@ -193,7 +194,7 @@ def test_rest_fallback_gives_the_same_grid_when_grpc_is_dead(two_versions: Path,
     slept: list[float] = []
     scorer = TFServingScorer(
         two_versions / MODEL / "1",
-        TFServingSettings(
+        scoring(
             target=f"127.0.0.1:{free_port()}", rest=f"http://127.0.0.1:{standin.rest_port}", tile=40, retries=1,
             breaker_failures=3,
         ),
@@ -208,7 +209,7 @@ def test_rest_fallback_gives_the_same_grid_when_grpc_is_dead(two_versions: Path,
 
 @pytest.mark.slow
 def test_a_labelled_scorer_over_rest_asks_for_the_version_grpc_resolved(two_versions: Path, standin: StandIn) -> None:
-    set_version_labels(f"127.0.0.1:{standin.grpc_port}", MODEL, f"/models/{MODEL}", {"stable": 1, "canary": 2})
+    label_versions(standin, {"stable": 1, "canary": 2})
     x = frame(50, 60, seed=6)
     scorer = TFServingScorer(
         two_versions / MODEL / "1",
@@ -226,7 +227,7 @@ def test_an_unavailable_storm_is_counted_opens_the_circuit_and_recovery_closes_i
     port, clock = free_port(), Clock()  # nobody listens yet: every call is UNAVAILABLE
     scorer = TFServingScorer(
         two_versions / MODEL / "1",
-        TFServingSettings(target=f"127.0.0.1:{port}", tile=0, retries=1, breaker_failures=3, breaker_cooldown_s=30.0),
+        scoring(target=f"127.0.0.1:{port}", tile=0, retries=1, breaker_failures=3, breaker_cooldown_s=30.0),
         clock=clock, sleep=clock.sleep,
     )  # fmt: skip
     assert circuit("grpc") == 0
@@ -265,7 +266,7 @@ def test_float16_transport_only_where_the_card_allows_it(two_versions: Path, sta
     x = frame(seed=7)
     with pytest.raises(ConfigError, match=r"lightning v1 allows transport \['float32'\].*'float16'"):
         TFServingScorer(two_versions / MODEL / "1", settings(standin, transport="float16"))
-    set_version_labels(f"127.0.0.1:{standin.grpc_port}", MODEL, f"/models/{MODEL}", {"canary": 2})
+    label_versions(standin, {"canary": 2})
     half = TFServingScorer(two_versions / MODEL / "2", settings(standin, transport="float16"))
     reference = embedded(two_versions, 2, x)
     served = half.score(x)
@@ -420,7 +421,7 @@ class Clock:
 
 def fake_scorer(path: Path, stub: FakeStub, clock: Clock, **changes: Any) -> TFServingScorer:
     options = {"tile": 16, "concurrency": 1, "breaker_failures": 3, "breaker_cooldown_s": 30.0, **changes}
-    return TFServingScorer(path, TFServingSettings(**options), stub=stub, clock=clock, sleep=clock.sleep)
+    return TFServingScorer(path, scoring(**options), stub=stub, clock=clock, sleep=clock.sleep)
 
 
 def test_tiles_are_cut_with_halos_and_put_back_in_place(version_path: Path) -> None:
@@ -437,7 +438,8 @@ def test_retryable_failures_back_off_exponentially_then_succeed(version_path: Pa
     np.testing.assert_array_equal(scorer.score(x), x[..., 0])
     assert clock.slept == [0.5, 0.8]
     assert len(stub.requests) == 3
-    assert backoff_delays(5, 0.1, 1.0) == [0.1, 0.2, 0.4, 0.8, 1.0]
+    retry = retry_of(TFServingSettings(retries=5, backoff_s=0.1, backoff_max_s=1.0))
+    assert (retry.attempts, [retry.delay(n) for n in range(1, 6)]) == (6, [0.1, 0.2, 0.4, 0.8, 1.0])
 
 
 def test_other_failures_are_not_retried_and_name_model_target_and_code(version_path: Path) -> None:
@@ -665,15 +667,15 @@ def test_tensor_protos_agree_with_tensorflow() -> None:
 
 
 def test_settings_are_checked_and_the_registry_names_the_backend(version_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"transport must be one of \['float16', 'float32'\].*concurrency must be"):
-        TFServingSettings(transport="bfloat16", concurrency=0)
+    with pytest.raises(ConfigError, match=r"transport must be one of \['float16', 'float32'\].*retries must be"):
+        TFServingSettings(transport="bfloat16", retries=-1)
+    with pytest.raises(ConfigError, match=r"ScorerSettings.concurrency: expected an integer >= 1, found 0"):
+        ScorerSettings(concurrency=0)
     with pytest.raises(ConfigError, match="rest must be an http"):
         TFServingSettings(rest="127.0.0.1:8501")
     with pytest.raises(ValueError, match="unknown scorer backend 'tfs'; expected one of: embedded, patch, tfserving"):
         get_scorer(version_path, ScorerSettings(backend="tfs"))
-    carried = TFServingSettings.from_scorer_settings(
-        ScorerSettings(backend="tfserving", tile=64, target="t:1", rest="http://r:2", label="stable", concurrency=2)
-    )
-    assert (carried.tile, carried.target, carried.rest, carried.label, carried.concurrency) == (
-        64, "t:1", "http://r:2", "stable", 2
-    )  # fmt: skip
+    nested = ScorerSettings(backend="tfserving", tile=64, concurrency=2,
+                            tfserving=TFServingSettings(target="t:1", rest="http://r:2", label="stable"))  # fmt: skip
+    scorer = TFServingScorer(version_path, nested, stub=FakeStub(), clock=Clock(), sleep=Clock().sleep)
+    assert (scorer.tile, scorer.concurrency, scorer.settings.target, scorer.settings.label) == (64, 2, "t:1", "stable")

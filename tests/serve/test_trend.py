@@ -25,8 +25,9 @@ from serve.scoring import EmbeddedScorer
 from serve.scoring.hotswap import ServingModels
 from serve.stores.files import FileGridStore
 from serve.stores.gridfile import read_grid
-from serve.worker import NowcastWorker, WorkerSettings
+from serve.worker.loop import NowcastWorker
 from serve.worker.nowcast import nowcast_frame, previous_problem
+from serve.worker.settings import WorkerSettings
 from serve.worker.trend import FrameCache, PreviousFrames
 from tests.support.clock import FakeClock
 from tests.support.frames import publish_frames
@@ -350,7 +351,8 @@ def test_a_three_channel_model_passes_the_gate(trend_base: Path) -> None:
 
 @pytest.mark.slow
 def test_tfserving_scores_a_three_channel_model_as_embedded(trend_base: Path) -> None:
-    from serve.scoring import ScorerSettings, get_scorer
+    from serve.scoring import get_scorer
+    from serve.scoring.settings import ScorerSettings, TFServingSettings
     from serve.scoring.tfserving import TFServingScorer
     from tests.support.tfs_standin import serve
 
@@ -363,7 +365,9 @@ def test_tfserving_scores_a_three_channel_model_as_embedded(trend_base: Path) ->
     try:
         scorer = get_scorer(
             trend_base / "lightning" / "1",
-            ScorerSettings(backend="tfserving", tile=40, target=f"127.0.0.1:{standin.grpc_port}"),
+            ScorerSettings(
+                backend="tfserving", tile=40, tfserving=TFServingSettings(target=f"127.0.0.1:{standin.grpc_port}")
+            ),  # fmt: skip
         )
         assert isinstance(scorer, TFServingScorer)
         assert scorer.feature_set.key == "ir-ltg-trend/2"

@@ -27,7 +27,8 @@ from ingest.geometry import LIGHTNING_ELLIPSOID, FixedGrid
 from ingest.synthetic import ScenarioConfig, sector_grid
 from serve.alerts.sites import default_sites_path, load_sites
 from serve.alerts.states import AlertRunner, SiteAlerts
-from serve.api.grids import ApiSettings, GridApi
+from serve.api.grids import GridApi
+from serve.api.settings import ApiSettings
 from serve.api.web import HttpService
 from serve.stores.files import FileGridStore
 from serve.stores.gridfile import GridMeta

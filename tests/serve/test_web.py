@@ -23,8 +23,9 @@ import pytest
 
 from foundation.clock import wait_until
 from ltgcast.httpbench import burst, seed
-from serve.api.grids import ApiSettings, GridApi
-from serve.api.web import HttpService, WebSettings
+from serve.api.grids import GridApi
+from serve.api.settings import ApiSettings, WebSettings
+from serve.api.web import HttpService
 from serve.stores.files import FileGridStore
 from tests.serve.test_api import seeded_store
 

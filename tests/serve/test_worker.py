@@ -20,7 +20,8 @@ from ingest.synthetic import ScenarioConfig, simulate
 from serve.scoring import EmbeddedScorer
 from serve.stores.files import FileGridStore
 from serve.stores.gridfile import read_grid
-from serve.worker import NowcastWorker, WorkerSettings
+from serve.worker.loop import NowcastWorker
+from serve.worker.settings import WorkerSettings
 from tests.support.clock import FakeClock
 from tests.support.frames import publish_frames
 

@@ -28,7 +28,8 @@ from ingest.synthetic import ScenarioConfig, simulate
 from monitor.metrics import CONSUMER_LAG
 from serve.scoring import EmbeddedScorer
 from serve.stores.files import FileGridStore
-from serve.worker import NowcastWorker, WorkerSettings
+from serve.worker.loop import NowcastWorker
+from serve.worker.settings import WorkerSettings
 from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.kafka

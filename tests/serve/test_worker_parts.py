@@ -17,17 +17,19 @@ from prometheus_client import REGISTRY
 from foundation.clock import SystemClock
 from foundation.errors import EventError, IngestError, StoreError
 from foundation.files import atomic_path, atomic_write_text
+from foundation.retry import Retry
 from ingest.bus import InProcessBus, Message
 from ingest.events import DEADLETTER_TOPIC, FRAMES_TOPIC, GRIDS_TOPIC, DeadLetterEvent, FrameEvent, GridEvent
 from ingest.readers import read_product
 from ingest.synthetic import ScenarioConfig, simulate
 from monitor.quality import record_prediction
 from serve.scoring import EmbeddedScorer
-from serve.scoring.tfserving import CircuitBreaker, _Retrying
+from serve.scoring.tfserving import CircuitBreaker
 from serve.stores.files import FileGridStore
-from serve.worker import NowcastWorker, WorkerSettings
 from serve.worker.glm import GlmIndex
 from serve.worker.ledger import OffsetLedger
+from serve.worker.loop import NowcastWorker
+from serve.worker.settings import WorkerSettings
 from serve.worker.sinks import SinkFeed
 from tests.support.clock import FakeClock
 from tests.support.frames import frame_event, publish_frames
@@ -380,7 +382,7 @@ def test_a_sink_feed_retries_and_puts_back_what_a_restarted_sink_lost(scenario: 
 def test_a_trial_call_that_raises_anything_reopens_the_breaker_never_sticks_half_open() -> None:
     now = [0.0]
     breaker = CircuitBreaker(failures=1, cooldown_s=5.0, clock=lambda: now[0])
-    retrying = _Retrying(breaker, (OSError,), lambda exc: True, [], lambda s: None)
+    retry, clock = Retry(attempts=1), SystemClock()
     breaker.failure()
     now[0] = 5.0
     assert breaker.state == "half-open"
@@ -390,10 +392,10 @@ def test_a_trial_call_that_raises_anything_reopens_the_breaker_never_sticks_half
         raise ValueError(msg)
 
     with pytest.raises(ValueError, match="closed channel"):
-        retrying.call(closed_channel, "predict")
+        retry.call(closed_channel, clock, transient=(OSError,), what="predict", breaker=breaker)
     assert breaker.state == "open"  # re-opened by the failed trial, not stuck half-open waiting for it
     now[0] = 10.0
-    assert retrying.call(lambda: 42, "predict") == 42
+    assert retry.call(lambda: 42, clock, transient=(OSError,), what="predict", breaker=breaker) == 42
     assert breaker.state == "closed"
 
 
