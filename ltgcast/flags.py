@@ -44,7 +44,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         default = action.default
         if "default" in text or action.required or default is None or default is False or default is argparse.SUPPRESS:
             return text
-        if default == []:
+        if default == [] or default == "":  # nothing to show: the help says what empty means
             return text
         if not action.option_strings and action.nargs not in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
             return text

@@ -294,7 +294,7 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> None:
             )
             sub.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the service")
         if action == "promote":
-            sub.add_argument("--reason", default="", help="why, for the promotion log")
+            sub.add_argument("--reason", default="", help="why, for the promotion log (default: none)")
     parser.set_defaults(func=models_command, admin_token=env_of(parser).get("LTGCAST_ADMIN_TOKEN", ""))
     from ltgcast.comparing import add_compare_arguments, compare_command
 

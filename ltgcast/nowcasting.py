@@ -57,7 +57,8 @@ MODEL_BASE_VARIABLES = ("LTGCAST_MODEL_BASE", "LTGCAST_MODELS")
 
 def add_model_base_argument(parser: argparse.ArgumentParser, **kwargs: Any) -> None:
     """``--model-base``: the model repository (``LTGCAST_MODEL_BASE``, else ``LTGCAST_MODELS``, else the default)."""
-    add_env_argument(parser, "--model-base", MODEL_BASE_VARIABLES, default=DEFAULT_BASE, help="model repository",
+    add_env_argument(parser, "--model-base", MODEL_BASE_VARIABLES, default=DEFAULT_BASE, metavar="PATH",
+                     help="model repository",
                      **kwargs)  # fmt: skip
 
 
@@ -300,18 +301,18 @@ def _naive_seconds_per_pixel(path: Path, image: AbiImage, flashes: Flashes, samp
 
 
 #: TF Serving's knobs as flags: (flag suffix, TFServingSettings field, type, help); ``--tfserving`` is the target.
-TFSERVING_FLAGS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
-    ("rest", "rest", str, 'REST base URL of the fallback, e.g. http://127.0.0.1:8501 ("": no fallback)'),
-    ("model", "model", str, 'model name on the server ("": the card\'s name, the repository folder)'),
-    ("label", "label", str, "version label (stable, canary) instead of the served version's number"),
-    ("transport", "transport", str, "tile dtype on the wire: float32, or float16 where the model card allows it"),
-    ("timeout", "timeout_s", float, "seconds one request may take"),
-    ("retries", "retries", int, "further tries after a retryable failure"),
-    ("backoff", "backoff_s", float, "seconds before the first retry, doubled after each"),
-    ("backoff-max", "backoff_max_s", float, "the longest wait between two tries"),
-    ("breaker-failures", "breaker_failures", int, "consecutive retryable failures that open the circuit breaker"),
-    ("breaker-cooldown", "breaker_cooldown_s", float, "seconds an open breaker waits before trying again"),
-    ("max-message-mb", "max_message_mb", int, "gRPC message size limit, both ways"),
+TFSERVING_FLAGS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
+    ("rest", "rest", str, "URL", "REST base URL of the fallback, e.g. http://127.0.0.1:8501 (default: none)"),
+    ("model", "model", str, "NAME", "model name on the server (default: the card's name, the repository folder)"),
+    ("label", "label", str, "LABEL", "version label (stable, canary) to ask for (default: none, the served version)"),
+    ("transport", "transport", str, "DTYPE", "tile dtype on the wire: float32, or float16 where the card allows it"),
+    ("timeout", "timeout_s", float, "SECONDS", "how long one request may take"),
+    ("retries", "retries", int, "N", "further tries after a retryable failure"),
+    ("backoff", "backoff_s", float, "SECONDS", "wait before the first retry, doubled after each"),
+    ("backoff-max", "backoff_max_s", float, "SECONDS", "the longest wait between two tries"),
+    ("breaker-failures", "breaker_failures", int, "N", "consecutive retryable failures that open the breaker"),
+    ("breaker-cooldown", "breaker_cooldown_s", float, "SECONDS", "how long an open breaker waits before a trial"),
+    ("max-message-mb", "max_message_mb", int, "MB", "gRPC message size limit, both ways"),
 )
 
 
@@ -323,16 +324,16 @@ def add_tfserving_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("TF Serving (--scorer tfserving)")
     add_env_argument(parser, "--tfserving", "LTGCAST_TFSERVING", default=d.target, group=group, metavar="HOST:PORT",
                      help="TF Serving's gRPC address")  # fmt: skip
-    for flag, name, kind, text in TFSERVING_FLAGS:
+    for flag, name, kind, metavar, text in TFSERVING_FLAGS:
         group.add_argument(f"--tfserving-{flag}", dest=f"tfserving_{name}", type=kind, default=getattr(d, name),
-                           help=text)  # fmt: skip
+                           metavar=metavar, help=text)  # fmt: skip
 
 
 def tfserving_settings(args: argparse.Namespace) -> Any:
     """The :class:`TFServingSettings` of parsed :func:`add_tfserving_arguments` flags (checked on construction)."""
     from serve.scoring.settings import TFServingSettings
 
-    knobs = {name: getattr(args, f"tfserving_{name}") for _, name, _, _ in TFSERVING_FLAGS}
+    knobs = {name: getattr(args, f"tfserving_{name}") for _, name, _, _, _ in TFSERVING_FLAGS}
     return TFServingSettings(target=args.tfserving, **knobs)
 
 

@@ -53,7 +53,7 @@ from ingest.readers import read_product
 from ingest.sources import ABI_SECTORS, FrameFilter, SourceContext, get_source
 from ltgcast.flags import add_env_argument, env_of
 from ltgcast.ingestion import split_list, stop_on_signals
-from ltgcast.nowcasting import DEFAULT_BASE, add_tfserving_arguments, tfserving_settings
+from ltgcast.nowcasting import DEFAULT_BASE, add_model_base_argument, add_tfserving_arguments, tfserving_settings
 from serve.api.settings import ApiSettings, WebSettings
 from serve.scoring.hotswap import HotSwapSettings
 from serve.scoring.settings import ScorerSettings
@@ -210,29 +210,30 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     d = ServiceSettings()
     env = env_of(parser)
     parser.set_defaults(admin_token=env.get("LTGCAST_ADMIN_TOKEN", ""))  # a secret: never a flag
-    add_env_argument(parser, "--source", "LTGCAST_SOURCE", default=d.source,
+    add_env_argument(parser, "--source", "LTGCAST_SOURCE", default=d.source, metavar="URI",
                      help="dir:PATH, s3://noaa-goes19, sqs://QUEUE?bucket=noaa-goes19 (NOAA's new-object "
                      "notifications), sim:[?options], or none: a worker fed by `ltgcast ingest` (Kafka)")  # fmt: skip
-    add_env_argument(parser, "--bus", "LTGCAST_BUS", default=d.bus, help="inproc:// or kafka://HOST:PORT")
-    add_env_argument(parser, "--scorer", "LTGCAST_SCORER", default=d.scorer.backend,
+    add_env_argument(
+        parser, "--bus", "LTGCAST_BUS", default=d.bus, metavar="URI", help="inproc:// or kafka://HOST:PORT"
+    )
+    add_env_argument(parser, "--scorer", "LTGCAST_SCORER", default=d.scorer.backend, metavar="NAME",
                      help="embedded (the fastest exact scorer in process) or tfserving")  # fmt: skip
     parser.add_argument("--tile", type=int, default=d.scorer.tile,
                         help="output pixels per scoring tile side (0: whole frame)")  # fmt: skip
-    parser.add_argument("--concurrency", type=_positive_int, default=d.scorer.concurrency,
+    parser.add_argument("--concurrency", type=_positive_int, default=d.scorer.concurrency, metavar="N",
                         help="tiles scored at once: threads in process, or requests to TF Serving")  # fmt: skip
     add_tfserving_arguments(parser)
-    add_env_argument(parser, "--store", "LTGCAST_STORE", default=str(d.store), help="grid store folder")
-    add_env_argument(parser, "--model-base", ("LTGCAST_MODEL_BASE", "LTGCAST_MODELS"), default=str(d.model_base),
-                     help="model repository")  # fmt: skip
+    add_env_argument(parser, "--store", "LTGCAST_STORE", default=str(d.store), metavar="PATH", help="grid store folder")
+    add_model_base_argument(parser)
     parser.add_argument("--model-name", default=d.model_name, help="model name in the repository")
-    add_env_argument(parser, "--http", "LTGCAST_HTTP", default=format_address(*d.http),
+    add_env_argument(parser, "--http", "LTGCAST_HTTP", default=format_address(*d.http), metavar="HOST:PORT",
                      help="HTTP API listen HOST:PORT")  # fmt: skip
-    add_env_argument(parser, "--redis", "LTGCAST_REDIS_URL", default=d.redis,
-                     help="also store grids in Redis: redis://HOST:PORT/DB")  # fmt: skip
+    add_env_argument(parser, "--redis", "LTGCAST_REDIS_URL", default=d.redis, metavar="URL",
+                     help="also store grids in Redis: redis://HOST:PORT/DB (default: none)")  # fmt: skip
     parser.add_argument("--shadow", action="store_true", help="score new model versions in shadow, promote by hand")
     parser.add_argument("--watch", type=float, default=d.hotswap.interval_s,
                         help="seconds between model-repository checks (0: off)")  # fmt: skip
-    add_env_argument(parser, "--state", "LTGCAST_STATE", default=str(d.state),
+    add_env_argument(parser, "--state", "LTGCAST_STATE", default=str(d.state), metavar="PATH",
                      help="checkpoint, quarantine and cache folder")  # fmt: skip
     parser.add_argument("--sectors", default=",".join(d.sectors), help="ABI sectors to nowcast")
     parser.add_argument("--poll-interval", type=float, default=d.daemon.poll_interval_s,
