@@ -11,6 +11,10 @@
 Traceback (most recent call last):
 ...
 foundation.errors.ConfigError: PollSettings.interval_s: expected a number > 0, found nan
+>>> PollSettings(interval_s=float("inf"))
+Traceback (most recent call last):
+...
+foundation.errors.ConfigError: PollSettings.interval_s: expected a number > 0, found inf
 >>> PollSettings(tries=0)
 Traceback (most recent call last):
 ...
@@ -19,23 +23,30 @@ foundation.errors.ConfigError: PollSettings.tries: expected an integer >= 1, fou
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from foundation.errors import ConfigError
 
 
 def check_numbers(
-    settings: object, *, positive: Iterable[str] = (), non_negative: Iterable[str] = (), counts: Iterable[str] = ()
+    settings: object,
+    *,
+    positive: Iterable[str] = (),
+    non_negative: Iterable[str] = (),
+    counts: Iterable[str] = (),
+    whole: Iterable[str] = (),
 ) -> None:
-    """:class:`ConfigError` for the first field of ``settings`` out of its range (NaN is never in range).
+    """:class:`ConfigError` for the first field of ``settings`` out of its range (NaN and infinity never are).
 
-    ``positive``: numbers > 0; ``non_negative``: numbers >= 0 (0 often means "off" or "no limit"); ``counts``:
-    integers >= 1.
+    ``positive``: finite numbers > 0; ``non_negative``: finite numbers >= 0 (0 often means "off" or "no limit");
+    ``counts``: integers >= 1; ``whole``: integers >= 0.
     """
     owner = type(settings).__name__
     rules = [(name, "a number > 0", _positive) for name in positive]
     rules += [(name, "a number >= 0", _non_negative) for name in non_negative]
     rules += [(name, "an integer >= 1", _count) for name in counts]
+    rules += [(name, "an integer >= 0", _whole) for name in whole]
     for name, expected, holds in rules:
         value = getattr(settings, name)
         if isinstance(value, bool) or not isinstance(value, int | float) or not holds(value):
@@ -44,12 +55,16 @@ def check_numbers(
 
 
 def _positive(value: float) -> bool:
-    return value > 0
+    return math.isfinite(value) and value > 0
 
 
 def _non_negative(value: float) -> bool:
-    return value >= 0
+    return math.isfinite(value) and value >= 0
 
 
 def _count(value: float) -> bool:
     return value >= 1 and float(value).is_integer()
+
+
+def _whole(value: float) -> bool:
+    return value >= 0 and float(value).is_integer()

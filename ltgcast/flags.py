@@ -114,8 +114,8 @@ def add_env_argument(
     """Add ``flag``, whose default is the first non-empty of ``variables`` in the parser's environment, or ``default``.
 
     The help ends ``[env: VARIABLE]``. An environment value is parsed like one given on the command line (argparse
-    applies ``type`` to string defaults), and a bad one is refused naming the variable. ``group`` is the argument
-    group to show it in.
+    applies ``type`` to string defaults), and a bad one is refused naming the variable. A flag given empty counts
+    as not given (the variable or the default stands). ``group`` is the argument group to show it in.
     """
     names = (variables,) if isinstance(variables, str) else tuple(variables)
     env = env_of(parser)
@@ -126,6 +126,8 @@ def add_env_argument(
         type = _naming_the_variable(type)
     if kwargs.get("action") == "append":
         kwargs["action"] = _AppendOverridingDefault
+    elif "action" not in kwargs:
+        kwargs["action"] = _StoreUnlessEmpty
     target = group if group is not None else parser
     shown = ", ".join(names)
     if type is not None:
@@ -147,6 +149,16 @@ def _naming_the_variable(convert: Callable[[str], Any]) -> Callable[[str], Any]:
             raise
 
     return parse
+
+
+class _StoreUnlessEmpty(argparse._StoreAction):
+    """A flag given empty (``--redis ""``) counts as not given: the variable, or the default, stands."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:  # fmt: skip
+        if values == "":
+            return
+        super().__call__(parser, namespace, values, option_string)
 
 
 class _AppendOverridingDefault(argparse._AppendAction):

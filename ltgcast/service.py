@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import socket
 import sys
 import threading
@@ -171,7 +172,7 @@ class ServiceSettings:
             hotswap=HotSwapSettings(interval_s=args.watch or d.hotswap.interval_s, shadow=args.shadow),
             daemon=replace(d.daemon, poll_interval_s=args.poll_interval, future_tolerance_s=args.future_tolerance_s),
             worker=replace(d.worker, sectors=frozenset(sectors), glm_deadline_s=args.glm_deadline,
-                           max_age_s=args.max_age_minutes * 60.0, future_tolerance_s=args.future_tolerance_s),
+                           max_age_s=_max_age_s(args.max_age_minutes), future_tolerance_s=args.future_tolerance_s),
             web=WebSettings(max_connections=args.http_max_connections, max_in_flight=args.http_max_in_flight,
                             header_timeout_s=args.http_header_timeout, cors_origins=_origins(args.cors_origin)),
             api=ApiSettings(admin_token=args.admin_token),
@@ -181,8 +182,15 @@ class ServiceSettings:
         """A copy with ``changes``, where a stage's field name changes that stage.
 
         ``poll_interval_s``, ``glm_deadline_s``, ``tile``, ``shadow``, …: tests and benchmarks say what they change in
-        one call. A name two stages share (``future_tolerance_s``) changes both.
+        one call. The one fact two stages share (``future_tolerance_s``) changes both; any other name two stages
+        happen to share (``threads``: the scorer's and the web server's) is refused as ambiguous.
         """
+        owners = {name: [s for s in _STAGES if name in _fields_of(getattr(self, s))] for name in changes}
+        ambiguous = sorted(name for name, found in owners.items() if len(found) > 1 and name not in _SHARED)
+        if ambiguous:
+            msg = (f"ServiceSettings.replaced: {', '.join(ambiguous)} is a setting of "
+                   f"{' and '.join(owners[ambiguous[0]])}; replace that stage instead")  # fmt: skip
+            raise ConfigError(msg)
         own = {name: changes.pop(name) for name in list(changes) if name in _OWN_FIELDS}
         stages: dict[str, Any] = {}
         for stage in _STAGES:
@@ -202,6 +210,7 @@ def _fields_of(settings: Any) -> set[str]:
 
 
 _STAGES = ("scorer", "hotswap", "daemon", "worker", "web", "api")
+_SHARED = {"future_tolerance_s"}  # one fact held by the daemon and the worker
 _OWN_FIELDS = {f.name for f in fields(ServiceSettings)} - set(_STAGES)
 
 
@@ -288,6 +297,11 @@ def _origins(given: str | list[str] | None) -> tuple[str, ...]:
     if isinstance(given, str):
         return split_list(given, "LTGCAST_CORS_ORIGINS") if given.strip() else ()
     return tuple(given)
+
+
+def _max_age_s(minutes: float) -> float:
+    """``--max-age-minutes`` in seconds; infinity, like 0, means no limit (as it always has)."""
+    return 0.0 if math.isinf(minutes) else minutes * 60.0
 
 
 def _positive_int(text: str) -> int:

@@ -38,3 +38,15 @@ def test_tf_serving_reads_the_repository_as_ltgcast_writes_it() -> None:
     config = (repository / "models.config").read_text(encoding="utf-8")
     assert "base_path: '/models/lightning'" in config or 'base_path: "/models/lightning"' in config
     assert "--model_config_file=/models/models.config" in tfserving["command"]
+
+
+def test_the_image_copies_every_package_the_wheel_lists() -> None:
+    import tomllib
+
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"]
+    rooms = {name.split(".")[0] for name in packages}
+    dockerfile = (COMPOSE.parent / "Dockerfile").read_text(encoding="utf-8").splitlines()
+    copied = {line.split()[1] for line in dockerfile if line.startswith("COPY ") and "--from" not in line}
+    assert rooms == {"foundation", "ingest", "featurize", "models", "serve", "monitor", "ltgcast"}
+    assert rooms <= copied, f"the image would not install: {sorted(rooms - copied)} not copied"
+    assert not {"tests"} & copied  # test support stays out of the image

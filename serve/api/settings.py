@@ -43,11 +43,6 @@ class WebSettings:
     cors_origins: tuple[str, ...] = ()  # origins a browser may read the API from; empty: CORS off
 
     def __post_init__(self) -> None:
-        for name in ("max_connections", "max_in_flight", "threads", "backlog", "max_header_bytes", "keep_alive_s"):
-            if int(getattr(self, name)) < 1:
-                msg = f"WebSettings.{name} must be a positive integer; found {getattr(self, name)!r}"
-                raise ValueError(msg)
-        for name in ("header_timeout_s", "body_timeout_s", "write_timeout_s"):
-            if not float(getattr(self, name)) > 0:
-                msg = f"WebSettings.{name} must be positive; found {getattr(self, name)!r}"
-                raise ValueError(msg)
+        check_numbers(self, positive=("header_timeout_s", "body_timeout_s", "write_timeout_s"),
+                      counts=("max_connections", "max_in_flight", "threads", "backlog", "max_header_bytes",
+                              "keep_alive_s"))  # fmt: skip

@@ -36,7 +36,7 @@ fallbacks, in ``ltgcast_scorer_errors_total{backend, reason}``: the reasons of
 shadow grids, the hot-swap warm-ups. The embedded backends give
 ``invalid_argument`` (input refused), ``bad_output`` or ``other`` (TensorFlow
 failed); ``tfserving`` maps the gRPC code or HTTP status
-(:func:`serve.scoring.tfserving.error_reason`). A scorer sets its backend's reasons to
+(:func:`serve.scoring.tfserving.errors.error_reason`). A scorer sets its backend's reasons to
 0 when built, so ``rate()`` works from the first failure, and exports
 ``ltgcast_scorer_circuit_state`` (``embedded``/``local`` is always 0;
 ``tfserving`` per transport, see :mod:`serve.scoring.tfserving`).

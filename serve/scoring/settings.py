@@ -43,19 +43,14 @@ class TFServingSettings:
     max_message_mb: int = 64  # gRPC send and receive limit
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.transport in DTYPES, f"transport must be one of {sorted(DTYPES)}, got {self.transport!r}"),
-            (self.timeout_s > 0, f"timeout_s must be > 0, got {self.timeout_s}"),
-            (self.retries >= 0, f"retries must be >= 0, got {self.retries}"),
-            (self.backoff_s >= 0 and self.backoff_max_s >= 0, "backoff_s and backoff_max_s must be >= 0"),
-            (self.breaker_failures >= 1, f"breaker_failures must be >= 1, got {self.breaker_failures}"),
-            (self.max_message_mb >= 1, f"max_message_mb must be >= 1, got {self.max_message_mb}"),
-            (not self.rest or _is_http(self.rest), f"rest must be an http(s) URL, got {self.rest!r}"),
-        ]
-        problems = [problem for ok, problem in checks if not ok]
-        if problems:
-            msg = "tfserving settings: " + "; ".join(problems)
+        if self.transport not in DTYPES:
+            msg = f"TFServingSettings.transport: expected one of {sorted(DTYPES)}, found {self.transport!r}"
             raise ConfigError(msg)
+        if self.rest and not _is_http(self.rest):
+            msg = f"TFServingSettings.rest: expected an http(s) URL, found {self.rest!r}"
+            raise ConfigError(msg)
+        check_numbers(self, positive=("timeout_s",), non_negative=("backoff_s", "backoff_max_s", "breaker_cooldown_s"),
+                      whole=("retries",), counts=("breaker_failures", "max_message_mb"))  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -399,6 +399,8 @@ def test_service_settings_check_every_stage_on_construction_benchmarks_included(
         defaults.replaced(glm_deadline_s=-1)
     with pytest.raises(ConfigError, match=r"WorkerSettings.sectors: expected some of"):
         defaults.replaced(sectors=frozenset({"X"}))
+    with pytest.raises(ConfigError, match=r"threads is a setting of scorer and web"):
+        defaults.replaced(threads=2)
     with pytest.raises(ConfigError, match=r"no setting named poll_intervall_s"):
         defaults.replaced(poll_intervall_s=1.0)
     with pytest.raises(ConfigError, match=r"needs a shared bus"):
@@ -409,3 +411,16 @@ def test_service_settings_check_every_stage_on_construction_benchmarks_included(
     assert (both.daemon.future_tolerance_s, both.worker.future_tolerance_s) == (900.0, 900.0)
     with pytest.raises(ConfigError, match=r"must refuse the same future scans"):
         ServiceSettings(daemon=both.daemon)
+
+
+def test_an_empty_flag_counts_as_not_given_and_an_infinite_age_limit_is_none():
+    from ltgcast.cli import build_parser
+    from ltgcast.service import ServiceSettings
+
+    parser = build_parser({"LTGCAST_REDIS_URL": "redis://cache:6379/0"})
+    flags = parser.parse_args(["run", "--source", "sim:", "--redis", "", "--max-age-minutes", "inf"])
+    settings = ServiceSettings.from_args(flags)
+    assert settings.redis == "redis://cache:6379/0"  # as before: an empty --redis falls back to the variable
+    assert settings.max_age_s == 0.0  # no limit
+    bare = ServiceSettings.from_args(build_parser({}).parse_args(["run", "--source", "sim:", "--model-base", ""]))
+    assert bare.model_base == ServiceSettings().model_base  # never Path(""), the working directory

@@ -667,11 +667,13 @@ def test_tensor_protos_agree_with_tensorflow() -> None:
 
 
 def test_settings_are_checked_and_the_registry_names_the_backend(version_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"transport must be one of \['float16', 'float32'\].*retries must be"):
-        TFServingSettings(transport="bfloat16", retries=-1)
+    with pytest.raises(ConfigError, match=r"TFServingSettings.transport: expected one of \['float16', 'float32'\]"):
+        TFServingSettings(transport="bfloat16")
+    with pytest.raises(ConfigError, match=r"TFServingSettings.retries: expected an integer >= 0, found -1"):
+        TFServingSettings(retries=-1)
     with pytest.raises(ConfigError, match=r"ScorerSettings.concurrency: expected an integer >= 1, found 0"):
         ScorerSettings(concurrency=0)
-    with pytest.raises(ConfigError, match="rest must be an http"):
+    with pytest.raises(ConfigError, match="TFServingSettings.rest: expected an http"):
         TFServingSettings(rest="127.0.0.1:8501")
     with pytest.raises(ValueError, match="unknown scorer backend 'tfs'; expected one of: embedded, patch, tfserving"):
         get_scorer(version_path, ScorerSettings(backend="tfs"))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from foundation.clock import SystemClock
+from foundation.clock import SystemClock, wait_until
 from foundation.errors import EventError, IngestError, StoreError
 from foundation.files import atomic_path, atomic_write_text
 from foundation.retry import Retry
@@ -358,19 +358,14 @@ def test_a_sink_feed_retries_and_puts_back_what_a_restarted_sink_lost(scenario: 
     feed = SinkFeed(sink, store, SystemClock(), check_s=0.05, first_retry_s=0.05, max_retry_s=0.2).start()
     try:
         assert feed.wait_empty(10)
-        wait = time.monotonic() + 10
-        while len(sink.grids) < 3 and time.monotonic() < wait:  # reconciled at start: the store's grids go in
-            time.sleep(0.05)
+        # reconciled at start: the store's grids go in
+        wait_until(lambda: len(sink.grids) >= 3, "the store's grids in the sink", 10.0, every_s=0.05)
         assert sorted(sink.grids) == [g.grid_id for g in grids]
         sink.down = True
         sink.restart_empty()
-        wait = time.monotonic() + 10
-        while feed.failures < 1 and time.monotonic() < wait:  # the feed notices (its instance check fails)
-            time.sleep(0.05)
+        wait_until(lambda: feed.failures >= 1, "the feed noticing the restarted sink", 10.0, every_s=0.05)
         sink.down = False  # back, empty, with a new run id
-        wait = time.monotonic() + 10
-        while len(sink.grids) < 3 and time.monotonic() < wait:
-            time.sleep(0.05)
+        wait_until(lambda: len(sink.grids) >= 3, "the grids back-filled", 10.0, every_s=0.05)
         assert sorted(sink.grids) == [g.grid_id for g in grids]
         assert feed.failures >= 1
         assert feed.backfills >= 2

@@ -2,7 +2,8 @@
 
 Modules
 -------
-* :mod:`~serve.scoring.tfserving.settings` — :class:`TFServingSettings`;
+* :mod:`serve.scoring.settings` — :class:`~serve.scoring.settings.TFServingSettings` (inside
+  :class:`~serve.scoring.settings.ScorerSettings`, one flag each on ``ltgcast run``);
 * :mod:`~serve.scoring.tfserving.scorer` — :class:`TFServingScorer`: tiles,
   versions, the fallback and the one error boundary;
 * :mod:`~serve.scoring.tfserving.transports` — one tile over gRPC or REST;
