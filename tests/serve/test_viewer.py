@@ -285,12 +285,21 @@ def test_hovering_reads_the_probability_and_a_click_charts_the_point_with_nearby
     row, col, peak = storm(grid, FRAMES - 1)[3][0]
     x, y = grid.scan_angles_of(row, col)
     lon, lat = (float(v) for v in grid.projection.lonlat(x, y))
-    where = browser.execute_script(f"const p = map.latLngToContainerPoint([{lat}, {lon}]); return [p.x, p.y];")
     element = browser.find_element(By.ID, "map")
     size = element.size
-    ActionChains(browser).move_to_element_with_offset(element, where[0] - size["width"] / 2,
-                                                      where[1] - size["height"] / 2).perform()  # fmt: skip
-    wait(browser, lambda d: data(d, "hover") != "", "a probability under the pointer")
+
+    tries = [0]
+
+    def pointed(driver: Any) -> bool:
+        # where the storm is now: the map may still be animating its first fit, so aim again at every try (a pixel
+        # apart each time, so that every try is a mousemove)
+        tries[0] += 1
+        where = driver.execute_script(f"const p = map.latLngToContainerPoint([{lat}, {lon}]); return [p.x, p.y];")
+        ActionChains(driver).move_to_element_with_offset(element, where[0] - size["width"] / 2 + tries[0] % 2,
+                                                         where[1] - size["height"] / 2).perform()  # fmt: skip
+        return data(driver, "hover") != ""
+
+    wait(browser, pointed, "a probability under the pointer")
     expected = api(viewer, f"/v1/points?lat={lat:.4f}&lon={lon:.4f}&hours=0&sectors=M1")["series"][-1]["probability"]
     assert abs(int(data(browser, "hover")) - round(expected * 100)) <= 2
     assert round(expected * 100) >= round(peak * 100) - 3
