@@ -290,16 +290,20 @@ def test_hovering_reads_the_probability_and_a_click_charts_the_point_with_nearby
 
     tries = [0]
 
+    def aim(driver: Any, nudge: int = 0) -> None:
+        where = driver.execute_script(f"const p = map.latLngToContainerPoint([{lat}, {lon}]); return [p.x, p.y];")
+        ActionChains(driver).move_to_element_with_offset(element, where[0] - size["width"] / 2 + nudge,
+                                                         where[1] - size["height"] / 2).perform()  # fmt: skip
+
     def pointed(driver: Any) -> bool:
         # where the storm is now: the map may still be animating its first fit, so aim again at every try (a pixel
         # apart each time, so that every try is a mousemove)
         tries[0] += 1
-        where = driver.execute_script(f"const p = map.latLngToContainerPoint([{lat}, {lon}]); return [p.x, p.y];")
-        ActionChains(driver).move_to_element_with_offset(element, where[0] - size["width"] / 2 + tries[0] % 2,
-                                                         where[1] - size["height"] / 2).perform()  # fmt: skip
+        aim(driver, tries[0] % 2)
         return data(driver, "hover") != ""
 
     wait(browser, pointed, "a probability under the pointer")
+    aim(browser)  # exactly on the storm's pixel: the click below charts this point
     expected = api(viewer, f"/v1/points?lat={lat:.4f}&lon={lon:.4f}&hours=0&sectors=M1")["series"][-1]["probability"]
     assert abs(int(data(browser, "hover")) - round(expected * 100)) <= 2
     assert round(expected * 100) >= round(peak * 100) - 3
