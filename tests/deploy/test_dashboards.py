@@ -441,8 +441,9 @@ class Stack:
             with exc:
                 return dict(json.loads(exc.read() or b"{}") or {"status": "error", "error": str(exc)})
 
-    def query(self, expr: str) -> dict[str, Any]:
-        return self.api("/api/v1/query", query=expr)
+    def query(self, expr: str, at: float | None = None) -> dict[str, Any]:
+        """An instant query, now or ``at`` a Unix time."""
+        return self.api("/api/v1/query", query=expr, **({} if at is None else {"time": f"{at:.3f}"}))
 
 
 def http_text(url: str) -> str:
@@ -600,8 +601,17 @@ def test_cloud_tops_15_k_warmer_set_off_the_drift_alert_in_a_live_run(tmp_path: 
     """
     with live_stack(tmp_path, prometheus, WARM_SOURCE) as stack:
         alert = f'ALERTS{{alertname="{DRIFT_ALERT}", alertstate="pending"}}'
-        pending = stack.wait_for(f"{DRIFT_ALERT} pending", lambda: stack.query(alert)["data"]["result"], 180)
+        # timestamp(): the time of the rule's evaluation, not of this query (a later scrape may hold a newer PSI)
+        pending = stack.wait_for(f"{DRIFT_ALERT} pending", lambda: stack.query(f"timestamp({alert})")["data"]["result"],
+                                 180)  # fmt: skip
         features = {series["metric"]["feature"] for series in pending}
         assert {series["metric"]["sector"] for series in pending} == {"M1"}
-        over = stack.query("ltgcast_feature_psi > ltgcast_feature_psi_threshold")["data"]["result"]
-        assert over, f"{DRIFT_ALERT} is pending on {features} but no PSI is over its threshold\n{stack.logs()}"
+        evaluated = max(float(series["value"][1]) for series in pending)
+        # What the rule saw at that evaluation: the PSI over its threshold in the seconds up to it (a scrape still
+        # being written then may have replaced the last sample since).
+        crossing = "max_over_time((ltgcast_feature_psi > ltgcast_feature_psi_threshold)[3s:1s])"
+        crossed = {series["metric"]["feature"] for series in stack.query(crossing, at=evaluated)["data"]["result"]}
+        assert crossed >= features, (
+            f"{DRIFT_ALERT} is pending on {sorted(features)} at {evaluated} but only {sorted(crossed)} had a PSI "
+            f"over the threshold then\n{stack.logs()}"
+        )
