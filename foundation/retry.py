@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from foundation.errors import CircuitOpen
+from foundation.settings import check_numbers
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -102,6 +103,9 @@ class Retry:
     factor: float = 2.0
     max_s: float = 30.0
 
+    def __post_init__(self) -> None:
+        check_numbers(self, counts=("attempts",), non_negative=("base_s", "max_s"), positive=("factor",))
+
     def delay(self, failures: int) -> float:
         """The wait after the ``failures``-th consecutive failure (1-based)."""
         exponent = min(max(failures - 1, 0), 64)  # capped: a day-long outage must not overflow
@@ -123,9 +127,6 @@ class Retry:
         ``retryable`` picks the transient errors worth another try (default: all of them); ``breaker``
         gates each try and hears its outcome (see :class:`Breaker`); ``describe`` words an error for the log.
         """
-        if self.attempts < 1:
-            msg = f"Retry.attempts must be >= 1, got {self.attempts}"
-            raise ValueError(msg)
         gate = breaker if breaker is not None else _NoBreaker()
         for attempt in range(1, self.attempts + 1):
             if not gate.allow():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from foundation.addresses import free_port
+from foundation.addresses import free_port, parse_address
 from foundation.clock import wait_until
 from ingest.synthetic import ScenarioConfig, simulate
 from tests.support.metrics import zero_metrics
@@ -50,9 +50,9 @@ def fresh_metrics() -> int:
 
 
 def _reachable(address: str) -> bool:
-    host, _, port = address.rpartition(":")
+    host, port = parse_address(address, "test service address")  # [::1]:6379 too
     try:
-        with socket.create_connection((host, int(port)), timeout=2):
+        with socket.create_connection((host, port), timeout=2):
             return True
     except OSError:
         return False

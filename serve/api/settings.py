@@ -5,8 +5,10 @@ Checked on construction, and light to import: ``ltgcast``'s flags take their def
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass
 
+from foundation.errors import ConfigError
 from foundation.settings import check_numbers
 
 
@@ -46,3 +48,29 @@ class WebSettings:
         check_numbers(self, positive=("header_timeout_s", "body_timeout_s", "write_timeout_s"),
                       counts=("max_connections", "max_in_flight", "threads", "backlog", "max_header_bytes",
                               "keep_alive_s"))  # fmt: skip
+        for origin in self.cors_origins:
+            check_origin(origin)
+
+
+def check_origin(origin: str) -> None:
+    """An origin as a browser sends it (``scheme://host[:port]``, no path, no trailing slash), or ``*`` for any.
+
+    An origin written with a path or a slash is never matched (browsers send none), so CORS would be silently off.
+
+    >>> check_origin("https://viewer.example.org:8443")
+    >>> check_origin("https://viewer.example.org/")
+    Traceback (most recent call last):
+    ...
+    foundation.errors.ConfigError: CORS origin: expected scheme://host[:port] (no path, no trailing slash) or *, found 'https://viewer.example.org/'
+    """
+    if origin == "*":
+        return
+    try:
+        parts = urllib.parse.urlsplit(origin)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    bare = parts.netloc == origin.partition("://")[2] and not parts.username and not parts.password
+    if not (port_ok and bare and parts.scheme in ("http", "https") and parts.hostname):
+        msg = f"CORS origin: expected scheme://host[:port] (no path, no trailing slash) or *, found {origin!r}"
+        raise ConfigError(msg)

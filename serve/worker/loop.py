@@ -94,6 +94,7 @@ from typing import Any, Protocol, runtime_checkable
 from featurize.examples import LabelRule
 from foundation.clock import Clock, too_far_ahead
 from foundation.errors import FrameFailed, LtgcastError, RebalancedError
+from foundation.retry import Retry
 from foundation.utc import iso_utc, parse_utc
 from ingest.bus import Bus, Message, Reader, TopicPartition
 from ingest.events import (
@@ -502,7 +503,7 @@ class NowcastWorker:
 
     def _retry_later(self, frame: _Pending, failure: FrameFailed) -> None:
         frame.attempts += 1
-        wait = min(self.settings.retry_max_s, self.settings.retry_first_s * 2.0 ** min(frame.attempts - 1, 30))
+        wait = Retry(base_s=self.settings.retry_first_s, max_s=self.settings.retry_max_s).delay(frame.attempts)
         frame.retry_at = self.clock.monotonic() + wait
         metrics.STORE_RETRIES.labels(failure.kind).inc()
         log.warning("worker: %s failed (%s, attempt %d); trying again in %.0f s", frame.event.name, failure.reason,

@@ -44,6 +44,7 @@ from numpy.typing import NDArray
 
 from foundation.clock import Clock
 from foundation.errors import LtgcastError
+from foundation.retry import Retry
 from ingest.events import SECTORS
 from ingest.geometry import FixedGrid
 from serve import metrics
@@ -96,8 +97,7 @@ class SinkFeed:
         self.backfill = backfill
         self.max_queue = max_queue
         self.check_s = check_s
-        self.first_retry_s = first_retry_s
-        self.max_retry_s = max_retry_s
+        self.backoff = Retry(base_s=first_retry_s, max_s=max_retry_s)  # only its delays: this loop never gives up
         self.delivered = 0
         self.failures = 0
         self.backfills = 0
@@ -181,7 +181,7 @@ class SinkFeed:
                 failures += 1
                 self.failures += 1
                 metrics.SINK_ERRORS.inc()
-                wait = min(self.max_retry_s, self.first_retry_s * 2.0 ** min(failures - 1, 30))
+                wait = self.backoff.delay(failures)
                 log.warning("sink %s: %s; trying again in %.0f s (%d queued)", self.sink, exc, wait, len(self))
                 with self._changed:
                     self._changed.wait_for(lambda: self._stop, timeout=wait)

@@ -82,6 +82,11 @@ def test_run_says_clearly_when_noaa_is_unreachable(monkeypatch, capsys):
         (["--scorer", "tfserving"], "run with --watch 0 and without --shadow"),
         (["--source", "none"], "--source none (a worker without ingest) needs a shared bus"),
         (["--future-tolerance-s", "-1"], "--future-tolerance-s: expected a number >= 0, found -1.0"),
+        (["--cors-origin", "https://viewer.example/"], "CORS origin: expected scheme://host[:port] (no path"),
+        (
+            ["--cors-origin", ""],
+            "CORS origin: expected scheme://host[:port] (no path, no trailing slash) or *, found ''",
+        ),
     ],
 )
 def test_run_refuses_bad_settings_before_starting_anything(flags, message, capsys):
