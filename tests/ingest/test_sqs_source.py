@@ -23,6 +23,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from foundation.addresses import free_port
+from foundation.clock import wait_until
 from foundation.errors import ConfigError, IngestError, NotificationError
 from foundation.retry import Retry
 from ingest.bus import InProcessBus
@@ -441,13 +442,14 @@ def test_an_unreachable_or_missing_queue_is_an_ingest_error(noaa: Noaa, tmp_path
 @pytest.mark.slow
 def test_a_message_not_done_comes_back_after_the_visibility_timeout(noaa: Noaa, tmp_path: Path) -> None:
     noaa.notify(f"ABI-L1b-RadM/2024/167/18/{FRAME}", 10)
-    crashed = source_on(noaa, tmp_path, visibility_s=1)
+    # 5 s: long enough that the restarted source polls within it on a loaded machine (CI), where 1 s was not
+    crashed = source_on(noaa, tmp_path, visibility_s=5)
     (held,) = crashed.poll()
     del crashed  # the process died with the file in hand: nothing was deleted
-    again = source_on(noaa, tmp_path, visibility_s=1)
+    again = source_on(noaa, tmp_path, visibility_s=5)
     assert again.poll() == []  # still hidden
-    time.sleep(1.5)
-    assert again.poll() == [held]  # at least once
+    back = wait_until(again.poll, "the message visible again after its visibility timeout", 30.0, every_s=0.5)
+    assert back == [held]  # at least once
     again.done(held)
     assert noaa.counts() == (0, 0)
 
