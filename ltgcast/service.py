@@ -226,7 +226,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         parser, "--bus", "LTGCAST_BUS", default=d.bus, metavar="URI", help="inproc:// or kafka://HOST:PORT"
     )
     add_env_argument(parser, "--scorer", "LTGCAST_SCORER", default=d.scorer.backend, metavar="NAME",
-                     help="embedded (the fastest exact scorer in process) or tfserving")  # fmt: skip
+                     help="embedded (the fastest exact scorer in process) or tfserving; for comparisons also one "
+                     "runtime (tensorflow, onnxruntime, openvino) or patch (a patch per pixel, slow)")  # fmt: skip
     parser.add_argument("--tile", type=int, default=d.scorer.tile,
                         help="output pixels per scoring tile side (0: whole frame)")  # fmt: skip
     parser.add_argument("--concurrency", type=_positive_int, default=d.scorer.concurrency, metavar="N",

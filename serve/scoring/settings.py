@@ -21,6 +21,10 @@ from foundation.settings import check_numbers
 #: TF Serving's gRPC ``host:port`` when none is given (settings, ``--tfserving``, ``LTGCAST_TFSERVING``).
 DEFAULT_TFSERVING = "127.0.0.1:8500"
 
+#: The scorer backends (the registry in :mod:`serve.scoring` holds these names; a test keeps the two equal). They are
+#: checked here so that a bad ``--scorer`` or ``LTGCAST_SCORER`` stops the start, not the first model load.
+BACKENDS: tuple[str, ...] = ("embedded", "patch", "tfserving", "tensorflow", "openvino", "onnxruntime")
+
 #: Transport → the dtype of a tile on the wire.
 DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16)}
 
@@ -64,6 +68,10 @@ class ScorerSettings:
     tfserving: TFServingSettings = field(default_factory=TFServingSettings)
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            msg = (f"ScorerSettings.backend: unknown scorer backend {self.backend!r}; "
+                   f"expected one of: {', '.join(BACKENDS)}")  # fmt: skip
+            raise ConfigError(msg)
         check_numbers(self, non_negative=("tile", "threads"), counts=("concurrency",))
 
 

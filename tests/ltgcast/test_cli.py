@@ -82,6 +82,7 @@ def test_run_says_clearly_when_noaa_is_unreachable(monkeypatch, capsys):
         (["--scorer", "tfserving"], "run with --watch 0 and without --shadow"),
         (["--source", "none"], "--source none (a worker without ingest) needs a shared bus"),
         (["--future-tolerance-s", "-1"], "--future-tolerance-s: expected a number >= 0, found -1.0"),
+        (["--scorer", "gpu"], "unknown scorer backend 'gpu'; expected one of: embedded, patch, tfserving, tensorflow"),
         (["--cors-origin", "https://viewer.example/"], "CORS origin: expected scheme://host[:port] (no path"),
         (
             ["--cors-origin", ""],
@@ -92,6 +93,12 @@ def test_run_says_clearly_when_noaa_is_unreachable(monkeypatch, capsys):
 def test_run_refuses_bad_settings_before_starting_anything(flags, message, capsys):
     assert main(["run", "--source", "sim:", *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_an_unknown_scorer_in_the_environment_stops_the_start_not_the_first_model_load(monkeypatch, capsys):
+    monkeypatch.setenv("LTGCAST_SCORER", "gpu")  # a default argparse never checks against choices
+    assert main(["run", "--source", "sim:"]) == 2
+    assert "ScorerSettings.backend: unknown scorer backend 'gpu'" in capsys.readouterr().err
 
 
 def test_the_future_tolerance_is_a_flag_of_run_and_ingest(tmp_path, capsys):
