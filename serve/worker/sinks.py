@@ -182,7 +182,7 @@ class SinkFeed:
                 self.failures += 1
                 metrics.SINK_ERRORS.inc()
                 wait = self.backoff.delay(failures)
-                log.warning("sink %s: %s; trying again in %.0f s (%d queued)", self.sink, exc, wait, len(self))
+                log.warning("sink %s; trying again in %.0f s (%d queued)", _named(self.sink, exc), wait, len(self))
                 with self._changed:
                     self._changed.wait_for(lambda: self._stop, timeout=wait)
                 continue
@@ -265,3 +265,9 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
+
+
+def _named(sink: object, exc: Exception) -> str:
+    """``exc`` after the sink's name, once: a store's own errors already start with it (``Redis at …: …``)."""
+    said, name = str(exc), str(sink)
+    return said if said.startswith(name) else f"{name}: {said}"

@@ -342,6 +342,9 @@ class MemorySink:
         with self.lock:
             self.grids, self.run_id = {}, self.run_id + "'"
 
+    def __str__(self) -> str:
+        return "Redis at memory"
+
 
 def stored_grids(scenario: list[Path], store: FileGridStore, scorer: EmbeddedScorer, count: int) -> list[Any]:
     bus, clock = InProcessBus(), FakeClock(START + timedelta(minutes=20))
@@ -351,7 +354,10 @@ def stored_grids(scenario: list[Path], store: FileGridStore, scorer: EmbeddedSco
     return store.grids("M1")
 
 
-def test_a_sink_feed_retries_and_puts_back_what_a_restarted_sink_lost(scenario: list[Path], setup: Setup) -> None:
+def test_a_sink_feed_retries_and_puts_back_what_a_restarted_sink_lost(
+    scenario: list[Path], setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("WARNING", logger="serve.worker.sinks")
     _, _, store, scorer = setup
     grids = stored_grids(scenario, store, scorer, 3)
     sink = MemorySink()
@@ -371,6 +377,9 @@ def test_a_sink_feed_retries_and_puts_back_what_a_restarted_sink_lost(scenario: 
         assert feed.backfills >= 2
     finally:
         feed.close(timeout_s=1.0)
+    retries = [r.getMessage() for r in caplog.records if "trying again in" in r.getMessage()]
+    assert retries, "the failed attempts are logged"
+    assert all(m.startswith("sink Redis at memory: ") and m.count("Redis at memory") == 1 for m in retries), retries
 
 
 # -- the breaker, retired scorers, bounded series, atomic writes ------------------------------------------------------
