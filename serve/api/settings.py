@@ -62,15 +62,21 @@ def check_origin(origin: str) -> None:
     Traceback (most recent call last):
     ...
     foundation.errors.ConfigError: CORS origin: expected scheme://host[:port] (no path, no trailing slash) or *, found 'https://viewer.example.org/'
+    >>> check_origin("http://[::1")
+    Traceback (most recent call last):
+    ...
+    foundation.errors.ConfigError: CORS origin: expected scheme://host[:port] (no path, no trailing slash) or *, found 'http://[::1'
     """
-    if origin == "*":
-        return
-    try:
-        parts = urllib.parse.urlsplit(origin)
-        port_ok = parts.port is None or parts.port > 0
-    except ValueError:
-        port_ok = False
-    bare = parts.netloc == origin.partition("://")[2] and not parts.username and not parts.password
-    if not (port_ok and bare and parts.scheme in ("http", "https") and parts.hostname):
+    if origin != "*" and not _is_origin(origin):
         msg = f"CORS origin: expected scheme://host[:port] (no path, no trailing slash) or *, found {origin!r}"
         raise ConfigError(msg)
+
+
+def _is_origin(text: str) -> bool:
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port
+    except ValueError:  # an unclosed [IPv6 bracket, a port that is no number or out of range
+        return False
+    bare = parts.netloc == text.partition("://")[2] and "@" not in parts.netloc  # no path, query or userinfo
+    return bare and parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0

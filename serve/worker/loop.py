@@ -195,6 +195,7 @@ class NowcastWorker:
         self.drift = DriftQueue(drift or DriftMonitor(), clock)
         self.sinks = [SinkFeed(sink, store, clock, encoding=s.encoding).start() for sink in sinks]
         self.ledger = OffsetLedger()
+        self._frame_backoff = Retry(base_s=s.retry_first_s, max_s=s.retry_max_s)  # its delays: frames never give up
         self._revoked: list[TopicPartition] = []
         self._revoked_lock = threading.Lock()
         self.assignment: set[TopicPartition] = set()  # the frame partitions this worker reads (Kafka; empty in-process)
@@ -503,7 +504,7 @@ class NowcastWorker:
 
     def _retry_later(self, frame: _Pending, failure: FrameFailed) -> None:
         frame.attempts += 1
-        wait = Retry(base_s=self.settings.retry_first_s, max_s=self.settings.retry_max_s).delay(frame.attempts)
+        wait = self._frame_backoff.delay(frame.attempts)
         frame.retry_at = self.clock.monotonic() + wait
         metrics.STORE_RETRIES.labels(failure.kind).inc()
         log.warning("worker: %s failed (%s, attempt %d); trying again in %.0f s", frame.event.name, failure.reason,

@@ -84,6 +84,7 @@ def test_run_says_clearly_when_noaa_is_unreachable(monkeypatch, capsys):
         (["--future-tolerance-s", "-1"], "--future-tolerance-s: expected a number >= 0, found -1.0"),
         (["--scorer", "gpu"], "unknown scorer backend 'gpu'; expected one of: embedded, patch, tfserving, tensorflow"),
         (["--cors-origin", "https://viewer.example/"], "CORS origin: expected scheme://host[:port] (no path"),
+        (["--cors-origin", "http://[::1"], "or *, found 'http://[::1'"),  # urlsplit's own refusal, not a traceback
         (
             ["--cors-origin", ""],
             "CORS origin: expected scheme://host[:port] (no path, no trailing slash) or *, found ''",
