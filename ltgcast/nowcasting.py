@@ -357,7 +357,7 @@ def add_nowcast_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--glm", nargs="*", help="GLM LCFA granules of the 15 minutes before the frame")
     parser.add_argument("--previous", help="band-13 frame 15 minutes earlier (feature sets with ir_trend)")
     parser.add_argument("--out", required=True, help="output NetCDF path")
-    from serve.scoring.settings import BACKENDS
+    from serve.scoring import BACKENDS
 
     add_tfserving_arguments(parser)
     parser.add_argument("--encoding", choices=("uint8", "float32"), default="uint8", help="probability storage")

@@ -329,6 +329,7 @@ _FACTORIES: Registry[Callable[[Path, ScorerSettings], Scorer]] = Registry(
         "onnxruntime": _converted("onnxruntime"),
     },
 )
+BACKENDS = tuple(_FACTORIES)
 
 
 def get_scorer(version_path: Path, settings: ScorerSettings) -> Scorer:

@@ -21,10 +21,6 @@ from foundation.settings import check_numbers
 #: TF Serving's gRPC ``host:port`` when none is given (settings, ``--tfserving``, ``LTGCAST_TFSERVING``).
 DEFAULT_TFSERVING = "127.0.0.1:8500"
 
-#: The scorer backends (the registry in :mod:`serve.scoring` holds these names; a test keeps the two equal). They are
-#: checked here so that a bad ``--scorer`` or ``LTGCAST_SCORER`` stops the start, not the first model load.
-BACKENDS: tuple[str, ...] = ("embedded", "patch", "tfserving", "tensorflow", "openvino", "onnxruntime")
-
 #: Transport → the dtype of a tile on the wire.
 DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16)}
 
@@ -68,6 +64,10 @@ class ScorerSettings:
     tfserving: TFServingSettings = field(default_factory=TFServingSettings)
 
     def __post_init__(self) -> None:
+        # The registry's names, so a bad --scorer or LTGCAST_SCORER stops the start, not the first model load.
+        # Imported here: serve.scoring imports this module (and is imported before it all the same, as its package).
+        from serve.scoring import BACKENDS
+
         if self.backend not in BACKENDS:
             msg = (f"ScorerSettings.backend: unknown scorer backend {self.backend!r}; "
                    f"expected one of: {', '.join(BACKENDS)}")  # fmt: skip
